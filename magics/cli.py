@@ -1,0 +1,95 @@
+"""``nothing``: the scheduler from a terminal, with the same client and options as the magics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .client import NothingClient, NothingError
+from .options import OptionError, make_parser, spec_from_options
+from .snapshot import SnapshotTooLarge, build_snapshot
+from .widget import status_line
+
+
+def _submit(client: NothingClient, argv: list[str]) -> int:
+    ns = make_parser("nothing submit", with_script=True).parse_args(argv)
+    if not ns.script:
+        raise OptionError("nothing submit needs a script: nothing submit train.py [--gpus N] [-- script args]")
+    cwd = Path.cwd().resolve()
+    script = (cwd / ns.script).resolve()
+    if not script.is_file() or not script.is_relative_to(cwd):
+        raise OptionError(f"{ns.script} is not a file in the current folder {cwd}")
+    spec = spec_from_options(ns, script.relative_to(cwd).as_posix(), ns.script_args)
+    archive, _ = build_snapshot(cwd, int(os.environ.get("NOTHING_MAX_SNAPSHOT_BYTES", 100 * 1024**2)))
+    print(status_line(client.submit(spec, archive)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="nothing", description="Queue and watch runs on the shared GPUs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("submit", help="queue a script with the current folder as its code", add_help=False)
+    runs = sub.add_parser("runs", help="list your runs")
+    runs.add_argument("--all", action="store_true", help="everyone's runs (admins)")
+    runs.add_argument("--state", action="append", default=[])
+    runs.add_argument("--json", action="store_true")
+    for name, help_text in (("show", "one run and its history"), ("cancel", "cancel a run")):
+        sub.add_parser(name, help=help_text).add_argument("run", type=int)
+    logs = sub.add_parser("logs", help="a run's log")
+    logs.add_argument("run", type=int)
+    logs.add_argument("-f", "--follow", action="store_true")
+    logs.add_argument("--tail", type=int)
+    dl = sub.add_parser("download", help="a run's outputs")
+    dl.add_argument("run", type=int)
+    dl.add_argument("path", nargs="?")
+    dl.add_argument("--dest", default=None)
+    sub.add_parser("gpus", help="the cluster's GPUs")
+
+    if argv[:1] == ["submit"]:
+        command, rest = "submit", argv[1:]
+    else:
+        args = parser.parse_args(argv)
+        command, rest = args.command, None
+    try:
+        client = NothingClient()
+        if command == "submit":
+            return _submit(client, rest)
+        if command == "runs":
+            found = client.runs(everyone=args.all, states=args.state)
+            if args.json:
+                print(json.dumps(found, indent=2))
+            for r in [] if args.json else found:
+                print(status_line(r).replace("\n", " "))
+        elif command == "show":
+            print(json.dumps(dict(client.run(args.run), events=client.events(args.run)), indent=2))
+        elif command == "cancel":
+            print(status_line(client.cancel(args.run)))
+        elif command == "logs":
+            if args.follow:
+                for chunk in client.follow_logs(args.run):
+                    sys.stdout.write(chunk)
+                    sys.stdout.flush()
+            else:
+                sys.stdout.write(client.logs(args.run, tail=args.tail)[0])
+        elif command == "download":
+            dest = args.dest or (Path.cwd() if args.path else Path.cwd() / f"run-{args.run}")
+            for f in client.download(args.run, dest, args.path):
+                print(f)
+        elif command == "gpus":
+            info = client.gpus()
+            for node in info["nodes"]:
+                for g in node["gpus"]:
+                    holder = f"run {g['run_id']} ({g['owner']})" if g["run_id"] else ("busy" if g["busy"] else "free")
+                    print(f"{node['name']}:{g['index']}  {g['name']:<20} {holder}")
+        return 0
+    except (NothingError, OptionError, SnapshotTooLarge) as e:
+        print(f"nothing: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

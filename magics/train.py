@@ -1,0 +1,157 @@
+"""The notebook magics: ``%%nothing_train`` and friends.
+
+Every magic checks its input before calling the service and reports a problem as
+one line (IPython's UsageError), never as a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
+from IPython.display import display
+
+from .client import NothingClient, NothingError
+from .options import OptionError, make_parser, small_parser, spec_from_options
+from .run import RunHandle
+from .snapshot import CELL_ENTRY_POINT, SnapshotTooLarge, build_snapshot
+from .widget import status_line
+
+DEFAULT_MAX_SNAPSHOT_BYTES = 100 * 1024**2
+
+
+def _usage(fn):
+    """Turn the errors a person can fix into one-line UsageErrors."""
+
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (OptionError, NothingError, SnapshotTooLarge, FileNotFoundError, TimeoutError) as e:
+            raise UsageError(str(e)) from None
+
+    wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
+    return wrapper
+
+
+def _run_id(text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise OptionError(f"expected a run id (a number), not {text.strip()!r}") from None
+
+
+@magics_class
+class NothingMagics(Magics):
+    _client: NothingClient | None = None
+
+    @property
+    def client(self) -> NothingClient:
+        if self._client is None:
+            self._client = NothingClient()
+        return self._client
+
+    def _show(self, handle: RunHandle) -> None:
+        if getattr(self.shell, "kernel", None) is not None:
+            try:
+                display(handle.widget())
+                return
+            except ImportError:
+                pass
+        print(status_line(handle.record))
+
+    @line_cell_magic
+    @_usage
+    def nothing_train(self, line: str, cell: str | None = None):
+        """Queue a training run on the shared GPUs (see --help below)."""
+        if line.strip() in ("-h", "--help"):
+            print(make_parser("%%nothing_train", with_script=cell is None).format_help())
+            return
+        parser = make_parser("%%nothing_train" if cell is not None else "%nothing_train", with_script=cell is None)
+        ns = parser.parse_args(shlex.split(line))
+        cwd = Path.cwd()
+        if cell is None:
+            if not ns.script:
+                raise OptionError("%nothing_train needs a script (e.g. %nothing_train train.py --epochs 3), "
+                                  "or use the cell form %%nothing_train")
+            script = (cwd / ns.script).resolve()
+            if not script.is_file() or not script.is_relative_to(cwd.resolve()):
+                raise OptionError(f"{ns.script} is not a file in the notebook's folder {cwd}")
+            entry, args, code = script.relative_to(cwd.resolve()).as_posix(), ns.script_args, None
+        else:
+            if not cell.strip():
+                raise OptionError("the cell is empty: put the training code below %%nothing_train")
+            entry, args, code = CELL_ENTRY_POINT, [], cell
+        spec = spec_from_options(ns, entry, args)
+        max_bytes = int(os.environ.get("NOTHING_MAX_SNAPSHOT_BYTES", DEFAULT_MAX_SNAPSHOT_BYTES))
+        archive, skipped = build_snapshot(cwd, max_bytes, cell_code=code)
+        if skipped:
+            print(f"nothing: left out links pointing outside the folder: {', '.join(skipped[:5])}", file=sys.stderr)
+        handle = RunHandle(self.client.submit(spec, archive), self.client)
+        self.shell.user_ns["nothing_last_run"] = handle
+        self._show(handle)
+
+    @line_magic
+    @_usage
+    def nothing_runs(self, line: str = ""):
+        """List your runs: %nothing_runs [--all] [--state QUEUED]"""
+        p = small_parser("%nothing_runs")
+        p.add_argument("--all", action="store_true")
+        p.add_argument("--state", action="append", default=[])
+        ns = p.parse_args(shlex.split(line))
+        runs = self.client.runs(everyone=ns.all, states=ns.state)
+        if not runs:
+            print("no runs")
+            return
+        print(f"{'ID':>5}  {'STATE':<18} {'GPUS':>4}  {'OWNER':<12} {'NAME':<24} REASON")
+        for r in runs:
+            name = r["name"] or r["entry_point"]
+            print(f"{r['id']:>5}  {r['state']:<18} {r['gpus']:>4}  {r['owner'][:12]:<12} {name[:24]:<24} {r['reason']}")
+
+    @line_magic
+    @_usage
+    def nothing_logs(self, line: str):
+        """Show a run's log: %nothing_logs RUN [--follow] [--tail N]"""
+        p = small_parser("%nothing_logs")
+        p.add_argument("run")
+        p.add_argument("--follow", "-f", action="store_true")
+        p.add_argument("--tail", type=int, default=None)
+        ns = p.parse_args(shlex.split(line))
+        run_id = _run_id(ns.run)
+        if ns.follow:
+            for chunk in self.client.follow_logs(run_id):
+                print(chunk, end="", flush=True)
+        else:
+            print(self.client.logs(run_id, tail=ns.tail)[0], end="")
+
+    @line_magic
+    @_usage
+    def nothing_cancel(self, line: str):
+        """Cancel a queued or running run: %nothing_cancel RUN"""
+        run = self.client.cancel(_run_id(line))
+        print(status_line(run))
+
+    @line_magic
+    @_usage
+    def nothing_download(self, line: str):
+        """Download a run's outputs into the notebook's folder: %nothing_download RUN [model/file.pt]"""
+        parts = shlex.split(line)
+        if not parts:
+            raise OptionError("usage: %nothing_download RUN [PATH]")
+        run_id = _run_id(parts[0])
+        path = parts[1] if len(parts) > 1 else None
+        dest = Path.cwd() if path else Path.cwd() / f"run-{run_id}"
+        written = self.client.download(run_id, dest, path)
+        for f in written:
+            print(f.relative_to(Path.cwd()) if f.is_relative_to(Path.cwd()) else f)
+
+    @line_magic
+    @_usage
+    def nothing_watch(self, line: str):
+        """Show the live widget of a run again (e.g. after reopening the notebook): %nothing_watch RUN"""
+        handle = RunHandle(self.client.run(_run_id(line)), self.client)
+        self._show(handle)
+        return None

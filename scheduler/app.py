@@ -1,0 +1,228 @@
+"""The scheduler service: configuration, start-up and the tornado application.
+
+JupyterHub runs it as a managed service (see ``nothing.hub_extension``) and passes
+where to listen and which prefix to serve through ``JUPYTERHUB_SERVICE_URL`` and
+``JUPYTERHUB_SERVICE_PREFIX``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+from jupyterhub.services.auth import HubOAuthCallbackHandler
+from tornado import web
+from tornado.httpserver import HTTPServer
+from traitlets import Bool, Dict, Float, Integer, Unicode, default, validate
+from traitlets.config import Application
+
+from . import __version__
+from .api import default_handlers
+from .db import Database
+from .dispatcher import Dispatcher
+from .executors.local import LocalExecutor
+from .gpus import discover
+from .policy import Node, PriorityFifoPolicy
+from .snapshot import SnapshotLimits
+
+aliases = {
+    "config": "NothingScheduler.config_file",
+    "data-dir": "NothingScheduler.data_dir",
+    "db-url": "NothingScheduler.db_url",
+    "gpu-mode": "NothingScheduler.gpu_mode",
+    "virtual-gpus": "NothingScheduler.virtual_gpus",
+    "log-level": "Application.log_level",
+}
+
+
+def _total_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 0
+
+
+class RootHandler(web.RequestHandler):
+    def get(self):
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish({"service": "nothing", "version": __version__, "api": self.settings["service_prefix"] + "api/"})
+
+
+class NothingScheduler(Application):
+    name = "nothing-scheduler"
+    description = "The NothingAI GPU scheduler (a JupyterHub service)."
+    version = __version__
+    aliases = aliases
+
+    config_file = Unicode("", help="A Python config file to load, e.g. nothing_scheduler_config.py").tag(config=True)
+
+    data_dir = Unicode(
+        help="""Folder for the database (SQLite default) and every run's files.
+
+        Example: ``c.NothingScheduler.data_dir = "/srv/nothing"``
+        """
+    ).tag(config=True)
+
+    @default("data_dir")
+    def _default_data_dir(self):
+        return os.path.abspath("nothing-data")
+
+    db_url = Unicode(
+        help="""SQLAlchemy URL of the scheduler's database.
+
+        Defaults to SQLite (WAL mode) in ``data_dir``. Example for PostgreSQL:
+        ``c.NothingScheduler.db_url = "postgresql+psycopg://nothing:secret@db/nothing"``
+        """
+    ).tag(config=True)
+
+    @default("db_url")
+    def _default_db_url(self):
+        return f"sqlite:///{os.path.join(self.data_dir, 'scheduler.sqlite')}"
+
+    node_name = Unicode(help="Name of this machine in the GPU inventory (default: its host name).").tag(config=True)
+
+    @default("node_name")
+    def _default_node_name(self):
+        return socket.gethostname()
+
+    gpu_mode = Unicode(
+        "auto",
+        help="""Where GPUs come from: ``auto`` (NVML if a driver answers, otherwise virtual GPUs),
+        ``nvml`` (fail without a driver) or ``virtual``.""",
+    ).tag(config=True)
+
+    @validate("gpu_mode")
+    def _check_gpu_mode(self, proposal):
+        if proposal.value not in ("auto", "nvml", "virtual"):
+            raise ValueError(f"gpu_mode must be auto, nvml or virtual, not {proposal.value!r}")
+        return proposal.value
+
+    virtual_gpus = Integer(4, help="Number of virtual GPUs on a machine without an NVIDIA driver.").tag(config=True)
+    virtual_gpu_memory = Integer(16 * 1024**3, help="Memory reported for each virtual GPU, in bytes.").tag(config=True)
+
+    node_cpus = Integer(help="CPUs this node offers to runs (default: all of them).").tag(config=True)
+
+    @default("node_cpus")
+    def _default_node_cpus(self):
+        return os.cpu_count() or 1
+
+    node_memory = Integer(
+        0, help="Memory in bytes this node offers to runs; 0 means memory requests are recorded but not enforced."
+    ).tag(config=True)
+
+    max_snapshot_bytes = Integer(
+        100 * 1024**2, help="Largest code snapshot (compressed) a submission may upload, in bytes."
+    ).tag(config=True)
+    max_unpacked_bytes = Integer(
+        1024**3, help="Largest size a code snapshot may unpack to, in bytes (guards against archive bombs)."
+    ).tag(config=True)
+
+    kill_grace_seconds = Float(
+        10.0, help="Seconds between SIGTERM and SIGKILL when a run is cancelled or runs out of time."
+    ).tag(config=True)
+
+    python = Unicode(sys.executable, help="Python interpreter that runs entry points and installs requirements.").tag(
+        config=True
+    )
+
+    service_url = Unicode(help="Where to listen (default: $JUPYTERHUB_SERVICE_URL).").tag(config=True)
+
+    @default("service_url")
+    def _default_service_url(self):
+        return os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101")
+
+    service_prefix = Unicode(help="URL prefix served (default: $JUPYTERHUB_SERVICE_PREFIX).").tag(config=True)
+
+    @default("service_prefix")
+    def _default_service_prefix(self):
+        return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/nothing/")
+
+    tornado_settings = Dict(help="Extra tornado Application settings.").tag(config=True)
+    upgrade_db = Bool(True, help="Upgrade the database schema to the newest revision at start.").tag(config=True)
+
+    @property
+    def max_gpus_per_node(self) -> int:
+        return max((len(g) for g in self.inventory.values()), default=0)
+
+    @property
+    def max_cpus_per_node(self) -> int:
+        return self.node_cpus
+
+    def initialize(self, argv=None):
+        super().initialize(argv)
+        if self.config_file:
+            self.load_config_file(self.config_file)
+            self.update_config(self.cli_config)
+        logging.getLogger("nothing").setLevel(self.log_level)
+        logging.getLogger("nothing").handlers = self.log.handlers
+        Path(self.data_dir).mkdir(parents=True, exist_ok=True)
+        self.db = Database(self.db_url)
+        revision = self.db.upgrade()
+        self.log.info("Scheduler database at revision %s (%s)", revision, self.db.engine.url.render_as_string())
+        self.gpu_mode_in_use, gpus = discover(self.gpu_mode, self.virtual_gpus, self.node_name, self.virtual_gpu_memory)
+        self.inventory = {self.node_name: gpus}
+        nodes = [Node(self.node_name, tuple(g.index for g in gpus), self.node_cpus, self.node_memory)]
+        executor = LocalExecutor(on_exit=None, parent=self)
+        self.dispatcher = Dispatcher(
+            self.db, executor, PriorityFifoPolicy(), nodes, Path(self.data_dir) / "runs", self.python,
+            SnapshotLimits(self.max_unpacked_bytes), self.kill_grace_seconds,
+        )
+
+    def make_app(self) -> web.Application:
+        prefix = self.service_prefix
+        handlers = [(prefix + pattern.lstrip("/"), handler) for pattern, handler in default_handlers]
+        handlers += [
+            (prefix.rstrip("/") + "/?", RootHandler),
+            (prefix + "oauth_callback", HubOAuthCallbackHandler),
+        ]
+        settings = dict(
+            dispatcher=self.dispatcher,
+            scheduler=self,
+            service_prefix=prefix,
+            cookie_secret=os.urandom(32),
+            log_function=self._log_request,
+        )
+        settings.update(self.tornado_settings)
+        return web.Application(handlers, **settings)
+
+    def _log_request(self, handler):
+        status = handler.get_status()
+        level = self.log.warning if status >= 400 else self.log.debug
+        level("%s %s %s %.1fms", status, handler.request.method, handler.request.path,
+              1000 * handler.request.request_time())
+
+    async def start_async(self) -> None:
+        await self.dispatcher.start()
+        url = urlparse(self.service_url)
+        server = HTTPServer(self.make_app(), max_body_size=self.max_snapshot_bytes * 2 + 1024**2, xheaders=True)
+        server.listen(url.port or 80, url.hostname or "127.0.0.1")
+        self.log.info("NothingAI scheduler %s listening on %s%s (%d GPUs, %s mode)", __version__, self.service_url,
+                      self.service_prefix, sum(len(g) for g in self.inventory.values()), self.gpu_mode_in_use)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        self.log.info("Stopping; runs keep going and are re-attached at the next start")
+        server.stop()
+        await self.dispatcher.stop()
+        self.db.close()
+
+    def start(self):
+        asyncio.run(self.start_async())
+
+
+def main(argv=None):
+    app = NothingScheduler.instance()
+    app.initialize(argv)
+    app.start()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,379 @@
+"""The live scheduler: keeps the active runs, asks the policy, tells the executor.
+
+Every event (a submission, a cancel, a process that ended) wakes one scheduling
+pass; a pass snapshots the active runs, calls the pure policy, records the
+decisions and launches what it decided.  Runs that were going when the service
+last stopped are re-attached at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import shutil
+import signal
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import store
+from .db import Database
+from .executors.base import Executor, ExitStatus, ProcessRef
+from .policy import Allocation, ClusterSnapshot, Node, PendingRun, Policy
+from .runenv import RunLaunch, RunPaths
+from .snapshot import SnapshotLimits, unpack
+from .states import RunState, StopCause, check_transition
+
+log = logging.getLogger(__name__)
+S = RunState
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class RunNotActive(Exception):
+    """The run has already ended."""
+
+
+@dataclass
+class ActiveRun:
+    """What the dispatcher keeps in memory about a run that has not ended."""
+
+    id: int
+    owner: str
+    entry_point: str
+    args: tuple[str, ...]
+    hyperparameters: dict
+    experiment: str
+    gpus: int
+    cpus: int
+    memory_bytes: int
+    priority: int
+    max_seconds: int | None
+    submitted_at: datetime
+    state: RunState
+    reason: str
+    run_dir: str
+    node: str | None = None
+    assigned_gpus: tuple[int, ...] = ()
+    started_at: datetime | None = None
+    process: ProcessRef | None = None
+    stop_cause: StopCause | None = None
+    stopped_by: str | None = None
+    position: int | None = None
+    launched: asyncio.Event = field(default_factory=asyncio.Event)
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+
+    @classmethod
+    def from_row(cls, row) -> "ActiveRun":
+        run = cls(
+            id=row.id, owner=row.owner, entry_point=row.entry_point, args=tuple(row.args or ()),
+            hyperparameters=dict(row.hyperparameters or {}), experiment=row.experiment, gpus=row.gpus,
+            cpus=row.cpus, memory_bytes=row.memory_bytes, priority=row.priority, max_seconds=row.max_seconds,
+            submitted_at=row.submitted_at, state=row.state, reason=row.reason, run_dir=row.run_dir,
+            node=row.node, assigned_gpus=tuple(row.assigned_gpus or ()), started_at=row.started_at,
+            process=ProcessRef(row.pid, row.process_start or "") if row.pid else None,
+            stop_cause=row.stop_cause,
+        )
+        if run.state != S.CREATE_IN_PROGRESS:
+            run.launched.set()
+        return run
+
+    @property
+    def paths(self) -> RunPaths:
+        return RunPaths(Path(self.run_dir))
+
+    def live_fields(self) -> dict[str, Any]:
+        """Fields that change without a database write (queue position and reason)."""
+        return {"state": self.state.value, "reason": self.reason, "queue_position": self.position}
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        db: Database,
+        executor: Executor,
+        policy: Policy,
+        nodes: list[Node],
+        runs_dir: Path,
+        python: str,
+        snapshot_limits: SnapshotLimits,
+        kill_grace_seconds: float = 10.0,
+    ):
+        self.db = db
+        self.executor = executor
+        self.executor.on_exit = self._on_exit
+        self.policy = policy
+        self.nodes = nodes
+        self.runs_dir = runs_dir
+        self.python = python
+        self.snapshot_limits = snapshot_limits
+        self.kill_grace_seconds = kill_grace_seconds
+        self.active: dict[int, ActiveRun] = {}
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    # ------------------------------------------------------------------ life cycle
+    async def start(self) -> None:
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.runs_dir.glob(".incoming-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        rows = await self.db.run(store.active_runs)
+        for row in rows:
+            run = ActiveRun.from_row(row)
+            self.active[run.id] = run
+            if run.state == S.CREATE_IN_PROGRESS:
+                await self._settle_interrupted_start(run)
+            if run.state.holds_gpus:
+                run.process = run.process or self._process_from_pid_file(run)
+                log.info("Re-attaching to run %s (%s, pid %s)", run.id, run.state,
+                         run.process.pid if run.process else None)
+                self.executor.reattach(run.id, run.process, run.paths)
+                self._arm_timers(run)
+        self._loop_task = asyncio.ensure_future(self._loop())
+        self.wake()
+
+    async def _settle_interrupted_start(self, run: ActiveRun) -> None:
+        """A run caught between allocation and launch when the service last stopped."""
+        ref = self._process_from_pid_file(run)
+        now = utcnow()
+        if ref is not None:
+            run.process, run.started_at = ref, run.started_at or now
+            t = self._transition(run, S.RUNNING, "process started (recovered after a scheduler restart)", now,
+                                 started_at=run.started_at, pid=ref.pid, process_start=ref.start)
+        else:
+            t = self._end(run, S.CREATE_FAILED, "the scheduler stopped before the run's process was started", now)
+        await self.db.run(store.apply_transitions, [t])
+        run.launched.set()
+
+    async def stop(self) -> None:
+        if self._loop_task:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        for run in self.active.values():
+            for timer in run.timers:
+                timer.cancel()
+        await self.executor.stop()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._schedule_pass()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("Scheduling pass failed; retrying on the next event")
+                await asyncio.sleep(1)
+                self.wake()
+
+    # ------------------------------------------------------------------ submissions
+    async def submit(self, values: dict[str, Any], archive: bytes) -> ActiveRun:
+        """Unpack the snapshot and queue the run; nothing is left behind if either fails."""
+        incoming = self.runs_dir / f".incoming-{secrets.token_hex(8)}"
+        try:
+            await asyncio.to_thread(self._prepare_run_dir, incoming, archive, values["entry_point"])
+            row = await self.db.run(store.insert_run, values, utcnow(), lambda run_id: self._place(incoming, run_id))
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, incoming, True)
+            raise
+        run = ActiveRun.from_row(row)
+        self.active[run.id] = run
+        self.wake()
+        return run
+
+    def _prepare_run_dir(self, incoming: Path, archive: bytes, entry_point: str) -> None:
+        paths = RunPaths(incoming)
+        incoming.mkdir(parents=True)
+        unpack(archive, paths.source, self.snapshot_limits)
+        entry = paths.source / entry_point
+        if not entry.is_file():
+            from .snapshot import SnapshotError
+
+            raise SnapshotError(f"the entry point {entry_point!r} is not a file in the uploaded snapshot")
+        for folder in (paths.model, paths.checkpoints, paths.checkpoint_input, paths.tensorboard):
+            folder.mkdir()
+        paths.log.touch()
+
+    def _place(self, incoming: Path, run_id: int) -> tuple[str, str]:
+        final = self.runs_dir / str(run_id)
+        if final.exists():
+            # Left over from a database that was reset; never mix two runs' files.
+            shutil.rmtree(final)
+        incoming.rename(final)
+        return str(final), str(RunPaths(final).log)
+
+    # ------------------------------------------------------------------ scheduling
+    def snapshot(self) -> ClusterSnapshot:
+        running, queued = [], []
+        for run in self.active.values():
+            if run.state.holds_gpus and run.node is not None:
+                running.append(Allocation(run.id, run.owner, run.node, run.assigned_gpus, run.cpus, run.memory_bytes))
+            elif run.state == S.QUEUED:
+                queued.append(PendingRun(run.id, run.owner, run.gpus, run.cpus, run.memory_bytes, run.priority,
+                                         run.submitted_at.timestamp()))
+        return ClusterSnapshot(tuple(self.nodes), tuple(running), tuple(queued), utcnow().timestamp())
+
+    async def _schedule_pass(self) -> None:
+        decisions = self.policy.decide(self.snapshot())
+        for entry in decisions.waiting:
+            run = self.active.get(entry.run_id)
+            if run is not None:
+                run.position, run.reason = entry.position, entry.reason
+        if not decisions.starts:
+            return
+        now = utcnow()
+        transitions, starting = [], []
+        for start in decisions.starts:
+            run = self.active[start.run_id]
+            run.node, run.assigned_gpus, run.position = start.node, start.gpus, None
+            run.launched.clear()
+            gpus = ",".join(map(str, start.gpus)) or "none"
+            transitions.append(self._transition(run, S.CREATE_IN_PROGRESS, f"starting on {start.node}, GPUs {gpus}",
+                                                now, node=start.node, assigned_gpus=list(start.gpus)))
+            starting.append(run)
+        await self.db.run(store.apply_transitions, transitions)
+        results = await asyncio.gather(*(self._launch(run) for run in starting), return_exceptions=True)
+        now = utcnow()
+        transitions = []
+        for run, result in zip(starting, results):
+            if isinstance(result, BaseException):
+                log.error("Run %s failed to start: %s", run.id, result)
+                transitions.append(self._end(run, S.CREATE_FAILED, f"could not start the run's process: {result}", now))
+            else:
+                run.process, run.started_at = result, now
+                transitions.append(self._transition(run, S.RUNNING, "process started", now, started_at=now,
+                                                    pid=result.pid, process_start=result.start))
+        await self.db.run(store.apply_transitions, transitions)
+        for run in starting:
+            run.launched.set()
+            if run.state == S.RUNNING:
+                self._arm_timers(run)
+        if any(r.state == S.CREATE_FAILED for r in starting):
+            self.wake()
+
+    async def _launch(self, run: ActiveRun) -> ProcessRef:
+        launch = RunLaunch(run.id, run.owner, run.experiment, run.entry_point, run.args, run.hyperparameters,
+                           run.assigned_gpus)
+        ref = await self.executor.launch(launch, run.paths, self.python)
+        (run.paths.root / "pid").write_text(f"{ref.pid} {ref.start}\n")
+        return ref
+
+    def _process_from_pid_file(self, run: ActiveRun) -> ProcessRef | None:
+        try:
+            pid, _, start = (run.paths.root / "pid").read_text().strip().partition(" ")
+            return ProcessRef(int(pid), start)
+        except (OSError, ValueError):
+            return None
+
+    def _transition(self, run: ActiveRun, target: RunState, reason: str, at: datetime, **fields) -> store.Transition:
+        check_transition(run.state, target)
+        t = store.Transition(run.id, run.state, target, reason, at, fields)
+        run.state, run.reason = target, reason
+        return t
+
+    def _end(self, run: ActiveRun, target: RunState, reason: str, at: datetime, **fields) -> store.Transition:
+        t = self._transition(run, target, reason, at, ended_at=at, **fields)
+        for timer in run.timers:
+            timer.cancel()
+        self.active.pop(run.id, None)
+        return t
+
+    # ------------------------------------------------------------------ stopping
+    def _arm_timers(self, run: ActiveRun) -> None:
+        if run.max_seconds and run.started_at and run.state == S.RUNNING:
+            elapsed = (utcnow() - run.started_at).total_seconds()
+            loop = asyncio.get_running_loop()
+            run.timers.append(loop.call_later(max(0.0, run.max_seconds - elapsed), self._max_time_reached, run.id))
+        if run.state == S.STOP_IN_PROGRESS:
+            self._arm_kill(run)
+
+    def _max_time_reached(self, run_id: int) -> None:
+        run = self.active.get(run_id)
+        if run is not None and run.state == S.RUNNING:
+            self._spawn(self._request_stop(run, StopCause.MAX_TIME,
+                                           f"exceeded its maximum run time of {format_seconds(run.max_seconds)}"))
+
+    def _arm_kill(self, run: ActiveRun) -> None:
+        loop = asyncio.get_running_loop()
+        run.timers.append(loop.call_later(self.kill_grace_seconds, lambda: self._spawn(self._kill(run.id))))
+
+    async def _kill(self, run_id: int) -> None:
+        run = self.active.get(run_id)
+        if run is not None and run.state == S.STOP_IN_PROGRESS and run.process is not None:
+            log.info("Run %s did not stop within %ss of SIGTERM: sending SIGKILL", run_id, self.kill_grace_seconds)
+            await self.executor.signal(run.process, signal.SIGKILL)
+
+    async def cancel(self, run_id: int, by: str) -> ActiveRun:
+        run = self.active.get(run_id)
+        if run is None:
+            raise RunNotActive(run_id)
+        if run.state == S.QUEUED:
+            await self.db.run(store.apply_transitions, [self._end(run, S.STOPPED, f"cancelled by {by} while queued",
+                                                                  utcnow(), stop_cause=StopCause.CANCEL)])
+            self.wake()
+        elif run.state in (S.CREATE_IN_PROGRESS, S.RUNNING):
+            await run.launched.wait()
+            if run.state == S.RUNNING:
+                await self._request_stop(run, StopCause.CANCEL, f"cancelled by {by}")
+        return run
+
+    async def _request_stop(self, run: ActiveRun, cause: StopCause, reason: str) -> None:
+        if run.state != S.RUNNING:
+            return
+        run.stop_cause = cause
+        await self.db.run(store.apply_transitions,
+                          [self._transition(run, S.STOP_IN_PROGRESS, reason, utcnow(), stop_cause=cause)])
+        if run.process is not None:
+            await self.executor.signal(run.process, signal.SIGTERM)
+        self._arm_kill(run)
+
+    # ------------------------------------------------------------------ exits
+    async def _on_exit(self, run_id: int, status: ExitStatus) -> None:
+        run = self.active.get(run_id)
+        if run is None:
+            return
+        await run.launched.wait()
+        if run.id not in self.active:
+            return
+        now = utcnow()
+        exit_code = status.exit_code if status.phase in ("entry", "requirements", "killed") else None
+        if run.state == S.STOP_IN_PROGRESS and run.stop_cause is not None:
+            target = run.stop_cause.final_state()
+            reason = f"{run.reason}; {status.describe()}"
+        elif status.succeeded:
+            target, reason = S.COMPLETE, "exited with code 0"
+        else:
+            target, reason = S.FAIL_TRAIN, status.describe()
+        if target == S.QUEUED:
+            t = self._transition(run, S.QUEUED, reason, now, node=None, assigned_gpus=[], pid=None,
+                                 process_start=None, stop_cause=None)
+            run.node, run.assigned_gpus, run.process, run.stop_cause = None, (), None, None
+        else:
+            t = self._end(run, target, reason, now, exit_code=exit_code)
+        await self.db.run(store.apply_transitions, [t])
+        self.wake()
+
+
+def format_seconds(seconds: int | None) -> str:
+    if not seconds:
+        return "unlimited"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

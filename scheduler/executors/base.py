@@ -1,0 +1,143 @@
+"""The life cycle every executor shares; engines fill in four primitives.
+
+An executor is told to launch a run, and later tells the dispatcher, through
+``on_exit``, how that run ended.  It can also signal a run and, after a restart
+of the scheduler, re-attach to a run that kept going meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal as signals
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Awaitable, Callable
+
+from traitlets import Float
+from traitlets.config import LoggingConfigurable
+
+from ..runenv import RunLaunch, RunPaths
+
+
+@dataclass(frozen=True)
+class ProcessRef:
+    """Names a run's process across scheduler restarts (a pid alone can be reused)."""
+
+    pid: int
+    start: str
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """How a run's process ended.
+
+    ``phase`` is ``entry`` (the entry point ran), ``requirements`` (installing
+    requirements.txt failed), ``killed`` (the run's parent died by a signal before
+    it could record anything) or ``lost`` (the process vanished while nobody watched).
+    """
+
+    phase: str
+    exit_code: int | None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.phase == "entry" and self.exit_code == 0
+
+    def describe(self) -> str:
+        if self.phase == "requirements":
+            return f"installing requirements.txt failed (pip exited with code {self.exit_code}); see the log"
+        if self.phase == "lost":
+            return "the run's process ended while the scheduler was not watching and left no exit status"
+        code = self.exit_code
+        if code is not None and code < 0:
+            try:
+                name = signals.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            return f"killed by {name}"
+        if code == 0:
+            return "exited with code 0"
+        return f"exited with code {code}"
+
+
+ExitCallback = Callable[[int, ExitStatus], Awaitable[None]]
+
+
+def read_exit_file(path: Path) -> ExitStatus | None:
+    try:
+        record = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return ExitStatus(record.get("phase", "entry"), record.get("exit_code"))
+
+
+class Executor(LoggingConfigurable):
+    """Template for executors: subclasses implement ``_start``, ``_wait``, ``_alive`` and ``_signal``."""
+
+    reattach_poll_interval = Float(
+        0.5,
+        help="""Seconds between checks on a re-attached run's process.
+
+        Runs started by this scheduler process are awaited directly; runs that were
+        already going when it started are polled this often.
+        """,
+    ).tag(config=True)
+
+    def __init__(self, on_exit: ExitCallback, **kwargs):
+        super().__init__(**kwargs)
+        self.on_exit = on_exit
+        self._watchers: dict[int, asyncio.Task] = {}
+
+    async def launch(self, launch: RunLaunch, paths: RunPaths, python: str) -> ProcessRef:
+        handle, ref = await self._start(launch, paths, python)
+        self._watch(launch.run_id, self._wait(handle, paths))
+        return ref
+
+    def reattach(self, run_id: int, ref: ProcessRef | None, paths: RunPaths) -> None:
+        """Watch a run this process did not start; reports at once if it is gone."""
+        self._watch(run_id, self._poll_until_gone(ref, paths))
+
+    async def signal(self, ref: ProcessRef, sig: int) -> None:
+        if await self._alive(ref):
+            await self._signal(ref, sig)
+
+    def _watch(self, run_id: int, waiter: Awaitable[ExitStatus]) -> None:
+        task = asyncio.ensure_future(self._report(run_id, waiter))
+        self._watchers[run_id] = task
+        task.add_done_callback(lambda t, run_id=run_id: self._watchers.pop(run_id, None))
+
+    async def _report(self, run_id: int, waiter: Awaitable[ExitStatus]) -> None:
+        try:
+            status = await waiter
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.log.exception("Lost track of run %s", run_id)
+            status = ExitStatus("lost", None)
+        await self.on_exit(run_id, status)
+
+    async def _poll_until_gone(self, ref: ProcessRef | None, paths: RunPaths) -> ExitStatus:
+        while ref is not None and await self._alive(ref):
+            await asyncio.sleep(self.reattach_poll_interval)
+        return read_exit_file(paths.exit_file) or ExitStatus("lost", None)
+
+    async def stop(self) -> None:
+        """Stop watching (the runs themselves keep going)."""
+        tasks = list(self._watchers.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # The primitives an engine provides.
+    async def _start(self, launch: RunLaunch, paths: RunPaths, python: str) -> tuple[object, ProcessRef]:
+        raise NotImplementedError
+
+    async def _wait(self, handle: object, paths: RunPaths) -> ExitStatus:
+        raise NotImplementedError
+
+    async def _alive(self, ref: ProcessRef) -> bool:
+        raise NotImplementedError
+
+    async def _signal(self, ref: ProcessRef, sig: int) -> None:
+        raise NotImplementedError

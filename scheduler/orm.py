@@ -1,0 +1,83 @@
+"""Database models of the scheduler: every table lives here.
+
+Schema changes are Alembic migrations under ``alembic/versions``; ``db.py`` upgrades
+a database to the head revision at start.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, BigInteger, DateTime, Enum, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from .states import RunState, StopCause
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def _enum(cls, name):
+    return Enum(cls, name=name, native_enum=False, values_callable=lambda e: [m.value for m in e], length=32)
+
+
+class Run(Base):
+    """One training run: what was asked for, where it ran and how it ended."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(255), index=True)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    experiment: Mapped[str] = mapped_column(String(255), default="default", index=True)
+
+    entry_point: Mapped[str] = mapped_column(String(1024))
+    args: Mapped[list] = mapped_column(JSON, default=list)
+    hyperparameters: Mapped[dict] = mapped_column(JSON, default=dict)
+    snapshot_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    gpus: Mapped[int] = mapped_column(Integer, default=0)
+    cpus: Mapped[int] = mapped_column(Integer, default=1)
+    memory_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    max_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    state: Mapped[RunState] = mapped_column(_enum(RunState, "run_state"), index=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    stop_cause: Mapped[StopCause | None] = mapped_column(_enum(StopCause, "stop_cause"), nullable=True)
+
+    submitted_at: Mapped[datetime] = mapped_column(DateTime)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+    node: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    assigned_gpus: Mapped[list] = mapped_column(JSON, default=list)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    run_dir: Mapped[str] = mapped_column(String(4096))
+    log_path: Mapped[str] = mapped_column(String(4096))
+    # Executor bookkeeping to re-attach to a process after a restart.
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    process_start: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+    events: Mapped[list[RunEvent]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", order_by="RunEvent.id"
+    )
+
+    __table_args__ = (Index("ix_runs_owner_state", "owner", "state"),)
+
+
+class RunEvent(Base):
+    """One transition of a run: the story a user reads to learn why it waited or ended."""
+
+    __tablename__ = "run_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime)
+    from_state: Mapped[RunState | None] = mapped_column(_enum(RunState, "run_state"), nullable=True)
+    to_state: Mapped[RunState] = mapped_column(_enum(RunState, "run_state"))
+    reason: Mapped[str] = mapped_column(Text, default="")
+
+    run: Mapped[Run] = relationship(back_populates="events")

@@ -1,0 +1,82 @@
+"""Reading and writing runs: the only module that builds SQL for the dispatcher and the API.
+
+Every function takes a session as its first argument and runs on the database
+thread (``Database.run``); none of them touches the event loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from .orm import Run, RunEvent
+from .states import ACTIVE, RunState
+
+
+@dataclass
+class Transition:
+    run_id: int
+    from_state: RunState | None
+    to_state: RunState
+    reason: str
+    at: datetime
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def insert_run(session: Session, values: dict[str, Any], at: datetime, place_files) -> Run:
+    """Insert a run that goes straight from CREATE REQUESTED to QUEUED.
+
+    ``place_files(run_id)`` moves the unpacked snapshot into place and returns
+    ``(run_dir, log_path)``; if it raises, nothing is committed.
+    """
+    run = Run(
+        **values,
+        state=RunState.QUEUED,
+        reason="waiting to be scheduled",
+        submitted_at=at,
+        run_dir="",
+        log_path="",
+    )
+    session.add(run)
+    session.flush()
+    run.run_dir, run.log_path = place_files(run.id)
+    session.add_all(
+        [
+            RunEvent(run_id=run.id, at=at, from_state=None, to_state=RunState.CREATE_REQUESTED, reason="submitted"),
+            RunEvent(run_id=run.id, at=at, from_state=RunState.CREATE_REQUESTED, to_state=RunState.QUEUED,
+                     reason="snapshot unpacked; waiting to be scheduled"),
+        ]
+    )
+    return run
+
+
+def apply_transitions(session: Session, transitions: list[Transition]) -> None:
+    for t in transitions:
+        values = dict(t.fields, state=t.to_state, reason=t.reason)
+        session.execute(update(Run).where(Run.id == t.run_id).values(**values))
+        session.add(RunEvent(run_id=t.run_id, at=t.at, from_state=t.from_state, to_state=t.to_state, reason=t.reason))
+
+
+def active_runs(session: Session) -> list[Run]:
+    return list(session.scalars(select(Run).where(Run.state.in_(list(ACTIVE))).order_by(Run.id)))
+
+
+def get_run(session: Session, run_id: int) -> Run | None:
+    return session.get(Run, run_id)
+
+
+def list_runs(session: Session, owner: str | None, states: list[RunState] | None, limit: int, offset: int) -> list[Run]:
+    query = select(Run).order_by(Run.id.desc()).limit(limit).offset(offset)
+    if owner is not None:
+        query = query.where(Run.owner == owner)
+    if states:
+        query = query.where(Run.state.in_(states))
+    return list(session.scalars(query))
+
+
+def run_events(session: Session, run_id: int) -> list[RunEvent]:
+    return list(session.scalars(select(RunEvent).where(RunEvent.run_id == run_id).order_by(RunEvent.id)))

@@ -1,0 +1,78 @@
+"""Fixtures: a scheduler dispatcher with real processes and a real database."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from nothing.scheduler.db import Database
+from nothing.scheduler.dispatcher import Dispatcher
+from nothing.scheduler.executors.local import LocalExecutor
+from nothing.scheduler.policy import Node, PriorityFifoPolicy
+from nothing.scheduler.snapshot import SnapshotLimits
+
+
+def build_dispatcher(data_dir: Path, gpus: int = 4, cpus: int = 64, db_url: str | None = None,
+                     kill_grace: float = 1.0) -> Dispatcher:
+    db = Database(db_url or f"sqlite:///{data_dir / 'scheduler.sqlite'}")
+    db.upgrade()
+    executor = LocalExecutor(on_exit=None)
+    executor.reattach_poll_interval = 0.05
+    return Dispatcher(db, executor, PriorityFifoPolicy(), [Node("node-a", tuple(range(gpus)), cpus, 0)],
+                      data_dir / "runs", sys.executable, SnapshotLimits(64 * 1024**2), kill_grace_seconds=kill_grace)
+
+
+@pytest.fixture
+async def dispatcher(tmp_path):
+    d = build_dispatcher(tmp_path)
+    await d.start()
+    yield d
+    for run in list(d.active.values()):
+        if run.process:
+            import os
+            import signal
+
+            try:
+                os.killpg(run.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    await d.stop()
+    d.db.close()
+
+
+SCHEDULER_TEST_ARGS = [
+    "--NothingScheduler.gpu_mode=virtual",
+    "--NothingScheduler.virtual_gpus=4",
+    "--NothingScheduler.node_cpus=16",
+    "--NothingScheduler.kill_grace_seconds=2",
+    "--NothingScheduler.max_snapshot_bytes=2000000",
+    "--NothingScheduler.max_unpacked_bytes=5000000",
+]
+
+
+@pytest.fixture(scope="session")
+def hub(tmp_path_factory):
+    """One real JupyterHub + proxy + scheduler for the session; users are made fresh per test."""
+    from .hub import Hub
+
+    h = Hub(tmp_path_factory.mktemp("hub"), SCHEDULER_TEST_ARGS)
+    h.start()
+    yield h
+    h.stop()
+
+
+@pytest.fixture
+def make_user(hub):
+    """Creates a fresh hub user and returns an API client with a token of theirs."""
+    import secrets as _secrets
+
+    from .hub import Api
+
+    def make(prefix: str = "user", admin: bool = False) -> tuple[str, "Api"]:
+        name = f"{prefix}-{_secrets.token_hex(3)}"
+        hub.create_user(name, admin=admin)
+        return name, Api(hub, hub.token_for(name))
+
+    return make
