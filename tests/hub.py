@@ -64,12 +64,7 @@ class Hub:
             c = get_config()
             load_subconfig({str(REPO / 'jupyterhub_config.py')!r})
             c.JupyterHub.services.append({{"name": "test-admin", "api_token": {self.admin_token!r}}})
-            c.JupyterHub.load_roles.append({{
-                "name": "test-admin",
-                "scopes": ["admin:users", "admin:servers", "tokens", "list:users", "read:users",
-                           "access:services", "access:servers"],
-                "services": ["test-admin"],
-            }})
+            c.JupyterHub.load_roles.append({{"name": "admin", "services": ["test-admin"]}})
             c.Spawner.environment["JUPYTERHUB_ALLOW_TOKEN_IN_URL"] = "1"
         """))
         env = dict(
