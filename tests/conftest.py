@@ -76,3 +76,13 @@ def make_user(hub):
         return name, Api(hub, hub.token_for(name))
 
     return make
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    from .postgres import Postgres
+
+    pg = Postgres()
+    url = pg.start()
+    yield url
+    pg.stop()

@@ -1,0 +1,67 @@
+"""The schema lives in Alembic migrations and works on SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import pytest
+from alembic import command
+from sqlalchemy import create_engine, inspect, text
+
+from nothing.scheduler import store
+from nothing.scheduler.db import Database, alembic_config, current_revision, upgrade_to_head
+from nothing.scheduler.orm import Base
+from nothing.scheduler.states import RunState
+
+from .conftest import build_dispatcher
+from .helpers import make_archive, wait_for
+
+
+def test_sqlite_database_uses_wal_and_is_created_by_migrations(tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 's.sqlite'}")
+    assert db.upgrade() == "0001"
+    with db.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+    assert set(inspect(db.engine).get_table_names()) >= {"runs", "run_events", "alembic_version"}
+    db.close()
+
+
+def test_migrations_match_the_models(tmp_path):
+    """Upgrading to head builds the same columns the ORM declares."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'm.sqlite'}")
+    upgrade_to_head(engine)
+    inspector = inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        assert {c["name"] for c in inspector.get_columns(table.name)} == {c.name for c in table.columns}
+
+
+def test_downgrade_removes_the_schema_and_upgrade_restores_it(tmp_path):
+    url = f"sqlite:///{tmp_path / 'd.sqlite'}"
+    engine = create_engine(url)
+    upgrade_to_head(engine)
+    cfg = alembic_config(url)
+    command.downgrade(cfg, "base")
+    assert current_revision(engine) is None
+    assert "runs" not in inspect(engine).get_table_names()
+    upgrade_to_head(engine)
+    assert current_revision(engine) == "0001"
+
+
+@pytest.mark.postgres
+async def test_scheduler_runs_on_postgresql(tmp_path, postgres_url):
+    dispatcher = build_dispatcher(tmp_path, db_url=postgres_url)
+    await dispatcher.start()
+    try:
+        run = await dispatcher.submit(
+            dict(owner="pg", name="", experiment="default", entry_point="t.py", args=[], hyperparameters={"a": "1"},
+                 gpus=1, cpus=1, memory_bytes=0, priority=0, max_seconds=None, snapshot_bytes=0),
+            make_archive({"t.py": "print('on postgres')"}),
+        )
+        await wait_for(lambda: run.id not in dispatcher.active, 20)
+        row = await dispatcher.db.run(store.get_run, run.id)
+        assert row.state == RunState.COMPLETE and row.hyperparameters == {"a": "1"}
+        events = await dispatcher.db.run(store.run_events, run.id)
+        assert events[-1].to_state == RunState.COMPLETE
+        with dispatcher.db.engine.connect() as conn:
+            assert conn.execute(text("select version_num from alembic_version")).scalar() == "0001"
+    finally:
+        await dispatcher.stop()
+        dispatcher.db.close()

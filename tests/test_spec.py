@@ -1,0 +1,68 @@
+"""Submissions are checked the same way by the service and the client."""
+
+import pytest
+
+from nothing.magics.options import OptionError, make_parser, parse_hp, spec_from_options
+from nothing.scheduler.spec import SpecError, parse_duration, parse_memory, parse_submission
+
+
+@pytest.mark.parametrize("text,seconds", [("2h", 7200), ("90m", 5400), ("1h30m", 5400), ("45s", 45), ("120", 120),
+                                          (30, 30), ("1d", 86400)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["soon", "2x", "-5", 0, "h"])
+def test_bad_durations(bad):
+    with pytest.raises(SpecError):
+        parse_duration(bad)
+
+
+@pytest.mark.parametrize("text,size", [("8G", 8 * 1024**3), ("512M", 512 * 1024**2), ("512Mi", 512 * 1024**2),
+                                       ("1.5GB", int(1.5 * 1024**3)), (1000, 1000), ("100", 100)])
+def test_memory_sizes(text, size):
+    assert parse_memory(text) == size
+
+
+def test_submission_defaults():
+    values = parse_submission({"entry_point": "./train.py"}, 4, 8, is_admin=False)
+    assert values == {"name": "", "experiment": "default", "entry_point": "train.py", "args": [],
+                      "hyperparameters": {}, "gpus": 0, "cpus": 1, "memory_bytes": 0, "priority": 0,
+                      "max_seconds": None}
+
+
+def test_admins_may_raise_priority_users_may_lower_it():
+    assert parse_submission({"entry_point": "t.py", "priority": 5}, 4, 8, is_admin=True)["priority"] == 5
+    assert parse_submission({"entry_point": "t.py", "priority": -5}, 4, 8, is_admin=False)["priority"] == -5
+    with pytest.raises(SpecError, match="only admins"):
+        parse_submission({"entry_point": "t.py", "priority": 1}, 4, 8, is_admin=False)
+
+
+def test_magic_options_become_a_submission():
+    ns = make_parser("%%nothing_train", with_script=False).parse_args(
+        ["--gpus", "2", "--experiment", "resnet", "--hp", "lr=0.01", "--hp", "epochs=20", "--max-time", "2h",
+         "--memory", "8G", "--name", "r1"])
+    spec = spec_from_options(ns, "nothing_cell.py")
+    assert spec == {"entry_point": "nothing_cell.py", "args": [], "hyperparameters": {"lr": "0.01", "epochs": "20"},
+                    "gpus": 2, "cpus": 1, "experiment": "resnet", "priority": 0, "name": "r1", "memory": "8G",
+                    "max_time": "2h"}
+    assert parse_submission(spec, 4, 8, is_admin=False)["max_seconds"] == 7200
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--gpus", "two"], "invalid int value: 'two'"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--hp", "lr"], "--hp takes KEY=VALUE"),
+    (["--max-time", "forever"], "max time must be a duration"),
+    (["--memory", "lots"], "memory must be a size"),
+    (["--gpus", "-1"], "cannot be negative"),
+])
+def test_bad_magic_options_give_one_clear_line(argv, message):
+    with pytest.raises(OptionError, match=message):
+        spec_from_options(make_parser("%%nothing_train", with_script=False).parse_args(argv), "x.py")
+
+
+def test_line_form_passes_script_arguments_through():
+    ns = make_parser("%nothing_train", with_script=True).parse_args(["--gpus", "1", "train.py", "--epochs", "3"])
+    assert (ns.script, ns.script_args, ns.gpus) == ("train.py", ["--epochs", "3"], 1)
+    assert parse_hp(["a=1", "b.c=x=y"]) == {"a": "1", "b.c": "x=y"}
