@@ -65,6 +65,7 @@ class ActiveRun:
     stopped_by: str | None = None
     position: int | None = None
     launched: asyncio.Event = field(default_factory=asyncio.Event)
+    submitted_row: Any = field(default=None, repr=False)
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
 
     @classmethod
@@ -184,7 +185,7 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ submissions
     async def submit(self, values: dict[str, Any], archive: bytes) -> ActiveRun:
-        """Unpack the snapshot and queue the run; nothing is left behind if either fails."""
+        """Unpack the snapshot and queue the run; nothing is left behind if either step fails."""
         incoming = self.runs_dir / f".incoming-{secrets.token_hex(8)}"
         try:
             await asyncio.to_thread(self._prepare_run_dir, incoming, archive, values["entry_point"])
@@ -193,6 +194,7 @@ class Dispatcher:
             await asyncio.to_thread(shutil.rmtree, incoming, True)
             raise
         run = ActiveRun.from_row(row)
+        run.submitted_row = row
         self.active[run.id] = run
         self.wake()
         return run

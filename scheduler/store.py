@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from .orm import Run, RunEvent
@@ -31,34 +31,31 @@ def insert_run(session: Session, values: dict[str, Any], at: datetime, place_fil
     """Insert a run that goes straight from CREATE REQUESTED to QUEUED.
 
     ``place_files(run_id)`` moves the unpacked snapshot into place and returns
-    ``(run_dir, log_path)``; if it raises, nothing is committed.
+    ``(run_dir, log_path)``; if it raises, nothing is committed.  Core statements
+    rather than the ORM's unit of work: this is the submit hot path.
     """
-    run = Run(
-        **values,
-        state=RunState.QUEUED,
-        reason="waiting to be scheduled",
-        submitted_at=at,
-        run_dir="",
-        log_path="",
-    )
-    session.add(run)
-    session.flush()
-    run.run_dir, run.log_path = place_files(run.id)
-    session.add_all(
-        [
-            RunEvent(run_id=run.id, at=at, from_state=None, to_state=RunState.CREATE_REQUESTED, reason="submitted"),
-            RunEvent(run_id=run.id, at=at, from_state=RunState.CREATE_REQUESTED, to_state=RunState.QUEUED,
-                     reason="snapshot unpacked; waiting to be scheduled"),
-        ]
-    )
-    return run
+    row = dict(values, state=RunState.QUEUED, reason="waiting to be scheduled", submitted_at=at, run_dir="",
+               log_path="", assigned_gpus=[])
+    run_id = session.execute(insert(Run).values(**row).returning(Run.id)).scalar_one()
+    run_dir, log_path = place_files(run_id)
+    session.execute(update(Run).where(Run.id == run_id).values(run_dir=run_dir, log_path=log_path))
+    session.execute(insert(RunEvent), [
+        dict(run_id=run_id, at=at, from_state=None, to_state=RunState.CREATE_REQUESTED, reason="submitted"),
+        dict(run_id=run_id, at=at, from_state=RunState.CREATE_REQUESTED, to_state=RunState.QUEUED,
+             reason="snapshot unpacked; waiting to be scheduled"),
+    ])
+    return Run(id=run_id, **dict(row, run_dir=run_dir, log_path=log_path))
 
 
 def apply_transitions(session: Session, transitions: list[Transition]) -> None:
+    if not transitions:
+        return
     for t in transitions:
-        values = dict(t.fields, state=t.to_state, reason=t.reason)
-        session.execute(update(Run).where(Run.id == t.run_id).values(**values))
-        session.add(RunEvent(run_id=t.run_id, at=t.at, from_state=t.from_state, to_state=t.to_state, reason=t.reason))
+        session.execute(update(Run).where(Run.id == t.run_id).values(**t.fields, state=t.to_state, reason=t.reason))
+    session.execute(insert(RunEvent), [
+        dict(run_id=t.run_id, at=t.at, from_state=t.from_state, to_state=t.to_state, reason=t.reason)
+        for t in transitions
+    ])
 
 
 def active_runs(session: Session) -> list[Run]:

@@ -220,9 +220,10 @@ async def test_restart_reattaches_running_runs_and_keeps_queued_ones(tmp_path):
         assert second.active[running.id].state == RunState.RUNNING
         assert second.active[queued.id].state == RunState.QUEUED
         await wait_for(lambda: second.active[queued.id].position == 1)
+        reattached, waiting = second.active[running.id], second.active[queued.id]
         release(running)
-        assert (await ended(second, second.active[running.id])).state == RunState.COMPLETE
-        done = await ended(second, second.active[queued.id])
+        assert (await ended(second, reattached)).state == RunState.COMPLETE
+        done = await ended(second, waiting)
         assert done.state == RunState.COMPLETE and "second" in open(done.log_path).read()
     finally:
         await second.stop()

@@ -107,9 +107,8 @@ class RunsHandler(RunAccessMixin, APIHandler):
             run = await self.dispatcher.submit(values, archive)
         except SnapshotError as e:
             raise web.HTTPError(400, str(e)) from None
-        row = await self.dispatcher.db.run(store.get_run, run.id)
         self.set_header("Location", f"{self.request.path.rstrip('/')}/{run.id}")
-        self.write_json(self.model(row), status=201)
+        self.write_json(self.model(run.submitted_row), status=201)
 
     def _submission(self) -> tuple[dict, bytes]:
         if self.request.files or self.request.body_arguments:

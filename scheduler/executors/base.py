@@ -50,15 +50,26 @@ class ExitStatus:
         if self.phase == "lost":
             return "the run's process ended while the scheduler was not watching and left no exit status"
         code = self.exit_code
-        if code is not None and code < 0:
+        signal_number = self.signal
+        if signal_number is not None:
             try:
-                name = signals.Signals(-code).name
+                name = signals.Signals(signal_number).name
             except ValueError:
-                name = f"signal {-code}"
-            return f"killed by {name}"
-        if code == 0:
-            return "exited with code 0"
+                name = f"signal {signal_number}"
+            return f"killed by {name}" + (f" (exit status {code})" if code and code > 0 else "")
         return f"exited with code {code}"
+
+    @property
+    def signal(self) -> int | None:
+        """The signal that ended the process: a negative code from waitpid, or 128+N from the shell."""
+        code = self.exit_code
+        if code is None:
+            return None
+        if code < 0:
+            return -code
+        if self.phase == "entry" and 128 < code < 128 + 65:
+            return code - 128
+        return None
 
 
 ExitCallback = Callable[[int, ExitStatus], Awaitable[None]]

@@ -1,6 +1,6 @@
 """Runs as local processes on the scheduler's own machine.
 
-Each run is a process group of its own (a new session), led by ``runshim.py``,
+Each run is a process group of its own (a new session), led by ``runshim.sh``,
 with stdout and stderr in the run's log file.  The group outlives the scheduler,
 so a restart re-attaches instead of killing work.
 """
@@ -8,7 +8,6 @@ so a restart re-attaches instead of killing work.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from traitlets import List, Unicode
 from ..runenv import RunLaunch, RunPaths, build_environment, entry_argv
 from .base import Executor, ExitStatus, ProcessRef, read_exit_file
 
-SHIM = str(Path(__file__).with_name("runshim.py"))
+SHIM = str(Path(__file__).with_name("runshim.sh"))
 
 
 def process_start_time(pid: int) -> str | None:
@@ -32,6 +31,43 @@ def process_start_time(pid: int) -> str | None:
     if fields[0] == "Z":
         return None
     return fields[19]
+
+
+def spawn_detached(argv: list[str], env: dict[str, str], log: Path) -> int:
+    """Start ``argv`` in a new session with stdout and stderr appended to ``log``.
+
+    ``posix_spawn`` rather than asyncio's subprocess transport: nothing in this
+    process owns the child, so no garbage collection or loop shutdown can kill it.
+    """
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        return os.posix_spawn(argv[0], argv, env, setsid=True, file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, fd, 1),
+            (os.POSIX_SPAWN_DUP2, fd, 2),
+            (os.POSIX_SPAWN_CLOSE, fd),
+        ])
+    finally:
+        os.close(fd)
+
+
+async def wait_child(pid: int) -> int:
+    """Await the exit of a child process; returns its exit code (negative for a signal)."""
+    loop = asyncio.get_running_loop()
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        status = await asyncio.to_thread(os.waitpid, pid, 0)
+        return os.waitstatus_to_exitcode(status[1])
+    done = loop.create_future()
+    loop.add_reader(pidfd, lambda: done.done() or done.set_result(None))
+    try:
+        await done
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
 
 
 class LocalExecutor(Executor):
@@ -53,27 +89,15 @@ class LocalExecutor(Executor):
     async def _start(self, launch: RunLaunch, paths: RunPaths, python: str):
         requirements = paths.source / "requirements.txt"
         has_requirements = requirements.is_file()
-        spec = {
-            "argv": entry_argv(python, launch),
-            "exit_file": str(paths.exit_file),
-            "requirements_cmd": [
-                python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
-                "--target", str(paths.packages), "-r", str(requirements),
-            ] if has_requirements else None,
-        }
+        argv = ["/bin/sh", SHIM, str(paths.source), str(paths.exit_file),
+                str(requirements) if has_requirements else "", python, str(paths.packages), "--",
+                *entry_argv(python, launch)]
         env = build_environment(self.base_environment(), launch, paths, has_requirements)
-        paths.launch_file.write_text(json.dumps(spec))
-        with open(paths.log, "ab", buffering=0) as log:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-S", SHIM, str(paths.launch_file),
-                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
-                cwd=str(paths.source), env=env, start_new_session=True,
-            )
-        start = process_start_time(proc.pid) or ""
-        return proc, ProcessRef(proc.pid, start)
+        pid = spawn_detached(argv, env, paths.log)
+        return pid, ProcessRef(pid, process_start_time(pid) or "")
 
-    async def _wait(self, proc: asyncio.subprocess.Process, paths: RunPaths) -> ExitStatus:
-        code = await proc.wait()
+    async def _wait(self, pid: int, paths: RunPaths) -> ExitStatus:
+        code = await wait_child(pid)
         status = read_exit_file(paths.exit_file)
         if status is not None:
             return status
