@@ -175,6 +175,20 @@ def test_a_record_name_without_its_script_is_skipped_with_a_log_line(tmp_path):
         tmp_path / "cont-init.output").read_text()
 
 
+def test_a_link_to_a_script_elsewhere_runs(tmp_path):
+    target = tmp_path / "scripts" / "setup.sh"
+    target.parent.mkdir()
+    target.write_text("#!/bin/sh\necho linked\n")
+    target.chmod(0o755)
+    (tmp_path / "cont-init.d").mkdir()
+    (tmp_path / "cont-init.d" / "10-setup").symlink_to(target)
+
+    results = run_cont_init(tmp_path, timeout=10)
+
+    assert [(r.name, r.status) for r in results] == [("10-setup", "ok")]
+    assert records(tmp_path, "10-setup") == (b"0\n", b"linked\n")
+
+
 def test_a_missing_easymaker_folder_writes_nothing(tmp_path):
     assert run_cont_init(tmp_path / "absent", timeout=10) == []
     assert not (tmp_path / "absent").exists()
@@ -200,8 +214,10 @@ def test_log_lines_also_go_to_the_given_logger(tmp_path, caplog):
 @pytest.mark.parametrize("extra", [[], ["--timeout", "not-a-number"]])
 def test_the_command_line_always_exits_zero(tmp_path, extra):
     add_script(tmp_path, "10-fail", "#!/bin/sh\nexit 9\n")
-    proc = subprocess.run([sys.executable, "-m", "nothing.spawner.continit", "--dir", str(tmp_path),
-                           "--timeout", "5", *extra], capture_output=True, text=True, timeout=60)
+    # A relative --dir, as a person might type it.
+    proc = subprocess.run([sys.executable, "-m", "nothing.spawner.continit", "--dir", tmp_path.name,
+                           "--timeout", "5", *extra], capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path.parent)
     assert proc.returncode == 0
     if extra:
         assert "invalid float value" in proc.stderr
@@ -209,6 +225,7 @@ def test_the_command_line_always_exits_zero(tmp_path, extra):
     else:
         log = (tmp_path / "cont-init.output").read_text()
         assert "exit 10-fail: 9\n" in log
+        assert log.startswith(f"running scripts in {tmp_path / 'cont-init.d'}\n")
         assert proc.stderr == "".join(f"cont-init: {line}\n" for line in log.splitlines())
 
 

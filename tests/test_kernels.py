@@ -27,8 +27,9 @@ def make_venv(path: Path, with_ipykernel: bool) -> Path:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(path)],
                    check=True, timeout=120)
     if with_ipykernel:
-        site = subprocess.run([str(path / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                              check=True, capture_output=True, text=True).stdout.strip()
+        site = subprocess.run(
+            [str(path / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True, capture_output=True, text=True).stdout.strip()
         Path(site, "parent-site-packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     return path
 

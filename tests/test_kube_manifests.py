@@ -17,7 +17,12 @@ from kubernetes_asyncio.config import kube_config
 from traitlets.config import Config
 
 from nothing.spawner.kube import (
-    NothingKubeSpawner, build_profile_list, notebook_options, parse_storage_gb, parse_tag_lines, parse_tags,
+    NothingKubeSpawner,
+    build_profile_list,
+    notebook_options,
+    parse_storage_gb,
+    parse_tag_lines,
+    parse_tags,
 )
 
 KUBE_VERSION = "1.37.0"
@@ -88,7 +93,8 @@ async def test_a_gpu_notebook_gets_its_claim_gpu_image_and_tags(make_spawner):
     assert pvc["metadata"]["name"] == "claim-alice--gpu-work"
     assert pvc["spec"]["resources"] == {"requests": {"storage": "20Gi"}}
     assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
-    assert {"name": "easymaker", "persistentVolumeClaim": {"claimName": "claim-alice--gpu-work"}} in pod["spec"]["volumes"]
+    assert pod["spec"]["volumes"] == [
+        {"name": "easymaker", "persistentVolumeClaim": {"claimName": "claim-alice--gpu-work"}}]
     assert container["volumeMounts"] == [{"mountPath": "/root/easymaker", "name": "easymaker"}]
     assert container["image"] == "nothingai/notebook:pytorch-gpu"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
@@ -227,6 +233,20 @@ async def test_the_spawn_form_reads_storage_and_tag_lines(make_spawner):
     html = await spawner.get_options_form()
     assert 'name="storage_gb" min="10" max="2040" step="10" value="20" required>' in html
     assert 'name="profile-option-gpu-1--image"' in html
+
+
+async def test_the_form_shows_the_fixed_size_and_only_checked_tags(make_spawner):
+    spawner = make_spawner("data", {"storage_gb": 40, "tags": {"team": "vision"}})
+    await spawner.load_user_options()
+    spawner._pvc_exists = True
+    html = await spawner.get_options_form()
+    assert 'value="40" readonly required>' in html
+    assert ">team=vision</textarea>" in html
+
+    spawner.user_options = {"tags": {"<script>": "{{ 7*7 }}"}}
+    html = await spawner.get_options_form()
+    assert 'rows="3"></textarea>' in html
+    assert html.count("<script>") == 1, "only KubeSpawner's own script tag"
 
 
 def test_tag_lines_must_have_an_equals_sign():
