@@ -24,7 +24,7 @@ from .executors.base import Executor, ExitStatus, ProcessRef
 from .policy import Allocation, ClusterSnapshot, Node, PendingRun, Policy
 from .runenv import RunLaunch, RunPaths
 from .snapshot import SnapshotLimits, unpack
-from .states import RunState, StopCause, check_transition
+from .states import HOLDING, RunState, StopCause, check_transition
 
 log = logging.getLogger(__name__)
 S = RunState
@@ -173,6 +173,9 @@ class Dispatcher:
     async def _loop(self) -> None:
         while True:
             await self._wake.wait()
+            # Let callbacks that are already due (other submissions, other exits)
+            # land first, so that one pass serves them all.
+            await asyncio.sleep(0)
             self._wake.clear()
             try:
                 await self._schedule_pass()
@@ -224,7 +227,7 @@ class Dispatcher:
     def snapshot(self) -> ClusterSnapshot:
         running, queued = [], []
         for run in self.active.values():
-            if run.state.holds_gpus and run.node is not None:
+            if run.state in HOLDING and run.node is not None:
                 running.append(Allocation(run.id, run.owner, run.node, run.assigned_gpus, run.cpus, run.memory_bytes))
             elif run.state == S.QUEUED:
                 queued.append(PendingRun(run.id, run.owner, run.gpus, run.cpus, run.memory_bytes, run.priority,

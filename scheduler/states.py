@@ -42,12 +42,13 @@ class RunState(str, enum.Enum):
     @property
     def holds_gpus(self) -> bool:
         """True while the run's GPUs are allocated to it."""
-        return self in (RunState.CREATE_IN_PROGRESS, RunState.RUNNING, RunState.STOP_IN_PROGRESS)
+        return self in HOLDING
 
 
 S = RunState
 TERMINAL = frozenset({S.COMPLETE, S.STOPPED, S.FAIL_TRAIN, S.CREATE_FAILED})
 ACTIVE = frozenset(set(S) - TERMINAL)
+HOLDING = frozenset({S.CREATE_IN_PROGRESS, S.RUNNING, S.STOP_IN_PROGRESS})
 
 TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     S.CREATE_REQUESTED: frozenset({S.QUEUED, S.CREATE_FAILED, S.STOPPED}),

@@ -7,10 +7,11 @@ thread (``Database.run``); none of them touches the event loop.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from .orm import Run, RunEvent
@@ -27,19 +28,25 @@ class Transition:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
+_INSERT_RUN = insert(Run).returning(Run.id)
+_SET_PATHS = update(Run).where(Run.id == bindparam("run_id")).values(run_dir=bindparam("dir"), log_path=bindparam("log"))
+_INSERT_EVENT = insert(RunEvent)
+
+
 def insert_run(session: Session, values: dict[str, Any], at: datetime, place_files) -> Run:
     """Insert a run that goes straight from CREATE REQUESTED to QUEUED.
 
     ``place_files(run_id)`` moves the unpacked snapshot into place and returns
-    ``(run_dir, log_path)``; if it raises, nothing is committed.  Core statements
-    rather than the ORM's unit of work: this is the submit hot path.
+    ``(run_dir, log_path)``; if it raises, nothing is committed.  Pre-built Core
+    statements rather than the ORM's unit of work: this is the submit hot path.
     """
     row = dict(values, state=RunState.QUEUED, reason="waiting to be scheduled", submitted_at=at, run_dir="",
                log_path="", assigned_gpus=[])
-    run_id = session.execute(insert(Run).values(**row).returning(Run.id)).scalar_one()
+    conn = session.connection()
+    run_id = conn.execute(_INSERT_RUN, row).scalar_one()
     run_dir, log_path = place_files(run_id)
-    session.execute(update(Run).where(Run.id == run_id).values(run_dir=run_dir, log_path=log_path))
-    session.execute(insert(RunEvent), [
+    conn.execute(_SET_PATHS, {"run_id": run_id, "dir": run_dir, "log": log_path})
+    conn.execute(_INSERT_EVENT, [
         dict(run_id=run_id, at=at, from_state=None, to_state=RunState.CREATE_REQUESTED, reason="submitted"),
         dict(run_id=run_id, at=at, from_state=RunState.CREATE_REQUESTED, to_state=RunState.QUEUED,
              reason="snapshot unpacked; waiting to be scheduled"),
@@ -48,14 +55,25 @@ def insert_run(session: Session, values: dict[str, Any], at: datetime, place_fil
 
 
 def apply_transitions(session: Session, transitions: list[Transition]) -> None:
+    """Write state changes (grouped by the set of fields they touch) and their events."""
     if not transitions:
         return
+    groups: dict[tuple[str, ...], list[dict]] = {}
     for t in transitions:
-        session.execute(update(Run).where(Run.id == t.run_id).values(**t.fields, state=t.to_state, reason=t.reason))
-    session.execute(insert(RunEvent), [
+        params = dict(t.fields, state=t.to_state, reason=t.reason)
+        groups.setdefault(tuple(sorted(params)), []).append(dict(params, run_id=t.run_id))
+    conn = session.connection()
+    for keys, rows in groups.items():
+        conn.execute(_update_statement(keys), [{f"p_{k}": v for k, v in row.items()} for row in rows])
+    conn.execute(_INSERT_EVENT, [
         dict(run_id=t.run_id, at=t.at, from_state=t.from_state, to_state=t.to_state, reason=t.reason)
         for t in transitions
     ])
+
+
+@lru_cache(maxsize=64)
+def _update_statement(keys: tuple[str, ...]):
+    return update(Run).where(Run.id == bindparam("p_run_id")).values({k: bindparam(f"p_{k}") for k in keys})
 
 
 def active_runs(session: Session) -> list[Run]:
