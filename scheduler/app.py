@@ -30,6 +30,7 @@ from .executors.local import LocalExecutor
 from .gpus import discover
 from .policy import Node, PriorityFifoPolicy
 from .snapshot import SnapshotLimits
+from .zombies import NoUtilization, NvmlUtilization, ZombieMonitor
 
 aliases = {
     "config": "NothingScheduler.config_file",
@@ -59,6 +60,7 @@ class NothingScheduler(Application):
     description = "The NothingAI GPU scheduler (a JupyterHub service)."
     version = __version__
     aliases = aliases
+    classes = [LocalExecutor, ZombieMonitor]
 
     config_file = Unicode("", help="A Python config file to load, e.g. nothing_scheduler_config.py").tag(config=True)
 
@@ -173,6 +175,8 @@ class NothingScheduler(Application):
             self.db, executor, PriorityFifoPolicy(), nodes, Path(self.data_dir) / "runs", self.python,
             SnapshotLimits(self.max_unpacked_bytes), self.kill_grace_seconds,
         )
+        source = NvmlUtilization() if self.gpu_mode_in_use == "nvml" else NoUtilization()
+        self.zombies = ZombieMonitor(self.dispatcher, source, parent=self)
 
     def make_app(self) -> web.Application:
         prefix = self.service_prefix
@@ -199,6 +203,7 @@ class NothingScheduler(Application):
 
     async def start_async(self) -> None:
         await self.dispatcher.start()
+        self.zombies.start()
         url = urlparse(self.service_url)
         server = HTTPServer(self.make_app(), max_body_size=self.max_snapshot_bytes * 2 + 1024**2, xheaders=True)
         server.listen(url.port or 80, url.hostname or "127.0.0.1")
@@ -211,6 +216,7 @@ class NothingScheduler(Application):
         await stop.wait()
         self.log.info("Stopping; runs keep going and are re-attached at the next start")
         server.stop()
+        await self.zombies.stop()
         await self.dispatcher.stop()
         self.db.close()
 

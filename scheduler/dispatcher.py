@@ -66,6 +66,7 @@ class ActiveRun:
     position: int | None = None
     launched: asyncio.Event = field(default_factory=asyncio.Event)
     submitted_row: Any = field(default=None, repr=False)
+    zombie: Any = None
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
 
     @classmethod
@@ -89,7 +90,8 @@ class ActiveRun:
 
     def live_fields(self) -> dict[str, Any]:
         """Fields that change without a database write (queue position and reason)."""
-        return {"state": self.state.value, "reason": self.reason, "queue_position": self.position}
+        return {"state": self.state.value, "reason": self.reason, "queue_position": self.position,
+                "zombie": self.zombie.to_dict() if self.zombie else None}
 
 
 class Dispatcher:
@@ -337,6 +339,10 @@ class Dispatcher:
             if run.state == S.RUNNING:
                 await self._request_stop(run, StopCause.CANCEL, f"cancelled by {by}")
         return run
+
+    async def stop_run(self, run: ActiveRun, cause: StopCause, reason: str) -> None:
+        """SIGTERM to the run's process group, SIGKILL after the grace period; ``cause`` decides where it ends."""
+        await self._request_stop(run, cause, reason)
 
     async def _request_stop(self, run: ActiveRun, cause: StopCause, reason: str) -> None:
         if run.state != S.RUNNING:

@@ -80,10 +80,12 @@ class StopCause(str, enum.Enum):
     CANCEL = "cancel"
     MAX_TIME = "max_time"
     PREEMPT = "preempt"
+    ZOMBIE = "zombie"
 
     def final_state(self) -> RunState:
         return {
             StopCause.CANCEL: S.STOPPED,
             StopCause.MAX_TIME: S.FAIL_TRAIN,
             StopCause.PREEMPT: S.QUEUED,
+            StopCause.ZOMBIE: S.STOPPED,
         }[self]

@@ -42,6 +42,7 @@ def run_model(row: Run, live: dict | None = None) -> dict:
         "state": row.state.value,
         "reason": row.reason,
         "queue_position": None,
+        "zombie": None,
         "submitted_at": _iso(row.submitted_at),
         "started_at": _iso(row.started_at),
         "ended_at": _iso(row.ended_at),

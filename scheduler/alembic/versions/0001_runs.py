@@ -17,7 +17,7 @@ RUN_STATES = (
     "CREATE REQUESTED", "QUEUED", "CREATE IN PROGRESS", "RUNNING", "STOP IN PROGRESS",
     "COMPLETE", "STOPPED", "FAIL TRAIN", "CREATE FAILED",
 )
-STOP_CAUSES = ("cancel", "max_time", "preempt")
+STOP_CAUSES = ("cancel", "max_time", "preempt", "zombie")
 
 
 def _state(name="run_state"):
