@@ -22,6 +22,7 @@ import shutil
 import sys
 
 from nothing.hub_extension import configure_hub
+from nothing.hub_extension.admin import TEMPLATE_DIR
 
 c = get_config()  # noqa: F821 (provided by JupyterHub)
 
@@ -54,6 +55,9 @@ c.Spawner.cmd = [os.path.join(venv_bin, "jupyterhub-singleuser")]
 c.Spawner.default_url = "/lab"
 c.Spawner.environment = {"PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}
 c.JupyterHub.allow_named_servers = True
+
+# --- the admin page's link in the hub's navigation bar ------------------------------------
+c.JupyterHub.template_paths = [TEMPLATE_DIR]
 
 # --- DEMO ONLY authentication: any user name, one shared password --------------------------
 c.JupyterHub.authenticator_class = "dummy"

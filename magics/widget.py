@@ -1,4 +1,5 @@
-"""A live view of one run in the notebook: state, queue position and reason, GPUs, elapsed time, last log lines.
+"""A live view of one run in the notebook: state, queue position and reason, GPUs, elapsed time, a TensorBoard
+link and the last log lines.
 
 The widget polls the service from a background thread and stops once the run has
 ended.  ``RunWidget(run_id)`` re-creates it for any run, e.g. after reopening a
@@ -11,6 +12,7 @@ import html
 import threading
 import time
 from datetime import datetime, timezone
+from urllib.parse import urlparse
 
 from .client import TERMINAL_STATES, NothingClient, NothingError
 
@@ -31,6 +33,15 @@ def elapsed(run: dict, now: datetime | None = None) -> str:
     end = _parse_time(run.get("ended_at")) or now or datetime.now(timezone.utc)
     seconds = int((end - start).total_seconds())
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def tensorboard_url(client: NothingClient, run_id: int) -> str:
+    """The run's TensorBoard as a path on the hub's origin (the browser opens it, not the kernel).
+
+    The client's address is the service's internal one; its path is the public prefix.
+    """
+    prefix = urlparse(client.api).path.rsplit("/api", 1)[0]
+    return f"{prefix}/tensorboard/run/{int(run_id)}/"
 
 
 def status_line(run: dict) -> str:
@@ -85,6 +96,8 @@ class RunWidget:
         gpus = ",".join(map(str, run.get("assigned_gpus") or [])) or f"{run['gpus']} requested"
         bits.append(f"GPUs: {gpus}")
         bits.append(f"elapsed {elapsed(run)}")
+        bits.append(f"<a href='{html.escape(tensorboard_url(self.client, run['id']))}' target='_blank' "
+                    f"rel='noopener'>TensorBoard</a>")
         self.detail.value = " &middot; ".join(bits)
         tail = "\n".join(self._log.splitlines()[-self.log_lines:])
         self.log_view.value = f"<pre style='margin:0;max-height:16em;overflow:auto'>{html.escape(tail)}</pre>"

@@ -30,6 +30,7 @@ from .executors.local import LocalExecutor
 from .gpus import discover
 from .policy import Node, PriorityFifoPolicy
 from .snapshot import SnapshotLimits
+from .tensorboard import TensorBoardManager
 from .zombies import NoUtilization, NvmlUtilization, ZombieMonitor
 
 aliases = {
@@ -60,7 +61,7 @@ class NothingScheduler(Application):
     description = "The NothingAI GPU scheduler (a JupyterHub service)."
     version = __version__
     aliases = aliases
-    classes = [LocalExecutor, ZombieMonitor]
+    classes = [LocalExecutor, ZombieMonitor, TensorBoardManager]
 
     config_file = Unicode("", help="A Python config file to load, e.g. nothing_scheduler_config.py").tag(config=True)
 
@@ -171,6 +172,7 @@ class NothingScheduler(Application):
         self.inventory = {self.node_name: gpus}
         nodes = [Node(self.node_name, tuple(g.index for g in gpus), self.node_cpus, self.node_memory)]
         executor = LocalExecutor(on_exit=None, parent=self)
+        self.tensorboards = TensorBoardManager(parent=self)
         self.dispatcher = Dispatcher(
             self.db, executor, PriorityFifoPolicy(), nodes, Path(self.data_dir) / "runs", self.python,
             SnapshotLimits(self.max_unpacked_bytes), self.kill_grace_seconds,
@@ -187,6 +189,7 @@ class NothingScheduler(Application):
         ]
         settings = dict(
             dispatcher=self.dispatcher,
+            tensorboards=self.tensorboards,
             scheduler=self,
             service_prefix=prefix,
             cookie_secret=os.urandom(32),
@@ -218,6 +221,7 @@ class NothingScheduler(Application):
         server.stop()
         await self.zombies.stop()
         await self.dispatcher.stop()
+        await self.tensorboards.stop_all()
         self.db.close()
 
     def start(self):

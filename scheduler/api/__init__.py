@@ -1,5 +1,8 @@
 """The scheduler's REST API: thin tornado handlers, one module per resource."""
 
-from . import gpus, openapi, runs
+from nothing.hub_extension import admin
 
-default_handlers = runs.default_handlers + gpus.default_handlers + openapi.default_handlers
+from . import cluster, gpus, openapi, runs, tensorboard
+
+default_handlers = (runs.default_handlers + cluster.default_handlers + gpus.default_handlers
+                    + tensorboard.default_handlers + openapi.default_handlers + admin.default_handlers)

@@ -1,0 +1,159 @@
+// The GPU cluster admin page: shows /api/admin/overview and acts on the queue.
+// The server computes everything; this script only renders it. It polls every
+// 5 s (backing off to 60 s on errors) and pauses while the tab is hidden.
+(function () {
+  'use strict';
+  const cfg = window.NOTHING_ADMIN;
+  const api = cfg.prefix + 'api/';
+  const BASE_INTERVAL = 5000;
+  let interval = BASE_INTERVAL;
+  let timer = null;
+
+  document.getElementById('nai-hub-link').href = cfg.hub + 'home';
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === 'class') node.className = v;
+      else if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
+      else node.setAttribute(k, v);
+    }
+    for (const child of children) {
+      node.append(child instanceof Node ? child : document.createTextNode(child == null ? '' : String(child)));
+    }
+    return node;
+  }
+
+  async function request(method, path, body) {
+    const response = await fetch(api + path, {
+      method,
+      headers: { 'X-XSRFToken': cfg.xsrf, 'Content-Type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: 'same-origin'
+    });
+    const data = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      throw new Error(data.message || response.statusText);
+    }
+    return data;
+  }
+
+  function gib(bytes) { return (bytes / 1024 ** 3).toFixed(0) + ' GiB'; }
+  function dash(v) { return v === null || v === undefined || v === '' ? '—' : v; }
+  function tbLink(runId) {
+    return el('a', { href: cfg.prefix + 'tensorboard/run/' + runId + '/', target: '_blank', rel: 'noopener' },
+      'TensorBoard');
+  }
+
+  function fill(tableId, rows) {
+    const body = document.querySelector('#' + tableId + ' tbody');
+    body.replaceChildren(...rows);
+  }
+
+  function render(data) {
+    const t = data.totals;
+    const totals = [
+      ['GPUs', data.gpus.total], ['GPUs busy', data.gpus.busy], ['GPUs free', data.gpus.free],
+      ['Active notebooks', dash(t.active_notebooks)], ['Running runs', t.running_runs],
+      ['Queued runs', t.queued_runs], ['Completed runs', t.completed_runs], ['Failed runs', t.failed_runs],
+      ['Total runs', t.total_runs], ['GPU-hours this period', t.gpu_hours_this_period]
+    ];
+    document.getElementById('nai-totals').replaceChildren(
+      ...totals.map(([k, v]) => el('div', {}, el('dt', {}, k), el('dd', { 'data-total': k }, v))));
+    document.getElementById('nai-util-note').textContent = data.utilization_note || '';
+    const gpuRows = [];
+    for (const node of data.nodes) {
+      for (const g of node.gpus) {
+        const holder = g.run_id
+          ? el('span', { class: 'nai-busy' }, `run ${g.run_id} (${g.owner}) `, tbLink(g.run_id))
+          : el('span', { class: 'nai-free' }, 'free');
+        gpuRows.push(el('tr', { 'data-gpu': `${node.name}:${g.index}` },
+          el('td', {}, node.name), el('td', {}, g.index), el('td', {}, g.name + (g.virtual ? ' (virtual)' : '')),
+          el('td', {}, gib(g.memory_bytes)), el('td', {}, holder),
+          el('td', {}, g.utilization === null ? 'n/a' : g.utilization + ' %')));
+      }
+    }
+    fill('nai-gpus', gpuRows);
+    fill('nai-queue', data.queue.map(run => {
+      const actions = el('td', {});
+      const priority = el('input', { type: 'number', min: '-1000', max: '1000', value: run.priority,
+        class: 'nai-priority', 'aria-label': `priority of run ${run.id}` });
+      if (run.state === 'QUEUED') {
+        actions.append(el('button', {
+          onclick: () => act(() => request('POST', `runs/${run.id}/priority`, { priority: Number(priority.value) }))
+        }, 'Set priority'), ' ');
+      } else {
+        priority.disabled = true;
+      }
+      actions.append(el('button', {
+        onclick: () => {
+          if (window.confirm(`Cancel run ${run.id} of ${run.owner}?`)) {
+            act(() => request('POST', `runs/${run.id}/cancel`));
+          }
+        }
+      }, 'Cancel'), ' ', tbLink(run.id));
+      return el('tr', { 'data-run': run.id },
+        el('td', {}, run.id), el('td', {}, run.owner), el('td', {}, dash(run.name)),
+        el('td', { class: 'nai-state nai-state-' + run.state.replace(/ /g, '_') }, run.state),
+        el('td', {}, run.assigned_gpus.length ? `${run.node}: ${run.assigned_gpus.join(',')}` : `${run.gpus} requested`),
+        el('td', {}, dash(run.queue_position)), el('td', {}, dash(run.reason)), el('td', {}, priority), actions);
+    }));
+    if (!data.queue.length) {
+      fill('nai-queue', [el('tr', {}, el('td', { colspan: '9' }, 'No active runs.'))]);
+    }
+    document.getElementById('nai-period').textContent =
+      `Period ${data.period.start.slice(0, 10)} to ${data.period.end.slice(0, 10)}. ` +
+      'Guarantees and budgets come from the quota configuration; "no quota set" where none is configured.';
+    fill('nai-users', data.users.map(u => el('tr', {},
+      el('td', {}, u.name), el('td', {}, u.gpus_in_use), el('td', {}, u.usage_gpu_hours.toFixed(2)),
+      el('td', {}, u.guaranteed_gpus === null ? 'no quota set' : u.guaranteed_gpus),
+      el('td', {}, u.gpu_hours_per_period === null ? 'no quota set' : u.gpu_hours_per_period))));
+    fill('nai-groups', data.groups === null
+      ? [el('tr', {}, el('td', { colspan: '5' }, 'groups unavailable (the hub did not answer)'))]
+      : !data.groups.length
+        ? [el('tr', {}, el('td', { colspan: '5' }, 'No groups on this hub.'))]
+        : data.groups.map(g => el('tr', {},
+        el('td', {}, g.name), el('td', {}, g.members), el('td', {}, g.gpus_in_use),
+        el('td', {}, g.usage_gpu_hours.toFixed(2)),
+        el('td', {}, g.guaranteed_gpus === null ? 'no quota set' : g.guaranteed_gpus))));
+    document.getElementById('nai-zombies').textContent = data.zombies === null
+      ? data.zombies_note
+      : data.zombies.length
+        ? data.zombies.map(z => `${z.node} GPU ${z.index}: ${z.utilization} % busy, held by no run`).join('; ')
+        : 'None: every busy GPU belongs to a run.';
+    document.getElementById('nai-updated').textContent = 'updated ' + new Date().toLocaleTimeString();
+  }
+
+  function showError(message) {
+    const box = document.getElementById('nai-error');
+    box.hidden = !message;
+    box.textContent = message || '';
+  }
+
+  async function act(fn) {
+    try {
+      await fn();
+      showError('');
+    } catch (e) {
+      showError(e.message);
+    }
+    refresh();
+  }
+
+  async function refresh() {
+    clearTimeout(timer);
+    try {
+      render(await request('GET', 'admin/overview'));
+      interval = BASE_INTERVAL;
+    } catch (e) {
+      showError('Could not load the cluster overview: ' + e.message);
+      interval = Math.min(interval * 2, 60000);
+    }
+    if (!document.hidden) {
+      timer = setTimeout(refresh, interval);
+    }
+  }
+
+  document.addEventListener('visibilitychange', () => { if (!document.hidden) refresh(); });
+  refresh();
+})();

@@ -1,0 +1,167 @@
+/**
+ * The sidebar's data: one poll per panel (not per row) that reads the caller's
+ * summary and either their runs or everyone's queue, backing off on errors and
+ * standing by while the page is hidden.
+ */
+import { Poll } from '@lumino/polling';
+import { ISignal, Signal } from '@lumino/signaling';
+
+import { IQueueEntry, IRun, ISummary, NothingAPIError, requestAPI } from './api';
+
+export type View = 'mine' | 'everyone';
+
+/** One row of the list, whichever view it comes from. */
+export interface IRow {
+  id: number;
+  mine: boolean;
+  owner: string | null;
+  name: string | null;
+  experiment: string | null;
+  state: string;
+  gpus: number;
+  assignedGpus: number[];
+  position: number | null;
+  reason: string;
+  estimatedStart: string | null;
+  startedAt: string | null;
+  endedAt: string | null;
+}
+
+export class RunsModel {
+  constructor(interval = 3000) {
+    this._poll = new Poll({
+      auto: true,
+      factory: () => this._refresh(),
+      frequency: { interval, backoff: true, max: 60 * 1000 },
+      name: 'nothing-lab:runs',
+      standby: 'when-hidden'
+    });
+  }
+
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+
+  get view(): View {
+    return this._view;
+  }
+
+  set view(value: View) {
+    if (value !== this._view) {
+      this._view = value;
+      this._rows = [];
+      this._changed.emit();
+      void this.refresh();
+    }
+  }
+
+  get rows(): IRow[] {
+    return this._rows;
+  }
+
+  get summary(): ISummary | null {
+    return this._summary;
+  }
+
+  get error(): string | null {
+    return this._error;
+  }
+
+  /** Refresh now (after an action) instead of waiting for the next tick. */
+  refresh(): Promise<void> {
+    return this._poll.refresh();
+  }
+
+  dispose(): void {
+    this._poll.dispose();
+    Signal.clearData(this);
+  }
+
+  private async _refresh(): Promise<void> {
+    const view = this._view;
+    try {
+      const summaryRequest = requestAPI<ISummary>('summary');
+      let rows: IRow[];
+      if (view === 'mine') {
+        const [summary, runs] = await Promise.all([
+          summaryRequest,
+          requestAPI<{ runs: IRun[] }>('runs?limit=30')
+        ]);
+        const live = new Map(summary.my_active.map(e => [e.id, e]));
+        rows = runs.runs.map(r => fromRun(r, live.get(r.id)));
+        this._summary = summary;
+      } else {
+        const [summary, queue] = await Promise.all([
+          summaryRequest,
+          requestAPI<{ runs: IQueueEntry[] }>('queue')
+        ]);
+        rows = queue.runs.map(fromQueue);
+        this._summary = summary;
+      }
+      if (view === this._view) {
+        this._rows = rows;
+      }
+      this._error = null;
+    } catch (error) {
+      this._error = error instanceof NothingAPIError ? error.message : String(error);
+      this._changed.emit();
+      throw error;
+    }
+    this._changed.emit();
+  }
+
+  private _poll: Poll;
+  private _view: View = 'mine';
+  private _rows: IRow[] = [];
+  private _summary: ISummary | null = null;
+  private _error: string | null = null;
+  private _changed = new Signal<this, void>(this);
+}
+
+function fromRun(run: IRun, live?: IQueueEntry): IRow {
+  return {
+    id: run.id,
+    mine: true,
+    owner: run.owner,
+    name: run.name || run.entry_point,
+    experiment: run.experiment,
+    state: run.state,
+    gpus: run.gpus,
+    assignedGpus: run.assigned_gpus || [],
+    position: run.queue_position,
+    reason: run.reason,
+    estimatedStart: live?.estimated_start ?? null,
+    startedAt: run.started_at,
+    endedAt: run.ended_at
+  };
+}
+
+function fromQueue(entry: IQueueEntry): IRow {
+  return {
+    id: entry.id,
+    mine: entry.mine,
+    owner: entry.owner,
+    name: entry.name,
+    experiment: entry.experiment,
+    state: entry.state,
+    gpus: entry.gpus,
+    assignedGpus: entry.assigned_gpus,
+    position: entry.queue_position,
+    reason: entry.reason,
+    estimatedStart: entry.estimated_start,
+    startedAt: entry.started_at,
+    endedAt: null
+  };
+}
+
+/** `h:mm:ss` between start and end (or now); '-' before the start. */
+export function elapsed(start: string | null, end: string | null, now = Date.now()): string {
+  if (!start) {
+    return '-';
+  }
+  const from = Date.parse(start);
+  const to = end ? Date.parse(end) : now;
+  const seconds = Math.max(0, Math.floor((to - from) / 1000));
+  const pad = (n: number) => String(n).padStart(2, '0');
+  return `${Math.floor(seconds / 3600)}:${pad(Math.floor((seconds % 3600) / 60))}:${pad(seconds % 60)}`;
+}

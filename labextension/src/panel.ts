@@ -1,0 +1,205 @@
+/**
+ * The sidebar: the caller's headroom, the cluster's GPUs, and a list of runs
+ * (mine by default, everyone's queue on demand) with per-run actions.
+ *
+ * The server computes everything; this widget only renders `RunsModel`.
+ */
+import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
+import { Widget } from '@lumino/widgets';
+
+import { NothingAPIError, requestAPI, tensorboardUrl, TERMINAL_STATES } from './api';
+import { elapsed, IRow, RunsModel, View } from './model';
+
+export interface IPanelActions {
+  openLogs(row: IRow): void;
+}
+
+function el<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  attrs: Record<string, string> = {},
+  ...children: (Node | string)[]
+): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === 'class') {
+      node.className = value;
+    } else {
+      node.setAttribute(key, value);
+    }
+  }
+  node.append(...children);
+  return node;
+}
+
+function stateClass(state: string): string {
+  return 'nai-state nai-state-' + state.replace(/ /g, '-');
+}
+
+export class RunsPanel extends Widget {
+  constructor(
+    readonly model: RunsModel,
+    private readonly _actions: IPanelActions
+  ) {
+    super();
+    this.id = 'nothing-runs';
+    this.addClass('nai-RunsPanel');
+    this.title.caption = 'NothingAI runs';
+    this._header = el('div', { class: 'nai-header' });
+    this._toggle = el('div', { class: 'nai-toggle', role: 'group', 'aria-label': 'Which runs' });
+    for (const [view, label] of [
+      ['mine', 'My runs'],
+      ['everyone', "Everyone's queue"]
+    ] as [View, string][]) {
+      const button = el('button', { type: 'button', 'data-view': view, 'aria-pressed': 'false' }, label);
+      button.addEventListener('click', () => (this.model.view = view));
+      this._toggle.append(button);
+    }
+    this._error = el('div', { class: 'nai-error', role: 'alert' });
+    this._list = el('ul', { class: 'nai-runs', 'aria-label': 'Runs' });
+    this.node.append(
+      el('h2', { class: 'nai-title' }, 'GPU runs'),
+      this._header,
+      this._toggle,
+      this._error,
+      this._list
+    );
+    model.changed.connect(this._render, this);
+    this._render();
+  }
+
+  dispose(): void {
+    this.model.changed.disconnect(this._render, this);
+    super.dispose();
+  }
+
+  private _render(): void {
+    const summary = this.model.summary;
+    if (summary) {
+      const guaranteed =
+        summary.guaranteed_gpus === null ? 'no quota set' : String(summary.guaranteed_gpus);
+      this._header.replaceChildren(
+        el(
+          'dl',
+          { class: 'nai-facts' },
+          el('dt', {}, 'GPUs you are guaranteed'),
+          el('dd', { 'data-fact': 'guaranteed' }, guaranteed),
+          el('dt', {}, 'Idle GPUs you can borrow'),
+          el('dd', { 'data-fact': 'borrowable' }, String(summary.borrowable_gpus)),
+          el('dt', {}, 'Your GPUs in use'),
+          el('dd', { 'data-fact': 'in-use' }, String(summary.my_gpus_in_use)),
+          el('dt', {}, 'Your GPU-hours this period'),
+          el('dd', { 'data-fact': 'usage' }, summary.usage_gpu_hours.toFixed(2))
+        ),
+        this._gpuBar(summary.gpus.free, summary.gpus.busy)
+      );
+    }
+    for (const button of Array.from(this._toggle.querySelectorAll('button'))) {
+      button.setAttribute('aria-pressed', String(button.dataset.view === this.model.view));
+    }
+    this._error.textContent = this.model.error ? `Cannot load runs: ${this.model.error}` : '';
+    const rows = this.model.rows;
+    if (!rows.length) {
+      const text = this.model.view === 'mine' ? 'You have no runs yet.' : 'Nobody has an active run.';
+      this._list.replaceChildren(el('li', { class: 'nai-empty' }, text));
+      return;
+    }
+    this._list.replaceChildren(...rows.map(row => this._row(row)));
+  }
+
+  private _gpuBar(free: number, busy: number): HTMLElement {
+    const bar = el('div', {
+      class: 'nai-gpubar',
+      role: 'img',
+      'aria-label': `Cluster GPUs: ${free} free, ${busy} busy`
+    });
+    for (let i = 0; i < busy + free; i++) {
+      bar.append(el('span', { class: i < busy ? 'nai-gpu nai-gpu-busy' : 'nai-gpu nai-gpu-free' }));
+    }
+    return el(
+      'div',
+      { class: 'nai-cluster' },
+      el('span', { 'data-fact': 'cluster' }, `Cluster GPUs: ${free} free / ${busy} busy`),
+      bar
+    );
+  }
+
+  private _row(row: IRow): HTMLElement {
+    const title = row.name ?? (row.mine ? `run ${row.id}` : 'hidden');
+    const gpus = row.assignedGpus.length ? `GPUs ${row.assignedGpus.join(',')}` : `${row.gpus} GPU(s) requested`;
+    const meta = [gpus, `elapsed ${elapsed(row.startedAt, row.endedAt)}`];
+    if (!row.mine && row.owner) {
+      meta.unshift(row.owner);
+    }
+    const item = el(
+      'li',
+      { class: 'nai-run', 'data-run-id': String(row.id), 'aria-label': `Run ${row.id} ${title}` },
+      el(
+        'div',
+        { class: 'nai-run-head' },
+        el('span', { class: 'nai-run-name' }, `#${row.id} ${title}`),
+        el('span', { class: stateClass(row.state), 'data-state': row.state }, row.state)
+      ),
+      el('div', { class: 'nai-run-meta' }, meta.join(' · '))
+    );
+    if (row.state === 'QUEUED') {
+      const wait = [`position ${row.position ?? '?'}`];
+      wait.push(row.estimatedStart ? `estimated start ${new Date(row.estimatedStart).toLocaleTimeString()}` : 'no start estimate');
+      item.append(el('div', { class: 'nai-run-wait' }, wait.join(' · ')));
+    }
+    if (row.reason && row.mine) {
+      item.append(el('div', { class: 'nai-run-reason' }, row.reason));
+    }
+    if (row.mine) {
+      item.append(this._buttons(row));
+    }
+    return item;
+  }
+
+  private _buttons(row: IRow): HTMLElement {
+    const bar = el('div', { class: 'nai-run-actions' });
+    const add = (label: string, handler: () => void | Promise<void>) => {
+      const button = el('button', { type: 'button', class: 'jp-mod-styled', 'aria-label': `${label} run ${row.id}` }, label);
+      button.addEventListener('click', () => void handler());
+      bar.append(button);
+    };
+    add('Logs', () => this._actions.openLogs(row));
+    if (!TERMINAL_STATES.has(row.state)) {
+      add('Cancel', () => this._cancel(row));
+    }
+    add('Copy', () => this._copy(row));
+    add('TensorBoard', async () => {
+      window.open(await tensorboardUrl(row.id), '_blank', 'noopener');
+    });
+    return bar;
+  }
+
+  private async _cancel(row: IRow): Promise<void> {
+    const result = await showDialog({
+      title: `Cancel run ${row.id}?`,
+      body: `${row.name ?? ''} will be stopped and cannot be resumed.`,
+      buttons: [Dialog.cancelButton({ label: 'Keep running' }), Dialog.warnButton({ label: 'Cancel run' })]
+    });
+    if (result.button.accept) {
+      await this._act(() => requestAPI(`runs/${row.id}/cancel`, { method: 'POST' }), 'Cancel failed');
+    }
+  }
+
+  private async _copy(row: IRow): Promise<void> {
+    await this._act(() => requestAPI(`runs/${row.id}/copy`, { method: 'POST' }), 'Copy failed');
+    this.model.view = 'mine';
+  }
+
+  private async _act(fn: () => Promise<unknown>, failure: string): Promise<void> {
+    try {
+      await fn();
+    } catch (error) {
+      await showErrorMessage(failure, error instanceof NothingAPIError ? error.message : String(error));
+    }
+    await this.model.refresh();
+  }
+
+  private _header: HTMLDivElement;
+  private _toggle: HTMLDivElement;
+  private _error: HTMLDivElement;
+  private _list: HTMLUListElement;
+}

@@ -1,0 +1,428 @@
+"""/api/summary, /api/queue, /api/admin/overview, /api/runs/<id>/priority and /copy: the cluster at a glance.
+
+What the sidebar and the admin page show, computed here from the live dispatcher
+and the database so the front ends only display it.
+
+Quota fields are honest about what exists: until quotas are configured (the
+policy's ``Quotas``, wired later as ``NothingScheduler.quotas``) ``guaranteed_gpus``
+is ``null`` and the UI says "no quota set"; ``borrowable_gpus`` is then every idle
+GPU, since no guarantee reserves any.  GPU-hours are measured from the runs table
+(GPUs x time held, clipped to the current period).  Utilisation and zombie GPUs need
+NVML; on virtual GPUs they are ``null`` with the reason in ``*_note``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import math
+import tarfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from tornado import web
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+from traitlets import Float, Unicode, validate
+from traitlets.config import Configurable
+
+from ..orm import Run
+from ..runenv import RunPaths
+from ..snapshot import SnapshotError
+from ..spec import SpecError, parse_submission
+from ..states import RunState
+from .base import APIHandler
+from .runs import RunAccessMixin
+
+
+class ClusterView(Configurable):
+    """What users may see of each other in the queue, and the accounting period."""
+
+    others_visibility = Unicode(
+        "owner",
+        help="""How much of other users' runs the everyone's-queue view shows to non-admins.
+
+        ``anonymous``: state, GPUs and position only; ``owner``: plus the owner's name;
+        ``full``: plus run and experiment names.  Admins always see everything.
+        Example: ``c.ClusterView.others_visibility = "anonymous"``
+        """,
+    ).tag(config=True)
+
+    @validate("others_visibility")
+    def _check_visibility(self, proposal):
+        if proposal.value not in ("anonymous", "owner", "full"):
+            raise ValueError(f"others_visibility must be anonymous, owner or full, not {proposal.value!r}")
+        return proposal.value
+
+    period_seconds = Float(
+        30 * 86400,
+        help="""Length of the usage period for GPU-hours, aligned on the Unix epoch (the quota
+        module's budget period should match).  Example: ``c.ClusterView.period_seconds = 7 * 86400``
+        """,
+    ).tag(config=True)
+
+
+def cluster_view(settings: dict) -> ClusterView:
+    view = settings.get("nothing_cluster_view")
+    if view is None:
+        view = settings["nothing_cluster_view"] = ClusterView(parent=settings.get("scheduler"))
+    return view
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() + "Z" if value else None
+
+
+def _epoch_iso(value: float | None) -> str | None:
+    return datetime.fromtimestamp(value, timezone.utc).isoformat().replace("+00:00", "Z") if value else None
+
+
+def period_bounds(now: datetime, period_seconds: float) -> tuple[datetime, datetime]:
+    ts = now.replace(tzinfo=timezone.utc).timestamp()
+    start = math.floor(ts / period_seconds) * period_seconds
+    to_naive = lambda t: datetime.fromtimestamp(t, timezone.utc).replace(tzinfo=None)  # noqa: E731
+    return to_naive(start), to_naive(start + period_seconds)
+
+
+def gpu_hours_by_owner(session, since: datetime, now: datetime) -> dict[str, float]:
+    """GPU-hours each owner's runs held since ``since`` (runs still going count up to ``now``)."""
+    rows = session.execute(
+        select(Run.owner, Run.gpus, Run.started_at, Run.ended_at)
+        .where(Run.started_at.is_not(None), Run.gpus > 0, or_(Run.ended_at.is_(None), Run.ended_at > since))
+    ).all()
+    used: dict[str, float] = {}
+    for owner, gpus, started, ended in rows:
+        seconds = ((ended or now) - max(started, since)).total_seconds()
+        if seconds > 0:
+            used[owner] = used.get(owner, 0.0) + gpus * seconds / 3600
+    return used
+
+
+def run_counts(session) -> dict[str, int]:
+    return {state.value: n for state, n in session.execute(select(Run.state, func.count()).group_by(Run.state))}
+
+
+def set_priority_row(session, run_id: int, priority: int) -> None:
+    session.execute(update(Run).where(Run.id == run_id).values(priority=priority))
+
+
+def quota_for(scheduler, user: str) -> dict[str, Any]:
+    """The user's guarantee from configured quotas, or nulls when none is configured."""
+    quotas = getattr(scheduler, "quotas", None)
+    quota = quotas.user(user) if quotas is not None and hasattr(quotas, "user") else None
+    return {
+        "guaranteed_gpus": getattr(quota, "guaranteed_gpus", None),
+        "max_gpus": getattr(quota, "max_gpus", None),
+        "gpu_hours_per_period": getattr(quota, "gpu_hours_per_period", None),
+        "source": "config" if quota is not None else "none",
+    }
+
+
+def gpu_holders(dispatcher) -> dict[tuple[str, int], Any]:
+    holders = {}
+    for run in dispatcher.active.values():
+        if run.state.holds_gpus and run.node:
+            for gpu in run.assigned_gpus:
+                holders[(run.node, gpu)] = run
+    return holders
+
+
+def queue_entry(run, viewer: str, admin: bool, visibility: str) -> dict[str, Any]:
+    """One active run as the queue view shows it to ``viewer``, hiding what the policy hides."""
+    mine = run.owner == viewer
+    show_owner = mine or admin or visibility in ("owner", "full")
+    show_names = mine or admin or visibility == "full"
+    return {
+        "id": run.id,
+        "mine": mine,
+        "owner": run.owner if show_owner else None,
+        "name": getattr(run, "name", None) if show_names else None,
+        "experiment": run.experiment if show_names else None,
+        "state": run.state.value,
+        "gpus": run.gpus,
+        "node": run.node,
+        "assigned_gpus": list(run.assigned_gpus),
+        "priority": run.priority,
+        "queue_position": run.position,
+        "reason": run.reason if (mine or admin) else _generic_reason(run),
+        "estimated_start": _epoch_iso(getattr(run, "estimated_start", None)),
+        "submitted_at": _iso(run.submitted_at),
+        "started_at": _iso(run.started_at),
+    }
+
+
+def _generic_reason(run) -> str:
+    return "waiting" if run.state == RunState.QUEUED else run.state.value.lower()
+
+
+def sort_queue(runs) -> list:
+    """Holding GPUs first (oldest start first), then the queue in position order."""
+    def key(run):
+        if run.state.holds_gpus:
+            return (0, run.started_at or run.submitted_at, run.id)
+        return (1, run.position if run.position is not None else 1 << 30, run.id)
+
+    return sorted(runs, key=key)
+
+
+async def hub_api(handler, path: str) -> Any:
+    """GET the hub API with the service's own token; ``None`` when the hub refuses or is unreachable."""
+    auth = handler.hub_auth
+    try:
+        r = await AsyncHTTPClient().fetch(f"{auth.api_url}{path}", request_timeout=10,
+                                          headers={"Authorization": f"token {auth.api_token}"})
+        return json.loads(r.body)
+    except (HTTPClientError, OSError, ValueError):
+        return None
+
+
+class ClusterMixin:
+    @property
+    def view(self) -> ClusterView:
+        return cluster_view(self.settings)
+
+    def gpu_totals(self) -> dict[str, int]:
+        total = sum(len(g) for g in self.scheduler.inventory.values())
+        busy = len(gpu_holders(self.dispatcher))
+        return {"total": total, "busy": busy, "free": total - busy}
+
+
+class SummaryHandler(ClusterMixin, APIHandler):
+    """``GET /api/summary``: the caller's headroom and the cluster's GPUs, for the sidebar header."""
+
+    async def get(self):
+        now = utcnow()
+        start, end = period_bounds(now, self.view.period_seconds)
+        used = await self.dispatcher.db.run(gpu_hours_by_owner, start, now)
+        mine = [r for r in self.dispatcher.active.values() if r.owner == self.username]
+        gpus = self.gpu_totals()
+        quota = quota_for(self.scheduler, self.username)
+        in_use = sum(len(r.assigned_gpus) for r in mine if r.state.holds_gpus)
+        self.write_json({
+            "user": self.username,
+            "admin": self.is_admin,
+            "gpus": gpus,
+            "my_gpus_in_use": in_use,
+            "my_runs": {"queued": sum(r.state == RunState.QUEUED for r in mine),
+                        "running": sum(r.state.holds_gpus for r in mine)},
+            "queue_length": sum(r.state == RunState.QUEUED for r in self.dispatcher.active.values()),
+            "guaranteed_gpus": quota["guaranteed_gpus"],
+            # With no guarantees configured, every idle GPU may be borrowed.
+            "borrowable_gpus": gpus["free"],
+            "quota_source": quota["source"],
+            "usage_gpu_hours": round(used.get(self.username, 0.0), 6),
+            "period": {"start": _iso(start), "end": _iso(end)},
+            # Live queue facts of the caller's active runs (position, reason, estimated start).
+            "my_active": [queue_entry(r, self.username, self.is_admin, "full") for r in sort_queue(mine)],
+        })
+
+
+class QueueHandler(ClusterMixin, APIHandler):
+    """``GET /api/queue``: every active run (mine=1: only the caller's), names hidden as ``ClusterView`` says."""
+
+    async def get(self):
+        only_mine = self.get_argument("mine", "0") in ("1", "true")
+        runs = [r for r in self.dispatcher.active.values() if not only_mine or r.owner == self.username]
+        names = await self.dispatcher.db.run(_names, [r.id for r in runs])
+        entries = []
+        for run in sort_queue(runs):
+            entry = queue_entry(run, self.username, self.is_admin, self.view.others_visibility)
+            if entry["experiment"] is not None:
+                entry["name"] = names.get(run.id, "")
+            entries.append(entry)
+        self.write_json({"runs": entries, "gpus": self.gpu_totals(),
+                         "visibility": "full" if self.is_admin else self.view.others_visibility})
+
+
+def _names(session, ids: list[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    return dict(session.execute(select(Run.id, Run.name).where(Run.id.in_(ids))).all())
+
+
+def _utilization(mode: str, indices: list[int]) -> dict[int, int] | None:
+    if mode != "nvml":
+        return None
+    from ..gpus import nvml_utilization
+
+    try:
+        return nvml_utilization(indices)
+    except Exception:  # NVML errors are not worth failing the page for
+        return None
+
+
+class AdminOverviewHandler(ClusterMixin, APIHandler):
+    """``GET /api/admin/overview``: nodes, GPUs, the whole queue, usage per user and group, totals."""
+
+    async def get(self):
+        if not self.is_admin:
+            raise web.HTTPError(403, "only JupyterHub admins may see the cluster overview")
+        sched, dispatcher = self.scheduler, self.dispatcher
+        now = utcnow()
+        start, end = period_bounds(now, self.view.period_seconds)
+        used, counts = await asyncio.gather(dispatcher.db.run(gpu_hours_by_owner, start, now),
+                                            dispatcher.db.run(run_counts))
+        holders = gpu_holders(dispatcher)
+        mode = sched.gpu_mode_in_use
+        nodes, zombies = [], []
+        for node, gpus in sched.inventory.items():
+            util = await asyncio.to_thread(_utilization, mode, [g.index for g in gpus])
+            rows = []
+            for gpu in gpus:
+                holder = holders.get((node, gpu.index))
+                utilization = util.get(gpu.index) if util else None
+                rows.append(dict(
+                    gpu.to_dict(), node=node, busy=holder is not None,
+                    run_id=holder.id if holder else None, owner=holder.owner if holder else None,
+                    holder_kind="run" if holder else None, utilization=utilization,
+                ))
+                if holder is None and utilization:
+                    zombies.append({"node": node, "index": gpu.index, "utilization": utilization})
+            nodes.append({"name": node, "mode": mode, "gpus": rows})
+        # One hub call gives both the active notebooks and group membership (the service's
+        # role has list:users and read:users, which includes each user's groups and server).
+        hub_users = await hub_api(self, "/users?limit=10000")
+        names = await dispatcher.db.run(_names, list(dispatcher.active))
+        queue = []
+        for run in sort_queue(dispatcher.active.values()):
+            entry = queue_entry(run, self.username, True, "full")
+            entry["name"] = names.get(run.id, "")
+            queue.append(entry)
+        in_use: dict[str, int] = {}
+        for run in dispatcher.active.values():
+            if run.state.holds_gpus:
+                in_use[run.owner] = in_use.get(run.owner, 0) + len(run.assigned_gpus)
+        users = [
+            {"name": name, "gpus_in_use": in_use.get(name, 0), "usage_gpu_hours": round(used.get(name, 0.0), 6),
+             **{k: v for k, v in quota_for(sched, name).items() if k != "source"}}
+            for name in sorted(set(used) | set(in_use))
+        ]
+        group_rows, active_notebooks = None, None
+        if isinstance(hub_users, list):
+            active_notebooks = sum(1 for u in hub_users if u.get("server"))
+            members: dict[str, list[str]] = {}
+            for u in hub_users:
+                for group in u.get("groups") or ():
+                    members.setdefault(group, []).append(u["name"])
+            group_rows = [
+                {"name": g, "members": len(m), "gpus_in_use": sum(in_use.get(n, 0) for n in m),
+                 "usage_gpu_hours": round(sum(used.get(n, 0.0) for n in m), 6), "guaranteed_gpus": None}
+                for g, m in sorted(members.items())
+            ]
+        self.write_json({
+            "generated_at": _iso(now),
+            "period": {"start": _iso(start), "end": _iso(end)},
+            "gpus": self.gpu_totals(),
+            "nodes": nodes,
+            "utilization_note": None if mode == "nvml" else "n/a: virtual GPUs have no hardware to measure",
+            "queue": queue,
+            "users": users,
+            "groups": group_rows,
+            "zombies": zombies if mode == "nvml" else None,
+            "zombies_note": None if mode == "nvml" else "n/a: zombie detection needs NVML (virtual GPUs here)",
+            "totals": {
+                "active_notebooks": active_notebooks,
+                "completed_runs": counts.get(RunState.COMPLETE.value, 0),
+                "failed_runs": counts.get(RunState.FAIL_TRAIN.value, 0) + counts.get(RunState.CREATE_FAILED.value, 0),
+                "running_runs": sum(r.state.holds_gpus for r in dispatcher.active.values()),
+                "queued_runs": sum(r.state == RunState.QUEUED for r in dispatcher.active.values()),
+                "total_runs": sum(counts.values()),
+                "gpu_hours_this_period": round(sum(used.values()), 6),
+            },
+        })
+
+
+async def set_priority(dispatcher, run_id: int, priority: int) -> None:
+    """Change a queued run's priority in memory and in the database, then re-run the policy.
+
+    Raises ``LookupError`` when the run is not waiting in the queue.
+    """
+    run = dispatcher.active.get(run_id)
+    if run is None or run.state != RunState.QUEUED:
+        raise LookupError(run_id)
+    await dispatcher.db.run(set_priority_row, run_id, priority)
+    run.priority = priority
+    dispatcher.wake()
+
+
+class PriorityHandler(RunAccessMixin, APIHandler):
+    """``POST /api/runs/<id>/priority`` with ``{"priority": n}`` (admins; -1000..1000; queued runs only)."""
+
+    async def post(self, run_id):
+        if not self.is_admin:
+            raise web.HTTPError(403, "only admins may change a run's priority")
+        row = await self.get_visible_run(run_id)
+        value = self.json_body().get("priority")
+        if not isinstance(value, int) or isinstance(value, bool) or not -1000 <= value <= 1000:
+            raise web.HTTPError(400, "priority must be a whole number from -1000 to 1000")
+        try:
+            await set_priority(self.dispatcher, row.id, value)
+        except LookupError:
+            raise web.HTTPError(409, f"run {row.id} is not waiting in the queue ({row.state.value})") from None
+        self.write_json(self.model(await self.get_visible_run(run_id)))
+
+
+def pack_source(source: str) -> bytes:
+    """The run's unpacked snapshot as a .tar.gz, for a copy of the run."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for path in sorted(Path(source).rglob("*")):
+            if path.is_file() and not path.is_symlink() and "__pycache__" not in path.parts:
+                tar.add(str(path), arcname=path.relative_to(source).as_posix(), recursive=False)
+    return buf.getvalue()
+
+
+def copy_spec(row: Run) -> dict[str, Any]:
+    """The submission that asks for exactly what ``row`` asked for."""
+    spec: dict[str, Any] = {
+        "name": row.name, "experiment": row.experiment, "entry_point": row.entry_point, "args": list(row.args or []),
+        "hyperparameters": dict(row.hyperparameters or {}), "gpus": row.gpus, "cpus": row.cpus,
+        "memory": row.memory_bytes, "priority": row.priority,
+    }
+    if row.max_seconds:
+        spec["max_time"] = f"{row.max_seconds}s"
+    return spec
+
+
+class CopyHandler(RunAccessMixin, APIHandler):
+    """``POST /api/runs/<id>/copy``: submit the same code with the same settings again (the owner only)."""
+
+    async def post(self, run_id):
+        row = await self.get_visible_run(run_id)
+        if row.owner != self.username:
+            raise web.HTTPError(403, f"only {row.owner} may copy their run {row.id}")
+        sched = self.scheduler
+        try:
+            values = parse_submission(copy_spec(row), sched.max_gpus_per_node, sched.max_cpus_per_node,
+                                      self.is_admin)
+        except SpecError as e:
+            raise web.HTTPError(400, f"run {row.id} cannot be copied: {e}") from None
+        source = RunPaths(Path(row.run_dir)).source
+        if not await asyncio.to_thread(source.is_dir):
+            raise web.HTTPError(409, f"run {row.id}'s code is no longer stored, so it cannot be copied")
+        archive = await asyncio.to_thread(pack_source, str(source))
+        if len(archive) > sched.max_snapshot_bytes:
+            raise web.HTTPError(413, f"run {row.id}'s code is {len(archive)} bytes packed; the limit is "
+                                     f"{sched.max_snapshot_bytes}")
+        values.update(owner=self.username, snapshot_bytes=len(archive))
+        try:
+            run = await self.dispatcher.submit(values, archive)
+        except SnapshotError as e:
+            raise web.HTTPError(400, str(e)) from None
+        self.write_json(self.model(run.submitted_row), status=201)
+
+
+default_handlers = [
+    (r"/api/runs/(\d+)/copy", CopyHandler),
+    (r"/api/summary/?", SummaryHandler),
+    (r"/api/queue/?", QueueHandler),
+    (r"/api/admin/overview/?", AdminOverviewHandler),
+    (r"/api/runs/(\d+)/priority", PriorityHandler),
+]
+
