@@ -61,6 +61,7 @@ def test_queue_hides_other_users_run_names_and_admin_page_data_is_for_admins(hub
         assert [g["run_id"] for g in gpus] == [big] * 4 and {g["owner"] for g in gpus} == {owner}
         assert all(g["utilization"] is None for g in gpus) and o["utilization_note"].startswith("n/a")
         assert o["zombies"] is None and "NVML" in o["zombies_note"]
+        assert o["zombie_runs"] == []
         queue = {r["id"]: r for r in o["queue"]}
         assert queue[small]["name"] == "secret-small" and queue[small]["queue_position"] == 1
         assert o["totals"]["running_runs"] >= 1 and o["totals"]["queued_runs"] >= 1

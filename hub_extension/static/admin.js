@@ -116,11 +116,14 @@
         el('td', {}, g.name), el('td', {}, g.members), el('td', {}, g.gpus_in_use),
         el('td', {}, g.usage_gpu_hours.toFixed(2)),
         el('td', {}, g.guaranteed_gpus === null ? 'no quota set' : g.guaranteed_gpus))));
-    document.getElementById('nai-zombies').textContent = data.zombies === null
-      ? data.zombies_note
-      : data.zombies.length
-        ? data.zombies.map(z => `${z.node} GPU ${z.index}: ${z.utilization} % busy, held by no run`).join('; ')
-        : 'None: every busy GPU belongs to a run.';
+    const idleRuns = data.zombie_runs.map(z =>
+      `run ${z.run_id} (${z.owner}) on ${z.node} GPUs ${z.gpus.join(',')}: idle since ` +
+      new Date(z.idle_since * 1000).toLocaleString());
+    const untracked = data.zombies === null
+      ? [data.zombies_note]
+      : data.zombies.map(z => `${z.node} GPU ${z.index}: ${z.utilization} % busy, held by no run`);
+    document.getElementById('nai-zombies').textContent =
+      [...idleRuns, ...untracked].join('; ') || 'None: no run holds idle GPUs and every busy GPU belongs to a run.';
     document.getElementById('nai-updated').textContent = 'updated ' + new Date().toLocaleTimeString();
   }
 

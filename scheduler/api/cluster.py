@@ -324,6 +324,10 @@ class AdminOverviewHandler(ClusterMixin, APIHandler):
             "queue": queue,
             "users": users,
             "groups": group_rows,
+            "zombie_runs": [
+                {"run_id": r.id, "owner": r.owner, "node": r.node, "gpus": list(r.assigned_gpus), **r.zombie.to_dict()}
+                for r in dispatcher.active.values() if r.zombie is not None and r.zombie.zombie_since is not None
+            ],
             "zombies": zombies if mode == "nvml" else None,
             "zombies_note": None if mode == "nvml" else "n/a: zombie detection needs NVML (virtual GPUs here)",
             "totals": {
