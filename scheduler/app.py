@@ -28,7 +28,9 @@ from .db import Database
 from .dispatcher import Dispatcher
 from .executors.local import LocalExecutor
 from .gpus import discover
-from .policy import Node, PriorityFifoPolicy
+from .policy import Node
+from .policy_config import make_policy, parse_quotas
+from .usage import UsageLedger
 from .snapshot import SnapshotLimits
 from .tensorboard import TensorBoardManager
 from .zombies import NoUtilization, NvmlUtilization, ZombieMonitor
@@ -146,6 +148,38 @@ class NothingScheduler(Application):
     def _default_service_prefix(self):
         return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/nothing/")
 
+    policy = Unicode(
+        "fair-share",
+        help="""How queued runs are ordered and placed: ``fair-share`` (quotas, fair share with aging,
+        borrowing with preemption, gang placement, backfill) or ``priority-fifo`` (strict priority then
+        submission order, no backfill).""",
+    ).tag(config=True)
+
+    quota_config = Dict(
+        help="""GPU quotas per JupyterHub group and per user.
+
+        Example::
+
+            c.NothingScheduler.quota_config = {
+                "groups": {"vision": {"guaranteed_gpus": 4, "max_gpus": 8, "gpu_hours_per_period": 500}},
+                "users": {"alice": {"max_gpus": 2}},
+                "default_group": {"max_gpus": 4},
+                "period_days": 30,
+            }
+
+        ``guaranteed_gpus``: GPUs the group can always get back; beyond them it may only borrow idle
+        GPUs with ``--preemptible`` runs, which are preempted (newest first) when the owner needs them.
+        ``max_gpus``: a hard cap. ``gpu_hours_per_period``: a budget per period. ``fairshare``: weight.
+        """,
+    ).tag(config=True)
+
+    fairshare_half_life_hours = Float(
+        168.0, help="Half-life of past usage in fair share, in hours (Slurm's PriorityDecayHalfLife)."
+    ).tag(config=True)
+    aging_hours = Float(
+        4.0, help="Waiting this many hours outweighs the whole fair-share range, so nobody starves."
+    ).tag(config=True)
+
     tornado_settings = Dict(help="Extra tornado Application settings.").tag(config=True)
     upgrade_db = Bool(True, help="Upgrade the database schema to the newest revision at start.").tag(config=True)
 
@@ -171,11 +205,15 @@ class NothingScheduler(Application):
         self.gpu_mode_in_use, gpus = discover(self.gpu_mode, self.virtual_gpus, self.node_name, self.virtual_gpu_memory)
         self.inventory = {self.node_name: gpus}
         nodes = [Node(self.node_name, tuple(g.index for g in gpus), self.node_cpus, self.node_memory)]
+        self.quotas = parse_quotas(self.quota_config)
+        half_life = self.fairshare_half_life_hours * 3600
+        policy = make_policy(self.policy, self.quotas, half_life, self.aging_hours * 3600)
+        ledgers = [UsageLedger(half_life, self.quotas.period_seconds) for _ in range(2)]
         executor = LocalExecutor(on_exit=None, parent=self)
         self.tensorboards = TensorBoardManager(parent=self)
         self.dispatcher = Dispatcher(
-            self.db, executor, PriorityFifoPolicy(), nodes, Path(self.data_dir) / "runs", self.python,
-            SnapshotLimits(self.max_unpacked_bytes), self.kill_grace_seconds,
+            self.db, executor, policy, nodes, Path(self.data_dir) / "runs", self.python,
+            SnapshotLimits(self.max_unpacked_bytes), self.kill_grace_seconds, *ledgers,
         )
         source = NvmlUtilization() if self.gpu_mode_in_use == "nvml" else NoUtilization()
         self.zombies = ZombieMonitor(self.dispatcher, source, parent=self)

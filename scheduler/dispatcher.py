@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import shutil
 import signal
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from . import store
 from .db import Database
 from .executors.base import Executor, ExitStatus, ProcessRef
 from .policy import Allocation, ClusterSnapshot, Node, PendingRun, Policy
+from .usage import UsageLedger
 from .runenv import RunLaunch, RunPaths
 from .snapshot import SnapshotLimits, unpack
 from .states import HOLDING, RunState, StopCause, check_transition
@@ -32,6 +34,11 @@ S = RunState
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def epoch(value: datetime) -> float:
+    """Seconds since the epoch of a naive UTC datetime (as stored in the database)."""
+    return value.replace(tzinfo=timezone.utc).timestamp()
 
 
 class RunNotActive(Exception):
@@ -48,6 +55,8 @@ class ActiveRun:
     args: tuple[str, ...]
     hyperparameters: dict
     experiment: str
+    group: str
+    preemptible: bool
     gpus: int
     cpus: int
     memory_bytes: int
@@ -67,13 +76,15 @@ class ActiveRun:
     launched: asyncio.Event = field(default_factory=asyncio.Event)
     submitted_row: Any = field(default=None, repr=False)
     zombie: Any = None
+    estimated_start: float | None = None
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
 
     @classmethod
     def from_row(cls, row) -> "ActiveRun":
         run = cls(
             id=row.id, owner=row.owner, entry_point=row.entry_point, args=tuple(row.args or ()),
-            hyperparameters=dict(row.hyperparameters or {}), experiment=row.experiment, gpus=row.gpus,
+            hyperparameters=dict(row.hyperparameters or {}), experiment=row.experiment, group=row.group or "",
+            preemptible=bool(row.preemptible), gpus=row.gpus,
             cpus=row.cpus, memory_bytes=row.memory_bytes, priority=row.priority, max_seconds=row.max_seconds,
             submitted_at=row.submitted_at, state=row.state, reason=row.reason, run_dir=row.run_dir,
             node=row.node, assigned_gpus=tuple(row.assigned_gpus or ()), started_at=row.started_at,
@@ -90,8 +101,11 @@ class ActiveRun:
 
     def live_fields(self) -> dict[str, Any]:
         """Fields that change without a database write (queue position and reason)."""
+        estimated = None
+        if self.estimated_start is not None and self.state == S.QUEUED:
+            estimated = datetime.fromtimestamp(self.estimated_start, timezone.utc).isoformat().replace("+00:00", "Z")
         return {"state": self.state.value, "reason": self.reason, "queue_position": self.position,
-                "zombie": self.zombie.to_dict() if self.zombie else None}
+                "estimated_start": estimated, "zombie": self.zombie.to_dict() if self.zombie else None}
 
 
 class Dispatcher:
@@ -105,6 +119,8 @@ class Dispatcher:
         python: str,
         snapshot_limits: SnapshotLimits,
         kill_grace_seconds: float = 10.0,
+        group_usage: UsageLedger | None = None,
+        user_usage: UsageLedger | None = None,
     ):
         self.db = db
         self.executor = executor
@@ -116,6 +132,9 @@ class Dispatcher:
         self.snapshot_limits = snapshot_limits
         self.kill_grace_seconds = kill_grace_seconds
         self.active: dict[int, ActiveRun] = {}
+        # Decayed usage per group and per user, for fair share and GPU-hour budgets.
+        self.group_usage = group_usage or UsageLedger()
+        self.user_usage = user_usage or UsageLedger()
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -125,6 +144,9 @@ class Dispatcher:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.runs_dir.glob(".incoming-*"):
             shutil.rmtree(stale, ignore_errors=True)
+        since = utcnow() - timedelta(seconds=max(4 * self.group_usage.half_life, self.group_usage.period))
+        for owner, group, gpus, started, ended, finished in await self.db.run(store.usage_history, since):
+            self._charge(owner, group, gpus, started, ended, finished)
         rows = await self.db.run(store.active_runs)
         for row in rows:
             run = ActiveRun.from_row(row)
@@ -230,25 +252,44 @@ class Dispatcher:
         running, queued = [], []
         for run in self.active.values():
             if run.state in HOLDING and run.node is not None:
-                running.append(Allocation(run.id, run.owner, run.node, run.assigned_gpus, run.cpus, run.memory_bytes))
+                started = epoch(run.started_at) if run.started_at else 0.0
+                running.append(Allocation(
+                    run.id, run.owner, run.node, run.assigned_gpus, run.cpus, run.memory_bytes, group=run.group,
+                    preemptible=run.preemptible, started_at=started,
+                    expected_end=started + run.max_seconds if run.max_seconds and run.started_at else None,
+                    stopping=run.state == S.STOP_IN_PROGRESS))
             elif run.state == S.QUEUED:
                 queued.append(PendingRun(run.id, run.owner, run.gpus, run.cpus, run.memory_bytes, run.priority,
-                                         run.submitted_at.timestamp()))
-        return ClusterSnapshot(tuple(self.nodes), tuple(running), tuple(queued), utcnow().timestamp())
+                                         epoch(run.submitted_at), group=run.group, preemptible=run.preemptible,
+                                         max_seconds=run.max_seconds))
+        return ClusterSnapshot(tuple(self.nodes), tuple(running), tuple(queued), epoch(utcnow()),
+                               group_usage=self.group_usage.snapshot(), user_usage=self.user_usage.snapshot())
+
+    def _charge(self, owner: str, group: str, gpus: int, started: datetime | None, ended: datetime,
+                finished: bool) -> None:
+        if not gpus or started is None:
+            return
+        for ledger, key in ((self.group_usage, group), (self.user_usage, owner)):
+            ledger.charge(key, gpus, epoch(started), epoch(ended), finished)
 
     async def _schedule_pass(self) -> None:
         decisions = self.policy.decide(self.snapshot())
         for entry in decisions.waiting:
             run = self.active.get(entry.run_id)
             if run is not None:
-                run.position, run.reason = entry.position, entry.reason
+                run.position, run.reason, run.estimated_start = entry.position, entry.reason, entry.estimated_start
+        for preempt in getattr(decisions, "preemptions", ()):
+            victim = self.active.get(preempt.run_id)
+            if victim is not None and victim.state == S.RUNNING:
+                log.info("Preempting run %s for run %s: %s", victim.id, preempt.for_run, preempt.reason)
+                self._spawn(self._request_stop(victim, StopCause.PREEMPT, f"preempted: {preempt.reason}"))
         if not decisions.starts:
             return
         now = utcnow()
         transitions, starting = [], []
         for start in decisions.starts:
             run = self.active[start.run_id]
-            run.node, run.assigned_gpus, run.position = start.node, start.gpus, None
+            run.node, run.assigned_gpus, run.position, run.estimated_start = start.node, start.gpus, None, None
             run.launched.clear()
             gpus = ",".join(map(str, start.gpus)) or "none"
             transitions.append(self._transition(run, S.CREATE_IN_PROGRESS, f"starting on {start.node}, GPUs {gpus}",
@@ -371,14 +412,37 @@ class Dispatcher:
             target, reason = S.COMPLETE, "exited with code 0"
         else:
             target, reason = S.FAIL_TRAIN, status.describe()
+        self._charge(run.owner, run.group, len(run.assigned_gpus), run.started_at, now, finished=target != S.QUEUED)
         if target == S.QUEUED:
+            await asyncio.to_thread(hand_over_checkpoints, run.paths)
+            reason += "; requeued with its checkpoints in EM_CHECKPOINT_INPUT_DIR"
             t = self._transition(run, S.QUEUED, reason, now, node=None, assigned_gpus=[], pid=None,
-                                 process_start=None, stop_cause=None)
-            run.node, run.assigned_gpus, run.process, run.stop_cause = None, (), None, None
+                                 process_start=None, stop_cause=None, started_at=None)
+            run.node, run.assigned_gpus, run.process, run.stop_cause, run.started_at = None, (), None, None, None
+            for timer in run.timers:
+                timer.cancel()
+            run.timers.clear()
+            (run.paths.exit_file).unlink(missing_ok=True)
         else:
             t = self._end(run, target, reason, now, exit_code=exit_code)
         await self.db.run(store.apply_transitions, [t])
         self.wake()
+
+
+def hand_over_checkpoints(paths: RunPaths) -> None:
+    """Make a preempted run's checkpoints its input for the next start.
+
+    The next start finds what the run last wrote to ``EM_CHECKPOINT_DIR`` in
+    ``EM_CHECKPOINT_INPUT_DIR`` (hard links: no copy of large files) and keeps
+    writing new checkpoints where it did before.
+    """
+    if not any(paths.checkpoints.iterdir()):
+        return
+    staging = paths.root / "checkpoint-input.next"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(paths.checkpoints, staging, symlinks=True, copy_function=os.link)
+    shutil.rmtree(paths.checkpoint_input, ignore_errors=True)
+    staging.rename(paths.checkpoint_input)
 
 
 def format_seconds(seconds: int | None) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, DateTime, Enum, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Enum, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from .states import RunState, StopCause
@@ -31,6 +31,8 @@ class Run(Base):
     owner: Mapped[str] = mapped_column(String(255), index=True)
     name: Mapped[str] = mapped_column(String(255), default="")
     experiment: Mapped[str] = mapped_column(String(255), default="default", index=True)
+    group: Mapped[str] = mapped_column(String(255), default="", server_default="", index=True)
+    preemptible: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     entry_point: Mapped[str] = mapped_column(String(1024))
     args: Mapped[list] = mapped_column(JSON, default=list)

@@ -2,14 +2,25 @@
 
 Nothing here does I/O or reads a clock: the live service and the simulator build a
 ``ClusterSnapshot`` and call ``Policy.decide``.  The result says which runs start on
-which GPUs and, for every run that keeps waiting, its position and a reason a
-person can read.
+which GPUs, which running runs to preempt and, for every run that keeps waiting,
+its position, a reason a person can read and, where the policy can tell, an
+estimated start time.
+
+This module holds the vocabulary shared by every policy (the snapshot and the
+decisions), the placement helpers, and ``PriorityFifoPolicy``, the strict-order
+baseline.  The platform's policy is ``fairshare.FairSharePolicy``.  Every field
+added after the first version has a default, so older callers keep working.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .quotas import Quotas
+    from .usage import Usage
 
 
 @dataclass(frozen=True)
@@ -22,7 +33,14 @@ class Node:
 
 @dataclass(frozen=True)
 class Allocation:
-    """Resources held by a run that has started."""
+    """Resources held by a run that has started.
+
+    A run spread over several nodes has one ``Allocation`` per node, all with the
+    same ``run_id``.  ``expected_end`` is when the run will have stopped at the
+    latest (start + its enforced time limit); ``None`` lets the policy estimate it
+    from the group's history.  ``stopping`` marks a run that has been told to stop
+    (preempted) but still holds its GPUs.
+    """
 
     run_id: int
     owner: str
@@ -30,10 +48,20 @@ class Allocation:
     gpus: tuple[int, ...]
     cpus: int = 0
     memory_bytes: int = 0
+    group: str = ""
+    preemptible: bool = False
+    is_notebook: bool = False
+    started_at: float = 0.0
+    expected_end: float | None = None
+    stopping: bool = False
 
 
 @dataclass(frozen=True)
 class PendingRun:
+    """A queued run.  ``max_seconds`` is the user's enforced time limit, which the
+    policy trusts for backfill; ``estimated_seconds`` is the caller's guess when
+    there is no limit (else the policy uses the group's typical run time)."""
+
     run_id: int
     owner: str
     gpus: int
@@ -41,21 +69,49 @@ class PendingRun:
     memory_bytes: int = 0
     priority: int = 0
     submitted_at: float = 0.0
+    group: str = ""
+    preemptible: bool = False
+    max_seconds: float | None = None
+    estimated_seconds: float | None = None
 
 
 @dataclass(frozen=True)
 class ClusterSnapshot:
+    """Everything a policy may look at.  ``group_usage`` / ``user_usage`` carry the
+    decayed usage history (see ``usage.UsageLedger``); ``quotas``, when given,
+    replace the policy's configured quotas so an admin's change applies at once."""
+
     nodes: tuple[Node, ...]
     running: tuple[Allocation, ...] = ()
     queued: tuple[PendingRun, ...] = ()
     now: float = 0.0
+    group_usage: Mapping[str, Usage] = field(default_factory=dict, hash=False)
+    user_usage: Mapping[str, Usage] = field(default_factory=dict, hash=False)
+    quotas: Quotas | None = None
 
 
 @dataclass(frozen=True)
 class StartRun:
+    """Start ``run_id`` now.  ``node``/``gpus`` are its (first) node and GPUs; a
+    run spread over nodes lists every ``(node, gpus)`` pair in ``placements``."""
+
     run_id: int
     node: str
     gpus: tuple[int, ...]
+    placements: tuple[tuple[str, tuple[int, ...]], ...] = ()
+
+    @property
+    def all_placements(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        return self.placements or ((self.node, self.gpus),)
+
+
+@dataclass(frozen=True)
+class Preempt:
+    """Stop ``run_id`` (signal it, then requeue it) so that ``for_run`` can start."""
+
+    run_id: int
+    for_run: int
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -63,12 +119,14 @@ class QueueEntry:
     run_id: int
     position: int
     reason: str
+    estimated_start: float | None = None
 
 
 @dataclass(frozen=True)
 class Decisions:
     starts: tuple[StartRun, ...] = ()
     waiting: tuple[QueueEntry, ...] = ()
+    preemptions: tuple[Preempt, ...] = ()
 
 
 class Policy(Protocol):
@@ -90,10 +148,53 @@ class _FreeNode:
         )
 
     def take(self, run: PendingRun) -> tuple[int, ...]:
-        taken, self.gpus = self.gpus[: run.gpus], self.gpus[run.gpus :]
-        self.cpus -= run.cpus
-        self.memory_bytes -= run.memory_bytes
+        return self.take_some(run.gpus, run.cpus, run.memory_bytes)
+
+    def take_some(self, gpus: int, cpus: int, memory_bytes: int) -> tuple[int, ...]:
+        taken, self.gpus = self.gpus[:gpus], self.gpus[gpus:]
+        self.cpus -= cpus
+        self.memory_bytes -= memory_bytes
         return tuple(taken)
+
+    def usable_gpus(self, run: PendingRun) -> int:
+        """How many of this run's GPUs this node could host, with CPUs and memory
+        in proportion (for runs spread over several nodes)."""
+        n = len(self.gpus)
+        if run.cpus > 0:
+            n = min(n, self.cpus * run.gpus // run.cpus)
+        if run.memory_bytes > 0 and self.node.memory_bytes:
+            n = min(n, self.memory_bytes * run.gpus // run.memory_bytes)
+        return max(n, 0)
+
+
+@dataclass
+class HeldRun:
+    """A running run as the policy sees it: its allocations on every node, summed."""
+
+    run_id: int
+    owner: str
+    group: str
+    gpus: int
+    preemptible: bool
+    is_notebook: bool
+    started_at: float
+    expected_end: float | None
+    stopping: bool
+    parts: list[Allocation]
+
+
+def held_runs(snapshot: ClusterSnapshot) -> dict[int, HeldRun]:
+    """The snapshot's allocations grouped by run (a multi-node run has several)."""
+    held: dict[int, HeldRun] = {}
+    for a in snapshot.running:
+        h = held.get(a.run_id)
+        if h is None:
+            held[a.run_id] = HeldRun(a.run_id, a.owner, a.group, len(a.gpus), a.preemptible, a.is_notebook,
+                                     a.started_at, a.expected_end, a.stopping, [a])
+        else:
+            h.gpus += len(a.gpus)
+            h.parts.append(a)
+    return held
 
 
 def free_resources(snapshot: ClusterSnapshot) -> dict[str, _FreeNode]:
@@ -124,44 +225,112 @@ def best_fit(free: dict[str, _FreeNode], run: PendingRun) -> _FreeNode | None:
     return min(fitting, key=lambda n: (len(n.gpus), n.node.name))
 
 
+def largest_node(nodes: tuple[Node, ...]) -> int:
+    """GPUs on the biggest node: a run asking for more must span several nodes."""
+    return max((len(n.gpus) for n in nodes), default=0)
+
+
+def share(total: int, part: int, whole: int) -> int:
+    """``total`` split in proportion ``part / whole``, rounded up."""
+    return -(-total * part // whole) if whole else 0
+
+
+def spread(free: dict[str, _FreeNode], run: PendingRun,
+           usable: dict[str, int] | None = None) -> list[tuple[_FreeNode, int]] | None:
+    """Place a run that spans nodes on as few nodes as possible, or None.
+
+    Nodes are taken fullest-free first (which minimises their number); the last
+    share goes to the node with the fewest free GPUs that still holds it, so
+    large free blocks stay whole.  ``usable`` may cap what a node can give.
+    """
+    counts = []
+    for n in free.values():
+        k = n.usable_gpus(run)
+        if usable is not None:
+            k = min(k, usable.get(n.node.name, k))
+        if k > 0:
+            counts.append((k, n))
+    if sum(k for k, _ in counts) < run.gpus:
+        return None
+    counts.sort(key=lambda kn: (-kn[0], kn[1].node.name))
+    chosen: list[tuple[_FreeNode, int]] = []
+    left = run.gpus
+    for i, (k, n) in enumerate(counts):
+        if k >= left:
+            last = min((c for c in counts[i:] if c[0] >= left), key=lambda c: (c[0], c[1].node.name))
+            chosen.append((last[1], left))
+            return chosen
+        chosen.append((n, k))
+        left -= k
+    return None
+
+
+def take_spread(run: PendingRun, chosen: list[tuple[_FreeNode, int]]) -> StartRun:
+    """Take the GPUs ``spread`` chose and say so as one StartRun."""
+    placements = tuple(
+        (n.node.name, n.take_some(k, share(run.cpus, k, run.gpus), share(run.memory_bytes, k, run.gpus)))
+        for n, k in chosen
+    )
+    return StartRun(run.run_id, placements[0][0], placements[0][1], placements if len(placements) > 1 else ())
+
+
 @dataclass
 class PriorityFifoPolicy:
     """Strict priority-then-submit order, all-or-nothing GPU allocation, no backfill.
 
     A run starts only when every run ahead of it has started, so a large run is
-    never starved by a stream of small ones.
+    never starved by a stream of small ones.  A run asking for more GPUs than one
+    node has is spread over the fewest nodes.
     """
 
     name: str = field(default="priority-fifo")
 
     def decide(self, snapshot: ClusterSnapshot) -> Decisions:
         free = free_resources(snapshot)
+        node_gpus = largest_node(snapshot.nodes)
         starts: list[StartRun] = []
         waiting: list[QueueEntry] = []
         blocked_by: PendingRun | None = None
+        behind = ""
         for run in sorted(snapshot.queued, key=queue_order):
             if blocked_by is None:
-                node = best_fit(free, run)
-                if node is not None:
-                    starts.append(StartRun(run.run_id, node.node.name, node.take(run)))
-                    continue
+                if run.gpus > node_gpus:
+                    chosen = spread(free, run)
+                    if chosen is not None:
+                        starts.append(take_spread(run, chosen))
+                        continue
+                else:
+                    node = best_fit(free, run)
+                    if node is not None:
+                        starts.append(StartRun(run.run_id, node.node.name, node.take(run)))
+                        continue
                 blocked_by = run
-                reason = _resources_reason(run, free)
+                reason = resources_reason(run, free, node_gpus)
+                behind = f"Priority: waiting for run {run.run_id} ahead in the queue to start"
             else:
-                reason = f"Priority: waiting for run {blocked_by.run_id} ahead in the queue to start"
+                reason = behind
             waiting.append(QueueEntry(run.run_id, len(waiting) + 1, reason))
         return Decisions(tuple(starts), tuple(waiting))
 
 
-def _resources_reason(run: PendingRun, free: dict[str, _FreeNode]) -> str:
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+
+def resources_reason(run: PendingRun, free: dict[str, _FreeNode], node_gpus: int | None = None) -> str:
+    """Why the free resources cannot host ``run`` right now, in one sentence."""
+    total_free = sum(len(n.gpus) for n in free.values())
+    if node_gpus is not None and run.gpus > node_gpus:
+        return (f"Resources: needs {_plural(run.gpus, 'GPU')} across nodes; "
+                f"{total_free} free in the cluster")
     most_gpus = max((len(n.gpus) for n in free.values()), default=0)
     if most_gpus < run.gpus:
-        total_free = sum(len(n.gpus) for n in free.values())
         return (
-            f"Resources: needs {run.gpus} GPU{'s' if run.gpus != 1 else ''} on one node; "
+            f"Resources: needs {_plural(run.gpus, 'GPU')} on one node; "
             f"{total_free} free in the cluster, at most {most_gpus} on one node"
         )
     most_cpus = max((n.cpus for n in free.values()), default=0)
     if most_cpus < run.cpus:
         return f"Resources: needs {run.cpus} CPUs on one node; at most {most_cpus} free"
     return f"Resources: needs {run.memory_bytes} bytes of memory on one node"
+

@@ -14,7 +14,7 @@ from .runenv import HP_KEY
 
 FIELDS = {
     "name", "experiment", "entry_point", "args", "hyperparameters",
-    "gpus", "cpus", "memory", "priority", "max_time",
+    "gpus", "cpus", "memory", "priority", "max_time", "group", "preemptible",
 }
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]{0,99}$")
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
@@ -100,7 +100,18 @@ def parse_entry_point(value: Any) -> str:
     return norm
 
 
-def parse_submission(body: dict, max_gpus_per_node: int, max_cpus_per_node: int, is_admin: bool) -> dict[str, Any]:
+def parse_group(value: Any, user_groups: list[str]) -> str:
+    """The group a run is charged to: one of the user's JupyterHub groups (default: the first by name)."""
+    if value in (None, ""):
+        return sorted(user_groups)[0] if user_groups else ""
+    if value not in user_groups:
+        mine = ", ".join(sorted(user_groups)) or "none"
+        raise SpecError(f"you are not a member of group {value!r} (your groups: {mine})")
+    return value
+
+
+def parse_submission(body: dict, max_gpus_per_node: int, max_cpus_per_node: int, is_admin: bool,
+                     user_groups: list[str] | None = None) -> dict[str, Any]:
     unknown = sorted(set(body) - FIELDS - {"archive"})
     if unknown:
         raise SpecError(f"unknown field{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}; "
@@ -124,7 +135,12 @@ def parse_submission(body: dict, max_gpus_per_node: int, max_cpus_per_node: int,
     if priority > 0 and not is_admin:
         raise SpecError("only admins may raise a run's priority above 0; you may lower it")
     max_time = body.get("max_time")
+    preemptible = body.get("preemptible", False)
+    if not isinstance(preemptible, bool):
+        raise SpecError(f"preemptible must be true or false, not {preemptible!r}")
     return {
+        "group": parse_group(body.get("group"), user_groups or []),
+        "preemptible": preemptible,
         "name": name,
         "experiment": experiment,
         "entry_point": parse_entry_point(body.get("entry_point")),

@@ -93,5 +93,12 @@ def list_runs(session: Session, owner: str | None, states: list[RunState] | None
     return list(session.scalars(query))
 
 
+def usage_history(session: Session, since: datetime) -> list[tuple]:
+    """``(owner, group, gpus, started_at, ended_at, finished)`` of runs that ended since ``since``."""
+    query = select(Run.owner, Run.group, Run.gpus, Run.started_at, Run.ended_at, Run.state).where(
+        Run.ended_at >= since, Run.started_at.is_not(None), Run.gpus > 0)
+    return [(o, g, n, s, e, state == RunState.COMPLETE) for o, g, n, s, e, state in session.execute(query)]
+
+
 def run_events(session: Session, run_id: int) -> list[RunEvent]:
     return list(session.scalars(select(RunEvent).where(RunEvent.run_id == run_id).order_by(RunEvent.id)))

@@ -12,12 +12,14 @@ from nothing.scheduler.orm import Base
 from nothing.scheduler.states import RunState
 
 from .conftest import build_dispatcher
+
+HEAD = "0002"
 from .helpers import make_archive, wait_for
 
 
 def test_sqlite_database_uses_wal_and_is_created_by_migrations(tmp_path):
     db = Database(f"sqlite:///{tmp_path / 's.sqlite'}")
-    assert db.upgrade() == "0001"
+    assert db.upgrade() == HEAD
     with db.engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
     assert set(inspect(db.engine).get_table_names()) >= {"runs", "run_events", "alembic_version"}
@@ -33,6 +35,24 @@ def test_migrations_match_the_models(tmp_path):
         assert {c["name"] for c in inspector.get_columns(table.name)} == {c.name for c in table.columns}
 
 
+def test_a_database_at_the_first_revision_is_upgraded_without_losing_runs(tmp_path):
+    """A database made by an older release (revision 0001) keeps its runs across the upgrade."""
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    command.upgrade(alembic_config(url), "0001")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "insert into runs (owner, name, experiment, entry_point, args, hyperparameters, snapshot_bytes, gpus, "
+            "cpus, memory_bytes, priority, state, reason, submitted_at, assigned_gpus, run_dir, log_path) values "
+            "('old', '', 'default', 't.py', '[]', '{}', 0, 1, 1, 0, 0, 'COMPLETE', 'exited with code 0', "
+            "'2026-01-01 00:00:00', '[]', '/x', '/x/output.log')"))
+    db = Database(url)
+    assert db.upgrade() == HEAD
+    run = db.run_sync(store.get_run, 1)
+    assert (run.owner, run.state, run.group, run.preemptible) == ("old", RunState.COMPLETE, "", False)
+    db.close()
+
+
 def test_downgrade_removes_the_schema_and_upgrade_restores_it(tmp_path):
     url = f"sqlite:///{tmp_path / 'd.sqlite'}"
     engine = create_engine(url)
@@ -42,7 +62,7 @@ def test_downgrade_removes_the_schema_and_upgrade_restores_it(tmp_path):
     assert current_revision(engine) is None
     assert "runs" not in inspect(engine).get_table_names()
     upgrade_to_head(engine)
-    assert current_revision(engine) == "0001"
+    assert current_revision(engine) == HEAD
 
 
 @pytest.mark.postgres
@@ -61,7 +81,7 @@ async def test_scheduler_runs_on_postgresql(tmp_path, postgres_url):
         events = await dispatcher.db.run(store.run_events, run.id)
         assert events[-1].to_state == RunState.COMPLETE
         with dispatcher.db.engine.connect() as conn:
-            assert conn.execute(text("select version_num from alembic_version")).scalar() == "0001"
+            assert conn.execute(text("select version_num from alembic_version")).scalar() == HEAD
     finally:
         await dispatcher.stop()
         dispatcher.db.close()

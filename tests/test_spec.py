@@ -28,7 +28,17 @@ def test_submission_defaults():
     values = parse_submission({"entry_point": "./train.py"}, 4, 8, is_admin=False)
     assert values == {"name": "", "experiment": "default", "entry_point": "train.py", "args": [],
                       "hyperparameters": {}, "gpus": 0, "cpus": 1, "memory_bytes": 0, "priority": 0,
-                      "max_seconds": None}
+                      "max_seconds": None, "group": "", "preemptible": False}
+
+
+def test_runs_are_charged_to_one_of_the_users_groups():
+    assert parse_submission({"entry_point": "t.py"}, 4, 8, False, ["vision", "nlp"])["group"] == "nlp"
+    assert parse_submission({"entry_point": "t.py", "group": "vision"}, 4, 8, False, ["vision", "nlp"])["group"] \
+        == "vision"
+    with pytest.raises(SpecError, match="not a member of group 'speech' \\(your groups: nlp, vision\\)"):
+        parse_submission({"entry_point": "t.py", "group": "speech"}, 4, 8, False, ["vision", "nlp"])
+    with pytest.raises(SpecError, match="preemptible must be true or false"):
+        parse_submission({"entry_point": "t.py", "preemptible": "yes"}, 4, 8, False, [])
 
 
 def test_admins_may_raise_priority_users_may_lower_it():

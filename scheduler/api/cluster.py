@@ -3,10 +3,9 @@
 What the sidebar and the admin page show, computed here from the live dispatcher
 and the database so the front ends only display it.
 
-Quota fields are honest about what exists: until quotas are configured (the
-policy's ``Quotas``, wired later as ``NothingScheduler.quotas``) ``guaranteed_gpus``
-is ``null`` and the UI says "no quota set"; ``borrowable_gpus`` is then every idle
-GPU, since no guarantee reserves any.  GPU-hours are measured from the runs table
+Quota fields come from ``NothingScheduler.quota_config``: where no quota is set,
+``guaranteed_gpus`` is ``null`` and the UI says "no quota set"; ``borrowable_gpus``
+is the idle GPUs that no group's unused guarantee holds back.  GPU-hours are measured from the runs table
 (GPUs x time held, clipped to the current period).  Utilisation and zombie GPUs need
 NVML; on virtual GPUs they are ``null`` with the reason in ``*_note``.
 """
@@ -112,16 +111,39 @@ def set_priority_row(session, run_id: int, priority: int) -> None:
     session.execute(update(Run).where(Run.id == run_id).values(priority=priority))
 
 
-def quota_for(scheduler, user: str) -> dict[str, Any]:
-    """The user's guarantee from configured quotas, or nulls when none is configured."""
+def quota_for(scheduler, user: str, groups: list[str] | None = None) -> dict[str, Any]:
+    """The user's limits from ``NothingScheduler.quota_config``: the guarantee of the group their runs are
+    charged to (their first group, as for submissions), their own cap and budget; nulls where none is set."""
     quotas = getattr(scheduler, "quotas", None)
-    quota = quotas.user(user) if quotas is not None and hasattr(quotas, "user") else None
+    if quotas is None:
+        return {"guaranteed_gpus": None, "max_gpus": None, "gpu_hours_per_period": None, "source": "none",
+                "group": None}
+    group = sorted(groups)[0] if groups else ""
+    group_quota, user_quota = quotas.group(group), quotas.user(user)
+    configured = group in quotas.groups or user in quotas.users or group_quota != type(group_quota)() \
+        or user_quota != type(user_quota)()
     return {
-        "guaranteed_gpus": getattr(quota, "guaranteed_gpus", None),
-        "max_gpus": getattr(quota, "max_gpus", None),
-        "gpu_hours_per_period": getattr(quota, "gpu_hours_per_period", None),
-        "source": "config" if quota is not None else "none",
+        "guaranteed_gpus": group_quota.guaranteed_gpus,
+        "max_gpus": user_quota.max_gpus if user_quota.max_gpus is not None else group_quota.max_gpus,
+        "gpu_hours_per_period": user_quota.gpu_hours_per_period if user_quota.gpu_hours_per_period is not None
+        else group_quota.gpu_hours_per_period,
+        "source": "config" if configured else "none",
+        "group": group,
     }
+
+
+def borrowable_gpus(dispatcher, quotas, free: int, group: str) -> int:
+    """Idle GPUs that no group's unused guarantee (one's own included) is holding back."""
+    if quotas is None:
+        return free
+    used: dict[str, int] = {}
+    for run in dispatcher.active.values():
+        if run.state.holds_gpus:
+            used[run.group] = used.get(run.group, 0) + len(run.assigned_gpus)
+    held_back = sum(max(0, (q.guaranteed_gpus or 0) - used.get(name, 0)) for name, q in quotas.groups.items())
+    if group not in quotas.groups and quotas.default_group.guaranteed_gpus:
+        held_back += max(0, quotas.default_group.guaranteed_gpus - used.get(group, 0))
+    return max(0, free - held_back)
 
 
 def gpu_holders(dispatcher) -> dict[tuple[str, int], Any]:
@@ -202,7 +224,7 @@ class SummaryHandler(ClusterMixin, APIHandler):
         used = await self.dispatcher.db.run(gpu_hours_by_owner, start, now)
         mine = [r for r in self.dispatcher.active.values() if r.owner == self.username]
         gpus = self.gpu_totals()
-        quota = quota_for(self.scheduler, self.username)
+        quota = quota_for(self.scheduler, self.username, self.current_user.get("groups"))
         in_use = sum(len(r.assigned_gpus) for r in mine if r.state.holds_gpus)
         self.write_json({
             "user": self.username,
@@ -213,8 +235,9 @@ class SummaryHandler(ClusterMixin, APIHandler):
                         "running": sum(r.state.holds_gpus for r in mine)},
             "queue_length": sum(r.state == RunState.QUEUED for r in self.dispatcher.active.values()),
             "guaranteed_gpus": quota["guaranteed_gpus"],
-            # With no guarantees configured, every idle GPU may be borrowed.
-            "borrowable_gpus": gpus["free"],
+            "group": quota["group"],
+            "borrowable_gpus": borrowable_gpus(self.dispatcher, getattr(self.scheduler, "quotas", None),
+                                               gpus["free"], quota["group"] or ""),
             "quota_source": quota["source"],
             "usage_gpu_hours": round(used.get(self.username, 0.0), 6),
             "period": {"start": _iso(start), "end": _iso(end)},
@@ -312,7 +335,8 @@ class AdminOverviewHandler(ClusterMixin, APIHandler):
                     members.setdefault(group, []).append(u["name"])
             group_rows = [
                 {"name": g, "members": len(m), "gpus_in_use": sum(in_use.get(n, 0) for n in m),
-                 "usage_gpu_hours": round(sum(used.get(n, 0.0) for n in m), 6), "guaranteed_gpus": None}
+                 "usage_gpu_hours": round(sum(used.get(n, 0.0) for n in m), 6),
+                 "guaranteed_gpus": sched.quotas.group(g).guaranteed_gpus}
                 for g, m in sorted(members.items())
             ]
         self.write_json({

@@ -31,6 +31,8 @@ def run_model(row: Run, live: dict | None = None) -> dict:
         "owner": row.owner,
         "name": row.name,
         "experiment": row.experiment,
+        "group": row.group,
+        "preemptible": row.preemptible,
         "entry_point": row.entry_point,
         "args": row.args,
         "hyperparameters": row.hyperparameters,
@@ -42,6 +44,7 @@ def run_model(row: Run, live: dict | None = None) -> dict:
         "state": row.state.value,
         "reason": row.reason,
         "queue_position": None,
+        "estimated_start": None,
         "zombie": None,
         "submitted_at": _iso(row.submitted_at),
         "started_at": _iso(row.started_at),
@@ -97,7 +100,8 @@ class RunsHandler(RunAccessMixin, APIHandler):
         body, archive = self._submission()
         sched = self.scheduler
         try:
-            values = parse_submission(body, sched.max_gpus_per_node, sched.max_cpus_per_node, self.is_admin)
+            values = parse_submission(body, sched.max_gpus_per_node, sched.max_cpus_per_node, self.is_admin,
+                                      self.current_user.get("groups") or [])
         except SpecError as e:
             raise web.HTTPError(400, str(e)) from None
         if len(archive) > sched.max_snapshot_bytes:

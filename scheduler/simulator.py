@@ -1,0 +1,294 @@
+"""A virtual-clock simulator that replays a job trace through any ``Policy``.
+
+The simulator plays the live service's part: at every instant where something
+happens (a job arrives, ends, or a preempted job has stopped) it builds a
+``ClusterSnapshot``, calls the very ``decide`` the service calls, and applies the
+decisions.  Jobs run for their true duration, which the policy never sees: it
+only learns run times from the usage history, as ``UsageLedger`` records finished
+jobs.  A preempted job is requeued; by default it resumes where it stopped (it
+checkpointed), else it starts over.
+
+Every decision is checked as it is applied (no GPU given twice, gangs whole), so
+a policy bug stops the replay instead of skewing its figures.
+"""
+
+from __future__ import annotations
+
+import calendar
+import csv
+import heapq
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+
+from .policy import Allocation, ClusterSnapshot, Node, PendingRun, Policy, share
+from .quotas import Quotas
+from .usage import UsageLedger
+
+_END, _ARRIVE = 0, 1
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job of a trace: what a user submits, plus its true ``duration``."""
+
+    job_id: int
+    submit: float
+    duration: float
+    gpus: int
+    group: str = ""
+    owner: str = ""
+    priority: int = 0
+    preemptible: bool = False
+    max_seconds: float | None = None
+    cpus: int = 0
+    memory_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    job: Job
+    first_start: float
+    end: float
+    running_seconds: float
+    preemptions: int
+
+    @property
+    def jct(self) -> float:
+        """Job completion time: submit to end."""
+        return self.end - self.job.submit
+
+    @property
+    def queued(self) -> float:
+        """Time spent not running (waiting, including after preemptions)."""
+        return self.jct - self.running_seconds
+
+
+@dataclass(frozen=True)
+class SimulationReport:
+    """What a replay measured.  Times are seconds; ``utilisation`` is busy GPU
+    time over capacity in ``window`` (by default first to last submission);
+    ``jain`` is Jain's index across groups of each group's mean
+    ``running time / JCT`` (1 = every group waits in the same proportion);
+    ``idle_gpu_hours_while_waiting`` is GPU time left idle while jobs waited
+    (what head-of-line blocking and fragmentation cost)."""
+
+    policy: str
+    gpus: int
+    jobs: int
+    completed: int
+    avg_jct: float
+    avg_queued: float
+    p50_queued: float
+    p95_queued: float
+    p99_queued: float
+    utilisation: float
+    makespan: float
+    jain: float
+    passes: int
+    pass_p50: float
+    pass_p95: float
+    pass_max: float
+    preemptions: int
+    idle_gpu_hours_while_waiting: float = 0.0
+    outcomes: tuple[JobOutcome, ...] = field(default=(), repr=False)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100), nearest-rank method; 0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+def jain_index(values: Iterable[float]) -> float:
+    xs = list(values)
+    squares = sum(x * x for x in xs)
+    return (sum(xs) ** 2) / (len(xs) * squares) if xs and squares > 0 else 1.0
+
+
+def uniform_nodes(count: int, gpus_per_node: int = 8, cpus: int = 0, memory_bytes: int = 0) -> tuple[Node, ...]:
+    width = len(str(count - 1))
+    return tuple(Node(f"node-{i:0{width}d}", tuple(range(gpus_per_node)), cpus, memory_bytes) for i in range(count))
+
+
+def load_philly(path: Path, start: str, end: str, min_duration: float = 60.0,
+                max_gpu_hours: float = 1000.0) -> list[Job]:
+    """Jobs of the Philly job-level CSV submitted in ``[start, end)`` (``YYYY-MM-DD``
+    UTC), with ``duration >= min_duration`` and ``gpu_time < max_gpu_hours``, in
+    submit order; the trace's ``cluster`` (virtual cluster) is the group."""
+    jobs = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            ts = row["timestamp"]
+            if not (start <= ts < end):
+                continue
+            duration, gpu_time = float(row["duration"]), float(row["gpu_time"])
+            if duration < min_duration or gpu_time >= max_gpu_hours * 3600:
+                continue
+            submit = calendar.timegm(datetime.strptime(ts, "%Y-%m-%d %H:%M:%S").timetuple())
+            jobs.append((submit, duration, int(row["num_gpus"]), row["cluster"]))
+    jobs.sort()
+    return [Job(i, s, d, g, c, f"vc-{c}") for i, (s, d, g, c) in enumerate(jobs)]
+
+
+def _part(total: int, gpus: tuple[int, ...], job: Job) -> int:
+    """The CPUs or memory a node holds for its share of a multi-node job (as the policy placed it)."""
+    return share(total, len(gpus), job.gpus) if job.gpus else total
+
+
+class _Running:
+    __slots__ = ("allocs", "attempt", "job", "remaining", "start")
+
+    def __init__(self, job: Job, allocs: tuple[Allocation, ...], start: float, attempt: int, remaining: float):
+        self.job, self.allocs, self.start, self.attempt, self.remaining = job, allocs, start, attempt, remaining
+
+
+def simulate(jobs: Sequence[Job], nodes: Sequence[Node], policy: Policy, *, name: str | None = None,
+             quotas: Quotas | None = None, half_life_seconds: float = 7 * 86400,
+             estimate_quantile: float = 0.5, estimate_history: int = 100,
+             resume_after_preempt: bool = True, preempt_grace_seconds: float = 0.0,
+             window: tuple[float, float] | None = None) -> SimulationReport:
+    """Replay ``jobs`` on ``nodes`` under ``policy`` and measure the outcome."""
+    nodes = tuple(nodes)
+    period = quotas.period_seconds if quotas else 30 * 86400
+    groups = UsageLedger(half_life_seconds, period, estimate_history, estimate_quantile)
+    users = UsageLedger(half_life_seconds, period, estimate_history, estimate_quantile)
+    events: list[tuple[float, int, int, int, int]] = []  # time, kind, seq, job_id, attempt
+    seq = 0
+    by_id = {j.job_id: j for j in jobs}
+    for j in jobs:
+        events.append((j.submit, _ARRIVE, seq, j.job_id, 0))
+        seq += 1
+    heapq.heapify(events)
+    queued: dict[int, PendingRun] = {}
+    running: dict[int, _Running] = {}
+    busy: set[tuple[str, int]] = set()
+    remaining = {j.job_id: j.duration if j.max_seconds is None else min(j.duration, j.max_seconds) for j in jobs}
+    first_start: dict[int, float] = {}
+    ran: dict[int, float] = dict.fromkeys(by_id, 0.0)
+    preempted: dict[int, int] = dict.fromkeys(by_id, 0)
+    attempts: dict[int, int] = dict.fromkeys(by_id, 0)
+    outcomes: list[JobOutcome] = []
+    segments: list[tuple[float, float, int]] = []
+    pass_times: list[float] = []
+    total_preemptions = 0
+    snapshot_running: tuple[Allocation, ...] | None = ()
+
+    def pending(job: Job) -> PendingRun:
+        return PendingRun(job.job_id, job.owner, job.gpus, job.cpus, job.memory_bytes, job.priority, job.submit,
+                          job.group, job.preemptible, job.max_seconds)
+
+    def stop(r: _Running, now: float, finished: bool) -> None:
+        for a in r.allocs:
+            busy.difference_update((a.node, g) for g in a.gpus)
+        job = r.job
+        segments.append((r.start, now, job.gpus))
+        ran[job.job_id] += now - r.start
+        groups.charge(job.group, job.gpus, r.start, now, finished)
+        users.charge(job.owner, job.gpus, r.start, now, finished)
+
+    total_gpus = sum(len(n.gpus) for n in nodes)
+    idle_while_waiting = 0.0
+    last_pass = (0.0, 0)  # time of the last pass, GPUs it left idle while runs waited
+
+    while events:
+        now = events[0][0]
+        idle_while_waiting += last_pass[1] * (now - last_pass[0])
+        while events and events[0][0] == now:
+            _, kind, _, job_id, attempt = heapq.heappop(events)
+            if kind == _ARRIVE:
+                queued[job_id] = pending(by_id[job_id])
+                continue
+            r = running.get(job_id)
+            if r is None or r.attempt != attempt:
+                continue  # the end of an attempt that was preempted
+            del running[job_id]
+            snapshot_running = None
+            finished = not any(a.stopping for a in r.allocs) or now - r.start >= r.remaining
+            stop(r, now, finished)
+            if finished:
+                outcomes.append(JobOutcome(r.job, first_start[job_id], now, ran[job_id], preempted[job_id]))
+            else:
+                if resume_after_preempt:
+                    remaining[job_id] = r.remaining - (now - r.start)
+                queued[job_id] = pending(r.job)
+        if snapshot_running is None:
+            snapshot_running = tuple(a for r in running.values() for a in r.allocs)
+        snap = ClusterSnapshot(nodes, snapshot_running, tuple(queued.values()), now,
+                               groups.snapshot(), users.snapshot(), quotas)
+        t0 = time.perf_counter()
+        decisions = policy.decide(snap)
+        pass_times.append(time.perf_counter() - t0)
+        for s in decisions.starts:
+            queued.pop(s.run_id)
+            job = by_id[s.run_id]
+            placed = s.all_placements
+            if sum(len(g) for _, g in placed) != job.gpus:
+                raise AssertionError(f"run {s.run_id} needs {job.gpus} GPUs and was given {placed}")
+            for node, gpus in placed:
+                for g in gpus:
+                    if (node, g) in busy:
+                        raise AssertionError(f"GPU {g} of {node} given to run {s.run_id} while in use")
+                    busy.add((node, g))
+            end = None if job.max_seconds is None else now + job.max_seconds
+            allocs = tuple(Allocation(job.job_id, job.owner, node, gpus, _part(job.cpus, gpus, job),
+                                      _part(job.memory_bytes, gpus, job), job.group, job.preemptible, False, now, end)
+                           for node, gpus in placed)
+            attempts[job.job_id] += 1
+            first_start.setdefault(job.job_id, now)
+            running[job.job_id] = _Running(job, allocs, now, attempts[job.job_id], remaining[job.job_id])
+            heapq.heappush(events, (now + remaining[job.job_id], _END, seq, job.job_id, attempts[job.job_id]))
+            seq += 1
+            snapshot_running = None
+        for p in decisions.preemptions:
+            r = running[p.run_id]
+            if not r.job.preemptible or any(a.stopping for a in r.allocs):
+                raise AssertionError(f"run {p.run_id} cannot be preempted")
+            r.allocs = tuple(replace(a, stopping=True) for a in r.allocs)
+            preempted[p.run_id] += 1
+            total_preemptions += 1
+            stop_at = min(now + preempt_grace_seconds, r.start + r.remaining)
+            heapq.heappush(events, (stop_at, _END, seq, p.run_id, r.attempt))
+            seq += 1
+            snapshot_running = None
+        last_pass = (now, total_gpus - len(busy) if queued else 0)
+    return _report(name or getattr(policy, "name", type(policy).__name__), jobs, nodes, outcomes, segments,
+                   pass_times, total_preemptions, window, idle_while_waiting)
+
+
+def _report(name: str, jobs: Sequence[Job], nodes: tuple[Node, ...], outcomes: list[JobOutcome],
+            segments: list[tuple[float, float, int]], pass_times: list[float], preemptions: int,
+            window: tuple[float, float] | None, idle_while_waiting: float) -> SimulationReport:
+    gpus = sum(len(n.gpus) for n in nodes)
+    if window is None and jobs:
+        window = (min(j.submit for j in jobs), max(j.submit for j in jobs))
+    busy = 0.0
+    if window is not None and window[1] > window[0]:
+        lo, hi = window
+        busy = sum(max(0.0, min(e, hi) - max(s, lo)) * g for s, e, g in segments)
+        utilisation = busy / (gpus * (hi - lo))
+    else:
+        utilisation = 0.0
+    waits = [o.queued for o in outcomes]
+    by_group: dict[str, list[float]] = {}
+    for o in outcomes:
+        by_group.setdefault(o.job.group, []).append(o.running_seconds / o.jct if o.jct > 0 else 1.0)
+    first = min((j.submit for j in jobs), default=0.0)
+    n = len(outcomes)
+    return SimulationReport(
+        policy=name, gpus=gpus, jobs=len(jobs), completed=n,
+        avg_jct=sum(o.jct for o in outcomes) / n if n else 0.0,
+        avg_queued=sum(waits) / n if n else 0.0,
+        p50_queued=percentile(waits, 50), p95_queued=percentile(waits, 95), p99_queued=percentile(waits, 99),
+        utilisation=utilisation,
+        makespan=max((o.end for o in outcomes), default=first) - first,
+        jain=jain_index(sum(v) / len(v) for v in by_group.values()),
+        passes=len(pass_times), pass_p50=percentile(pass_times, 50), pass_p95=percentile(pass_times, 95),
+        pass_max=max(pass_times, default=0.0), preemptions=preemptions,
+        idle_gpu_hours_while_waiting=idle_while_waiting / 3600, outcomes=tuple(outcomes),
+    )

@@ -1,0 +1,98 @@
+"""The trace simulator: small traces whose outcome can be worked out by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from nothing.scheduler.fairshare import FairSharePolicy
+from nothing.scheduler.policy import PriorityFifoPolicy
+from nothing.scheduler.quotas import Quota, Quotas
+from nothing.scheduler.simulator import Job, jain_index, load_philly, percentile, simulate, uniform_nodes
+
+PHILLY = Path(__file__).resolve().parents[2] / "shared" / "traces" / "philly" / "philly.csv"
+
+
+def outcome(report, job_id):
+    return next(o for o in report.outcomes if o.job.job_id == job_id)
+
+
+def test_three_jobs_on_two_gpus_under_fifo():
+    # Two 1-GPU jobs run 0-100 s; the 2-GPU job waits for both, runs 100-150 s.
+    jobs = [Job(0, 0, 100, 1, "a"), Job(1, 0, 100, 1, "a"), Job(2, 0, 50, 2, "a")]
+    r = simulate(jobs, uniform_nodes(1, 2), PriorityFifoPolicy())
+    assert [outcome(r, i).jct for i in range(3)] == [100, 100, 150]
+    assert r.avg_jct == pytest.approx(350 / 3)
+    assert r.avg_queued == pytest.approx(100 / 3)
+    assert r.p99_queued == 100
+    assert r.makespan == 150
+    assert r.completed == 3
+
+
+def test_fifo_blocks_behind_the_head_and_backfill_does_not():
+    # Job 1 needs both GPUs and must wait for job 0 (ends at 100).  Job 2 is short
+    # (its 50 s limit ends before 100): backfill starts it at once, FIFO holds it.
+    jobs = [Job(0, 0, 100, 1, "a", max_seconds=100), Job(1, 1, 100, 2, "a", max_seconds=100),
+            Job(2, 2, 40, 1, "a", max_seconds=50)]
+    fifo = simulate(jobs, uniform_nodes(1, 2), PriorityFifoPolicy())
+    fair = simulate(jobs, uniform_nodes(1, 2), FairSharePolicy())
+    assert [outcome(fifo, i).first_start for i in range(3)] == [0, 100, 200]
+    assert [outcome(fair, i).first_start for i in range(3)] == [0, 100, 2]
+    assert outcome(fair, 1).end == 200  # the head was not delayed
+
+
+def test_a_run_killed_at_its_time_limit_ends_there():
+    r = simulate([Job(0, 0, 500, 1, "a", max_seconds=60)], uniform_nodes(1, 1), FairSharePolicy())
+    assert outcome(r, 0).end == 60
+
+
+def test_utilisation_counts_busy_gpu_time_in_the_window():
+    jobs = [Job(0, 0, 100, 2, "a"), Job(1, 100, 1, 1, "a")]
+    r = simulate(jobs, uniform_nodes(1, 4), PriorityFifoPolicy())
+    assert r.utilisation == pytest.approx(0.5)  # 2 of 4 GPUs busy from 0 to 100
+
+
+def test_a_borrowing_job_is_preempted_and_resumes_when_the_owner_is_done():
+    # "b" has no guarantee and borrows both GPUs; "a" is owed 2 and takes them back at t=10.
+    quotas = Quotas(groups={"a": Quota(guaranteed_gpus=2), "b": Quota(guaranteed_gpus=0)})
+    jobs = [Job(0, 0, 100, 2, "b", preemptible=True), Job(1, 10, 30, 2, "a")]
+    r = simulate(jobs, uniform_nodes(1, 2), FairSharePolicy(), quotas=quotas)
+    assert r.preemptions == 1
+    assert (outcome(r, 1).first_start, outcome(r, 1).end) == (10, 40)
+    b = outcome(r, 0)
+    assert (b.preemptions, b.end, b.running_seconds) == (1, 130, 100)  # 10 s, then the other 90 s from 40
+    assert b.queued == 30
+
+
+def test_a_preempted_job_that_cannot_resume_starts_over():
+    quotas = Quotas(groups={"a": Quota(guaranteed_gpus=2), "b": Quota(guaranteed_gpus=0)})
+    jobs = [Job(0, 0, 100, 2, "b", preemptible=True), Job(1, 10, 30, 2, "a")]
+    r = simulate(jobs, uniform_nodes(1, 2), FairSharePolicy(), quotas=quotas, resume_after_preempt=False)
+    assert outcome(r, 0).end == 140
+
+
+def test_a_stream_of_small_jobs_does_not_starve_a_big_one():
+    # A 4-GPU job waits while 1-GPU jobs keep arriving; the reservation lets it start
+    # as soon as the jobs running when it arrived have ended.
+    jobs = [Job(i, i * 10, 100, 1, "small", max_seconds=100) for i in range(4)]
+    jobs.append(Job(99, 35, 100, 4, "big", max_seconds=100))
+    jobs += [Job(10 + i, 40 + i * 10, 100, 1, "small", max_seconds=100) for i in range(40)]
+    r = simulate(jobs, uniform_nodes(1, 4), FairSharePolicy())
+    assert outcome(r, 99).first_start == 130
+    assert r.completed == len(jobs)
+
+
+def test_metrics_helpers():
+    assert percentile([1, 2, 3, 4], 50) == 2
+    assert percentile([5], 99) == 5
+    assert percentile([], 95) == 0
+    assert jain_index([1, 1, 1]) == pytest.approx(1.0)
+    assert jain_index([1, 0]) == pytest.approx(0.5)
+
+
+@pytest.mark.skipif(not PHILLY.exists(), reason="the Philly trace is not in ../shared")
+def test_the_philly_week_has_the_published_job_count():
+    jobs = load_philly(PHILLY, "2017-10-16", "2017-10-23")
+    assert len(jobs) == 13408
+    assert all(j.duration >= 60 and j.duration * j.gpus < 1000 * 3600 for j in jobs)
+    assert [j.submit for j in jobs] == sorted(j.submit for j in jobs)
