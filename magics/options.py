@@ -37,6 +37,10 @@ def make_parser(prog: str, with_script: bool) -> argparse.ArgumentParser:
                    help="a hyperparameter, repeatable; reaches the code as --KEY VALUE and $EM_HP_KEY")
     p.add_argument("--max-time", default=None, help="stop the run after this long, e.g. 2h or 90m")
     p.add_argument("--priority", type=int, default=0, help="lower it (negative) to let others go first")
+    p.add_argument("--preemptible", action="store_true",
+                   help="may borrow idle GPUs beyond your group's share; stopped (SIGTERM, then requeued "
+                        "with its checkpoints in EM_CHECKPOINT_INPUT_DIR) when the owner needs them back")
+    p.add_argument("--group", default=None, help="the group to charge (default: your first group)")
     if with_script:
         p.add_argument("script", nargs="?", help="the entry point, a file in the current folder")
         p.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments for the script")
@@ -79,4 +83,8 @@ def spec_from_options(ns: argparse.Namespace, entry_point: str, args: list[str] 
         spec["memory"] = ns.memory
     if ns.max_time:
         spec["max_time"] = ns.max_time
+    if ns.preemptible:
+        spec["preemptible"] = True
+    if ns.group:
+        spec["group"] = ns.group
     return spec
