@@ -11,12 +11,14 @@ from typing import Any
 
 SERVICE_NAME = "nothing"
 
-# What every single-user server's own token needs: the default server scopes
-# plus the right to call the scheduler on its user's behalf.
+# What every single-user server's own token needs: the default server scopes,
+# the right to call the scheduler on its user's behalf, and to show the user's
+# groups to it (runs are charged to a group for quotas and fair share).
 SERVER_TOKEN_SCOPES = [
     "users:activity!user",
     "access:servers!server",
     f"access:services!service={SERVICE_NAME}",
+    "read:users:groups!user",
 ]
 
 

@@ -1,0 +1,144 @@
+"""Quotas, borrowing and preemption in the live service, through a real hub with JupyterHub groups.
+
+Four virtual GPUs; group ``vision`` is guaranteed 2, group ``nlp`` 2; user ``carol``
+may hold at most 1 GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from nothing.hub_extension.service import SERVER_TOKEN_SCOPES
+
+from .hub import Api, Hub
+from .helpers import wait_for_sync
+
+pytestmark = pytest.mark.hub
+
+QUOTAS = {
+    "groups": {"vision": {"guaranteed_gpus": 2}, "nlp": {"guaranteed_gpus": 2}},
+    "users": {"carol": {"max_gpus": 1}},
+}
+
+# Trains in steps; each step is a checkpoint. On SIGTERM it saves and exits, as a
+# preemptible run should. On a restart it resumes from EM_CHECKPOINT_INPUT_DIR.
+RESUMABLE = textwrap.dedent("""
+    import os, signal, sys, time
+    ckpt_in, ckpt_out = os.environ["EM_CHECKPOINT_INPUT_DIR"], os.environ["EM_CHECKPOINT_DIR"]
+    done = sorted(os.listdir(ckpt_in))
+    step = int(done[-1].split("-")[1]) if done else 0
+    print(f"starting at step {step} (input checkpoints: {done})", flush=True)
+    stop = False
+    def on_term(*_):
+        global stop
+        stop = True
+    signal.signal(signal.SIGTERM, on_term)
+    while step < 1000:
+        step += 1
+        open(os.path.join(ckpt_out, f"step-{step:04d}"), "w").write("weights")
+        if os.path.exists(os.path.join(os.environ["EM_SOURCE_DIR"], "finish")) or stop:
+            break
+        time.sleep(0.05)
+    print(f"stopping at step {step}", flush=True)
+    sys.exit(143 if stop else 0)
+""")
+HOLD = "import os, time\nwhile not os.path.exists('release'):\n    time.sleep(0.05)\n"
+
+
+@pytest.fixture(scope="module")
+def quota_hub(tmp_path_factory):
+    root = tmp_path_factory.mktemp("quota-hub")
+    config = root / "scheduler_config.py"
+    config.write_text(f"c.NothingScheduler.quota_config = {json.dumps(QUOTAS)}\n")
+    hub = Hub(root, ["--NothingScheduler.gpu_mode=virtual", "--NothingScheduler.virtual_gpus=4",
+                     "--NothingScheduler.node_cpus=16", "--NothingScheduler.kill_grace_seconds=5",
+                     f"--NothingScheduler.config_file={config}"])
+    hub.start()
+    for name, group in (("alice", "vision"), ("bob", "nlp"), ("carol", "nlp")):
+        hub.create_user(name)
+        r = hub.hub_api("POST", f"/groups/{group}/users", json={"users": [name]})
+        if r.status_code == 404:
+            hub.hub_api("POST", f"/groups/{group}", json={"users": [name]}).raise_for_status()
+        else:
+            r.raise_for_status()
+    yield hub
+    hub.stop()
+
+
+def api(hub, name):
+    # The token a notebook server of this user has.
+    return Api(hub, hub.token_for(name, scopes=SERVER_TOKEN_SCOPES))
+
+
+def release(hub, run_id):
+    (hub.root / "var" / "scheduler" / "runs" / str(run_id) / "src" / "release").touch()
+
+
+def test_runs_are_charged_to_the_users_group(quota_hub):
+    alice = api(quota_hub, "alice")
+    run = alice.submit({"t.py": "pass"}, entry_point="t.py").json()
+    assert run["group"] == "vision"
+    r = alice.submit({"t.py": "pass"}, entry_point="t.py", group="nlp")
+    assert r.status_code == 400 and "not a member of group 'nlp' (your groups: vision)" in r.json()["message"]
+    alice.wait_state(run["id"], "COMPLETE")
+
+
+def test_user_over_their_cap_waits_with_the_quota_reason(quota_hub):
+    carol = api(quota_hub, "carol")
+    first = carol.submit({"t.py": HOLD}, entry_point="t.py", gpus=1).json()["id"]
+    second = carol.submit({"t.py": "pass"}, entry_point="t.py", gpus=1).json()["id"]
+    try:
+        carol.wait_state(first, "RUNNING")
+        waiting = wait_for_sync(lambda: (lambda r: r if r["reason"].startswith("Quota") else None)(carol.run(second)),
+                                timeout=15, message="the quota reason")
+        assert waiting["state"] == "QUEUED"
+        assert waiting["reason"] == "QuotaHardCap: user carol at the cap of 1 GPU (1 in use, this run needs 1)"
+        assert carol.run(first)["state"] == "RUNNING"
+        release(quota_hub, first)
+        assert carol.wait_state(second, "COMPLETE")["exit_code"] == 0
+    finally:
+        release(quota_hub, first)
+
+
+def test_borrowing_needs_a_preemptible_run(quota_hub):
+    alice = api(quota_hub, "alice")
+    run = alice.submit({"t.py": "pass"}, entry_point="t.py", gpus=3).json()["id"]
+    try:
+        waiting = wait_for_sync(lambda: (lambda r: r if r["reason"].startswith("Quota") else None)(alice.run(run)),
+                                timeout=15, message="the guarantee reason")
+        assert waiting["reason"] == ("QuotaGuarantee: group vision uses 0 of its 2 GPUs guaranteed; only "
+                                     "preemptible runs may borrow idle GPUs beyond it")
+    finally:
+        alice("POST", f"/runs/{run}/cancel")
+
+
+def test_borrowed_gpus_are_taken_back_and_the_run_resumes_from_its_checkpoint(quota_hub):
+    alice, bob = api(quota_hub, "alice"), api(quota_hub, "bob")
+    borrower = alice.submit({"train.py": RESUMABLE}, entry_point="train.py", gpus=4, preemptible=True).json()["id"]
+    alice.wait_state(borrower, "RUNNING")
+    ckpts = quota_hub.root / "var" / "scheduler" / "runs" / str(borrower) / "checkpoints"
+    wait_for_sync(lambda: len(list(ckpts.iterdir())) >= 3, message="a few checkpoints")
+
+    owner = bob.submit({"t.py": HOLD}, entry_point="t.py", gpus=2).json()["id"]
+    bob.wait_state(owner, "RUNNING", timeout=30)
+    requeued = alice.run(borrower)
+    assert requeued["state"] in ("QUEUED", "CREATE IN PROGRESS", "RUNNING")
+    events = alice("GET", f"/runs/{borrower}/events").json()["events"]
+    stops = [e for e in events if e["to"] == "STOP IN PROGRESS"]
+    assert stops and stops[0]["reason"].startswith("preempted: ")
+    back = [e for e in events if e["from"] == "STOP IN PROGRESS"]
+    assert back[0]["to"] == "QUEUED" and "requeued with its checkpoints in EM_CHECKPOINT_INPUT_DIR" in back[0]["reason"]
+    assert alice.run(borrower)["state"] == "QUEUED"  # needs 4 GPUs; bob holds 2 of them
+
+    release(quota_hub, owner)
+    bob.wait_state(owner, "COMPLETE")
+    alice.wait_state(borrower, "RUNNING", timeout=30)
+    (quota_hub.root / "var" / "scheduler" / "runs" / str(borrower) / "src" / "finish").touch()
+    done = alice.wait_state(borrower, "COMPLETE", timeout=30)
+    assert done["exit_code"] == 0
+    log = alice("GET", f"/runs/{borrower}/logs").text
+    first_stop = int(log.split("stopping at step ")[1].split()[0])
+    assert f"starting at step {first_stop} (input checkpoints: " in log, log
