@@ -105,6 +105,12 @@ class Hub:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
         self.log_file.close()
+        # Runs outlive the service by design; a test hub takes its runs with it.
+        for pid_file in (self.root / "var" / "scheduler" / "runs").glob("*/pid"):
+            try:
+                os.killpg(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+            except (ProcessLookupError, ValueError, PermissionError):
+                pass
 
     # ---- hub API as the test admin -------------------------------------------------
     def hub_api(self, method: str, path: str, **kwargs) -> requests.Response:
