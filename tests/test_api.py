@@ -28,7 +28,8 @@ def test_openapi_document_is_valid(hub):
 
     doc = requests.get(f"{hub.api_url}/openapi.json", timeout=10).json()
     validate(doc)
-    assert {"/runs", "/runs/{run_id}", "/runs/{run_id}/logs", "/runs/{run_id}/outputs", "/gpus"} <= set(doc["paths"])
+    assert {"/runs", "/runs/{run_id}", "/runs/{run_id}/logs", "/runs/{run_id}/outputs", "/gpus", "/summary",
+            "/queue", "/admin/overview", "/runs/{run_id}/priority"} <= set(doc["paths"])
 
 
 def test_requests_without_a_token_are_refused(hub):

@@ -39,6 +39,8 @@ def document(prefix: str) -> dict:
                         "memory": {"type": ["string", "integer"], "examples": ["8G"]},
                         "priority": {"type": "integer", "maximum": 1000, "minimum": -1000},
                         "max_time": {"type": ["string", "integer"], "examples": ["2h", "90m"]},
+                        "group": {"type": "string", "description": "JupyterHub group to charge"},
+                        "preemptible": {"type": "boolean", "description": "may borrow idle GPUs; may be preempted"},
                         "archive": {"type": "string", "contentEncoding": "base64",
                                     "description": "the code snapshot, a .tar.gz (JSON submissions only)"},
                     },
@@ -48,6 +50,8 @@ def document(prefix: str) -> dict:
                     "properties": {
                         "id": {"type": "integer"}, "owner": {"type": "string"}, "name": {"type": "string"},
                         "experiment": {"type": "string"}, "entry_point": {"type": "string"},
+                        "group": {"type": "string"}, "preemptible": {"type": "boolean"},
+                        "estimated_start": {"type": ["string", "null"]},
                         "state": {"type": "string", "enum": [s.value for s in RunState]},
                         "reason": {"type": "string"},
                         "queue_position": {"type": ["integer", "null"]},
@@ -96,6 +100,23 @@ def document(prefix: str) -> dict:
                     _ID, {"name": "path", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {"200": {"description": "file"}, "404": _ERR}}},
             "/gpus": {"get": {"summary": "Nodes and GPUs, free or busy", "responses": {"200": {"description": "ok"}}}},
+            "/runs/{run_id}/copy": {"post": {"summary": "Submit the run's code again with the same settings",
+                                             "parameters": [_ID],
+                                             "responses": {"201": _json(run_ref, "queued"), "404": _ERR}}},
+            "/runs/{run_id}/priority": {"post": {
+                "summary": "Change a queued run's priority (admins)", "parameters": [_ID],
+                "requestBody": {"content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"priority": {"type": "integer"}}}}}},
+                "responses": {"200": _json(run_ref), "403": _ERR, "404": _ERR, "409": _ERR}}},
+            "/summary": {"get": {"summary": "My quota headroom, GPU-hours this period and active runs",
+                                 "responses": {"200": {"description": "ok"}}}},
+            "/queue": {"get": {"summary": "Every active run; other users' names hidden as configured",
+                               "parameters": [{"name": "mine", "in": "query", "schema": {"type": "boolean"}}],
+                               "responses": {"200": {"description": "ok"}}}},
+            "/admin/overview": {"get": {"summary": "GPUs, queue, usage against quotas, zombies, totals (admins)",
+                                        "responses": {"200": {"description": "ok"}, "403": _ERR}}},
+            "/tensorboards": {"get": {"summary": "Running TensorBoards (admins)",
+                                      "responses": {"200": {"description": "ok"}, "403": _ERR}}},
         },
     }
 
