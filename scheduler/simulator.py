@@ -74,7 +74,9 @@ class SimulationReport:
     ``jain`` is Jain's index across groups of each group's mean
     ``running time / JCT`` (1 = every group waits in the same proportion);
     ``idle_gpu_hours_while_waiting`` is GPU time left idle while jobs waited
-    (what head-of-line blocking and fragmentation cost)."""
+    (what head-of-line blocking and fragmentation cost); ``waiting_while_full``
+    is the share of all job-seconds spent waiting that passed while no GPU was
+    free (waits that no placement or backfill could have shortened)."""
 
     policy: str
     gpus: int
@@ -94,6 +96,7 @@ class SimulationReport:
     pass_max: float
     preemptions: int
     idle_gpu_hours_while_waiting: float = 0.0
+    waiting_while_full: float = 0.0
     outcomes: tuple[JobOutcome, ...] = field(default=(), repr=False)
 
 
@@ -193,12 +196,17 @@ def simulate(jobs: Sequence[Job], nodes: Sequence[Node], policy: Policy, *, name
         users.charge(job.owner, job.gpus, r.start, now, finished)
 
     total_gpus = sum(len(n.gpus) for n in nodes)
-    idle_while_waiting = 0.0
-    last_pass = (0.0, 0)  # time of the last pass, GPUs it left idle while runs waited
+    idle_while_waiting = waiting_seconds = waiting_while_full = 0.0
+    last_pass = (0.0, 0, 0)  # time of the last pass, GPUs it left free, runs it left waiting
 
     while events:
         now = events[0][0]
-        idle_while_waiting += last_pass[1] * (now - last_pass[0])
+        at, free, waiting = last_pass
+        if waiting:
+            idle_while_waiting += free * (now - at)
+            waiting_seconds += waiting * (now - at)
+            if free == 0:
+                waiting_while_full += waiting * (now - at)
         while events and events[0][0] == now:
             _, kind, _, job_id, attempt = heapq.heappop(events)
             if kind == _ARRIVE:
@@ -256,14 +264,16 @@ def simulate(jobs: Sequence[Job], nodes: Sequence[Node], policy: Policy, *, name
             heapq.heappush(events, (stop_at, _END, seq, p.run_id, r.attempt))
             seq += 1
             snapshot_running = None
-        last_pass = (now, total_gpus - len(busy) if queued else 0)
-    return _report(name or getattr(policy, "name", type(policy).__name__), jobs, nodes, outcomes, segments,
-                   pass_times, total_preemptions, window, idle_while_waiting)
+        last_pass = (now, total_gpus - len(busy), len(queued))
+    report = _report(name or getattr(policy, "name", type(policy).__name__), jobs, nodes, outcomes, segments,
+                     pass_times, total_preemptions, window)
+    return replace(report, idle_gpu_hours_while_waiting=idle_while_waiting / 3600,
+                   waiting_while_full=waiting_while_full / waiting_seconds if waiting_seconds else 0.0)
 
 
 def _report(name: str, jobs: Sequence[Job], nodes: tuple[Node, ...], outcomes: list[JobOutcome],
             segments: list[tuple[float, float, int]], pass_times: list[float], preemptions: int,
-            window: tuple[float, float] | None, idle_while_waiting: float) -> SimulationReport:
+            window: tuple[float, float] | None) -> SimulationReport:
     gpus = sum(len(n.gpus) for n in nodes)
     if window is None and jobs:
         window = (min(j.submit for j in jobs), max(j.submit for j in jobs))
@@ -289,6 +299,5 @@ def _report(name: str, jobs: Sequence[Job], nodes: tuple[Node, ...], outcomes: l
         makespan=max((o.end for o in outcomes), default=first) - first,
         jain=jain_index(sum(v) / len(v) for v in by_group.values()),
         passes=len(pass_times), pass_p50=percentile(pass_times, 50), pass_p95=percentile(pass_times, 95),
-        pass_max=max(pass_times, default=0.0), preemptions=preemptions,
-        idle_gpu_hours_while_waiting=idle_while_waiting / 3600, outcomes=tuple(outcomes),
+        pass_max=max(pass_times, default=0.0), preemptions=preemptions, outcomes=tuple(outcomes),
     )

@@ -72,13 +72,15 @@ def snapshots(draw, stopping: bool = True):
             free, cpus, run_id = free[k:], cpus - c, run_id + 1
     total = sum(len(n.gpus) for n in nodes)
     queued = tuple(
-        PendingRun(run_id + i, draw(st.sampled_from(USERS)), draw(st.integers(0, total + 2)),
+        PendingRun(run_id + i, draw(st.sampled_from(USERS)), draw(st.integers(1, 4) | st.integers(0, total + 2)),
                    draw(st.integers(0, 8)), 0, draw(st.integers(0, 1)), NOW - draw(st.integers(0, 20000)),
                    draw(st.sampled_from(GROUPS)), draw(st.booleans()), float(draw(st.integers(10, 20000))))
         for i in range(draw(st.integers(0, 12))))
     quota = st.builds(Quota, st.none() | st.integers(0, 8), st.none() | st.integers(0, 12),
                       st.none() | st.sampled_from([0.5, 1000.0]))
-    quotas = Quotas(draw(st.dictionaries(st.sampled_from(GROUPS), quota, max_size=3)),
+    # Often every group has a guarantee, so borrowing and reclaiming happen.
+    guarantees = st.fixed_dictionaries({g: st.builds(Quota, st.integers(0, 6)) for g in GROUPS})
+    quotas = Quotas(draw(guarantees | st.dictionaries(st.sampled_from(GROUPS), quota, max_size=3)),
                     draw(st.dictionaries(st.sampled_from(USERS), quota, max_size=2)))
     usage = {g: Usage(draw(st.floats(0, 1e6)), NOW - 50, draw(st.floats(0, 1e4)), 0.0, None) for g in GROUPS}
     return ClusterSnapshot(nodes, tuple(running), queued, NOW, usage, {}, quotas)

@@ -26,6 +26,7 @@ def test_three_jobs_on_two_gpus_under_fifo():
     assert r.avg_queued == pytest.approx(100 / 3)
     assert r.p99_queued == 100
     assert r.makespan == 150
+    assert (r.idle_gpu_hours_while_waiting, r.waiting_while_full) == (0, 1)
     assert r.completed == 3
 
 
@@ -39,6 +40,9 @@ def test_fifo_blocks_behind_the_head_and_backfill_does_not():
     assert [outcome(fifo, i).first_start for i in range(3)] == [0, 100, 200]
     assert [outcome(fair, i).first_start for i in range(3)] == [0, 100, 2]
     assert outcome(fair, 1).end == 200  # the head was not delayed
+    # FIFO left one GPU idle from 1 to 100 while jobs waited; 100 of its 297 waiting job-seconds had no GPU free.
+    assert fifo.idle_gpu_hours_while_waiting == pytest.approx(99 / 3600)
+    assert fifo.waiting_while_full == pytest.approx(100 / 297)
 
 
 def test_a_run_killed_at_its_time_limit_ends_there():
