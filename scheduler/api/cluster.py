@@ -29,8 +29,6 @@ from traitlets.config import Configurable
 
 from ..orm import Run
 from ..runenv import RunPaths
-from ..snapshot import SnapshotError
-from ..spec import SpecError, parse_submission
 from ..states import RunState
 from .base import APIHandler
 from .runs import RunAccessMixin
@@ -415,6 +413,10 @@ def copy_spec(row: Run) -> dict[str, Any]:
     }
     if row.max_seconds:
         spec["max_time"] = f"{row.max_seconds}s"
+    if row.group:
+        spec["group"] = row.group
+    if row.preemptible:
+        spec["preemptible"] = True
     return spec
 
 
@@ -425,24 +427,16 @@ class CopyHandler(RunAccessMixin, APIHandler):
         row = await self.get_visible_run(run_id)
         if row.owner != self.username:
             raise web.HTTPError(403, f"only {row.owner} may copy their run {row.id}")
-        sched = self.scheduler
-        try:
-            values = parse_submission(copy_spec(row), sched.max_gpus_per_node, sched.max_cpus_per_node,
-                                      self.is_admin)
-        except SpecError as e:
-            raise web.HTTPError(400, f"run {row.id} cannot be copied: {e}") from None
         source = RunPaths(Path(row.run_dir)).source
         if not await asyncio.to_thread(source.is_dir):
             raise web.HTTPError(409, f"run {row.id}'s code is no longer stored, so it cannot be copied")
         archive = await asyncio.to_thread(pack_source, str(source))
-        if len(archive) > sched.max_snapshot_bytes:
-            raise web.HTTPError(413, f"run {row.id}'s code is {len(archive)} bytes packed; the limit is "
-                                     f"{sched.max_snapshot_bytes}")
-        values.update(owner=self.username, snapshot_bytes=len(archive))
         try:
-            run = await self.dispatcher.submit(values, archive)
-        except SnapshotError as e:
-            raise web.HTTPError(400, str(e)) from None
+            run = await self.queue_submission(copy_spec(row), archive, what=f"run {row.id}'s code")
+        except web.HTTPError as e:
+            if e.status_code == 400:
+                raise web.HTTPError(400, f"run {row.id} cannot be copied: {e.log_message}") from None
+            raise
         self.write_json(self.model(run.submitted_row), status=201)
 
 

@@ -75,6 +75,23 @@ class RunAccessMixin:
         active = self.dispatcher.active.get(row.id)
         return run_model(row, active.live_fields() if active else None)
 
+    async def queue_submission(self, body: dict, archive: bytes, what: str = "the code snapshot"):
+        """Check a submission and queue it as the caller's run; every refusal is a 4xx with the reason."""
+        sched = self.scheduler
+        try:
+            values = parse_submission(body, sched.max_gpus_per_node, sched.max_cpus_per_node, self.is_admin,
+                                      self.current_user.get("groups") or [])
+        except SpecError as e:
+            raise web.HTTPError(400, str(e)) from None
+        if len(archive) > sched.max_snapshot_bytes:
+            raise web.HTTPError(413, f"{what} is {len(archive)} bytes; the limit is "
+                                     f"{sched.max_snapshot_bytes} bytes (add large files to .nothingignore)")
+        values.update(owner=self.username, snapshot_bytes=len(archive))
+        try:
+            return await self.dispatcher.submit(values, archive)
+        except SnapshotError as e:
+            raise web.HTTPError(400, str(e)) from None
+
 
 class RunsHandler(RunAccessMixin, APIHandler):
     async def get(self):
@@ -98,20 +115,7 @@ class RunsHandler(RunAccessMixin, APIHandler):
 
     async def post(self):
         body, archive = self._submission()
-        sched = self.scheduler
-        try:
-            values = parse_submission(body, sched.max_gpus_per_node, sched.max_cpus_per_node, self.is_admin,
-                                      self.current_user.get("groups") or [])
-        except SpecError as e:
-            raise web.HTTPError(400, str(e)) from None
-        if len(archive) > sched.max_snapshot_bytes:
-            raise web.HTTPError(413, f"the code snapshot is {len(archive)} bytes; the limit is "
-                                     f"{sched.max_snapshot_bytes} bytes (add large files to .nothingignore)")
-        values.update(owner=self.username, snapshot_bytes=len(archive))
-        try:
-            run = await self.dispatcher.submit(values, archive)
-        except SnapshotError as e:
-            raise web.HTTPError(400, str(e)) from None
+        run = await self.queue_submission(body, archive)
         self.set_header("Location", f"{self.request.path.rstrip('/')}/{run.id}")
         self.write_json(self.model(run.submitted_row), status=201)
 
