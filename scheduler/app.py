@@ -213,7 +213,7 @@ class NothingScheduler(Application):
         self.tensorboards = TensorBoardManager(parent=self)
         self.dispatcher = Dispatcher(
             self.db, executor, policy, nodes, Path(self.data_dir) / "runs", self.python,
-            SnapshotLimits(self.max_unpacked_bytes), self.kill_grace_seconds, *ledgers,
+            SnapshotLimits(self.max_unpacked_bytes), self.kill_grace_seconds, *ledgers, self.quotas,
         )
         source = NvmlUtilization() if self.gpu_mode_in_use == "nvml" else NoUtilization()
         self.zombies = ZombieMonitor(self.dispatcher, source, parent=self)

@@ -9,6 +9,7 @@ last stopped are re-attached at start.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import os
 import secrets
@@ -22,7 +23,8 @@ from typing import Any
 from . import store
 from .db import Database
 from .executors.base import Executor, ExitStatus, ProcessRef
-from .policy import Allocation, ClusterSnapshot, Node, PendingRun, Policy
+from .policy import Allocation, ClusterSnapshot, Node, PendingRun, Policy, best_fit, free_resources
+from .quotas import Quotas
 from .usage import UsageLedger
 from .runenv import RunLaunch, RunPaths
 from .snapshot import SnapshotLimits, unpack
@@ -43,6 +45,28 @@ def epoch(value: datetime) -> float:
 
 class RunNotActive(Exception):
     """The run has already ended."""
+
+
+class NotebookGpusUnavailable(Exception):
+    """A notebook asked for GPUs that cannot be given now; the message says why."""
+
+
+@dataclass
+class NotebookHold:
+    """GPUs held by one notebook server for as long as it runs (never preempted)."""
+
+    id: int
+    owner: str
+    server: str
+    group: str
+    node: str
+    gpus: tuple[int, ...]
+    allocated_at: datetime
+    release_token: str = field(default="", repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"owner": self.owner, "server": self.server, "group": self.group, "node": self.node,
+                "gpus": list(self.gpus), "allocated_at": self.allocated_at.isoformat() + "Z"}
 
 
 @dataclass
@@ -121,6 +145,7 @@ class Dispatcher:
         kill_grace_seconds: float = 10.0,
         group_usage: UsageLedger | None = None,
         user_usage: UsageLedger | None = None,
+        quotas: Quotas | None = None,
     ):
         self.db = db
         self.executor = executor
@@ -135,6 +160,8 @@ class Dispatcher:
         # Decayed usage per group and per user, for fair share and GPU-hour budgets.
         self.group_usage = group_usage or UsageLedger()
         self.user_usage = user_usage or UsageLedger()
+        self.quotas = quotas or Quotas()
+        self.notebooks: dict[tuple[str, str], NotebookHold] = {}
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -147,6 +174,9 @@ class Dispatcher:
         since = utcnow() - timedelta(seconds=max(4 * self.group_usage.half_life, self.group_usage.period))
         for owner, group, gpus, started, ended, finished in await self.db.run(store.usage_history, since):
             self._charge(owner, group, gpus, started, ended, finished)
+        for h in await self.db.run(store.notebook_holds):
+            self.notebooks[(h.owner, h.server)] = NotebookHold(h.id, h.owner, h.server, h.group, h.node,
+                                                               tuple(h.gpus), h.allocated_at, h.release_token)
         rows = await self.db.run(store.active_runs)
         for row in rows:
             run = ActiveRun.from_row(row)
@@ -262,6 +292,10 @@ class Dispatcher:
                 queued.append(PendingRun(run.id, run.owner, run.gpus, run.cpus, run.memory_bytes, run.priority,
                                          epoch(run.submitted_at), group=run.group, preemptible=run.preemptible,
                                          max_seconds=run.max_seconds))
+        for hold in self.notebooks.values():
+            # Negative ids keep notebooks apart from runs; the policy never preempts them.
+            running.append(Allocation(-hold.id, hold.owner, hold.node, hold.gpus, group=hold.group,
+                                      is_notebook=True, started_at=epoch(hold.allocated_at)))
         return ClusterSnapshot(tuple(self.nodes), tuple(running), tuple(queued), epoch(utcnow()),
                                group_usage=self.group_usage.snapshot(), user_usage=self.user_usage.snapshot())
 
@@ -341,6 +375,72 @@ class Dispatcher:
             timer.cancel()
         self.active.pop(run.id, None)
         return t
+
+    def gpu_holders(self) -> dict[tuple[str, int], "ActiveRun | NotebookHold"]:
+        """Who holds each allocated GPU: a run or a notebook server."""
+        holders: dict[tuple[str, int], ActiveRun | NotebookHold] = {}
+        for run in self.active.values():
+            if run.state in HOLDING and run.node:
+                for gpu in run.assigned_gpus:
+                    holders[(run.node, gpu)] = run
+        for hold in self.notebooks.values():
+            for gpu in hold.gpus:
+                holders[(hold.node, gpu)] = hold
+        return holders
+
+    # ------------------------------------------------------------------ notebooks
+    async def hold_notebook_gpus(self, owner: str, server: str, group: str, gpus: int) -> NotebookHold:
+        """Give a starting notebook server ``gpus`` GPUs on one node now, or say why not.
+
+        Notebooks do not queue: a person is waiting for the server to start.  The
+        GPUs count against the user's and group's caps like a run's.
+        """
+        existing = self.notebooks.get((owner, server))
+        if existing is not None:
+            if len(existing.gpus) == gpus:
+                return existing
+            await self.release_notebook_gpus(owner, server)
+        self._check_caps(owner, group, gpus)
+        node = best_fit(free_resources(self.snapshot()), PendingRun(0, owner, gpus))
+        if node is None:
+            free = max((len(n.gpus) for n in free_resources(self.snapshot()).values()), default=0)
+            raise NotebookGpusUnavailable(
+                f"the notebook asks for {gpus} GPU{'s' if gpus != 1 else ''} but at most {free} "
+                f"{'is' if free == 1 else 'are'} free on one node now; try fewer, or later")
+        taken = tuple(node.gpus[:gpus])
+        now, secret = utcnow(), secrets.token_hex(32)
+        row = await self.db.run(store.add_notebook_hold, dict(owner=owner, server=server, group=group,
+                                                               node=node.node.name, gpus=list(taken),
+                                                               allocated_at=now, release_token=secret))
+        hold = NotebookHold(row.id, owner, server, group, node.node.name, taken, now, secret)
+        self.notebooks[(owner, server)] = hold
+        log.info("Notebook %s/%s holds GPUs %s on %s", owner, server or "(default)", taken, hold.node)
+        self.wake()
+        return hold
+
+    async def release_notebook_gpus(self, owner: str, server: str, release_token: str | None = None) -> bool:
+        """Give a notebook's GPUs back; with ``release_token``, only if it matches the hold's."""
+        hold = self.notebooks.get((owner, server))
+        if hold is None or (release_token is not None and not hmac.compare_digest(release_token, hold.release_token)):
+            return False
+        del self.notebooks[(owner, server)]
+        await self.db.run(store.remove_notebook_hold, owner, server)
+        self._charge(owner, hold.group, len(hold.gpus), hold.allocated_at, utcnow(), finished=False)
+        self.wake()
+        return True
+
+    def _check_caps(self, owner: str, group: str, gpus: int) -> None:
+        held_user = held_group = 0
+        holders = [(r.owner, r.group, len(r.assigned_gpus)) for r in self.active.values() if r.state in HOLDING]
+        holders += [(h.owner, h.group, len(h.gpus)) for h in self.notebooks.values()]
+        for o, g, n in holders:
+            held_user += n if o == owner else 0
+            held_group += n if g == group else 0
+        for kind, name, held, cap in (("user", owner, held_user, self.quotas.user(owner).max_gpus),
+                                      ("group", group, held_group, self.quotas.group(group).max_gpus)):
+            if cap is not None and held + gpus > cap:
+                raise NotebookGpusUnavailable(
+                    f"QuotaHardCap: {kind} {name} at the cap of {cap} GPUs ({held} in use, the notebook needs {gpus})")
 
     # ------------------------------------------------------------------ stopping
     def _arm_timers(self, run: ActiveRun) -> None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Enum, ForeignKey, Index, Integer, String, Text, false
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, DateTime, Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from .states import RunState, StopCause
@@ -83,3 +85,21 @@ class RunEvent(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
 
     run: Mapped[Run] = relationship(back_populates="events")
+
+
+class NotebookGpus(Base):
+    """GPUs a notebook server holds for as long as it runs; never preempted."""
+
+    __tablename__ = "notebook_gpus"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(255))
+    server: Mapped[str] = mapped_column(String(255))
+    group: Mapped[str] = mapped_column(String(255))
+    node: Mapped[str] = mapped_column(String(255))
+    gpus: Mapped[list] = mapped_column(JSON)
+    allocated_at: Mapped[datetime] = mapped_column(DateTime)
+    # Lets the spawner give the GPUs back after the hub has revoked the server's token.
+    release_token: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (UniqueConstraint("owner", "server", name="uq_notebook_gpus_owner_server"),)

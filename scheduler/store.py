@@ -11,10 +11,10 @@ from functools import lru_cache
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from .orm import Run, RunEvent
+from .orm import NotebookGpus, Run, RunEvent
 from .states import ACTIVE, RunState
 
 
@@ -102,3 +102,18 @@ def usage_history(session: Session, since: datetime) -> list[tuple]:
 
 def run_events(session: Session, run_id: int) -> list[RunEvent]:
     return list(session.scalars(select(RunEvent).where(RunEvent.run_id == run_id).order_by(RunEvent.id)))
+
+
+def notebook_holds(session: Session) -> list[NotebookGpus]:
+    return list(session.scalars(select(NotebookGpus).order_by(NotebookGpus.id)))
+
+
+def add_notebook_hold(session: Session, values: dict[str, Any]) -> NotebookGpus:
+    hold = NotebookGpus(**values)
+    session.add(hold)
+    session.flush()
+    return hold
+
+
+def remove_notebook_hold(session: Session, owner: str, server: str) -> None:
+    session.execute(delete(NotebookGpus).where(NotebookGpus.owner == owner, NotebookGpus.server == server))

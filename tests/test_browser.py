@@ -84,7 +84,7 @@ def test_sidebar_follows_a_run_and_opens_its_log_and_tensorboard(hub, make_user,
         row = panel.locator(f"li[data-run-id='{run_id}']")
         expect(row.locator("[data-state]")).to_have_text("QUEUED", timeout=20_000)
         expect(row).to_contain_text("position 1")
-        expect(row).to_contain_text("no start estimate")
+        expect(row).to_contain_text("estimated start")
         shot(page, "sidebar-queued")
 
         release(hub, blocker)

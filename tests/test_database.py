@@ -13,7 +13,7 @@ from nothing.scheduler.states import RunState
 
 from .conftest import build_dispatcher
 
-HEAD = "0002"
+HEAD = "0003"
 from .helpers import make_archive, wait_for
 
 

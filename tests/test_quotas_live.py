@@ -142,3 +142,17 @@ def test_borrowed_gpus_are_taken_back_and_the_run_resumes_from_its_checkpoint(qu
     log = alice("GET", f"/runs/{borrower}/logs").text
     first_stop = int(log.split("stopping at step ")[1].split()[0])
     assert f"starting at step {first_stop} (input checkpoints: " in log, log
+
+
+def test_notebook_gpus_count_against_the_users_cap(quota_hub):
+    carol = api(quota_hub, "carol")
+    r = carol("POST", "/notebooks", json={"server": "nb", "gpus": 2})
+    assert r.status_code == 409
+    assert r.json()["message"] == "QuotaHardCap: user carol at the cap of 1 GPUs (0 in use, the notebook needs 2)"
+    assert carol("POST", "/notebooks", json={"server": "nb", "gpus": 1}).status_code == 201
+    run = carol.submit({"t.py": "pass"}, entry_point="t.py", gpus=1).json()["id"]
+    waiting = wait_for_sync(lambda: (lambda r: r if r["reason"].startswith("Quota") else None)(carol.run(run)),
+                            timeout=15)
+    assert waiting["reason"].startswith("QuotaHardCap: user carol at the cap of 1 GPU")
+    assert carol("DELETE", "/notebooks", params={"server": "nb"}).status_code == 204
+    assert carol.wait_state(run, "COMPLETE")["exit_code"] == 0

@@ -66,7 +66,9 @@
       for (const g of node.gpus) {
         const holder = g.run_id
           ? el('span', { class: 'nai-busy' }, `run ${g.run_id} (${g.owner}) `, tbLink(g.run_id))
-          : el('span', { class: 'nai-free' }, 'free');
+          : g.holder_kind === 'notebook'
+            ? el('span', { class: 'nai-busy' }, `notebook ${g.server || '(default)'} (${g.owner})`)
+            : el('span', { class: 'nai-free' }, 'free');
         gpuRows.push(el('tr', { 'data-gpu': `${node.name}:${g.index}` },
           el('td', {}, node.name), el('td', {}, g.index), el('td', {}, g.name + (g.virtual ? ' (virtual)' : '')),
           el('td', {}, gib(g.memory_bytes)), el('td', {}, holder),

@@ -31,6 +31,7 @@ from ..orm import Run
 from ..runenv import RunPaths
 from ..states import RunState
 from .base import APIHandler
+from .gpus import holder_ids, holder_kind
 from .runs import RunAccessMixin
 
 
@@ -145,12 +146,7 @@ def borrowable_gpus(dispatcher, quotas, free: int, group: str) -> int:
 
 
 def gpu_holders(dispatcher) -> dict[tuple[str, int], Any]:
-    holders = {}
-    for run in dispatcher.active.values():
-        if run.state.holds_gpus and run.node:
-            for gpu in run.assigned_gpus:
-                holders[(run.node, gpu)] = run
-    return holders
+    return dispatcher.gpu_holders()
 
 
 def queue_entry(run, viewer: str, admin: bool, visibility: str) -> dict[str, Any]:
@@ -300,8 +296,8 @@ class AdminOverviewHandler(ClusterMixin, APIHandler):
                 utilization = util.get(gpu.index) if util else None
                 rows.append(dict(
                     gpu.to_dict(), node=node, busy=holder is not None,
-                    run_id=holder.id if holder else None, owner=holder.owner if holder else None,
-                    holder_kind="run" if holder else None, utilization=utilization,
+                    owner=holder.owner if holder else None, holder_kind=holder_kind(holder),
+                    **(holder_ids(holder) if holder else {"run_id": None, "server": None}), utilization=utilization,
                 ))
                 if holder is None and utilization:
                     zombies.append({"node": node, "index": gpu.index, "utilization": utilization})

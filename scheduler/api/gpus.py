@@ -2,24 +2,35 @@
 
 from __future__ import annotations
 
+from ..dispatcher import NotebookHold
 from .base import APIHandler
+
+
+def holder_kind(holder) -> str | None:
+    if holder is None:
+        return None
+    return "notebook" if isinstance(holder, NotebookHold) else "run"
+
+
+def holder_ids(holder) -> dict:
+    """``run_id`` for a run, ``server`` for a notebook server."""
+    if isinstance(holder, NotebookHold):
+        return {"run_id": None, "server": holder.server}
+    return {"run_id": holder.id, "server": None}
 
 
 class GpusHandler(APIHandler):
     async def get(self):
-        holders = {}
-        for run in self.dispatcher.active.values():
-            if run.state.holds_gpus and run.node:
-                for gpu in run.assigned_gpus:
-                    holders[(run.node, gpu)] = run
+        holders = self.dispatcher.gpu_holders()
         nodes = []
         for node, gpus in self.scheduler.inventory.items():
             rows = []
             for gpu in gpus:
                 holder = holders.get((node, gpu.index))
-                row = dict(gpu.to_dict(), node=node, busy=holder is not None, run_id=None, owner=None)
+                row = dict(gpu.to_dict(), node=node, busy=holder is not None, run_id=None, owner=None,
+                           holder_kind=holder_kind(holder), server=None)
                 if holder is not None and (self.is_admin or holder.owner == self.username):
-                    row.update(run_id=holder.id, owner=holder.owner)
+                    row.update(owner=holder.owner, **holder_ids(holder))
                 rows.append(row)
             nodes.append({"name": node, "mode": self.scheduler.gpu_mode_in_use, "gpus": rows})
         total = sum(len(n["gpus"]) for n in nodes)
