@@ -23,6 +23,7 @@ import sys
 
 from nothing.hub_extension import configure_hub
 from nothing.hub_extension.admin import TEMPLATE_DIR
+from nothing.hub_extension.notebook_states import user_notebook_states
 
 c = get_config()  # noqa: F821 (provided by JupyterHub)
 
@@ -58,6 +59,7 @@ c.JupyterHub.allow_named_servers = True
 
 # --- the admin page's link in the hub's navigation bar ------------------------------------
 c.JupyterHub.template_paths = [TEMPLATE_DIR]
+c.JupyterHub.template_vars = {"nothing_notebook_states": user_notebook_states}
 
 # --- DEMO ONLY authentication: any user name, one shared password --------------------------
 c.JupyterHub.authenticator_class = "dummy"
