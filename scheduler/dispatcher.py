@@ -47,6 +47,9 @@ class RunNotActive(Exception):
     """The run has already ended."""
 
 
+EXTERNAL_NODE = "(external)"
+
+
 class NotebookGpusUnavailable(Exception):
     """A notebook asked for GPUs that cannot be given now; the message says why."""
 
@@ -384,16 +387,20 @@ class Dispatcher:
                 for gpu in run.assigned_gpus:
                     holders[(run.node, gpu)] = run
         for hold in self.notebooks.values():
-            for gpu in hold.gpus:
-                holders[(hold.node, gpu)] = hold
+            if hold.node != EXTERNAL_NODE:
+                for gpu in hold.gpus:
+                    holders[(hold.node, gpu)] = hold
         return holders
 
     # ------------------------------------------------------------------ notebooks
-    async def hold_notebook_gpus(self, owner: str, server: str, group: str, gpus: int) -> NotebookHold:
+    async def hold_notebook_gpus(self, owner: str, server: str, group: str, gpus: int,
+                                 external: bool = False) -> NotebookHold:
         """Give a starting notebook server ``gpus`` GPUs on one node now, or say why not.
 
         Notebooks do not queue: a person is waiting for the server to start.  The
-        GPUs count against the user's and group's caps like a run's.
+        GPUs count against the user's and group's caps like a run's.  ``external``
+        GPUs are placed by someone else (Kubernetes' device plugin): they are only
+        counted, on a node outside this scheduler's inventory.
         """
         existing = self.notebooks.get((owner, server))
         if existing is not None:
@@ -401,18 +408,22 @@ class Dispatcher:
                 return existing
             await self.release_notebook_gpus(owner, server)
         self._check_caps(owner, group, gpus)
+        if external:
+            return await self._record_hold(owner, server, group, EXTERNAL_NODE, tuple(range(gpus)))
         node = best_fit(free_resources(self.snapshot()), PendingRun(0, owner, gpus))
         if node is None:
             free = max((len(n.gpus) for n in free_resources(self.snapshot()).values()), default=0)
             raise NotebookGpusUnavailable(
                 f"the notebook asks for {gpus} GPU{'s' if gpus != 1 else ''} but at most {free} "
                 f"{'is' if free == 1 else 'are'} free on one node now; try fewer, or later")
-        taken = tuple(node.gpus[:gpus])
+        return await self._record_hold(owner, server, group, node.node.name, tuple(node.gpus[:gpus]))
+
+    async def _record_hold(self, owner: str, server: str, group: str, node: str, taken: tuple[int, ...]):
         now, secret = utcnow(), secrets.token_hex(32)
-        row = await self.db.run(store.add_notebook_hold, dict(owner=owner, server=server, group=group,
-                                                               node=node.node.name, gpus=list(taken),
-                                                               allocated_at=now, release_token=secret))
-        hold = NotebookHold(row.id, owner, server, group, node.node.name, taken, now, secret)
+        row = await self.db.run(store.add_notebook_hold, dict(owner=owner, server=server, group=group, node=node,
+                                                               gpus=list(taken), allocated_at=now,
+                                                               release_token=secret))
+        hold = NotebookHold(row.id, owner, server, group, node, taken, now, secret)
         self.notebooks[(owner, server)] = hold
         log.info("Notebook %s/%s holds GPUs %s on %s", owner, server or "(default)", taken, hold.node)
         self.wake()

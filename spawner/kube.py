@@ -34,6 +34,8 @@ from kubernetes_asyncio.client.models import V1PersistentVolumeClaimVolumeSource
 from kubespawner import KubeSpawner
 from traitlets import Dict, Int, List, Unicode, default
 
+from .gpu_hold import SchedulerGpusMixin
+
 STORAGE_STEP_GB = 10
 STORAGE_MAX_GB = 2040
 MAX_TAGS = 10
@@ -192,7 +194,7 @@ def notebook_options(user_options: Mapping[str, Any], profile_list: list[dict], 
                            parse_tags(user_options.get("tags")))
 
 
-class NothingKubeSpawner(KubeSpawner):
+class NothingKubeSpawner(SchedulerGpusMixin, KubeSpawner):
     """KubeSpawner with the data volume, image choice, instance types and tags of an EasyMaker notebook."""
 
     images = Dict(
@@ -324,16 +326,36 @@ class NothingKubeSpawner(KubeSpawner):
         env["NOTHING_EASYMAKER_DIR"] = self.easymaker_dir
         return env
 
+    def requested_gpus(self) -> int:
+        """The ``nvidia.com/gpu`` limit of the chosen instance type (applied by load_user_options)."""
+        return int((self.extra_resource_limits or {}).get("nvidia.com/gpu", 0))
+
+    async def start(self):
+        # Kubernetes picks the devices; the scheduler counts them against the user's and
+        # group's quotas (and refuses, with the reason, a notebook over a cap).
+        await self.hold_gpus(self.requested_gpus(), external=True)
+        try:
+            return await super().start()
+        except BaseException:
+            await self.release_gpus()
+            raise
+
+    async def stop(self, now=False):
+        await super().stop(now=now)
+        await self.release_gpus()
+
     def get_state(self) -> dict:
         state = super().get_state()
         if self.fixed_storage_gb:
             state["storage_gb"] = self.fixed_storage_gb
+        state.update(self.gpu_state())
         return state
 
     def load_state(self, state: dict) -> None:
         super().load_state(state)
         if "storage_gb" in state:
             self.claim_storage_gb = int(state["storage_gb"])
+        self.load_gpu_state(state)
 
     def _nothing_options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, Any]:
         """KubeSpawner's profile fields plus ``storage_gb`` and the ``tags`` box, checked early

@@ -8,20 +8,19 @@ kept when the server stops, and its path is exported as ``NOTHING_EASYMAKER_DIR`
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from pathlib import Path
 
 from jupyterhub.spawner import SimpleLocalProcessSpawner
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Float, Integer, Unicode, default
 
 from .continit import run_cont_init
+from .gpu_hold import SchedulerGpusMixin
 
 KERNEL_SPEC_MANAGER = "nothing.spawner.kernels.CustomEnvKernelSpecManager"
 
 
-class NothingLocalSpawner(SimpleLocalProcessSpawner):
+class NothingLocalSpawner(SchedulerGpusMixin, SimpleLocalProcessSpawner):
     easymaker_root = Unicode(
         help="""Folder holding every user's persistent folder (their /root/easymaker).
 
@@ -54,9 +53,6 @@ class NothingLocalSpawner(SimpleLocalProcessSpawner):
         """,
     ).tag(config=True)
 
-    notebook_gpus: tuple[int, ...] = ()
-    gpu_release_token: str = ""
-
     @default("options_form")
     def _default_options_form(self):
         if not self.max_notebook_gpus:
@@ -79,53 +75,23 @@ class NothingLocalSpawner(SimpleLocalProcessSpawner):
             raise ValueError(f"a notebook may have 0 to {self.max_notebook_gpus} GPUs, not {gpus!r}")
         return gpus
 
-    async def _scheduler(self, method: str, path: str, body: dict | None = None, auth: bool = True):
-        base = self.environment.get("NOTHING_SERVICE_URL", "")
-        if not base:
-            raise RuntimeError("NOTHING_SERVICE_URL is not configured: notebooks cannot get GPUs")
-        try:
-            response = await AsyncHTTPClient().fetch(
-                base.rstrip("/") + "/api" + path, method=method, body=json.dumps(body) if body is not None else None,
-                headers={"Content-Type": "application/json",
-                         **({"Authorization": f"token {self.api_token}"} if auth else {})},
-                allow_nonstandard_methods=True, request_timeout=30)
-        except HTTPClientError as e:
-            message = e.message
-            if e.response is not None and e.response.body:
-                message = json.loads(e.response.body).get("message", message)
-            raise RuntimeError(message) from None
-        return json.loads(response.body) if response.body else None
-
     async def start(self):
         gpus = self.requested_gpus()
         root = Path(self.home_dir)
         root.mkdir(parents=True, exist_ok=True)
-        self.notebook_gpus = ()
-        if gpus:
-            # The scheduler assigns the GPUs (and refuses, with the reason, when it cannot).
-            hold = await self._scheduler("POST", "/notebooks", {"server": self.name, "gpus": gpus})
-            self.notebook_gpus, self.gpu_release_token = tuple(hold["gpus"]), hold["release_token"]
+        # The scheduler assigns the GPUs (and refuses, with the reason, when it cannot).
+        await self.hold_gpus(gpus)
         # The user's start-up scripts run before every start, as in the images' entrypoint.
         await asyncio.to_thread(run_cont_init, root, self.cont_init_timeout, self.log, env=self.get_env())
         try:
             return await super().start()
         except BaseException:
-            await self._release_gpus()
+            await self.release_gpus()
             raise
 
     async def stop(self, now=False):
         await super().stop(now=now)
-        await self._release_gpus()  # also after the process died on its own
-
-    async def _release_gpus(self) -> None:
-        if self.notebook_gpus:
-            body = {"owner": self.user.name, "server": self.name, "release_token": self.gpu_release_token}
-            self.notebook_gpus, self.gpu_release_token = (), ""
-            try:
-                # The server's token is already revoked here: the hold's release token is the proof.
-                await self._scheduler("POST", "/notebooks/release", body, auth=False)
-            except RuntimeError as e:
-                self.log.warning("Could not release the GPUs of %s: %s", self._log_name, e)
+        await self.release_gpus()  # also after the process died on its own
 
     def get_args(self):
         args = super().get_args()
@@ -145,15 +111,12 @@ class NothingLocalSpawner(SimpleLocalProcessSpawner):
 
     def get_state(self):
         state = super().get_state()
-        if self.notebook_gpus:
-            state["notebook_gpus"] = list(self.notebook_gpus)
-            state["gpu_release_token"] = self.gpu_release_token
+        state.update(self.gpu_state())
         return state
 
     def load_state(self, state):
         super().load_state(state)
-        self.notebook_gpus = tuple(state.get("notebook_gpus", ()))
-        self.gpu_release_token = state.get("gpu_release_token", "")
+        self.load_gpu_state(state)
 
     # clear_state() leaves notebook_gpus alone: LocalProcessSpawner.poll() clears the
     # state as soon as the process is gone, and stop() must still give the GPUs back.

@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import kubernetes_validate
 import pytest
-from jupyterhub import orm
-from jupyterhub.objects import Hub
-from jupyterhub.user import User
-from kubernetes_asyncio.config import kube_config
 from traitlets.config import Config
 
 from nothing.spawner.kube import (
@@ -26,51 +22,7 @@ from nothing.spawner.kube import (
 )
 
 KUBE_VERSION = "1.37.0"
-FAKE_KUBECONFIG = """\
-apiVersion: v1
-kind: Config
-clusters:
-- name: nowhere
-  cluster: {server: "https://127.0.0.1:9"}
-contexts:
-- name: nowhere
-  context: {cluster: nowhere, namespace: notebooks, user: nobody}
-current-context: nowhere
-users:
-- name: nobody
-  user: {token: not-a-token}
-"""
 STORAGE_MESSAGE = "storage_gb must be a multiple of 10 from 10 to 2,040 GB"
-
-
-@pytest.fixture
-def make_spawner(tmp_path, monkeypatch):
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(FAKE_KUBECONFIG)
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    # kubernetes_asyncio reads KUBECONFIG once, when first imported.
-    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
-    db = orm.new_session_factory("sqlite://")()
-
-    def make(server_name: str = "", user_options: dict | None = None, config: Config | None = None,
-             state: dict | None = None) -> NothingKubeSpawner:
-        orm_user = db.query(orm.User).filter_by(name="alice").first()
-        if orm_user is None:
-            orm_user = orm.User(name="alice")
-            db.add(orm_user)
-            db.commit()
-        user = User(orm_user, settings={"spawner_class": NothingKubeSpawner, "config": config or Config(),
-                                        "hub": Hub(), "allow_named_servers": True}, db=db)
-        if server_name not in orm_user.orm_spawners:
-            user._new_orm_spawner(server_name, "")
-        spawner = user.spawners[server_name]
-        if state is not None:
-            spawner.load_state(state)
-        spawner.user_options = user_options or {}
-        return spawner
-
-    yield make
-    db.close()
 
 
 async def manifests(spawner: NothingKubeSpawner) -> tuple[dict, dict]:

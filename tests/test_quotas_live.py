@@ -156,3 +156,55 @@ def test_notebook_gpus_count_against_the_users_cap(quota_hub):
     assert waiting["reason"].startswith("QuotaHardCap: user carol at the cap of 1 GPU")
     assert carol("DELETE", "/notebooks", params={"server": "nb"}).status_code == 204
     assert carol.wait_state(run, "COMPLETE")["exit_code"] == 0
+
+
+def test_kubernetes_notebook_gpus_are_counted_not_placed(quota_hub):
+    carol = api(quota_hub, "carol")
+    r = carol("POST", "/notebooks", json={"server": "k8s", "gpus": 2, "external": True})
+    assert r.status_code == 409 and r.json()["message"].startswith("QuotaHardCap: user carol at the cap of 1 GPUs")
+    assert carol("POST", "/notebooks", json={"server": "k8s", "gpus": 1, "external": True}).status_code == 201
+    assert carol("GET", "/gpus").json()["busy"] == 0  # Kubernetes placed it, not this node
+    run = carol.submit({"t.py": "pass"}, entry_point="t.py", gpus=1).json()["id"]
+    waiting = wait_for_sync(lambda: (lambda r: r if r["reason"].startswith("Quota") else None)(carol.run(run)),
+                            timeout=15)
+    assert waiting["reason"].startswith("QuotaHardCap: user carol at the cap of 1 GPU")
+    assert carol("DELETE", "/notebooks", params={"server": "k8s"}).status_code == 204
+    assert carol.wait_state(run, "COMPLETE")["exit_code"] == 0
+
+
+async def test_kube_spawner_holds_its_instance_types_gpus_in_the_scheduler(quota_hub, make_spawner, monkeypatch):
+    """NothingKubeSpawner against the live scheduler; only the Kubernetes API calls are faked (no cluster here)."""
+    from kubespawner import KubeSpawner
+
+    from .helpers import wait_for
+
+    calls = []
+
+    async def fake_start(self):
+        calls.append("start")
+        return "http://10.0.0.1:8888"
+
+    async def fake_stop(self, now=False):
+        calls.append("stop")
+
+    monkeypatch.setattr(KubeSpawner, "start", fake_start)
+    monkeypatch.setattr(KubeSpawner, "stop", fake_stop)
+    spawner = make_spawner("trainer", {"profile": "gpu-4"})
+    spawner.environment = {"NOTHING_SERVICE_URL": quota_hub.service_url}
+    spawner.api_token = quota_hub.token_for("alice", scopes=SERVER_TOKEN_SCOPES)
+    await spawner.load_user_options()
+    assert spawner.requested_gpus() == 4
+    alice = api(quota_hub, "alice")
+
+    assert await spawner.start() == "http://10.0.0.1:8888"
+    holds = alice("GET", "/notebooks").json()["notebooks"]
+    assert [(h["server"], len(h["gpus"]), h["group"]) for h in holds] == [("trainer", 4, "vision")]
+    assert "gpu_release_token" in spawner.get_state()
+    # vision's guarantee of 2 is used up by the notebook: a non-preemptible run must wait.
+    run = alice.submit({"t.py": "pass"}, entry_point="t.py", gpus=1).json()["id"]
+    await wait_for(lambda: alice.run(run)["reason"].startswith("QuotaGuarantee: group vision uses 4"), 15)
+
+    await spawner.stop()
+    assert calls == ["start", "stop"]
+    assert alice("GET", "/notebooks").json()["notebooks"] == []
+    await wait_for(lambda: alice.run(run)["state"] == "COMPLETE", 30)

@@ -18,15 +18,17 @@ class NotebooksHandler(APIHandler):
 
     async def post(self):
         body = self.json_body()
-        server, gpus = body.get("server", ""), body.get("gpus")
-        if not isinstance(server, str) or isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:
-            raise web.HTTPError(400, "send {\"server\": NAME, \"gpus\": N} with N at least 1")
-        if gpus > self.scheduler.max_gpus_per_node:
+        server, gpus, external = body.get("server", ""), body.get("gpus"), body.get("external", False)
+        if not isinstance(server, str) or isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1 \
+                or not isinstance(external, bool):
+            raise web.HTTPError(400, "send {\"server\": NAME, \"gpus\": N, \"external\": false} with N at least 1")
+        if not external and gpus > self.scheduler.max_gpus_per_node:
             raise web.HTTPError(400, f"the notebook asks for {gpus} GPUs, but the largest node has "
                                      f"{self.scheduler.max_gpus_per_node}")
         groups = sorted(self.current_user.get("groups") or [])
         try:
-            hold = await self.dispatcher.hold_notebook_gpus(self.username, server, groups[0] if groups else "", gpus)
+            hold = await self.dispatcher.hold_notebook_gpus(self.username, server, groups[0] if groups else "", gpus,
+                                                            external=external)
         except NotebookGpusUnavailable as e:
             raise web.HTTPError(409, str(e)) from None
         self.write_json(dict(hold.to_dict(), release_token=hold.release_token), status=201)

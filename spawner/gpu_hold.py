@@ -1,0 +1,68 @@
+"""What a spawner does to give a notebook GPUs through the scheduler, shared by the local and Kubernetes spawners.
+
+At start the spawner asks the scheduler, as the user (with the server's own
+token), for the notebook's GPUs; the scheduler assigns them (local) or only
+counts them against the user's and group's quotas (Kubernetes, where the device
+plugin picks the devices), and refuses with the reason when it cannot.  At stop
+the hub has already revoked the server's token, so the hold's release token,
+kept in the spawner state, gives them back.
+"""
+
+from __future__ import annotations
+
+import json
+
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+
+class SchedulerGpusMixin:
+    """Mixed into a JupyterHub Spawner (needs ``environment``, ``api_token``, ``user``, ``name``, ``log``)."""
+
+    notebook_gpus: tuple[int, ...] = ()
+    gpu_release_token: str = ""
+
+    async def _scheduler(self, method: str, path: str, body: dict | None = None, auth: bool = True):
+        base = self.environment.get("NOTHING_SERVICE_URL", "")
+        if not base:
+            raise RuntimeError("NOTHING_SERVICE_URL is not configured: notebooks cannot get GPUs")
+        headers = {"Content-Type": "application/json"}
+        if auth:
+            headers["Authorization"] = f"token {self.api_token}"
+        try:
+            response = await AsyncHTTPClient().fetch(
+                base.rstrip("/") + "/api" + path, method=method, headers=headers, request_timeout=30,
+                body=json.dumps(body) if body is not None else None, allow_nonstandard_methods=True)
+        except HTTPClientError as e:
+            message = e.message
+            if e.response is not None and e.response.body:
+                message = json.loads(e.response.body).get("message", message)
+            raise RuntimeError(message) from None
+        return json.loads(response.body) if response.body else None
+
+    async def hold_gpus(self, count: int, external: bool = False) -> tuple[int, ...]:
+        """Ask the scheduler for ``count`` GPUs for this server; raises RuntimeError with its reason."""
+        self.notebook_gpus, self.gpu_release_token = (), ""
+        if count:
+            hold = await self._scheduler("POST", "/notebooks", {"server": self.name, "gpus": count,
+                                                               "external": external})
+            self.notebook_gpus, self.gpu_release_token = tuple(hold["gpus"]), hold["release_token"]
+        return self.notebook_gpus
+
+    async def release_gpus(self) -> None:
+        if not self.gpu_release_token:
+            return
+        body = {"owner": self.user.name, "server": self.name, "release_token": self.gpu_release_token}
+        self.notebook_gpus, self.gpu_release_token = (), ""
+        try:
+            await self._scheduler("POST", "/notebooks/release", body, auth=False)
+        except RuntimeError as e:
+            self.log.warning("Could not release the GPUs of %s: %s", self._log_name, e)
+
+    def gpu_state(self) -> dict:
+        if not self.gpu_release_token:
+            return {}
+        return {"notebook_gpus": list(self.notebook_gpus), "gpu_release_token": self.gpu_release_token}
+
+    def load_gpu_state(self, state: dict) -> None:
+        self.notebook_gpus = tuple(state.get("notebook_gpus", ()))
+        self.gpu_release_token = state.get("gpu_release_token", "")
