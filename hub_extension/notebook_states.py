@@ -30,7 +30,12 @@ def notebook_state(spawner: Any) -> str:
 
 
 def user_notebook_states(user) -> list[dict[str, str]]:
-    """``c.JupyterHub.template_vars`` callable: every server of the user with its state, default first."""
+    """``c.JupyterHub.template_vars`` callable: every server of the user with its state, default first.
+
+    JupyterHub calls it for every page, the login page included, where there is no user.
+    """
+    if user is None:
+        return []
     rows = []
     for spawner in user.all_spawners(include_default=True):
         rows.append({"name": spawner.name or "(default)", "state": notebook_state(spawner)})

@@ -55,7 +55,7 @@ def make_data():
 
 def login(hub, name: str, password: str = "nothing") -> requests.Session:
     s = requests.Session()
-    s.get(f"{hub.url}/hub/login", timeout=30)
+    assert s.get(f"{hub.url}/hub/login", timeout=30).status_code == 200
     r = s.post(f"{hub.url}/hub/login", data={"username": name, "password": password, "_xsrf": s.cookies["_xsrf"]},
                timeout=30, allow_redirects=False)
     assert r.status_code == 302, r.text

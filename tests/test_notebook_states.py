@@ -31,6 +31,13 @@ def states_on_home_page(hub, session) -> dict[str, str]:
 
 
 @pytest.mark.hub
+def test_pages_without_a_user_still_render(hub):
+    import requests
+
+    assert requests.get(f"{hub.url}/hub/login", timeout=30).status_code == 200
+
+
+@pytest.mark.hub
 def test_home_page_shows_each_notebooks_state(hub):
     name = "stateuser"
     browser = login(hub, name)
