@@ -48,6 +48,15 @@ class SchedulerGpusMixin:
             self.notebook_gpus, self.gpu_release_token = tuple(hold["gpus"]), hold["release_token"]
         return self.notebook_gpus
 
+    async def start_holding_gpus(self, count: int, start, external: bool = False):
+        """Hold ``count`` GPUs, then await ``start()``; the GPUs go back if the start fails."""
+        await self.hold_gpus(count, external=external)
+        try:
+            return await start()
+        except BaseException:
+            await self.release_gpus()
+            raise
+
     async def release_gpus(self) -> None:
         if not self.gpu_release_token:
             return

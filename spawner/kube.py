@@ -333,12 +333,7 @@ class NothingKubeSpawner(SchedulerGpusMixin, KubeSpawner):
     async def start(self):
         # Kubernetes picks the devices; the scheduler counts them against the user's and
         # group's quotas (and refuses, with the reason, a notebook over a cap).
-        await self.hold_gpus(self.requested_gpus(), external=True)
-        try:
-            return await super().start()
-        except BaseException:
-            await self.release_gpus()
-            raise
+        return await self.start_holding_gpus(self.requested_gpus(), super().start, external=True)
 
     async def stop(self, now=False):
         await super().stop(now=now)

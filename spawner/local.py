@@ -76,18 +76,15 @@ class NothingLocalSpawner(SchedulerGpusMixin, SimpleLocalProcessSpawner):
         return gpus
 
     async def start(self):
-        gpus = self.requested_gpus()
+        # The scheduler assigns the GPUs (and refuses, with the reason, when it cannot).
+        return await self.start_holding_gpus(self.requested_gpus(), self._start_after_scripts)
+
+    async def _start_after_scripts(self):
         root = Path(self.home_dir)
         root.mkdir(parents=True, exist_ok=True)
-        # The scheduler assigns the GPUs (and refuses, with the reason, when it cannot).
-        await self.hold_gpus(gpus)
         # The user's start-up scripts run before every start, as in the images' entrypoint.
         await asyncio.to_thread(run_cont_init, root, self.cont_init_timeout, self.log, env=self.get_env())
-        try:
-            return await super().start()
-        except BaseException:
-            await self.release_gpus()
-            raise
+        return await super().start()
 
     async def stop(self, now=False):
         await super().stop(now=now)
