@@ -73,6 +73,12 @@ def api(hub, name):
     return Api(hub, hub.token_for(name, scopes=SERVER_TOKEN_SCOPES))
 
 
+def quota_wait(client, run_id):
+    """The run, once the scheduler says it waits on a quota."""
+    return wait_for_sync(lambda: (lambda r: r if r["reason"].startswith("Quota") else None)(client.run(run_id)),
+                         timeout=15, message=f"run {run_id} to wait on a quota")
+
+
 def release(hub, run_id):
     (hub.root / "var" / "scheduler" / "runs" / str(run_id) / "src" / "release").touch()
 
@@ -92,8 +98,7 @@ def test_user_over_their_cap_waits_with_the_quota_reason(quota_hub):
     second = carol.submit({"t.py": "pass"}, entry_point="t.py", gpus=1).json()["id"]
     try:
         carol.wait_state(first, "RUNNING")
-        waiting = wait_for_sync(lambda: (lambda r: r if r["reason"].startswith("Quota") else None)(carol.run(second)),
-                                timeout=15, message="the quota reason")
+        waiting = quota_wait(carol, second)
         assert waiting["state"] == "QUEUED"
         assert waiting["reason"] == "QuotaHardCap: user carol at the cap of 1 GPU (1 in use, this run needs 1)"
         assert carol.run(first)["state"] == "RUNNING"
@@ -107,8 +112,7 @@ def test_borrowing_needs_a_preemptible_run(quota_hub):
     alice = api(quota_hub, "alice")
     run = alice.submit({"t.py": "pass"}, entry_point="t.py", gpus=3).json()["id"]
     try:
-        waiting = wait_for_sync(lambda: (lambda r: r if r["reason"].startswith("Quota") else None)(alice.run(run)),
-                                timeout=15, message="the guarantee reason")
+        waiting = quota_wait(alice, run)
         assert waiting["reason"] == ("QuotaGuarantee: group vision uses 0 of its 2 GPUs guaranteed; only "
                                      "preemptible runs may borrow idle GPUs beyond it")
     finally:
@@ -151,8 +155,7 @@ def test_notebook_gpus_count_against_the_users_cap(quota_hub):
     assert r.json()["message"] == "QuotaHardCap: user carol at the cap of 1 GPUs (0 in use, the notebook needs 2)"
     assert carol("POST", "/notebooks", json={"server": "nb", "gpus": 1}).status_code == 201
     run = carol.submit({"t.py": "pass"}, entry_point="t.py", gpus=1).json()["id"]
-    waiting = wait_for_sync(lambda: (lambda r: r if r["reason"].startswith("Quota") else None)(carol.run(run)),
-                            timeout=15)
+    waiting = quota_wait(carol, run)
     assert waiting["reason"].startswith("QuotaHardCap: user carol at the cap of 1 GPU")
     assert carol("DELETE", "/notebooks", params={"server": "nb"}).status_code == 204
     assert carol.wait_state(run, "COMPLETE")["exit_code"] == 0
@@ -165,8 +168,7 @@ def test_kubernetes_notebook_gpus_are_counted_not_placed(quota_hub):
     assert carol("POST", "/notebooks", json={"server": "k8s", "gpus": 1, "external": True}).status_code == 201
     assert carol("GET", "/gpus").json()["busy"] == 0  # Kubernetes placed it, not this node
     run = carol.submit({"t.py": "pass"}, entry_point="t.py", gpus=1).json()["id"]
-    waiting = wait_for_sync(lambda: (lambda r: r if r["reason"].startswith("Quota") else None)(carol.run(run)),
-                            timeout=15)
+    waiting = quota_wait(carol, run)
     assert waiting["reason"].startswith("QuotaHardCap: user carol at the cap of 1 GPU")
     assert carol("DELETE", "/notebooks", params={"server": "k8s"}).status_code == 204
     assert carol.wait_state(run, "COMPLETE")["exit_code"] == 0
