@@ -238,9 +238,15 @@ class NothingScheduler(Application):
 
     def _log_request(self, handler):
         status = handler.get_status()
-        level = self.log.warning if status >= 400 else self.log.debug
-        level("%s %s %s %.1fms", status, handler.request.method, handler.request.path,
-              1000 * handler.request.request_time())
+        log = self.log
+        if status >= 400:
+            level = logging.WARNING
+        elif log.isEnabledFor(logging.DEBUG):
+            level = logging.DEBUG
+        else:
+            return  # the common case, on the submit hot path: nothing to format
+        log.log(level, "%s %s %s %.1fms", status, handler.request.method, handler.request.path,
+                1000 * handler.request.request_time())
 
     async def start_async(self) -> None:
         await self.dispatcher.start()

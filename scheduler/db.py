@@ -1,7 +1,9 @@
 """Database access that never blocks the event loop.
 
-All SQLAlchemy work runs on one dedicated worker thread (``Database.run``), so
-coroutines await it like any other I/O and SQLite sees a single writer.  At start
+All SQLAlchemy work runs on one dedicated thread (``Database.run``), so
+coroutines await it like any other I/O and SQLite sees a single writer.  Work
+that arrives while a transaction is being written joins the next one (group
+commit): under a burst of submissions the cost of a commit is shared.  At start
 the schema is brought to the newest Alembic revision.
 """
 
@@ -9,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -70,13 +73,22 @@ def current_revision(engine: Engine) -> str | None:
 
 
 class Database:
-    """Runs session-scoped callables on a single worker thread."""
+    """Runs session-scoped callables on a single thread, several to a transaction.
+
+    A callable given to ``run`` must only touch the database: if another one in
+    its transaction fails, the transaction is rolled back and each is run again
+    in a transaction of its own.
+    """
+
+    max_batch = 64
 
     def __init__(self, url: str):
         self.url = url
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nothing-db")
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="nothing-db", daemon=True)
+        self._thread.start()
 
     def upgrade(self) -> str:
         return upgrade_to_head(self.engine)
@@ -87,13 +99,69 @@ class Database:
                 return fn(session, *args)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Await ``fn(session, *args)`` inside one transaction on the DB thread."""
+        """Await ``fn(session, *args)`` inside a transaction on the database thread."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, self._in_session, fn, args)
+        future = loop.create_future()
+        self._queue.put((fn, args, loop, future))
+        return await future
 
     def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
         return self._in_session(fn, args)
 
     def close(self) -> None:
-        self._thread.shutdown(wait=True)
+        self._queue.put(None)
+        self._thread.join()
         self.engine.dispose()
+
+    # ------------------------------------------------------------------ the database thread
+    def _serve(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while batch[-1] is not None and len(batch) < self.max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            done = batch[-1] is None
+            work = [item for item in batch if item is not None]
+            if work:
+                self._deliver(work, self._run_batch(work))
+            if done:
+                return
+
+    def _run_batch(self, work: list) -> list[tuple[bool, Any]]:
+        if len(work) > 1:
+            try:
+                with self.sessions() as session:
+                    with session.begin():
+                        return [(True, fn(session, *args)) for fn, args, _, _ in work]
+            except Exception:
+                pass  # rolled back: find the one that failed by running each alone
+        outcomes = []
+        for fn, args, _, _ in work:
+            try:
+                outcomes.append((True, self._in_session(fn, args)))
+            except Exception as e:  # noqa: BLE001 - handed to the awaiting coroutine
+                outcomes.append((False, e))
+        return outcomes
+
+    @staticmethod
+    def _deliver(work: list, outcomes: list[tuple[bool, Any]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        for (_, _, loop, future), outcome in zip(work, outcomes):
+            by_loop.setdefault(loop, []).append((future, outcome))
+        for loop, results in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, results)
+            except RuntimeError:
+                pass  # that loop has closed; nobody is waiting any more
+
+
+def _resolve(results: list) -> None:
+    for future, (ok, value) in results:
+        if future.done():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)

@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import os
 import secrets
-import shutil
 import signal
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -23,11 +22,13 @@ from typing import Any
 from . import store
 from .db import Database
 from .executors.base import Executor, ExitStatus, ProcessRef
+from .helper_process import HelperProcess
 from .policy import Allocation, ClusterSnapshot, Node, PendingRun, Policy, best_fit, free_resources
 from .quotas import Quotas
 from .usage import UsageLedger
+from .rundir import create_run_dir, hand_over_checkpoints, remove_run_dir
 from .runenv import RunLaunch, RunPaths
-from .snapshot import SnapshotLimits, unpack
+from .snapshot import SnapshotLimits
 from .states import HOLDING, RunState, StopCause, check_transition
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,11 @@ class RunNotActive(Exception):
 
 
 EXTERNAL_NODE = "(external)"
+
+# A pass whose policy call took longer than this is followed by a pause as long
+# as that call (at most PASS_COALESCE_MAX) before the next pass.
+PASS_COALESCE_ABOVE = 0.002
+PASS_COALESCE_MAX = 0.05
 
 
 class NotebookGpusUnavailable(Exception):
@@ -105,6 +111,7 @@ class ActiveRun:
     zombie: Any = None
     estimated_start: float | None = None
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    _paths: RunPaths | None = field(default=None, repr=False)
 
     @classmethod
     def from_row(cls, row) -> "ActiveRun":
@@ -124,7 +131,9 @@ class ActiveRun:
 
     @property
     def paths(self) -> RunPaths:
-        return RunPaths(Path(self.run_dir))
+        if self._paths is None or str(self._paths.root) != self.run_dir:
+            self._paths = RunPaths(Path(self.run_dir))
+        return self._paths
 
     def live_fields(self) -> dict[str, Any]:
         """Fields that change without a database write (queue position and reason)."""
@@ -149,9 +158,12 @@ class Dispatcher:
         group_usage: UsageLedger | None = None,
         user_usage: UsageLedger | None = None,
         quotas: Quotas | None = None,
+        helper: HelperProcess | None = None,
     ):
         self.db = db
+        self.helper = helper or HelperProcess()
         self.executor = executor
+        self.executor.helper = self.helper
         self.executor.on_exit = self._on_exit
         self.policy = policy
         self.nodes = nodes
@@ -165,6 +177,8 @@ class Dispatcher:
         self.user_usage = user_usage or UsageLedger()
         self.quotas = quotas or Quotas()
         self.notebooks: dict[tuple[str, str], NotebookHold] = {}
+        self._next_id = 1
+        self._decide_seconds = 0.0
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -172,8 +186,10 @@ class Dispatcher:
     # ------------------------------------------------------------------ life cycle
     async def start(self) -> None:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
-        for stale in self.runs_dir.glob(".incoming-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+        await self.helper.start()
+        # Run ids are handed out here (this service is the only writer of runs), so a
+        # submission knows its folder before its row is written.
+        self._next_id = (await self.db.run(store.max_run_id) or 0) + 1
         since = utcnow() - timedelta(seconds=max(4 * self.group_usage.half_life, self.group_usage.period))
         for owner, group, gpus, started, ended, finished in await self.db.run(store.usage_history, since):
             self._charge(owner, group, gpus, started, ended, finished)
@@ -218,6 +234,7 @@ class Dispatcher:
         await self.executor.stop()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.helper.stop()
 
     def wake(self) -> None:
         self._wake.set()
@@ -242,43 +259,28 @@ class Dispatcher:
                 log.exception("Scheduling pass failed; retrying on the next event")
                 await asyncio.sleep(1)
                 self.wake()
+            if self._decide_seconds > PASS_COALESCE_ABOVE:
+                # The policy took long (a long queue): leave the loop to requests for as
+                # long again, so that a burst of submissions costs one pass, not one each.
+                await asyncio.sleep(min(self._decide_seconds, PASS_COALESCE_MAX))
 
     # ------------------------------------------------------------------ submissions
     async def submit(self, values: dict[str, Any], archive: bytes) -> ActiveRun:
         """Unpack the snapshot and queue the run; nothing is left behind if either step fails."""
-        incoming = self.runs_dir / f".incoming-{secrets.token_hex(8)}"
+        run_id, self._next_id = self._next_id, self._next_id + 1
+        paths = RunPaths(self.runs_dir / str(run_id))
         try:
-            await asyncio.to_thread(self._prepare_run_dir, incoming, archive, values["entry_point"])
-            row = await self.db.run(store.insert_run, values, utcnow(), lambda run_id: self._place(incoming, run_id))
+            await self.helper.call(create_run_dir, str(paths.root), archive, values["entry_point"],
+                                   self.snapshot_limits)
+            row = await self.db.run(store.insert_run, run_id, values, str(paths.root), str(paths.log), utcnow())
         except BaseException:
-            await asyncio.to_thread(shutil.rmtree, incoming, True)
+            await self.helper.call(remove_run_dir, str(paths.root))
             raise
         run = ActiveRun.from_row(row)
         run.submitted_row = row
         self.active[run.id] = run
         self.wake()
         return run
-
-    def _prepare_run_dir(self, incoming: Path, archive: bytes, entry_point: str) -> None:
-        paths = RunPaths(incoming)
-        incoming.mkdir(parents=True)
-        unpack(archive, paths.source, self.snapshot_limits)
-        entry = paths.source / entry_point
-        if not entry.is_file():
-            from .snapshot import SnapshotError
-
-            raise SnapshotError(f"the entry point {entry_point!r} is not a file in the uploaded snapshot")
-        for folder in (paths.model, paths.checkpoints, paths.checkpoint_input, paths.tensorboard):
-            folder.mkdir()
-        paths.log.touch()
-
-    def _place(self, incoming: Path, run_id: int) -> tuple[str, str]:
-        final = self.runs_dir / str(run_id)
-        if final.exists():
-            # Left over from a database that was reset; never mix two runs' files.
-            shutil.rmtree(final)
-        incoming.rename(final)
-        return str(final), str(RunPaths(final).log)
 
     # ------------------------------------------------------------------ scheduling
     def snapshot(self) -> ClusterSnapshot:
@@ -310,7 +312,9 @@ class Dispatcher:
             ledger.charge(key, gpus, epoch(started), epoch(ended), finished)
 
     async def _schedule_pass(self) -> None:
+        started = time.perf_counter()
         decisions = self.policy.decide(self.snapshot())
+        self._decide_seconds = time.perf_counter() - started
         for entry in decisions.waiting:
             run = self.active.get(entry.run_id)
             if run is not None:
@@ -355,13 +359,11 @@ class Dispatcher:
     async def _launch(self, run: ActiveRun) -> ProcessRef:
         launch = RunLaunch(run.id, run.owner, run.experiment, run.entry_point, run.args, run.hyperparameters,
                            run.assigned_gpus)
-        ref = await self.executor.launch(launch, run.paths, self.python)
-        (run.paths.root / "pid").write_text(f"{ref.pid} {ref.start}\n")
-        return ref
+        return await self.executor.launch(launch, run.paths, self.python)
 
     def _process_from_pid_file(self, run: ActiveRun) -> ProcessRef | None:
         try:
-            pid, _, start = (run.paths.root / "pid").read_text().strip().partition(" ")
+            pid, _, start = run.paths.pid_file.read_text().strip().partition(" ")
             return ProcessRef(int(pid), start)
         except (OSError, ValueError):
             return None
@@ -525,7 +527,7 @@ class Dispatcher:
             target, reason = S.FAIL_TRAIN, status.describe()
         self._charge(run.owner, run.group, len(run.assigned_gpus), run.started_at, now, finished=target != S.QUEUED)
         if target == S.QUEUED:
-            await asyncio.to_thread(hand_over_checkpoints, run.paths)
+            await self.helper.call(hand_over_checkpoints, run.run_dir)
             reason += "; requeued with its checkpoints in EM_CHECKPOINT_INPUT_DIR"
             t = self._transition(run, S.QUEUED, reason, now, node=None, assigned_gpus=[], pid=None,
                                  process_start=None, stop_cause=None, started_at=None)
@@ -533,27 +535,10 @@ class Dispatcher:
             for timer in run.timers:
                 timer.cancel()
             run.timers.clear()
-            (run.paths.exit_file).unlink(missing_ok=True)
         else:
             t = self._end(run, target, reason, now, exit_code=exit_code)
         await self.db.run(store.apply_transitions, [t])
         self.wake()
-
-
-def hand_over_checkpoints(paths: RunPaths) -> None:
-    """Make a preempted run's checkpoints its input for the next start.
-
-    The next start finds what the run last wrote to ``EM_CHECKPOINT_DIR`` in
-    ``EM_CHECKPOINT_INPUT_DIR`` (hard links: no copy of large files) and keeps
-    writing new checkpoints where it did before.
-    """
-    if not any(paths.checkpoints.iterdir()):
-        return
-    staging = paths.root / "checkpoint-input.next"
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(paths.checkpoints, staging, symlinks=True, copy_function=os.link)
-    shutil.rmtree(paths.checkpoint_input, ignore_errors=True)
-    staging.rename(paths.checkpoint_input)
 
 
 def format_seconds(seconds: int | None) -> str:

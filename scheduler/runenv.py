@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 HP_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
@@ -21,43 +22,51 @@ def hp_env_name(key: str) -> str:
 
 @dataclass(frozen=True)
 class RunPaths:
-    """Where a run's files live; every output folder is inside ``root``."""
+    """Where a run's files live; every output folder is inside ``root``.
+
+    The paths are computed once per instance: they are read on every launch and exit.
+    """
 
     root: Path
 
-    @property
+    @cached_property
     def source(self) -> Path:
         return self.root / "src"
 
-    @property
+    @cached_property
     def model(self) -> Path:
         return self.root / "model"
 
-    @property
+    @cached_property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 
-    @property
+    @cached_property
     def checkpoint_input(self) -> Path:
         return self.root / "checkpoint-input"
 
-    @property
+    @cached_property
     def tensorboard(self) -> Path:
         return self.root / "tensorboard"
 
-    @property
+    @cached_property
     def packages(self) -> Path:
         return self.root / "packages"
 
-    @property
+    @cached_property
     def log(self) -> Path:
         return self.root / "output.log"
 
-    @property
+    @cached_property
     def launch_file(self) -> Path:
         return self.root / "launch.json"
 
-    @property
+    @cached_property
+    def pid_file(self) -> Path:
+        """``PID START_TIME`` of the run's process, written by the executor as it starts it."""
+        return self.root / "pid"
+
+    @cached_property
     def exit_file(self) -> Path:
         return self.root / "exit.json"
 

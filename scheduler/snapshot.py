@@ -33,11 +33,26 @@ def _escapes(path: str) -> bool:
 
 def check_archive(data: bytes, limits: SnapshotLimits) -> list[tarfile.TarInfo]:
     """The archive's members, if every one of them is safe; else SnapshotError."""
+    with _open_checked(data, limits) as tar:
+        return tar.getmembers()
+
+
+def _open_checked(data: bytes, limits: SnapshotLimits) -> tarfile.TarFile:
+    """The archive, opened and with every member checked; else SnapshotError."""
     try:
         tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
         members = tar.getmembers()
     except (tarfile.TarError, EOFError, OSError) as e:
         raise SnapshotError(f"the code archive is not a readable tar archive ({e})") from None
+    try:
+        _check_members(members, limits)
+    except BaseException:
+        tar.close()
+        raise
+    return tar
+
+
+def _check_members(members: list[tarfile.TarInfo], limits: SnapshotLimits) -> None:
     if len(members) > limits.max_members:
         raise SnapshotError(f"the code archive has {len(members)} files; the limit is {limits.max_members}")
     total = 0
@@ -60,17 +75,15 @@ def check_archive(data: bytes, limits: SnapshotLimits) -> list[tarfile.TarInfo]:
             raise SnapshotError(
                 f"the code archive unpacks to more than {limits.max_unpacked_bytes} bytes, the limit for a snapshot"
             )
-    return members
 
 
 def unpack(data: bytes, dest: Path, limits: SnapshotLimits) -> int:
     """Unpack a checked archive into ``dest`` (which must not exist); returns bytes written."""
-    members = check_archive(data, limits)
-    dest.mkdir(parents=True)
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
+    with _open_checked(data, limits) as tar:
+        dest.mkdir(parents=True)
         # The 'data' filter re-checks every member as it is written.
-        tar.extractall(dest, members=members, filter="data")
-    return sum(m.size for m in members if m.isfile())
+        tar.extractall(dest, filter="data")
+        return sum(m.size for m in tar.getmembers() if m.isfile())
 
 
 def pack_directory(files: list[tuple[str, Path]], extra: dict[str, bytes] | None = None) -> bytes:

@@ -7,11 +7,12 @@ thread (``Database.run``); none of them touches the event loop.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
 from datetime import datetime
+from functools import lru_cache
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from .orm import NotebookGpus, Run, RunEvent
@@ -28,30 +29,45 @@ class Transition:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-_INSERT_RUN = insert(Run).returning(Run.id)
-_SET_PATHS = update(Run).where(Run.id == bindparam("run_id")).values(run_dir=bindparam("dir"), log_path=bindparam("log"))
+_INSERT_RUN = insert(Run)
 _INSERT_EVENT = insert(RunEvent)
 
 
-def insert_run(session: Session, values: dict[str, Any], at: datetime, place_files) -> Run:
-    """Insert a run that goes straight from CREATE REQUESTED to QUEUED.
+def max_run_id(session: Session) -> int | None:
+    return session.execute(select(func.max(Run.id))).scalar()
 
-    ``place_files(run_id)`` moves the unpacked snapshot into place and returns
-    ``(run_dir, log_path)``; if it raises, nothing is committed.  Pre-built Core
-    statements rather than the ORM's unit of work: this is the submit hot path.
+
+def _run_defaults() -> dict[str, Any]:
+    """Each column of ``runs`` with its Python-side default (None where it has none); fresh lists and dicts."""
+    defaults = {}
+    for column in Run.__table__.columns:
+        default = column.default
+        if default is None:
+            defaults[column.key] = None
+        elif default.is_callable:
+            defaults[column.key] = default.arg(None)
+        else:
+            defaults[column.key] = default.arg
+    return defaults
+
+
+def insert_run(session: Session, run_id: int, values: dict[str, Any], run_dir: str, log_path: str,
+               at: datetime) -> SimpleNamespace:
+    """Insert a run that goes straight from CREATE REQUESTED to QUEUED (its snapshot is already unpacked).
+
+    Pre-built Core statements rather than the ORM's unit of work, and a plain
+    record with the attributes of a ``Run`` in return: this is the submit hot path.
     """
-    row = dict(values, state=RunState.QUEUED, reason="waiting to be scheduled", submitted_at=at, run_dir="",
-               log_path="", assigned_gpus=[])
+    row = dict(_run_defaults(), **values, id=run_id, state=RunState.QUEUED, reason="waiting to be scheduled", submitted_at=at,
+               run_dir=run_dir, log_path=log_path, assigned_gpus=[])
     conn = session.connection()
-    run_id = conn.execute(_INSERT_RUN, row).scalar_one()
-    run_dir, log_path = place_files(run_id)
-    conn.execute(_SET_PATHS, {"run_id": run_id, "dir": run_dir, "log": log_path})
+    conn.execute(_INSERT_RUN, row)
     conn.execute(_INSERT_EVENT, [
         dict(run_id=run_id, at=at, from_state=None, to_state=RunState.CREATE_REQUESTED, reason="submitted"),
         dict(run_id=run_id, at=at, from_state=RunState.CREATE_REQUESTED, to_state=RunState.QUEUED,
              reason="snapshot unpacked; waiting to be scheduled"),
     ])
-    return Run(id=run_id, **dict(row, run_dir=run_dir, log_path=log_path))
+    return SimpleNamespace(**row)
 
 
 def apply_transitions(session: Session, transitions: list[Transition]) -> None:

@@ -1,72 +1,23 @@
 """Runs as local processes on the scheduler's own machine.
 
 Each run is a process group of its own (a new session), led by ``runshim.sh``,
-with stdout and stderr in the run's log file.  The group outlives the scheduler,
-so a restart re-attaches instead of killing work.
+with stdout and stderr in the run's log file.  The helper process starts it and
+reports its exit; the group outlives both, so a restart of the scheduler
+re-attaches instead of killing work.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 
-from traitlets import List, Unicode
+from traitlets import Any, List, Unicode
 
+from ..helper_process import HelperGone, HelperProcess, process_start_time
 from ..runenv import RunLaunch, RunPaths, build_environment, entry_argv
 from .base import Executor, ExitStatus, ProcessRef, read_exit_file
 
 SHIM = str(Path(__file__).with_name("runshim.sh"))
-
-
-def process_start_time(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (in clock ticks since boot), or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] == "Z":
-        return None
-    return fields[19]
-
-
-def spawn_detached(argv: list[str], env: dict[str, str], log: Path) -> int:
-    """Start ``argv`` in a new session with stdout and stderr appended to ``log``.
-
-    ``posix_spawn`` rather than asyncio's subprocess transport: nothing in this
-    process owns the child, so no garbage collection or loop shutdown can kill it.
-    """
-    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        return os.posix_spawn(argv[0], argv, env, setsid=True, file_actions=[
-            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_DUP2, fd, 1),
-            (os.POSIX_SPAWN_DUP2, fd, 2),
-            (os.POSIX_SPAWN_CLOSE, fd),
-        ])
-    finally:
-        os.close(fd)
-
-
-async def wait_child(pid: int) -> int:
-    """Await the exit of a child process; returns its exit code (negative for a signal)."""
-    loop = asyncio.get_running_loop()
-    try:
-        pidfd = os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        status = await asyncio.to_thread(os.waitpid, pid, 0)
-        return os.waitstatus_to_exitcode(status[1])
-    done = loop.create_future()
-    loop.add_reader(pidfd, lambda: done.done() or done.set_result(None))
-    try:
-        await done
-    finally:
-        loop.remove_reader(pidfd)
-        os.close(pidfd)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
 
 
 class LocalExecutor(Executor):
@@ -82,8 +33,15 @@ class LocalExecutor(Executor):
         """,
     ).tag(config=True)
 
+    helper = Any(help="The scheduler's HelperProcess, which starts the runs' processes.")
+
     def base_environment(self) -> dict[str, str]:
-        return {k: os.environ[k] for k in self.inherit_env if k in os.environ}
+        """The inherited part of every run's environment (read once: the scheduler's own does not change)."""
+        if self._base_environment is None:
+            self._base_environment = {k: os.environ[k] for k in self.inherit_env if k in os.environ}
+        return self._base_environment
+
+    _base_environment: dict[str, str] | None = None
 
     async def _start(self, launch: RunLaunch, paths: RunPaths, python: str):
         requirements = paths.source / "requirements.txt"
@@ -92,15 +50,18 @@ class LocalExecutor(Executor):
                 str(requirements) if has_requirements else "", python, str(paths.packages), "--",
                 *entry_argv(python, launch)]
         env = build_environment(self.base_environment(), launch, paths, has_requirements)
-        pid = spawn_detached(argv, env, paths.log)
-        return pid, ProcessRef(pid, process_start_time(pid) or "")
+        helper: HelperProcess = self.helper
+        pid, start = await helper.spawn(argv, env, str(paths.log), str(paths.pid_file))
+        ref = ProcessRef(pid, start)
+        return ref, ref
 
-    async def _wait(self, pid: int, paths: RunPaths) -> ExitStatus:
-        code = await wait_child(pid)
-        status = read_exit_file(paths.exit_file)
-        if status is not None:
-            return status
-        return ExitStatus("killed", code)
+    async def _wait(self, ref: ProcessRef, paths: RunPaths) -> ExitStatus:
+        try:
+            code = os.waitstatus_to_exitcode(await self.helper.exit_status(ref.pid))
+        except HelperGone:
+            # The helper died; its runs live on (re-parented): watch them like re-attached ones.
+            return await self._poll_until_gone(ref, paths)
+        return read_exit_file(paths.exit_file) or ExitStatus("killed", code)
 
     async def _alive(self, ref: ProcessRef) -> bool:
         start = process_start_time(ref.pid)

@@ -13,8 +13,10 @@ cd "$1" || exit 1
 shift 6
 trap ':' TERM INT
 
+# The scheduler reads EXIT_FILE only once this shell has exited, so a plain
+# write is enough (no rename, no extra process).
 record() {
-    printf '{"phase": "%s", "exit_code": %d}\n' "$1" "$2" > "$exit_file.tmp" && mv -f "$exit_file.tmp" "$exit_file"
+    printf '{"phase": "%s", "exit_code": %d}\n' "$1" "$2" > "$exit_file"
 }
 
 if [ -n "$requirements" ]; then
