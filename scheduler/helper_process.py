@@ -260,6 +260,9 @@ def main(argv: list[str]) -> None:
     # leaves with the scheduler instead (its socket closes).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=int(argv[1]))
+    # Runs must not inherit the socket: they could speak for the scheduler, and
+    # would keep it open after the helper died.
+    sock.set_inheritable(False)
     _Helper(sock).serve()
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 from alembic import command
 from sqlalchemy import create_engine, inspect, text
@@ -12,9 +15,9 @@ from nothing.scheduler.orm import Base
 from nothing.scheduler.states import RunState
 
 from .conftest import build_dispatcher
+from .helpers import make_archive, wait_for
 
 HEAD = "0003"
-from .helpers import make_archive, wait_for
 
 
 def test_sqlite_database_uses_wal_and_is_created_by_migrations(tmp_path):
@@ -85,3 +88,24 @@ async def test_scheduler_runs_on_postgresql(tmp_path, postgres_url):
     finally:
         await dispatcher.stop()
         dispatcher.db.close()
+
+
+async def test_concurrent_work_shares_transactions_but_a_failure_stays_its_own(tmp_path):
+    """Group commit: a failing statement rolls back only the call that made it."""
+    db = Database(f"sqlite:///{tmp_path / 'g.sqlite'}")
+    try:
+        await db.run(lambda s: s.execute(text("CREATE TABLE t (k INTEGER PRIMARY KEY)")))
+
+        def insert(session, k):
+            session.execute(text("INSERT INTO t (k) VALUES (:k)"), {"k": k})
+            return k
+
+        busy = asyncio.ensure_future(db.run(lambda s: time.sleep(0.3)))  # the next five queue up meanwhile
+        await asyncio.sleep(0.05)
+        results = await asyncio.gather(*(db.run(insert, k) for k in [1, 2, 2, 3, 4]), return_exceptions=True)
+        await busy
+        assert results[:2] == [1, 2] and results[3:] == [3, 4]
+        assert "UNIQUE" in str(results[2])
+        assert await db.run(lambda s: [k for (k,) in s.execute(text("SELECT k FROM t ORDER BY k"))]) == [1, 2, 3, 4]
+    finally:
+        db.close()

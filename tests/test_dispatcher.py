@@ -250,3 +250,27 @@ async def test_run_whose_process_vanished_during_downtime_fails_with_a_reason(tm
     finally:
         await second.stop()
         second.db.close()
+
+
+async def test_run_ids_continue_after_a_restart_and_a_stale_folder_is_replaced(tmp_path):
+    first_life = build_dispatcher(tmp_path)
+    await first_life.start()
+    first = await submit(first_life, "pass")
+    await ended(first_life, first)
+    await first_life.stop()
+    first_life.db.close()
+    # A folder a submission left behind without committing its row, at the next id.
+    stale = tmp_path / "runs" / str(first.id + 1)
+    stale.mkdir()
+    (stale / "someone-elses-file").write_text("x")
+
+    second_life = build_dispatcher(tmp_path)
+    await second_life.start()
+    try:
+        second = await submit(second_life, "pass")
+        assert second.id == first.id + 1
+        assert not (second.paths.root / "someone-elses-file").exists()
+        assert (await ended(second_life, second)).state == RunState.COMPLETE
+    finally:
+        await second_life.stop()
+        second_life.db.close()
