@@ -11,27 +11,35 @@ trivial run records ``time.time()`` into ``EM_MODEL_DIR``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
 import statistics
 import sys
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.loadgen import submit_burst  # noqa: E402
 from tests.helpers import make_archive  # noqa: E402
 from tests.hub import Hub  # noqa: E402
+
+CONCURRENCY = (1, 4, 16, 32, 64)
+TARGET_CONCURRENCY = 32
 
 STAMP = "import os, time\nopen(os.path.join(os.environ['EM_MODEL_DIR'], 't'), 'w').write(repr(time.time()))\n"
 HOLD = STAMP + ("import time\nwhile not os.path.exists(os.path.join(os.environ['EM_SOURCE_DIR'], 'release')):\n"
                 "    time.sleep(0.002)\n")
 EXIT_SH = "#!/bin/sh\nexit 0\n"
+
+
+def describe(level: dict) -> str:
+    return (f"{level['runs']} runs from {level['concurrency']} submitters ({level['via']}): {level['rate']:.0f}/s, "
+            f"request {fmt_ms(level['latencies'])}, all complete in {level['complete_s']:.1f} s")
 
 
 def pct(values, q):
@@ -141,26 +149,20 @@ class Bench:
             self.wait_done([holder, nxt])
         return latencies
 
-    def throughput_and_completion(self, n=1000, threads=4, code=EXIT_SH, entry="run.sh"):
-        lock = threading.Lock()
-        ids = []
-        sessions = [requests.Session() for _ in range(threads)]
-        for s in sessions:
-            s.headers["Authorization"] = f"token {self.token}"
+    def throughput(self, concurrency: int, n: int = 1000, via_proxy: bool = False, code: str = EXIT_SH,
+                   entry: str = "run.sh") -> dict:
+        """``n`` trivial runs submitted by ``concurrency`` submitters at once; then until all have completed.
 
-        def worker(k):
-            for _ in range(n // threads):
-                run_id, _ = self.submit(code, entry=entry, gpus=1, session=sessions[k])
-                with lock:
-                    ids.append(run_id)
-
-        t0 = time.time()
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(worker, range(threads)))
-        t_submitted = time.time()
-        self.wait_done(ids)
-        t_done = time.time()
-        return len(ids), t_submitted - t0, t_done - t0
+        Direct to the service's own address (how notebooks and the ``nothing``
+        command reach it: ``NOTHING_SERVICE_URL``) or through the hub's proxy.
+        """
+        url = f"{self.hub.api_url if via_proxy else self.hub.service_url + 'api'}/runs"
+        spec = {"entry_point": entry, "gpus": 1, "cpus": 0}
+        started = time.time()
+        burst = asyncio.run(submit_burst(url, self.token, spec, make_archive({entry: code}), n, concurrency))
+        self.wait_done(burst.ids)
+        return {"concurrency": concurrency, "via": "proxy" if via_proxy else "direct", "rate": burst.rate,
+                "latencies": burst.latencies, "complete_s": time.time() - started, "runs": len(burst.ids)}
 
     def stop(self):
         self.hub.stop()
@@ -182,20 +184,25 @@ def main():
         print("submit -> start (magic):", fmt_ms(magic), flush=True)
         hand = bench.handover(50)
         print("run ends -> next starts:", fmt_ms(hand), flush=True)
-        n, t_sub, t_all = bench.throughput_and_completion(1000)
-        print(f"1000 trivial runs (sh): submitted in {t_sub:.2f}s ({n / t_sub:.0f}/s), all complete in {t_all:.1f}s",
-              flush=True)
-        n2, t_sub2, t_all2 = bench.throughput_and_completion(1000, code="pass\n", entry="train.py")
-        print(f"1000 trivial runs (python): submitted in {t_sub2:.2f}s ({n2 / t_sub2:.0f}/s), "
-              f"all complete in {t_all2:.1f}s", flush=True)
+        levels = []
+        for concurrency in CONCURRENCY:
+            levels.append(bench.throughput(concurrency))
+            print(describe(levels[-1]), flush=True)
+        for concurrency in (TARGET_CONCURRENCY, 64):
+            levels.append(bench.throughput(concurrency, via_proxy=True))
+            print(describe(levels[-1]), flush=True)
+        python_runs = bench.throughput(TARGET_CONCURRENCY, code="pass\n", entry="train.py")
+        print("python entry points:", describe(python_runs), flush=True)
     finally:
         bench.stop()
+    target = next(x for x in levels if x["concurrency"] == TARGET_CONCURRENCY and x["via"] == "direct")
     lines = [
         "## Spine: from submit to process (bench/spine.py)",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-        "a real JupyterHub + configurable-http-proxy + scheduler on SQLite (WAL), 8 virtual GPUs; requests through "
-        "the proxy with a user's API token. Measured in one run on "
+        "a real JupyterHub + configurable-http-proxy + scheduler on SQLite (WAL), 8 virtual GPUs. Latencies through "
+        "the proxy with a user's API token; throughput from one asyncio load generator (`bench/loadgen.py`) with "
+        "N keep-alive connections, each submitting one run at a time. Measured in one run on "
         f"{time.strftime('%Y-%m-%d')}.",
         "",
         "| figure | measured | target |",
@@ -203,10 +210,19 @@ def main():
         f"| submit → entry point running on an idle GPU, REST API | {fmt_ms(api)} | p95 ≤ 100 ms |",
         f"| submit → entry point running, `%%nothing_train` in IPython | {fmt_ms(magic)} | |",
         f"| a run ends → the next queued run's entry point running | {fmt_ms(hand)} | p95 ≤ 100 ms |",
-        f"| submit throughput, 1,000 trivial runs, one request each (4 clients) | {n / t_sub:.0f} runs/s | ≥ 500 runs/s |",
-        f"| 1,000 trivial runs (`exit 0` shell entry point) complete on 8 GPUs | {t_all:.1f} s | ≤ 30 s |",
-        f"| 1,000 trivial runs (Python entry point `pass`) complete on 8 GPUs | {t_all2:.1f} s "
-        f"(submitted at {n2 / t_sub2:.0f}/s) | |",
+        f"| submit throughput, 1,000 trivial runs, one request each, {TARGET_CONCURRENCY} submitters | "
+        f"{target['rate']:.0f} runs/s | ≥ 500 runs/s |",
+        f"| 1,000 trivial runs (`exit 0` shell entry point) complete on 8 GPUs | {target['complete_s']:.1f} s | ≤ 30 s |",
+        f"| 1,000 trivial runs (Python entry point `pass`) complete on 8 GPUs | {python_runs['complete_s']:.1f} s "
+        f"(submitted at {python_runs['rate']:.0f}/s) | |",
+        "",
+        "Submit throughput by number of concurrent submitters (1,000 runs each; the runs start and end meanwhile, "
+        "8 GPUs):",
+        "",
+        "| submitters | path | runs/s | request p50 | request p95 | all 1,000 complete |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *(f"| {x['concurrency']} | {x['via']} | {x['rate']:.0f} | {1000 * statistics.median(x['latencies']):.1f} ms "
+          f"| {1000 * pct(x['latencies'], 95):.1f} ms | {x['complete_s']:.1f} s |" for x in levels),
         "",
     ]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
