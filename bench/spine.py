@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 import json
 import os
 import platform
@@ -123,7 +125,8 @@ class Bench:
         try:
             for _ in range(n):
                 t0 = time.time()
-                ip.run_cell_magic("nothing_train", "--gpus 1", STAMP)
+                with contextlib.redirect_stdout(io.StringIO()):  # the magic's plain-text status
+                    ip.run_cell_magic("nothing_train", "--gpus 1", STAMP)
                 run_id = ip.user_ns["nothing_last_run"].id
                 latencies.append(self.stamp(run_id) - t0)
                 self.wait_done([run_id])
