@@ -32,6 +32,7 @@ from tests.hub import Hub  # noqa: E402
 
 CONCURRENCY = (1, 4, 16, 32, 64)
 TARGET_CONCURRENCY = 32
+REPEATS = 3  # bursts per level; the table shows the median one (the machine is shared and noisy)
 
 STAMP = "import os, time\nopen(os.path.join(os.environ['EM_MODEL_DIR'], 't'), 'w').write(repr(time.time()))\n"
 HOLD = STAMP + ("import time\nwhile not os.path.exists(os.path.join(os.environ['EM_SOURCE_DIR'], 'release')):\n"
@@ -188,12 +189,11 @@ def main():
         hand = bench.handover(50)
         print("run ends -> next starts:", fmt_ms(hand), flush=True)
         levels = []
-        for concurrency in CONCURRENCY:
-            levels.append(bench.throughput(concurrency))
-            print(describe(levels[-1]), flush=True)
-        for concurrency in (TARGET_CONCURRENCY, 64):
-            levels.append(bench.throughput(concurrency, via_proxy=True))
-            print(describe(levels[-1]), flush=True)
+        for concurrency, via_proxy in [(c, False) for c in CONCURRENCY] + [(TARGET_CONCURRENCY, True), (64, True)]:
+            bursts = [bench.throughput(concurrency, via_proxy=via_proxy) for _ in range(REPEATS)]
+            for burst in bursts:
+                print(describe(burst), flush=True)
+            levels.append(sorted(bursts, key=lambda b: b["rate"])[REPEATS // 2])  # the median burst
         python_runs = bench.throughput(TARGET_CONCURRENCY, code="pass\n", entry="train.py")
         print("python entry points:", describe(python_runs), flush=True)
     finally:
@@ -219,8 +219,8 @@ def main():
         f"| 1,000 trivial runs (Python entry point `pass`) complete on 8 GPUs | {python_runs['complete_s']:.1f} s "
         f"(submitted at {python_runs['rate']:.0f}/s) | |",
         "",
-        "Submit throughput by number of concurrent submitters (1,000 runs each; the runs start and end meanwhile, "
-        "8 GPUs):",
+        f"Submit throughput by number of concurrent submitters (bursts of 1,000 runs, the median of {REPEATS}; the "
+        "runs start and end meanwhile, 8 GPUs):",
         "",
         "| submitters | path | runs/s | request p50 | request p95 | all 1,000 complete |",
         "| --- | --- | --- | --- | --- | --- |",

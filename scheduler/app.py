@@ -211,6 +211,8 @@ class NothingScheduler(Application):
         ledgers = [UsageLedger(half_life, self.quotas.period_seconds) for _ in range(2)]
         executor = LocalExecutor(on_exit=None, parent=self)
         self.tensorboards = TensorBoardManager(parent=self)
+        if not self.tensorboards.state_dir:
+            self.tensorboards.state_dir = str(Path(self.data_dir) / "tensorboard")
         self.dispatcher = Dispatcher(
             self.db, executor, policy, nodes, Path(self.data_dir) / "runs", self.python,
             SnapshotLimits(self.max_unpacked_bytes), self.kill_grace_seconds, *ledgers, self.quotas,
@@ -238,7 +240,9 @@ class NothingScheduler(Application):
 
     def _log_request(self, handler):
         status = handler.get_status()
-        log = self.log
+        # The "nothing" logger carries the configured level (traitlets' own logger
+        # leaves filtering to its handler, so every debug record would be built).
+        log = request_log
         if status >= 400:
             level = logging.WARNING
         elif log.isEnabledFor(logging.DEBUG):
@@ -249,6 +253,7 @@ class NothingScheduler(Application):
                 1000 * handler.request.request_time())
 
     async def start_async(self) -> None:
+        await self.tensorboards.stop_orphans()
         await self.dispatcher.start()
         self.zombies.start()
         url = urlparse(self.service_url)
@@ -270,6 +275,9 @@ class NothingScheduler(Application):
 
     def start(self):
         asyncio.run(self.start_async())
+
+
+request_log = logging.getLogger("nothing.scheduler.requests")
 
 
 def main(argv=None):

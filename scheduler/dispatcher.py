@@ -112,6 +112,7 @@ class ActiveRun:
     estimated_start: float | None = None
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     _paths: RunPaths | None = field(default=None, repr=False)
+    _submitted_epoch: float | None = field(default=None, repr=False)
 
     @classmethod
     def from_row(cls, row) -> "ActiveRun":
@@ -128,6 +129,13 @@ class ActiveRun:
         if run.state != S.CREATE_IN_PROGRESS:
             run.launched.set()
         return run
+
+    @property
+    def submitted_epoch(self) -> float:
+        """``submitted_at`` in seconds since the epoch (every pass reads it for every queued run)."""
+        if self._submitted_epoch is None:
+            self._submitted_epoch = epoch(self.submitted_at)
+        return self._submitted_epoch
 
     @property
     def paths(self) -> RunPaths:
@@ -295,7 +303,7 @@ class Dispatcher:
                     stopping=run.state == S.STOP_IN_PROGRESS))
             elif run.state == S.QUEUED:
                 queued.append(PendingRun(run.id, run.owner, run.gpus, run.cpus, run.memory_bytes, run.priority,
-                                         epoch(run.submitted_at), group=run.group, preemptible=run.preemptible,
+                                         run.submitted_epoch, group=run.group, preemptible=run.preemptible,
                                          max_seconds=run.max_seconds))
         for hold in self.notebooks.values():
             # Negative ids keep notebooks apart from runs; the policy never preempts them.

@@ -9,6 +9,10 @@ proxied request calls ``touch``; a reaper stops boards nobody has touched for
 Each board serves under an internal path prefix (``/tb/<hex>``) so that user and
 experiment names, which may hold any character, never reach TensorBoard's command
 line; the proxy maps the public URL onto it.
+
+Boards live in sessions of their own; each one's pid is recorded in
+``state_dir``, so that boards left behind by a scheduler that died are stopped
+when the next one starts.
 """
 
 from __future__ import annotations
@@ -21,10 +25,13 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Bool, Float, Integer, List, Unicode, default
 from traitlets.config import LoggingConfigurable
+
+from .helper_process import process_start_time
 
 
 def free_port() -> int:
@@ -117,6 +124,8 @@ class TensorBoardManager(LoggingConfigurable):
 
     reap_interval = Float(30.0, help="Seconds between checks for idle boards.").tag(config=True)
 
+    state_dir = Unicode("", help="Folder for the pids of running boards (none: not recorded).").tag(config=True)
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.boards: dict[str, Board] = {}
@@ -125,6 +134,24 @@ class TensorBoardManager(LoggingConfigurable):
         self._waiters: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------------ public
+    async def stop_orphans(self) -> list[int]:
+        """Stop boards recorded by an earlier scheduler process (one that died); returns their pids."""
+        stopped = []
+        for record in Path(self.state_dir).glob("*.pid") if self.state_dir else ():
+            try:
+                pid, start = int(record.stem), record.read_text().strip()
+            except (OSError, ValueError):
+                continue
+            if start and process_start_time(pid) == start:
+                self.log.info("Stopping TensorBoard %s left by an earlier scheduler process", pid)
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                    stopped.append(pid)
+                except ProcessLookupError:
+                    pass
+            record.unlink(missing_ok=True)
+        return stopped
+
     async def ensure(self, key: str, logdirs: dict[str, str]) -> Board:
         """The running board for ``key``, started (or restarted with new folders) if needed."""
         self._start_reaper()
@@ -153,6 +180,7 @@ class TensorBoardManager(LoggingConfigurable):
             return
         self.log.info("Stopping TensorBoard %s (port %s)", key, board.port)
         await _terminate(board.process)
+        self._forget(board.process.pid)
 
     async def stop_idle(self, now: float | None = None) -> list[str]:
         """Stop every board idle longer than ``idle_timeout``; returns their keys."""
@@ -207,6 +235,7 @@ class TensorBoardManager(LoggingConfigurable):
         except OSError as e:
             raise TensorBoardError(f"could not start TensorBoard ({argv[0]}): {e.strerror}") from None
         board = Board(key, dict(logdirs), port, prefix, process)
+        self._record(process.pid)
         stderr_tail: list[bytes] = []
         reader = asyncio.ensure_future(_drain(process.stderr, stderr_tail))
         self._waiters.add(reader)
@@ -215,12 +244,22 @@ class TensorBoardManager(LoggingConfigurable):
             await self._wait_ready(board)
         except BaseException as e:
             await _terminate(process)
+            self._forget(process.pid)
             if isinstance(e, TensorBoardError):
                 tail = b"".join(stderr_tail).decode(errors="replace").strip().splitlines()[-3:]
                 raise TensorBoardError(f"{e} {' '.join(tail)}".strip()) from None
             raise
         self.boards[key] = board
         return board
+
+    def _record(self, pid: int) -> None:
+        if self.state_dir:
+            Path(self.state_dir).mkdir(parents=True, exist_ok=True)
+            (Path(self.state_dir) / f"{pid}.pid").write_text(process_start_time(pid) or "")
+
+    def _forget(self, pid: int) -> None:
+        if self.state_dir:
+            (Path(self.state_dir) / f"{pid}.pid").unlink(missing_ok=True)
 
     async def _wait_ready(self, board: Board) -> None:
         client = AsyncHTTPClient()

@@ -125,3 +125,20 @@ def test_run_board_is_served_to_its_owner_and_admins_only(hub, make_user):
     listed = admin("GET", "/tensorboards").json()["tensorboards"]
     assert {f"run/{run_id}", f"experiment/{owner}/tb-exp"} <= {b["key"] for b in listed}
     assert other("GET", "/tensorboards").status_code == 403
+
+
+async def test_boards_left_by_a_scheduler_that_died_are_stopped_by_the_next_one(tmp_path):
+    from nothing.scheduler.helper_process import process_start_time
+
+    write_scalars(tmp_path / "logs")
+    state = tmp_path / "tensorboard"
+    died = TensorBoardManager(state_dir=str(state))
+    board = await asyncio.wait_for(died.ensure("run/1", {"run-1": str(tmp_path / "logs")}), 60)
+    pid = board.process.pid
+    assert (state / f"{pid}.pid").exists()
+    # The scheduler holding `died` is gone without stopping its board; the next one starts.
+    successor = TensorBoardManager(state_dir=str(state))
+    assert await successor.stop_orphans() == [pid]
+    await asyncio.wait_for(board.process.wait(), 10)
+    assert process_start_time(pid) is None and list(state.iterdir()) == []
+    assert await successor.stop_orphans() == []
