@@ -26,7 +26,7 @@ from .helper_process import HelperProcess
 from .policy import Allocation, ClusterSnapshot, Node, PendingRun, Policy, best_fit, free_resources
 from .quotas import Quotas
 from .usage import UsageLedger
-from .rundir import create_run_dir, hand_over_checkpoints, remove_run_dir
+from .rundir import create_run_dir, hand_over_checkpoints, remove_run_dir, stage_source
 from .runenv import RunLaunch, RunPaths
 from .snapshot import SnapshotLimits
 from .states import HOLDING, RunState, StopCause, check_transition
@@ -274,7 +274,7 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ submissions
     async def submit(self, values: dict[str, Any], archive: bytes) -> ActiveRun:
-        """Unpack the snapshot and queue the run; nothing is left behind if either step fails."""
+        """Check and store the snapshot and queue the run; nothing is left behind if either step fails."""
         run_id, self._next_id = self._next_id, self._next_id + 1
         paths = RunPaths(self.runs_dir / str(run_id))
         try:
@@ -365,6 +365,7 @@ class Dispatcher:
             self.wake()
 
     async def _launch(self, run: ActiveRun) -> ProcessRef:
+        await self.helper.call(stage_source, run.run_dir, self.snapshot_limits)
         launch = RunLaunch(run.id, run.owner, run.experiment, run.entry_point, run.args, run.hyperparameters,
                            run.assigned_gpus)
         return await self.executor.launch(launch, run.paths, self.python)

@@ -50,6 +50,7 @@ class HelperProcess:
         self._next_id = 0
         self._replies: dict[int, asyncio.Future] = {}
         self._exits: dict[int, asyncio.Future] = {}
+        self._early_exits: dict[int, int] = {}
         self._starting: asyncio.Lock | None = None
 
     @property
@@ -97,12 +98,14 @@ class HelperProcess:
         return await self._request("spawn", (argv, env, log_path, pid_file))
 
     def exit_status(self, pid: int) -> asyncio.Future:
-        """A future for the wait status of a process this helper spawned."""
-        future = self._exits.get(pid)
-        if future is None:
-            future = self._exits[pid] = asyncio.get_running_loop().create_future()
-            if self._writer is None:
-                future.set_exception(HelperGone("the helper process is not running"))
+        """A future for the wait status of a process this helper spawned (ask once per process)."""
+        future = asyncio.get_running_loop().create_future()
+        if pid in self._early_exits:
+            future.set_result(self._early_exits.pop(pid))
+        elif self._writer is None:
+            future.set_exception(HelperGone("the helper process is not running"))
+        else:
+            self._exits[pid] = future
         return future
 
     async def _request(self, op: str, payload: tuple) -> Any:
@@ -120,8 +123,10 @@ class HelperProcess:
                 size = int.from_bytes(await reader.readexactly(HEADER), "big")
                 kind, key, value = pickle.loads(await reader.readexactly(size))
                 if kind == "exit":
-                    future = self.exit_status(key)
-                    if not future.done():
+                    future = self._exits.pop(key, None)
+                    if future is None:
+                        self._early_exits[key] = value  # ended before anyone asked
+                    elif not future.done():
                         future.set_result(value)
                     continue
                 future = self._replies.pop(key, None)
@@ -143,7 +148,7 @@ class HelperProcess:
                 if not future.done():
                     future.set_exception(gone)
             self._replies.clear()
-            self._exits = {pid: f for pid, f in self._exits.items() if not f.done() or f.exception() is None}
+            self._exits.clear()
 
 
 # ---------------------------------------------------------------------- helper side

@@ -6,31 +6,65 @@ process (``helper_process``), never on the event loop.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
+import tarfile
 from pathlib import Path
 
 from .runenv import RunPaths
-from .snapshot import SnapshotError, SnapshotLimits, unpack
+from .snapshot import SnapshotLimits, check_archive, check_entry_point, unpack
 
 
 def create_run_dir(root: str, archive: bytes, entry_point: str, limits: SnapshotLimits) -> None:
-    """Unpack ``archive`` into a new run folder with its empty output folders and log.
+    """Check ``archive`` and store it in a new run folder, with the empty output folders and log.
 
+    The archive is checked whole here, so a bad one is refused at submission; it
+    is unpacked by ``stage_source`` when the run first starts (a queued run holds
+    only its compressed code, and a run cancelled while queued never unpacks).
     A folder already at ``root`` is left over from a submission that never
     committed (or from a database that was reset): it is replaced, so two runs'
     files never mix.
     """
+    check_entry_point(check_archive(archive, limits), entry_point)
     paths = RunPaths(Path(root))
     if paths.root.exists():
         shutil.rmtree(paths.root)
     paths.root.mkdir(parents=True)
-    unpack(archive, paths.source, limits)
-    if not (paths.source / entry_point).is_file():
-        raise SnapshotError(f"the entry point {entry_point!r} is not a file in the uploaded snapshot")
+    paths.snapshot.write_bytes(archive)
     for folder in (paths.model, paths.checkpoints, paths.checkpoint_input, paths.tensorboard):
         folder.mkdir()
     paths.log.touch()
+
+
+def stage_source(root: str, limits: SnapshotLimits) -> None:
+    """Unpack the stored snapshot into the run's source folder, once, before its first start."""
+    paths = RunPaths(Path(root))
+    if paths.source.is_dir():
+        return  # started before (a preempted run starts again where it was)
+    staging = paths.root / "src.unpacking"
+    shutil.rmtree(staging, ignore_errors=True)
+    unpack(paths.snapshot.read_bytes(), staging, limits)
+    staging.rename(paths.source)
+    paths.snapshot.unlink()
+
+
+def stored_code(root: str) -> bytes | None:
+    """The run's code as a .tar.gz (for a copy of the run): the stored snapshot, or the unpacked source folder.
+
+    None if neither is left.
+    """
+    paths = RunPaths(Path(root))
+    if paths.snapshot.is_file():
+        return paths.snapshot.read_bytes()
+    if not paths.source.is_dir():
+        return None
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for path in sorted(paths.source.rglob("*")):
+            if path.is_file() and not path.is_symlink() and "__pycache__" not in path.parts:
+                tar.add(str(path), arcname=path.relative_to(paths.source).as_posix(), recursive=False)
+    return buf.getvalue()
 
 
 def remove_run_dir(root: str) -> None:

@@ -34,6 +34,11 @@ class RunPaths:
         return self.root / "src"
 
     @cached_property
+    def snapshot(self) -> Path:
+        """The uploaded code archive, kept until the run's first start unpacks it into ``source``."""
+        return self.root / "snapshot.tar.gz"
+
+    @cached_property
     def model(self) -> Path:
         return self.root / "model"
 

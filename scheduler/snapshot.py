@@ -37,6 +37,13 @@ def check_archive(data: bytes, limits: SnapshotLimits) -> list[tarfile.TarInfo]:
         return tar.getmembers()
 
 
+def check_entry_point(members: list[tarfile.TarInfo], entry_point: str) -> None:
+    """SnapshotError unless ``entry_point`` is a file (or a link, checked to stay inside) in the archive."""
+    wanted = posixpath.normpath(entry_point)
+    if not any(posixpath.normpath(m.name) == wanted and not m.isdir() for m in members):
+        raise SnapshotError(f"the entry point {entry_point!r} is not a file in the uploaded snapshot")
+
+
 def _open_checked(data: bytes, limits: SnapshotLimits) -> tarfile.TarFile:
     """The archive, opened and with every member checked; else SnapshotError."""
     try:

@@ -65,7 +65,7 @@ def insert_run(session: Session, run_id: int, values: dict[str, Any], run_dir: s
     conn.execute(_INSERT_EVENT, [
         dict(run_id=run_id, at=at, from_state=None, to_state=RunState.CREATE_REQUESTED, reason="submitted"),
         dict(run_id=run_id, at=at, from_state=RunState.CREATE_REQUESTED, to_state=RunState.QUEUED,
-             reason="snapshot unpacked; waiting to be scheduled"),
+             reason="snapshot checked and stored; waiting to be scheduled"),
     ])
     return SimpleNamespace(**row)
 

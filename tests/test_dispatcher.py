@@ -274,3 +274,15 @@ async def test_run_ids_continue_after_a_restart_and_a_stale_folder_is_replaced(t
     finally:
         await second_life.stop()
         second_life.db.close()
+
+
+async def test_a_queued_run_keeps_its_code_packed_until_its_first_start(dispatcher):
+    holder = await submit(dispatcher, HOLD, gpus=4)
+    await wait_for(lambda: (holder.paths.source / "seen.json").exists(), message="the holder running")
+    waiting = await submit(dispatcher, "print('unpacked at start')", gpus=1)
+    assert waiting.state == RunState.QUEUED
+    assert waiting.paths.snapshot.is_file() and not waiting.paths.source.exists()
+    release(holder)
+    assert (await ended(dispatcher, waiting)).state == RunState.COMPLETE
+    assert (waiting.paths.source / "train.py").is_file() and not waiting.paths.snapshot.exists()
+    assert "unpacked at start" in waiting.paths.log.read_text()

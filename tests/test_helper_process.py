@@ -50,6 +50,7 @@ async def test_exits_are_reported_even_for_processes_that_end_at_once(helper, tm
                for n in range(20)]
     codes = [os.waitstatus_to_exitcode(await asyncio.wait_for(helper.exit_status(pid), 10)) for pid, _ in spawned]
     assert codes == list(range(20))
+    assert not helper._exits and not helper._early_exits, "nothing is kept once an exit has been collected"
 
 
 async def test_a_killed_process_reports_its_signal(helper, tmp_path):

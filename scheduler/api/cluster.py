@@ -13,12 +13,9 @@ NVML; on virtual GPUs they are ``null`` with the reason in ``*_note``.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import math
-import tarfile
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
@@ -28,7 +25,7 @@ from traitlets import Float, Unicode, validate
 from traitlets.config import Configurable
 
 from ..orm import Run
-from ..runenv import RunPaths
+from ..rundir import stored_code
 from ..states import RunState
 from .base import APIHandler
 from .gpus import holder_ids, holder_kind
@@ -390,16 +387,6 @@ class PriorityHandler(RunAccessMixin, APIHandler):
         self.write_json(self.model(await self.get_visible_run(run_id)))
 
 
-def pack_source(source: str) -> bytes:
-    """The run's unpacked snapshot as a .tar.gz, for a copy of the run."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for path in sorted(Path(source).rglob("*")):
-            if path.is_file() and not path.is_symlink() and "__pycache__" not in path.parts:
-                tar.add(str(path), arcname=path.relative_to(source).as_posix(), recursive=False)
-    return buf.getvalue()
-
-
 def copy_spec(row: Run) -> dict[str, Any]:
     """The submission that asks for exactly what ``row`` asked for."""
     spec: dict[str, Any] = {
@@ -423,10 +410,9 @@ class CopyHandler(RunAccessMixin, APIHandler):
         row = await self.get_visible_run(run_id)
         if row.owner != self.username:
             raise web.HTTPError(403, f"only {row.owner} may copy their run {row.id}")
-        source = RunPaths(Path(row.run_dir)).source
-        if not await asyncio.to_thread(source.is_dir):
+        archive = await self.dispatcher.helper.call(stored_code, row.run_dir)
+        if archive is None:
             raise web.HTTPError(409, f"run {row.id}'s code is no longer stored, so it cannot be copied")
-        archive = await asyncio.to_thread(pack_source, str(source))
         try:
             run = await self.queue_submission(copy_spec(row), archive, what=f"run {row.id}'s code")
         except web.HTTPError as e:
