@@ -50,9 +50,10 @@ class RunNotActive(Exception):
 
 EXTERNAL_NODE = "(external)"
 
-# A pass whose policy call took longer than this is followed by a pause as long
-# as that call (at most PASS_COALESCE_MAX) before the next pass.
-PASS_COALESCE_ABOVE = 0.002
+# A pass whose policy call took longer than this is followed by a pause of twice
+# that call (at most PASS_COALESCE_MAX) before the next pass: passes then take at
+# most a third of the event loop, however long the queue.
+PASS_COALESCE_ABOVE = 0.0005
 PASS_COALESCE_MAX = 0.05
 
 
@@ -268,9 +269,9 @@ class Dispatcher:
                 await asyncio.sleep(1)
                 self.wake()
             if self._decide_seconds > PASS_COALESCE_ABOVE:
-                # The policy took long (a long queue): leave the loop to requests for as
-                # long again, so that a burst of submissions costs one pass, not one each.
-                await asyncio.sleep(min(self._decide_seconds, PASS_COALESCE_MAX))
+                # The policy took long (a long queue): leave the loop to requests for a
+                # while, so that a burst of submissions costs a few passes, not one each.
+                await asyncio.sleep(min(2 * self._decide_seconds, PASS_COALESCE_MAX))
 
     # ------------------------------------------------------------------ submissions
     async def submit(self, values: dict[str, Any], archive: bytes) -> ActiveRun:
