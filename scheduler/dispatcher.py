@@ -50,10 +50,10 @@ class RunNotActive(Exception):
 
 EXTERNAL_NODE = "(external)"
 
-# A pass whose policy call took longer than this is followed by a pause of twice
+# A pass whose policy call took longer than this is followed by a pause as long as
 # that call (at most PASS_COALESCE_MAX) before the next pass: passes then take at
-# most a third of the event loop, however long the queue.
-PASS_COALESCE_ABOVE = 0.0005
+# most half of the event loop, however long the queue.
+PASS_COALESCE_ABOVE = 0.002
 PASS_COALESCE_MAX = 0.05
 
 
@@ -167,12 +167,14 @@ class Dispatcher:
         group_usage: UsageLedger | None = None,
         user_usage: UsageLedger | None = None,
         quotas: Quotas | None = None,
-        helper: HelperProcess | None = None,
     ):
         self.db = db
-        self.helper = helper or HelperProcess()
+        # Two helper processes, so that starting runs never waits behind a burst of
+        # submissions: one for the submissions' files, one that starts the runs.
+        self.helper = HelperProcess()
+        self.launcher = HelperProcess()
         self.executor = executor
-        self.executor.helper = self.helper
+        self.executor.helper = self.launcher
         self.executor.on_exit = self._on_exit
         self.policy = policy
         self.nodes = nodes
@@ -195,7 +197,7 @@ class Dispatcher:
     # ------------------------------------------------------------------ life cycle
     async def start(self) -> None:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
-        await self.helper.start()
+        await asyncio.gather(self.helper.start(), self.launcher.start())
         # Run ids are handed out here (this service is the only writer of runs), so a
         # submission knows its folder before its row is written.
         self._next_id = (await self.db.run(store.max_run_id) or 0) + 1
@@ -243,7 +245,7 @@ class Dispatcher:
         await self.executor.stop()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.helper.stop()
+        await asyncio.gather(self.helper.stop(), self.launcher.stop())
 
     def wake(self) -> None:
         self._wake.set()
@@ -271,7 +273,7 @@ class Dispatcher:
             if self._decide_seconds > PASS_COALESCE_ABOVE:
                 # The policy took long (a long queue): leave the loop to requests for a
                 # while, so that a burst of submissions costs a few passes, not one each.
-                await asyncio.sleep(min(2 * self._decide_seconds, PASS_COALESCE_MAX))
+                await asyncio.sleep(min(self._decide_seconds, PASS_COALESCE_MAX))
 
     # ------------------------------------------------------------------ submissions
     async def submit(self, values: dict[str, Any], archive: bytes) -> ActiveRun:
@@ -366,7 +368,7 @@ class Dispatcher:
             self.wake()
 
     async def _launch(self, run: ActiveRun) -> ProcessRef:
-        await self.helper.call(stage_source, run.run_dir, self.snapshot_limits)
+        await self.launcher.call(stage_source, run.run_dir, self.snapshot_limits)
         launch = RunLaunch(run.id, run.owner, run.experiment, run.entry_point, run.args, run.hyperparameters,
                            run.assigned_gpus)
         return await self.executor.launch(launch, run.paths, self.python)
