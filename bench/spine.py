@@ -154,7 +154,7 @@ class Bench:
         return latencies
 
     def throughput(self, concurrency: int, n: int = 1000, via_proxy: bool = False, code: str = EXIT_SH,
-                   entry: str = "run.sh") -> dict:
+                   entry: str = "run.sh", encoding: str = "json") -> dict:
         """``n`` trivial runs submitted by ``concurrency`` submitters at once; then until all have completed.
 
         Direct to the service's own address (how notebooks and the ``nothing``
@@ -163,9 +163,11 @@ class Bench:
         url = f"{self.hub.api_url if via_proxy else self.hub.service_url + 'api'}/runs"
         spec = {"entry_point": entry, "gpus": 1, "cpus": 0}
         started = time.time()
-        burst = asyncio.run(submit_burst(url, self.token, spec, make_archive({entry: code}), n, concurrency))
+        burst = asyncio.run(submit_burst(url, self.token, spec, make_archive({entry: code}), n, concurrency,
+                                         encoding))
         self.wait_done(burst.ids)
-        return {"concurrency": concurrency, "via": "proxy" if via_proxy else "direct", "rate": burst.rate,
+        return {"concurrency": concurrency, "via": ("proxy" if via_proxy else "direct") + f", {encoding}",
+                "rate": burst.rate,
                 "latencies": burst.latencies, "complete_s": time.time() - started, "runs": len(burst.ids)}
 
     def stop(self):
@@ -189,8 +191,10 @@ def main():
         hand = bench.handover(50)
         print("run ends -> next starts:", fmt_ms(hand), flush=True)
         levels = []
-        for concurrency, via_proxy in [(c, False) for c in CONCURRENCY] + [(TARGET_CONCURRENCY, True), (64, True)]:
-            bursts = [bench.throughput(concurrency, via_proxy=via_proxy) for _ in range(REPEATS)]
+        settings = [(c, False, "json") for c in CONCURRENCY]
+        settings += [(TARGET_CONCURRENCY, False, "multipart"), (TARGET_CONCURRENCY, True, "json"), (64, True, "json")]
+        for concurrency, via_proxy, encoding in settings:
+            bursts = [bench.throughput(concurrency, via_proxy=via_proxy, encoding=encoding) for _ in range(REPEATS)]
             for burst in bursts:
                 print(describe(burst), flush=True)
             levels.append(sorted(bursts, key=lambda b: b["rate"])[REPEATS // 2])  # the median burst
@@ -198,7 +202,7 @@ def main():
         print("python entry points:", describe(python_runs), flush=True)
     finally:
         bench.stop()
-    target = next(x for x in levels if x["concurrency"] == TARGET_CONCURRENCY and x["via"] == "direct")
+    target = next(x for x in levels if x["concurrency"] == TARGET_CONCURRENCY and x["via"] == "direct, json")
     lines = [
         "## Spine: from submit to process (bench/spine.py)",
         "",
@@ -222,7 +226,7 @@ def main():
         f"Submit throughput by number of concurrent submitters (bursts of 1,000 runs, the median of {REPEATS}; the "
         "runs start and end meanwhile, 8 GPUs):",
         "",
-        "| submitters | path | runs/s | request p50 | request p95 | all 1,000 complete |",
+        "| submitters | path, encoding | runs/s | request p50 | request p95 | all 1,000 complete |",
         "| --- | --- | --- | --- | --- | --- |",
         *(f"| {x['concurrency']} | {x['via']} | {x['rate']:.0f} | {1000 * statistics.median(x['latencies']):.1f} ms "
           f"| {1000 * pct(x['latencies'], 95):.1f} ms | {x['complete_s']:.1f} s |" for x in levels),

@@ -51,3 +51,22 @@ def test_errors_are_one_line_with_a_nonzero_exit(hub, tmp_path):
     assert (r.returncode, r.stderr.strip()) == (2, "nothing: run 999999 not found")
     r = nothing(hub, token, tmp_path, "submit", "missing.py", check=False)
     assert r.returncode == 2 and "missing.py is not a file" in r.stderr
+
+
+def test_small_code_goes_as_json_and_large_code_as_multipart_and_both_run(hub, tmp_path):
+    from nothing.magics.client import JSON_SUBMISSION_MAX_BYTES, NothingClient
+
+    from .helpers import make_archive
+
+    hub.create_user("encodings")
+    client = NothingClient(f"{hub.url}/services/nothing/", hub.token_for("encodings"))
+    sent = []
+    client.session.hooks["response"].append(
+        lambda r, *a, **k: r.request.method == "POST" and sent.append(r.request.headers["Content-Type"]))
+    code = "print('ran')\n"
+    small = make_archive({"t.py": code})
+    large = make_archive({"t.py": code, "weights.bin": os.urandom(JSON_SUBMISSION_MAX_BYTES + 1)})
+    runs = [client.submit({"entry_point": "t.py", "gpus": 0}, archive) for archive in (small, large)]
+    assert sent[0] == "application/json" and sent[1].startswith("multipart/form-data")
+    for run in runs:
+        assert client.wait(run["id"], timeout=60)["state"] == "COMPLETE"
