@@ -61,8 +61,12 @@ def test_small_code_goes_as_json_and_large_code_as_multipart_and_both_run(hub, t
     hub.create_user("encodings")
     client = NothingClient(f"{hub.url}/services/nothing/", hub.token_for("encodings"))
     sent = []
-    client.session.hooks["response"].append(
-        lambda r, *a, **k: r.request.method == "POST" and sent.append(r.request.headers["Content-Type"]))
+
+    def record_submissions(response, *args, **kwargs):
+        if response.request.method == "POST":
+            sent.append(response.request.headers["Content-Type"])
+
+    client.session.hooks["response"].append(record_submissions)
     code = "print('ran')\n"
     small = make_archive({"t.py": code})
     large = make_archive({"t.py": code, "weights.bin": os.urandom(JSON_SUBMISSION_MAX_BYTES + 1)})
