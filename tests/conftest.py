@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -12,6 +13,18 @@ from nothing.scheduler.dispatcher import Dispatcher
 from nothing.scheduler.executors.local import LocalExecutor
 from nothing.scheduler.policy import Node, PriorityFifoPolicy
 from nothing.scheduler.snapshot import SnapshotLimits
+
+
+@contextlib.asynccontextmanager
+async def running_dispatcher(data_dir: Path, **kwargs):
+    """A dispatcher started on ``data_dir`` and stopped (its database closed) on leaving: one life of the service."""
+    d = build_dispatcher(data_dir, **kwargs)
+    await d.start()
+    try:
+        yield d
+    finally:
+        await d.stop()
+        d.db.close()
 
 
 def build_dispatcher(data_dir: Path, gpus: int = 4, cpus: int = 64, db_url: str | None = None,

@@ -12,7 +12,7 @@ from nothing.scheduler import store
 from nothing.scheduler.dispatcher import RunNotActive
 from nothing.scheduler.states import RunState
 
-from .conftest import build_dispatcher
+from .conftest import build_dispatcher, running_dispatcher
 from .helpers import make_archive, wait_for
 
 # Writes the environment the run saw, then holds its GPUs until a file appears.
@@ -241,39 +241,26 @@ async def test_run_whose_process_vanished_during_downtime_fails_with_a_reason(tm
     await wait_for(lambda: not os.path.exists(f"/proc/{run.process.pid}")
                    or open(f"/proc/{run.process.pid}/stat").read().split()[2] == "Z")
 
-    second = build_dispatcher(tmp_path)
-    await second.start()
-    try:
+    async with running_dispatcher(tmp_path) as second:
         done = await ended(second, second.active[run.id])
         assert done.state == RunState.FAIL_TRAIN
         assert "scheduler was not watching" in done.reason
-    finally:
-        await second.stop()
-        second.db.close()
 
 
 async def test_run_ids_continue_after_a_restart_and_a_stale_folder_is_replaced(tmp_path):
-    first_life = build_dispatcher(tmp_path)
-    await first_life.start()
-    first = await submit(first_life, "pass")
-    await ended(first_life, first)
-    await first_life.stop()
-    first_life.db.close()
+    async with running_dispatcher(tmp_path) as first_life:
+        first = await submit(first_life, "pass")
+        await ended(first_life, first)
     # A folder a submission left behind without committing its row, at the next id.
     stale = tmp_path / "runs" / str(first.id + 1)
     stale.mkdir()
     (stale / "someone-elses-file").write_text("x")
 
-    second_life = build_dispatcher(tmp_path)
-    await second_life.start()
-    try:
+    async with running_dispatcher(tmp_path) as second_life:
         second = await submit(second_life, "pass")
         assert second.id == first.id + 1
         assert not (second.paths.root / "someone-elses-file").exists()
         assert (await ended(second_life, second)).state == RunState.COMPLETE
-    finally:
-        await second_life.stop()
-        second_life.db.close()
 
 
 async def test_a_queued_run_keeps_its_code_packed_until_its_first_start(dispatcher):
