@@ -16,6 +16,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,11 @@ from .executors.base import Executor, ExitStatus, ProcessRef
 from .helper_process import HelperProcess
 from .policy import Allocation, ClusterSnapshot, Node, PendingRun, Policy, best_fit, free_resources
 from .quotas import Quotas
-from .usage import UsageLedger
 from .rundir import create_run_dir, hand_over_checkpoints, remove_run_dir, stage_source
 from .runenv import RunLaunch, RunPaths
 from .snapshot import SnapshotLimits
 from .states import HOLDING, RunState, StopCause, check_transition
+from .usage import UsageLedger
 
 log = logging.getLogger(__name__)
 S = RunState
@@ -112,8 +113,6 @@ class ActiveRun:
     zombie: Any = None
     estimated_start: float | None = None
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
-    _paths: RunPaths | None = field(default=None, repr=False)
-    _submitted_epoch: float | None = field(default=None, repr=False)
 
     @classmethod
     def from_row(cls, row) -> "ActiveRun":
@@ -131,18 +130,14 @@ class ActiveRun:
             run.launched.set()
         return run
 
-    @property
+    @cached_property
     def submitted_epoch(self) -> float:
         """``submitted_at`` in seconds since the epoch (every pass reads it for every queued run)."""
-        if self._submitted_epoch is None:
-            self._submitted_epoch = epoch(self.submitted_at)
-        return self._submitted_epoch
+        return epoch(self.submitted_at)
 
-    @property
+    @cached_property
     def paths(self) -> RunPaths:
-        if self._paths is None or str(self._paths.root) != self.run_dir:
-            self._paths = RunPaths(Path(self.run_dir))
-        return self._paths
+        return RunPaths(Path(self.run_dir))
 
     def live_fields(self) -> dict[str, Any]:
         """Fields that change without a database write (queue position and reason)."""

@@ -6,14 +6,12 @@ process (``helper_process``), never on the event loop.
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
-import tarfile
 from pathlib import Path
 
 from .runenv import RunPaths
-from .snapshot import SnapshotLimits, check_archive, check_entry_point, unpack
+from .snapshot import SnapshotLimits, check_archive, check_entry_point, pack_directory, unpack
 
 
 def create_run_dir(root: str, archive: bytes, entry_point: str, limits: SnapshotLimits) -> None:
@@ -59,12 +57,9 @@ def stored_code(root: str) -> bytes | None:
         return paths.snapshot.read_bytes()
     if not paths.source.is_dir():
         return None
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for path in sorted(paths.source.rglob("*")):
-            if path.is_file() and not path.is_symlink() and "__pycache__" not in path.parts:
-                tar.add(str(path), arcname=path.relative_to(paths.source).as_posix(), recursive=False)
-    return buf.getvalue()
+    return pack_directory([(path.relative_to(paths.source).as_posix(), path)
+                           for path in sorted(paths.source.rglob("*"))
+                           if path.is_file() and not path.is_symlink() and "__pycache__" not in path.parts])
 
 
 def remove_run_dir(root: str) -> None:

@@ -37,28 +37,30 @@ def max_run_id(session: Session) -> int | None:
     return session.execute(select(func.max(Run.id))).scalar()
 
 
-def _run_defaults() -> dict[str, Any]:
-    """Each column of ``runs`` with its Python-side default (None where it has none); fresh lists and dicts."""
-    defaults = {}
+def _column_defaults() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The Python-side defaults of ``runs``: plain values (None where there is none), and factories (lists, dicts)."""
+    values, factories = {}, {}
     for column in Run.__table__.columns:
         default = column.default
-        if default is None:
-            defaults[column.key] = None
-        elif default.is_callable:
-            defaults[column.key] = default.arg(None)
+        if default is not None and default.is_callable:
+            factories[column.key] = default.arg
         else:
-            defaults[column.key] = default.arg
-    return defaults
+            values[column.key] = default.arg if default is not None else None
+    return values, factories
+
+
+_RUN_DEFAULTS, _RUN_DEFAULT_FACTORIES = _column_defaults()
 
 
 def insert_run(session: Session, run_id: int, values: dict[str, Any], run_dir: str, log_path: str,
                at: datetime) -> SimpleNamespace:
-    """Insert a run that goes straight from CREATE REQUESTED to QUEUED (its snapshot is already unpacked).
+    """Insert a run that goes straight from CREATE REQUESTED to QUEUED (its snapshot is already stored).
 
     Pre-built Core statements rather than the ORM's unit of work, and a plain
     record with the attributes of a ``Run`` in return: this is the submit hot path.
     """
-    row = dict(_run_defaults(), **values, id=run_id, state=RunState.QUEUED, reason="waiting to be scheduled", submitted_at=at,
+    row = dict(_RUN_DEFAULTS, **{key: make(None) for key, make in _RUN_DEFAULT_FACTORIES.items()})
+    row.update(values, id=run_id, state=RunState.QUEUED, reason="waiting to be scheduled", submitted_at=at,
                run_dir=run_dir, log_path=log_path, assigned_gpus=[])
     conn = session.connection()
     conn.execute(_INSERT_RUN, row)
