@@ -22,8 +22,10 @@ from typing import Any
 
 from . import store
 from .db import Database
+from sqlalchemy.exc import InterfaceError, OperationalError
+
 from .executors.base import Executor, ExitStatus, ProcessRef
-from .helper_process import HelperProcess
+from .helper_process import HelperGone, HelperProcess
 from .policy import Allocation, ClusterSnapshot, Node, PendingRun, Policy, best_fit, free_resources
 from .quotas import Quotas
 from .rundir import create_run_dir, hand_over_checkpoints, remove_run_dir, stage_source
@@ -123,7 +125,7 @@ class ActiveRun:
             cpus=row.cpus, memory_bytes=row.memory_bytes, priority=row.priority, max_seconds=row.max_seconds,
             submitted_at=row.submitted_at, state=row.state, reason=row.reason, run_dir=row.run_dir,
             node=row.node, assigned_gpus=tuple(row.assigned_gpus or ()), started_at=row.started_at,
-            process=ProcessRef(row.pid, row.process_start or "") if row.pid else None,
+            process=ProcessRef(row.pid, row.process_start or "", row.id) if row.pid else None,
             stop_cause=row.stop_cause,
         )
         if run.state != S.CREATE_IN_PROGRESS:
@@ -162,8 +164,11 @@ class Dispatcher:
         group_usage: UsageLedger | None = None,
         user_usage: UsageLedger | None = None,
         quotas: Quotas | None = None,
+        accounts=None,
     ):
         self.db = db
+        # Whose Unix account each user's runs execute as (``UnixAccounts``); None: the scheduler's own.
+        self.accounts = accounts
         # Two helper processes, so that starting runs never waits behind a burst of
         # submissions: one for the submissions' files, one that starts the runs.
         self.helper = HelperProcess()
@@ -219,16 +224,54 @@ class Dispatcher:
 
     async def _settle_interrupted_start(self, run: ActiveRun) -> None:
         """A run caught between allocation and launch when the service last stopped."""
+        t = await self._adopt_or_requeue(run, "the scheduler stopped")
+        await self._persist([t])
+        run.launched.set()
+
+    async def _adopt_or_requeue(self, run: ActiveRun, what: str) -> store.Transition:
+        """A start whose outcome the platform lost: adopt the process if its pid file names it, else requeue.
+
+        The launcher writes the pid file before it answers, so a process that
+        started is found; anything of the run that got as far as its cgroup without
+        a pid file is killed first, so its GPUs are never shared.
+        """
         ref = self._process_from_pid_file(run)
         now = utcnow()
         if ref is not None:
             run.process, run.started_at = ref, run.started_at or now
-            t = self._transition(run, S.RUNNING, "process started (recovered after a scheduler restart)", now,
-                                 started_at=run.started_at, pid=ref.pid, process_start=ref.start)
-        else:
-            t = self._end(run, S.CREATE_FAILED, "the scheduler stopped before the run's process was started", now)
-        await self.db.run(store.apply_transitions, [t])
-        run.launched.set()
+            log.info("Run %s: %s during its start; adopting its process %s", run.id, what, ref.pid)
+            return self._transition(run, S.RUNNING, f"process started ({what} during the start; re-attached)", now,
+                                    started_at=run.started_at, pid=ref.pid, process_start=ref.start)
+        killed = await self.executor.leftovers(run.id)
+        log.warning("Run %s: %s before its process was started; requeued%s", run.id, what,
+                    " (its leftover processes were killed)" if killed else "")
+        t = self._transition(run, S.QUEUED, f"{what} before the run's process was started; requeued", now,
+                             node=None, assigned_gpus=[], started_at=None, pid=None, process_start=None)
+        run.node, run.assigned_gpus, run.process, run.started_at = None, (), None, None
+        return t
+
+    async def _persist(self, transitions: list[store.Transition]) -> None:
+        """Commit state changes, retrying while the database refuses (disk full, lock held past the timeout).
+
+        The in-memory state already holds the change and stays the truth the API
+        shows and the GPU accounting uses; a run that ended leaves ``active`` only
+        once its end is committed, so both agree while the commit is retried.
+        """
+        delay = 0.05
+        while True:
+            try:
+                await self.db.run(store.apply_transitions, transitions)
+                break
+            except (OperationalError, InterfaceError) as e:
+                log.error("Could not commit %d state change(s) (%s); retrying in %.2fs",
+                          len(transitions), str(e).splitlines()[0], delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        for t in transitions:
+            if t.to_state.is_terminal:
+                run = self.active.get(t.run_id)
+                if run is not None and run.state.is_terminal:
+                    self.active.pop(t.run_id, None)
 
     async def stop(self) -> None:
         if self._loop_task:
@@ -342,36 +385,49 @@ class Dispatcher:
             transitions.append(self._transition(run, S.CREATE_IN_PROGRESS, f"starting on {start.node}, GPUs {gpus}",
                                                 now, node=start.node, assigned_gpus=list(start.gpus)))
             starting.append(run)
-        await self.db.run(store.apply_transitions, transitions)
+        await self._persist(transitions)
         results = await asyncio.gather(*(self._launch(run) for run in starting), return_exceptions=True)
         now = utcnow()
         transitions = []
+        note = self.executor.tracking_note()
         for run, result in zip(starting, results):
-            if isinstance(result, BaseException):
+            if isinstance(result, HelperGone):
+                transitions.append(await self._adopt_or_requeue(run, "the launcher process died"))
+            elif isinstance(result, BaseException):
                 log.error("Run %s failed to start: %s", run.id, result)
+                await self.executor.leftovers(run.id)
                 transitions.append(self._end(run, S.CREATE_FAILED, f"could not start the run's process: {result}", now))
             else:
                 run.process, run.started_at = result, now
-                transitions.append(self._transition(run, S.RUNNING, "process started", now, started_at=now,
-                                                    pid=result.pid, process_start=result.start))
-        await self.db.run(store.apply_transitions, transitions)
+                transitions.append(self._transition(run, S.RUNNING, "process started" + (f"; {note}" if note else ""),
+                                                    now, started_at=now, pid=result.pid, process_start=result.start))
+        await self._persist(transitions)
         for run in starting:
             run.launched.set()
             if run.state == S.RUNNING:
                 self._arm_timers(run)
-        if any(r.state == S.CREATE_FAILED for r in starting):
+        if any(r.state in (S.CREATE_FAILED, S.QUEUED) for r in starting):
             self.wake()
 
+    async def account(self, owner: str):
+        """The Unix account runs of ``owner`` execute as, or None where runs keep the scheduler's own user."""
+        if self.accounts is None or not self.accounts.enabled:
+            return None
+        return await asyncio.to_thread(self.accounts.account, owner)
+
     async def _launch(self, run: ActiveRun) -> ProcessRef:
+        account = await self.account(run.owner)
         await self.launcher.call(stage_source, run.run_dir, self.snapshot_limits)
         launch = RunLaunch(run.id, run.owner, run.experiment, run.entry_point, run.args, run.hyperparameters,
-                           run.assigned_gpus)
+                           run.assigned_gpus, cpus=run.cpus, memory_bytes=run.memory_bytes,
+                           uid=account.uid if account else None, gid=account.gid if account else None,
+                           unix_name=account.name if account else "")
         return await self.executor.launch(launch, run.paths, self.python)
 
     def _process_from_pid_file(self, run: ActiveRun) -> ProcessRef | None:
         try:
             pid, _, start = run.paths.pid_file.read_text().strip().partition(" ")
-            return ProcessRef(int(pid), start)
+            return ProcessRef(int(pid), start, run.id)
         except (OSError, ValueError):
             return None
 
@@ -382,10 +438,10 @@ class Dispatcher:
         return t
 
     def _end(self, run: ActiveRun, target: RunState, reason: str, at: datetime, **fields) -> store.Transition:
+        """A terminal transition; the run leaves ``active`` when ``_persist`` has committed it."""
         t = self._transition(run, target, reason, at, ended_at=at, **fields)
         for timer in run.timers:
             timer.cancel()
-        self.active.pop(run.id, None)
         return t
 
     def gpu_holders(self) -> dict[tuple[str, int], "ActiveRun | NotebookHold"]:
@@ -492,8 +548,8 @@ class Dispatcher:
         if run is None:
             raise RunNotActive(run_id)
         if run.state == S.QUEUED:
-            await self.db.run(store.apply_transitions, [self._end(run, S.STOPPED, f"cancelled by {by} while queued",
-                                                                  utcnow(), stop_cause=StopCause.CANCEL)])
+            await self._persist([self._end(run, S.STOPPED, f"cancelled by {by} while queued", utcnow(),
+                                           stop_cause=StopCause.CANCEL)])
             self.wake()
         elif run.state in (S.CREATE_IN_PROGRESS, S.RUNNING):
             await run.launched.wait()
@@ -509,8 +565,7 @@ class Dispatcher:
         if run.state != S.RUNNING:
             return
         run.stop_cause = cause
-        await self.db.run(store.apply_transitions,
-                          [self._transition(run, S.STOP_IN_PROGRESS, reason, utcnow(), stop_cause=cause)])
+        await self._persist([self._transition(run, S.STOP_IN_PROGRESS, reason, utcnow(), stop_cause=cause)])
         if run.process is not None:
             await self.executor.signal(run.process, signal.SIGTERM)
         self._arm_kill(run)
@@ -518,10 +573,10 @@ class Dispatcher:
     # ------------------------------------------------------------------ exits
     async def _on_exit(self, run_id: int, status: ExitStatus) -> None:
         run = self.active.get(run_id)
-        if run is None:
+        if run is None or run.state.is_terminal:
             return
         await run.launched.wait()
-        if run.id not in self.active:
+        if run.id not in self.active or not run.state.holds_gpus:
             return
         now = utcnow()
         exit_code = status.exit_code if status.phase in ("entry", "requirements", "killed") else None
@@ -544,7 +599,7 @@ class Dispatcher:
             run.timers.clear()
         else:
             t = self._end(run, target, reason, now, exit_code=exit_code)
-        await self.db.run(store.apply_transitions, [t])
+        await self._persist([t])
         self.wake()
 
 

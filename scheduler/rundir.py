@@ -29,6 +29,8 @@ def create_run_dir(root: str, archive: bytes, entry_point: str, limits: Snapshot
     if paths.root.exists():
         shutil.rmtree(paths.root)
     paths.root.mkdir(parents=True)
+    shutil.rmtree(paths.control, ignore_errors=True)
+    paths.control.mkdir(parents=True, mode=0o700)
     paths.snapshot.write_bytes(archive)
     for folder in (paths.model, paths.checkpoints, paths.checkpoint_input, paths.tensorboard):
         folder.mkdir()
@@ -64,6 +66,7 @@ def stored_code(root: str) -> bytes | None:
 
 def remove_run_dir(root: str) -> None:
     shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(RunPaths(Path(root)).control, ignore_errors=True)
 
 
 def hand_over_checkpoints(root: str) -> None:

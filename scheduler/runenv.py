@@ -22,12 +22,21 @@ def hp_env_name(key: str) -> str:
 
 @dataclass(frozen=True)
 class RunPaths:
-    """Where a run's files live; every output folder is inside ``root``.
+    """Where a run's files live.
 
-    The paths are computed once per instance: they are read on every launch and exit.
+    Everything the run's code may touch is in ``root`` (``<data>/runs/<id>``),
+    owned by the run's user, mode 0700.  What only the scheduler may write (the
+    stored snapshot, the pid file, the exit record) is in ``control``
+    (``<data>/control/<id>``, root's, mode 0700): a run that could rewrite its
+    pid file could make the scheduler signal any process.  The paths are computed
+    once per instance: they are read on every launch and exit.
     """
 
     root: Path
+
+    @cached_property
+    def control(self) -> Path:
+        return self.root.parent.parent / "control" / self.root.name
 
     @cached_property
     def source(self) -> Path:
@@ -36,7 +45,7 @@ class RunPaths:
     @cached_property
     def snapshot(self) -> Path:
         """The uploaded code archive, kept until the run's first start unpacks it into ``source``."""
-        return self.root / "snapshot.tar.gz"
+        return self.control / "snapshot.tar.gz"
 
     @cached_property
     def model(self) -> Path:
@@ -64,16 +73,16 @@ class RunPaths:
 
     @cached_property
     def launch_file(self) -> Path:
-        return self.root / "launch.json"
+        return self.control / "launch.json"
 
     @cached_property
     def pid_file(self) -> Path:
         """``PID START_TIME`` of the run's process, written by the executor as it starts it."""
-        return self.root / "pid"
+        return self.control / "pid"
 
     @cached_property
     def exit_file(self) -> Path:
-        return self.root / "exit.json"
+        return self.control / "exit.json"
 
     def output_dirs(self) -> dict[str, Path]:
         return {"model": self.model, "checkpoints": self.checkpoints}
@@ -88,6 +97,11 @@ class RunLaunch:
     args: tuple[str, ...] = ()
     hyperparameters: dict = field(default_factory=dict)
     gpus: tuple[int, ...] = ()
+    cpus: int = 0
+    memory_bytes: int = 0
+    uid: int | None = None
+    gid: int | None = None
+    unix_name: str = ""
 
 
 def entry_argv(python: str, launch: RunLaunch) -> list[str]:
@@ -109,6 +123,7 @@ def build_environment(base: dict[str, str], launch: RunLaunch, paths: RunPaths, 
         {
             "NOTHING_RUN_ID": str(launch.run_id),
             "NOTHING_RUN_OWNER": launch.owner,
+            "HOME": str(paths.root),
             "NOTHING_EXPERIMENT": launch.experiment,
             "EM_SOURCE_DIR": str(paths.source),
             "EM_ENTRY_POINT": launch.entry_point,
@@ -123,6 +138,8 @@ def build_environment(base: dict[str, str], launch: RunLaunch, paths: RunPaths, 
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if launch.unix_name:
+        env["USER"] = env["LOGNAME"] = launch.unix_name
     for key, value in launch.hyperparameters.items():
         env[hp_env_name(key)] = str(value)
     if has_requirements:

@@ -53,7 +53,9 @@ HOLDING = frozenset({S.CREATE_IN_PROGRESS, S.RUNNING, S.STOP_IN_PROGRESS})
 TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     S.CREATE_REQUESTED: frozenset({S.QUEUED, S.CREATE_FAILED, S.STOPPED}),
     S.QUEUED: frozenset({S.CREATE_IN_PROGRESS, S.STOPPED}),
-    S.CREATE_IN_PROGRESS: frozenset({S.RUNNING, S.CREATE_FAILED, S.STOP_IN_PROGRESS}),
+    # A start interrupted by the platform (the scheduler or its launcher killed
+    # before the process was known) goes back to the queue, never CREATE FAILED.
+    S.CREATE_IN_PROGRESS: frozenset({S.RUNNING, S.CREATE_FAILED, S.STOP_IN_PROGRESS, S.QUEUED}),
     S.RUNNING: frozenset({S.COMPLETE, S.FAIL_TRAIN, S.STOP_IN_PROGRESS}),
     # A run being stopped may still finish on its own before the signal lands,
     # and a preempted run goes back to the queue.

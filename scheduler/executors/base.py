@@ -22,10 +22,14 @@ from ..runenv import RunLaunch, RunPaths
 
 @dataclass(frozen=True)
 class ProcessRef:
-    """Names a run's process across scheduler restarts (a pid alone can be reused)."""
+    """Names a run's process across scheduler restarts (a pid alone can be reused).
+
+    ``run_id`` names the rest of the job (its cgroup, where the engine has one).
+    """
 
     pid: int
     start: str
+    run_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -34,11 +38,14 @@ class ExitStatus:
 
     ``phase`` is ``entry`` (the entry point ran), ``requirements`` (installing
     requirements.txt failed), ``killed`` (the run's parent died by a signal before
-    it could record anything) or ``lost`` (the process vanished while nobody watched).
+    it could record anything), ``oom`` (the kernel killed a process of the run at
+    its memory limit, ``memory_limit`` bytes) or ``lost`` (the process vanished
+    while nobody watched).
     """
 
     phase: str
     exit_code: int | None
+    memory_limit: int = 0
 
     @property
     def succeeded(self) -> bool:
@@ -49,6 +56,8 @@ class ExitStatus:
             return f"installing requirements.txt failed (pip exited with code {self.exit_code}); see the log"
         if self.phase == "lost":
             return "the run's process ended while the scheduler was not watching and left no exit status"
+        if self.phase == "oom":
+            return f"killed: out of memory (limit {format_bytes(self.memory_limit)})"
         code = self.exit_code
         signal_number = self.signal
         if signal_number is not None:
@@ -72,15 +81,24 @@ class ExitStatus:
         return None
 
 
+def format_bytes(size: int) -> str:
+    """``8589934592`` → ``8 GiB``; ``1610612736`` → ``1.5 GiB``."""
+    for unit, scale in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= scale:
+            return f"{size / scale:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{size} bytes"
+
+
 ExitCallback = Callable[[int, ExitStatus], Awaitable[None]]
 
 
 def read_exit_file(path: Path) -> ExitStatus | None:
+    """The exit record a run's parent left (written whole, then renamed into place), or None."""
     try:
         record = json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
+        return ExitStatus(str(record.get("phase", "entry")), int(record["exit_code"]))
+    except (FileNotFoundError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return ExitStatus(record.get("phase", "entry"), record.get("exit_code"))
 
 
 class Executor(LoggingConfigurable):
@@ -113,6 +131,10 @@ class Executor(LoggingConfigurable):
         if await self._alive(ref):
             await self._signal(ref, sig)
 
+    def tracking_note(self) -> str:
+        """A sentence for the run's events when this engine cannot hold all of a run's processes, else ""."""
+        return ""
+
     def _watch(self, run_id: int, waiter: Awaitable[ExitStatus]) -> None:
         task = asyncio.ensure_future(self._report(run_id, waiter))
         self._watchers[run_id] = task
@@ -131,7 +153,11 @@ class Executor(LoggingConfigurable):
     async def _poll_until_gone(self, ref: ProcessRef | None, paths: RunPaths) -> ExitStatus:
         while ref is not None and await self._alive(ref):
             await asyncio.sleep(self.reattach_poll_interval)
-        return read_exit_file(paths.exit_file) or ExitStatus("lost", None)
+        return await self._finish(ref, read_exit_file(paths.exit_file) or ExitStatus("lost", None))
+
+    async def _finish(self, ref: ProcessRef | None, status: ExitStatus) -> ExitStatus:
+        """After the run's main process ended: end what is left of the job; the status as it should be told."""
+        return status
 
     async def stop(self) -> None:
         """Stop watching (the runs themselves keep going)."""
