@@ -89,6 +89,8 @@ class JobCgroup:
 
     def kill(self, timeout: float = 10.0) -> bool:
         """SIGKILL every process, frozen first so nothing forks in between; True once the cgroup is empty."""
+        if not any(os.path.isdir(d) for d in self.dirs.values()):
+            return True
         if self.version == 2 and os.path.exists(os.path.join(self._dir(""), "cgroup.kill")):
             _write(os.path.join(self._dir(""), "cgroup.kill"), "1")
         else:

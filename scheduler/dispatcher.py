@@ -176,6 +176,7 @@ class Dispatcher:
         self.executor = executor
         self.executor.helper = self.launcher
         self.executor.on_exit = self._on_exit
+        self.executor.set_scope(str(runs_dir))
         self.policy = policy
         self.nodes = nodes
         self.runs_dir = runs_dir
@@ -393,6 +394,8 @@ class Dispatcher:
         for run, result in zip(starting, results):
             if isinstance(result, HelperGone):
                 transitions.append(await self._adopt_or_requeue(run, "the launcher process died"))
+                if run.state == S.RUNNING:
+                    self.executor.reattach(run.id, run.process, run.paths)
             elif isinstance(result, BaseException):
                 log.error("Run %s failed to start: %s", run.id, result)
                 await self.executor.leftovers(run.id)

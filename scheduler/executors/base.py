@@ -131,6 +131,9 @@ class Executor(LoggingConfigurable):
         if await self._alive(ref):
             await self._signal(ref, sig)
 
+    def set_scope(self, data_dir: str) -> None:
+        """Called once with the scheduler's data folder, to keep this scheduler's jobs apart from others'."""
+
     def tracking_note(self) -> str:
         """A sentence for the run's events when this engine cannot hold all of a run's processes, else ""."""
         return ""

@@ -15,6 +15,7 @@ by their process group as before, and each run's events say so.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -137,13 +138,23 @@ class LocalExecutor(Executor):
         if cg is None:
             _killpg(ref.pid, signal.SIGKILL)  # stragglers of the process group, at least
             return status
-        emptied = await self.helper.call(cg.kill)
+        emptied = await self._call(cg.kill)
         if not emptied:
             log.error("Run %s: processes are left in cgroup %s after SIGKILL", ref.run_id, cg.name)
-        if await self.helper.call(cg.oom_kills) and not status.succeeded and status.phase != "requirements":
-            status = ExitStatus("oom", status.exit_code, await self.helper.call(cg.memory_limit))
-        await self.helper.call(cg.remove)
+        if await self._call(cg.oom_kills) and not status.succeeded and status.phase != "requirements":
+            status = ExitStatus("oom", status.exit_code, await self._call(cg.memory_limit))
+        await self._call(cg.remove)
         return status
+
+    async def _call(self, fn, *args):
+        """A cgroup operation in the helper; these are idempotent, so one that met a dying helper is sent again."""
+        for attempt in range(3):
+            try:
+                return await self.helper.call(fn, *args)
+            except HelperGone:
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(0.05 * (attempt + 1))  # the helper's end is noticed; the next call restarts it
 
     async def _alive(self, ref: ProcessRef) -> bool:
         start = process_start_time(ref.pid)
@@ -154,18 +165,18 @@ class LocalExecutor(Executor):
         if cg is None:
             _killpg(ref.pid, sig)
         elif sig == signal.SIGKILL:
-            await self.helper.call(cg.kill)
+            await self._call(cg.kill)
         else:
-            await self.helper.call(cg.signal, sig)
+            await self._call(cg.signal, sig)
 
     async def leftovers(self, run_id: int) -> bool:
         """Kill any process of a run whose start was interrupted; True if there were some."""
         cg = self._job(run_id)
         if cg is None:
             return False
-        had = not await self.helper.call(cg.empty)
-        await self.helper.call(cg.kill)
-        await self.helper.call(cg.remove)
+        had = not await self._call(cg.empty)
+        await self._call(cg.kill)
+        await self._call(cg.remove)
         return had
 
 
