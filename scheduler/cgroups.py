@@ -73,6 +73,19 @@ class JobCgroup:
             return set()
         return {int(p) for p in text.split()}
 
+    def leader(self) -> int | None:
+        """The job's first process: the one in the cgroup whose parent is not (the run's shim), or None."""
+        pids = self.pids()
+        for pid in sorted(pids):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (FileNotFoundError, ValueError, IndexError):
+                continue
+            if ppid not in pids:
+                return pid
+        return None
+
     def empty(self) -> bool:
         return not self.pids()
 

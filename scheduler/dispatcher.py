@@ -232,11 +232,11 @@ class Dispatcher:
     async def _adopt_or_requeue(self, run: ActiveRun, what: str) -> store.Transition:
         """A start whose outcome the platform lost: adopt the process if its pid file names it, else requeue.
 
-        The launcher writes the pid file before it answers, so a process that
-        started is found; anything of the run that got as far as its cgroup without
-        a pid file is killed first, so its GPUs are never shared.
+        The launcher writes the pid file before it answers, and a process that got
+        as far as its cgroup without one is found there: a run that started is
+        adopted, never started twice, and its GPUs are never shared.
         """
-        ref = self._process_from_pid_file(run)
+        ref = self._process_from_pid_file(run) or await self.executor.adopt(run.id, run.paths)
         now = utcnow()
         if ref is not None:
             run.process, run.started_at = ref, run.started_at or now

@@ -74,7 +74,7 @@ async def test_launcher_killed_after_spawning_has_its_run_adopted(tmp_path):
         assert len(starts(run)) == 1 and not alive(starts(run)[0])
 
 
-async def test_launcher_killed_before_the_pid_file_kills_the_stray_and_requeues(tmp_path):
+async def test_launcher_killed_before_the_pid_file_has_its_run_found_in_its_cgroup(tmp_path):
     async with running_dispatcher(tmp_path, gpus=1) as d:
         real_spawn = d.launcher.spawn
 
@@ -88,9 +88,24 @@ async def test_launcher_killed_before_the_pid_file_kills_the_stray_and_requeues(
 
         d.launcher.spawn = spawn_lose_pid_and_die
         run = await d.submit(values(), make_archive({"train.py": COUNT_STARTS}))
-        await wait_for(lambda: len(starts(run)) == 2, message="the run to start again")
-        first, second = starts(run)
-        assert not alive(first), "the first, unrecorded process still runs beside the second"
+        await wait_for(lambda: run.state == RunState.RUNNING and "re-attached" in run.reason)
+        release(run)
+        assert (await ended(d, run)).state == RunState.COMPLETE
+        assert len(starts(run)) == 1, "the run was started twice"
+
+
+async def test_a_start_that_never_reached_a_process_is_requeued(tmp_path):
+    async with running_dispatcher(tmp_path, gpus=1) as d:
+        real_spawn = d.launcher.spawn
+
+        async def die_before_spawning(*args):
+            os.kill(d.launcher.pid, signal.SIGKILL)
+            d.launcher.spawn = real_spawn
+            raise HelperGone("the helper process exited before it answered")
+
+        d.launcher.spawn = die_before_spawning
+        run = await d.submit(values(), make_archive({"train.py": COUNT_STARTS}))
+        await wait_for(lambda: len(starts(run)) == 1, message="the run to start on the second try")
         assert any("the launcher process died before the run's process was started; requeued" in r
                    for r in await reasons(d, run.id))
         release(run)

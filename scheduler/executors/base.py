@@ -131,6 +131,14 @@ class Executor(LoggingConfigurable):
         if await self._alive(ref):
             await self._signal(ref, sig)
 
+    async def adopt(self, run_id: int, paths: RunPaths) -> ProcessRef | None:
+        """Find the process of a run whose start was interrupted before its pid was recorded (None: none)."""
+        return None
+
+    async def leftovers(self, run_id: int) -> bool:
+        """Kill whatever of a run is left after a start that failed; True if anything was."""
+        return False
+
     def set_scope(self, data_dir: str) -> None:
         """Called once with the scheduler's data folder, to keep this scheduler's jobs apart from others'."""
 

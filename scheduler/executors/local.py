@@ -169,6 +169,18 @@ class LocalExecutor(Executor):
         else:
             await self._call(cg.signal, sig)
 
+    async def adopt(self, run_id: int, paths: RunPaths) -> ProcessRef | None:
+        """The process of a run whose start lost its answer and pid file, found in its cgroup; None if none."""
+        cg = self._job(run_id)
+        if cg is None:
+            return None
+        pid = await self._call(cg.leader)
+        start = process_start_time(pid) if pid else None
+        if start is None:
+            return None
+        paths.pid_file.write_text(f"{pid} {start}\n")
+        return ProcessRef(pid, start, run_id)
+
     async def leftovers(self, run_id: int) -> bool:
         """Kill any process of a run whose start was interrupted; True if there were some."""
         cg = self._job(run_id)
