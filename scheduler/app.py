@@ -23,6 +23,7 @@ from traitlets import Bool, Dict, Float, Integer, Unicode, default, validate
 from traitlets.config import Application
 
 from . import __version__
+from .accounts import UnixAccounts
 from .api import default_handlers
 from .db import Database
 from .dispatcher import Dispatcher
@@ -63,7 +64,7 @@ class NothingScheduler(Application):
     description = "The NothingAI GPU scheduler (a JupyterHub service)."
     version = __version__
     aliases = aliases
-    classes = [LocalExecutor, ZombieMonitor, TensorBoardManager]
+    classes = [LocalExecutor, UnixAccounts, ZombieMonitor, TensorBoardManager]
 
     config_file = Unicode("", help="A Python config file to load, e.g. nothing_scheduler_config.py").tag(config=True)
 
@@ -192,6 +193,8 @@ class NothingScheduler(Application):
         return self.node_cpus
 
     def initialize(self, argv=None):
+        # Everything the scheduler writes (database, control files, logs of its own) is its alone.
+        os.umask(0o077)
         super().initialize(argv)
         if self.config_file:
             self.load_config_file(self.config_file)
@@ -210,12 +213,16 @@ class NothingScheduler(Application):
         policy = make_policy(self.policy, self.quotas, half_life, self.aging_hours * 3600)
         ledgers = [UsageLedger(half_life, self.quotas.period_seconds) for _ in range(2)]
         executor = LocalExecutor(on_exit=None, parent=self)
+        executor.set_scope(self.data_dir)
+        executor.cgroups  # found (and a missing hierarchy logged) once, at start
+        self.accounts = UnixAccounts(parent=self)
         self.tensorboards = TensorBoardManager(parent=self)
         if not self.tensorboards.state_dir:
             self.tensorboards.state_dir = str(Path(self.data_dir) / "tensorboard")
         self.dispatcher = Dispatcher(
             self.db, executor, policy, nodes, Path(self.data_dir) / "runs", self.python,
             SnapshotLimits(self.max_unpacked_bytes), self.kill_grace_seconds, *ledgers, self.quotas,
+            accounts=self.accounts,
         )
         source = NvmlUtilization() if self.gpu_mode_in_use == "nvml" else NoUtilization()
         self.zombies = ZombieMonitor(self.dispatcher, source, parent=self)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import threading
 from pathlib import Path
@@ -91,7 +92,20 @@ class Database:
         self._thread.start()
 
     def upgrade(self) -> str:
-        return upgrade_to_head(self.engine)
+        revision = upgrade_to_head(self.engine)
+        self._restrict_files()
+        return revision
+
+    def _restrict_files(self) -> None:
+        """An SQLite database (and its WAL) is the scheduler's alone: users' runs must not read it."""
+        path = self.engine.url.database if self.engine.url.get_backend_name() == "sqlite" else None
+        if not path or path == ":memory:":
+            return
+        for name in (path, path + "-wal", path + "-shm"):
+            try:
+                os.chmod(name, 0o600)
+            except FileNotFoundError:
+                pass
 
     def _in_session(self, fn: Callable[..., T], args) -> T:
         with self.sessions() as session:

@@ -28,7 +28,7 @@ from .executors.base import Executor, ExitStatus, ProcessRef
 from .helper_process import HelperGone, HelperProcess
 from .policy import Allocation, ClusterSnapshot, Node, PendingRun, Policy, best_fit, free_resources
 from .quotas import Quotas
-from .rundir import create_run_dir, hand_over_checkpoints, remove_run_dir, stage_source
+from .rundir import create_run_dir, give_to_user, hand_over_checkpoints, remove_run_dir, stage_source
 from .runenv import RunLaunch, RunPaths
 from .snapshot import SnapshotLimits
 from .states import HOLDING, RunState, StopCause, check_transition
@@ -198,6 +198,11 @@ class Dispatcher:
     # ------------------------------------------------------------------ life cycle
     async def start(self) -> None:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
+        control = self.runs_dir.parent / "control"
+        control.mkdir(exist_ok=True)
+        # Users may pass through to their own run folders (0700 each), and see nothing else.
+        for folder, mode in ((self.runs_dir.parent, 0o711), (self.runs_dir, 0o711), (control, 0o700)):
+            folder.chmod(mode)
         await asyncio.gather(self.helper.start(), self.launcher.start())
         # Run ids are handed out here (this service is the only writer of runs), so a
         # submission knows its folder before its row is written.
@@ -421,6 +426,8 @@ class Dispatcher:
     async def _launch(self, run: ActiveRun) -> ProcessRef:
         account = await self.account(run.owner)
         await self.launcher.call(stage_source, run.run_dir, self.snapshot_limits)
+        if account is not None:
+            await self.launcher.call(give_to_user, run.run_dir, account.uid, account.gid)
         launch = RunLaunch(run.id, run.owner, run.experiment, run.entry_point, run.args, run.hyperparameters,
                            run.assigned_gpus, cpus=run.cpus, memory_bytes=run.memory_bytes,
                            uid=account.uid if account else None, gid=account.gid if account else None,

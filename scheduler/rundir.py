@@ -86,3 +86,17 @@ def hand_over_checkpoints(root: str) -> None:
     shutil.copytree(paths.checkpoints, staging, symlinks=True, copy_function=os.link)
     shutil.rmtree(paths.checkpoint_input, ignore_errors=True)
     staging.rename(paths.checkpoint_input)
+
+
+def give_to_user(root: str, uid: int, gid: int) -> None:
+    """Hand a run's folder (everything but its control files) to the run's Unix account, mode 0700.
+
+    Called as root before the run's first start; links are not followed, so a
+    link the run left behind cannot turn this into a chown of someone else's file.
+    """
+    paths = RunPaths(Path(root))
+    os.chown(paths.root, uid, gid, follow_symlinks=False)
+    os.chmod(paths.root, 0o700)
+    for folder, dirs, files in os.walk(paths.root):
+        for name in dirs + files:
+            os.chown(os.path.join(folder, name), uid, gid, follow_symlinks=False)

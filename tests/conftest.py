@@ -28,13 +28,14 @@ async def running_dispatcher(data_dir: Path, **kwargs):
 
 
 def build_dispatcher(data_dir: Path, gpus: int = 4, cpus: int = 64, db_url: str | None = None,
-                     kill_grace: float = 1.0) -> Dispatcher:
+                     kill_grace: float = 1.0, accounts=None) -> Dispatcher:
     db = Database(db_url or f"sqlite:///{data_dir / 'scheduler.sqlite'}")
     db.upgrade()
     executor = LocalExecutor(on_exit=None)
     executor.reattach_poll_interval = 0.05
     return Dispatcher(db, executor, PriorityFifoPolicy(), [Node("node-a", tuple(range(gpus)), cpus, 0)],
-                      data_dir / "runs", sys.executable, SnapshotLimits(64 * 1024**2), kill_grace_seconds=kill_grace)
+                      data_dir / "runs", sys.executable, SnapshotLimits(64 * 1024**2), kill_grace_seconds=kill_grace,
+                      accounts=accounts)
 
 
 @pytest.fixture

@@ -49,3 +49,15 @@ def wait_for_sync(predicate, timeout: float = 30.0, interval: float = 0.1, messa
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
+
+
+def let_users_traverse(path) -> None:
+    """Make ``path`` and its ancestors passable (0711) for other users' accounts (pytest's tmp folders are 0700)."""
+    import os
+
+    path = os.path.abspath(path)
+    while path not in ("/", ""):
+        mode = os.stat(path).st_mode
+        if mode & 0o011 != 0o011:
+            os.chmod(path, (mode & 0o7777) | 0o711)
+        path = os.path.dirname(path)
