@@ -321,15 +321,30 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ submissions
     async def submit(self, values: dict[str, Any], archive: bytes) -> ActiveRun:
-        """Check and store the snapshot and queue the run; nothing is left behind if either step fails."""
+        """Check and store the snapshot and queue the run; nothing is left behind if either step fails.
+
+        With ``values["client_key"]`` (the client's Idempotency-Key) a repeat of an
+        earlier submission of the owner's, a retry, raises ``store.DuplicateSubmission``
+        with the run the first one made, and makes nothing: across restarts (the key is
+        in the database) and when both race (the later insert fails on the unique index).
+        """
+        key = values.get("client_key")
+        if key is not None:
+            existing = await self.db.run(store.run_by_client_key, values["owner"], key)
+            if existing is not None:
+                raise store.DuplicateSubmission(existing)
         run_id, self._next_id = self._next_id, self._next_id + 1
         paths = RunPaths(self.runs_dir / str(run_id))
         try:
             await self.helper.call(create_run_dir, str(paths.root), archive, values["entry_point"],
                                    self.snapshot_limits)
             row = await self.db.run(store.insert_run, run_id, values, str(paths.root), str(paths.log), utcnow())
-        except BaseException:
+        except BaseException as e:
             await self.helper.call(remove_run_dir, str(paths.root))
+            if key is not None and store.is_integrity_error(e):
+                existing = await self.db.run(store.run_by_client_key, values["owner"], key)
+                if existing is not None:
+                    raise store.DuplicateSubmission(existing) from None
             raise
         run = ActiveRun.from_row(row)
         run.submitted_row = row
@@ -425,9 +440,12 @@ class Dispatcher:
 
     async def _launch(self, run: ActiveRun) -> ProcessRef:
         account = await self.account(run.owner)
-        await self.launcher.call(stage_source, run.run_dir, self.snapshot_limits)
-        if account is not None:
+        if account is None:
+            await self.launcher.call(stage_source, run.run_dir, self.snapshot_limits)
+        else:
+            # The code is unpacked by the run's own account, into a folder that is its own.
             await self.launcher.call(give_to_user, run.run_dir, account.uid, account.gid)
+            await self.launcher.call(stage_source, run.run_dir, self.snapshot_limits, account.uid, account.gid)
         launch = RunLaunch(run.id, run.owner, run.experiment, run.entry_point, run.args, run.hyperparameters,
                            run.assigned_gpus, cpus=run.cpus, memory_bytes=run.memory_bytes,
                            uid=account.uid if account else None, gid=account.gid if account else None,

@@ -1,17 +1,28 @@
 """A run's folder on disk: created from the uploaded snapshot, handed over on preemption, removed on refusal.
 
 These functions do blocking file work; the dispatcher runs them in the helper
-process (``helper_process``), never on the event loop.
+process (``helper_process``, as root), never on the event loop.  The stored
+snapshot is in the run's control folder, root's alone.  What the run's user
+owns is written and read as that user where a ``uid`` is given, and otherwise
+through folder descriptors, never following a link: a link or hard link the
+user left in their folder must not make root read, write or hand over anything
+of someone else's.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import stat
+from collections import deque
 from pathlib import Path
 
+from .helper_process import run_as
 from .runenv import RunPaths
-from .snapshot import SnapshotLimits, check_archive, check_entry_point, pack_directory, unpack
+from .snapshot import SnapshotError, SnapshotLimits, check_archive, check_entry_point, pack_tree, unpack_into
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+MAX_CHECKPOINT_DEPTH = 256
 
 
 def create_run_dir(root: str, archive: bytes, entry_point: str, limits: SnapshotLimits) -> None:
@@ -31,37 +42,72 @@ def create_run_dir(root: str, archive: bytes, entry_point: str, limits: Snapshot
     paths.root.mkdir(parents=True)
     shutil.rmtree(paths.control, ignore_errors=True)
     paths.control.mkdir(parents=True, mode=0o700)
-    paths.snapshot.write_bytes(archive)
-    for folder in (paths.model, paths.checkpoints, paths.checkpoint_input, paths.tensorboard):
-        folder.mkdir()
-    paths.log.touch()
+    with open(os.open(paths.snapshot, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), "wb") as f:
+        f.write(archive)
+    # Private whatever the umask: the folder becomes its user's alone.
+    for folder in (paths.root, paths.model, paths.checkpoints, paths.checkpoint_input, paths.tensorboard):
+        folder.mkdir(0o700, exist_ok=folder == paths.root)
+        folder.chmod(0o700)
+    os.close(os.open(paths.log, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    paths.log.chmod(0o600)
 
 
-def stage_source(root: str, limits: SnapshotLimits) -> None:
-    """Unpack the stored snapshot into the run's source folder, once, before its first start."""
+def stage_source(root: str, limits: SnapshotLimits, uid: int | None = None, gid: int | None = None) -> None:
+    """Unpack the stored snapshot into the run's source folder, once, before its first start.
+
+    The caller (root) reads the snapshot, makes the empty staging folder and,
+    given ``uid``, hands its descriptor to a child process running as
+    ``uid``:``gid``, which unpacks into it: the files are the run's user's, and
+    that user needs no access to the snapshot nor to the folders above.  Without
+    ``uid`` the caller unpacks.  On any failure no staging folder is left and the
+    snapshot stays.
+    """
     paths = RunPaths(Path(root))
     if paths.source.is_dir():
         return  # started before (a preempted run starts again where it was)
     staging = paths.root / "src.unpacking"
-    shutil.rmtree(staging, ignore_errors=True)
-    unpack(paths.snapshot.read_bytes(), staging, limits)
-    staging.rename(paths.source)
+    _remove(staging)
+    data = _read_own_file(paths.snapshot)
+    os.mkdir(staging, 0o700)
+    try:
+        fd = os.open(staging, _DIR_FLAGS)
+        try:
+            os.fchmod(fd, 0o700)
+            if uid is None:
+                unpack_into(data, fd, limits)
+            else:
+                os.fchown(fd, uid, gid)
+                run_as(uid, gid, unpack_into, data, fd, limits, pass_fds=(fd,))
+        finally:
+            os.close(fd)
+        staging.rename(paths.source)
+    except BaseException:
+        _remove(staging)
+        raise
     paths.snapshot.unlink()
 
 
-def stored_code(root: str) -> bytes | None:
+def stored_code(root: str, uid: int | None = None, gid: int | None = None) -> bytes | None:
     """The run's code as a .tar.gz (for a copy of the run): the stored snapshot, or the unpacked source folder.
 
-    None if neither is left.
+    The source folder is the user's: it is packed as ``uid``:``gid`` where
+    given, and always without following a link.  None if neither is left.
     """
     paths = RunPaths(Path(root))
-    if paths.snapshot.is_file():
-        return paths.snapshot.read_bytes()
-    if not paths.source.is_dir():
+    try:
+        return _read_own_file(paths.snapshot)
+    except FileNotFoundError:
+        pass
+    try:
+        fd = os.open(paths.source, _DIR_FLAGS)
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    return pack_directory([(path.relative_to(paths.source).as_posix(), path)
-                           for path in sorted(paths.source.rglob("*"))
-                           if path.is_file() and not path.is_symlink() and "__pycache__" not in path.parts])
+    try:
+        if uid is None:
+            return pack_tree(fd)
+        return run_as(uid, gid, pack_tree, fd, pass_fds=(fd,))
+    finally:
+        os.close(fd)
 
 
 def remove_run_dir(root: str) -> None:
@@ -75,28 +121,127 @@ def hand_over_checkpoints(root: str) -> None:
     The next start finds what the run last wrote to ``EM_CHECKPOINT_DIR`` in
     ``EM_CHECKPOINT_INPUT_DIR`` (hard links: no copy of large files) and keeps
     writing new checkpoints where it did before.  Also forgets the previous
-    start's exit record.
+    start's exit record.  The checkpoints are the run's user's: they are walked
+    through folder descriptors and a link is linked as itself, never followed;
+    the folders made keep their originals' owner and mode.
     """
     paths = RunPaths(Path(root))
     paths.exit_file.unlink(missing_ok=True)
-    if not any(paths.checkpoints.iterdir()):
-        return
-    staging = paths.root / "checkpoint-input.next"
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(paths.checkpoints, staging, symlinks=True, copy_function=os.link)
-    shutil.rmtree(paths.checkpoint_input, ignore_errors=True)
+    source = os.open(paths.checkpoints, _DIR_FLAGS)
+    try:
+        if not os.listdir(source):
+            return
+        staging = paths.root / "checkpoint-input.next"
+        _remove(staging)
+        os.mkdir(staging, 0o700)
+        target = os.open(staging, _DIR_FLAGS)
+        try:
+            _link_tree(source, target)
+        finally:
+            os.close(target)
+    except BaseException:
+        _remove(paths.root / "checkpoint-input.next")
+        raise
+    finally:
+        os.close(source)
+    _remove(paths.checkpoint_input)
     staging.rename(paths.checkpoint_input)
 
 
 def give_to_user(root: str, uid: int, gid: int) -> None:
     """Hand a run's folder (everything but its control files) to the run's Unix account, mode 0700.
 
-    Called as root before the run's first start; links are not followed, so a
-    link the run left behind cannot turn this into a chown of someone else's file.
+    Called as root before each start.  The tree is walked through folder
+    descriptors and links are not followed, so a link the run left behind cannot
+    turn this into a chown of someone else's file.  Only what the service owns is
+    handed over, and no file with more than one name: a hard link to another
+    file of root's must never change hands.  (``stage_source`` given the
+    account's ``uid`` unpacks as the user, so nothing of theirs is root's.)
     """
     paths = RunPaths(Path(root))
-    os.chown(paths.root, uid, gid, follow_symlinks=False)
-    os.chmod(paths.root, 0o700)
-    for folder, dirs, files in os.walk(paths.root):
+    fd = os.open(paths.root, _DIR_FLAGS)
+    try:
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
+    service = os.geteuid()
+    for _, dirs, files, dir_fd in os.fwalk(paths.root):
         for name in dirs + files:
-            os.chown(os.path.join(folder, name), uid, gid, follow_symlinks=False)
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            if st.st_uid == service and (stat.S_ISDIR(st.st_mode) or st.st_nlink == 1):
+                os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+
+
+def _link_tree(source: int, target: int) -> None:
+    """Hard links in the folder ``target`` to everything below ``source``, folders made alike, no link followed.
+
+    The folders are made root's and handed to their originals' owners last,
+    deepest first, so nobody can change what is being built.
+    """
+    made: list[tuple[tuple[str, ...], int, int]] = []
+    pending = deque([()])
+    while pending:
+        parts = pending.popleft()
+        src = _open_below(source, parts)
+        if src is None:
+            continue  # swapped for something else meanwhile: not a folder any more
+        try:
+            dst = _open_below(target, parts)
+            try:
+                for entry in os.scandir(src):
+                    if entry.is_dir(follow_symlinks=False):
+                        if len(parts) < MAX_CHECKPOINT_DEPTH:
+                            st = entry.stat(follow_symlinks=False)
+                            os.mkdir(entry.name, 0o700, dir_fd=dst)
+                            made.append(((*parts, entry.name), st.st_uid, st.st_gid))
+                            pending.append((*parts, entry.name))
+                    else:
+                        os.link(entry.name, entry.name, src_dir_fd=src, dst_dir_fd=dst, follow_symlinks=False)
+            finally:
+                os.close(dst)
+        finally:
+            os.close(src)
+    for parts, uid, gid in reversed(made):
+        parent = _open_below(target, parts[:-1])
+        try:
+            os.chown(parts[-1], uid, gid, dir_fd=parent, follow_symlinks=False)
+        finally:
+            os.close(parent)
+    st = os.fstat(source)
+    os.fchown(target, st.st_uid, st.st_gid)
+
+
+def _open_below(top: int, parts: tuple[str, ...]) -> int | None:
+    """A descriptor of the folder ``top/parts...``, or None if a component is not a folder (a link is not)."""
+    fd = os.dup(top)
+    for part in parts:
+        try:
+            child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+        except OSError:
+            child = None
+        os.close(fd)
+        if child is None:
+            return None
+        fd = child
+    return fd
+
+
+def _read_own_file(path: Path) -> bytes:
+    """The content of ``path``, a regular file of the caller's with one name (never a link or a user's file)."""
+    with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_nlink != 1:
+            raise SnapshotError(f"the stored snapshot {path} is not a file of the service's own; it was not read")
+        return f.read()
+
+
+def _remove(path: Path) -> None:
+    """Remove ``path`` whatever it is, never following a link (``rmtree`` works through descriptors)."""
+    try:
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
