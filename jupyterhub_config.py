@@ -12,6 +12,10 @@ working demo, NOT a production configuration.  For production, change:
 - the spawner to ``nothing.spawner.kube`` on Kubernetes, where each notebook gets
   a persistent volume at /root/easymaker.
 
+Started as root, every user's notebooks and runs execute as their own Unix account
+(``c.UnixAccounts``, created on first use), and the hub's own state below is
+readable by the services only; see docs/multi-user.md.
+
 Every path and port below can be overridden through the environment, which is
 how the tests start private hubs on free ports.
 """
@@ -21,15 +25,22 @@ import shlex
 import shutil
 import sys
 
-from nothing.hub_extension import configure_hub
-from nothing.hub_extension.admin import TEMPLATE_DIR
-from nothing.hub_extension.notebook_states import user_notebook_states
+# Everything the hub and the services it starts create is theirs alone (the cookie
+# secret, the databases, the proxy's pid file): user code runs as other accounts.
+os.umask(0o077)
+
+from nothing.hub_extension import configure_hub  # noqa: E402
+from nothing.hub_extension.admin import TEMPLATE_DIR  # noqa: E402
+from nothing.hub_extension.notebook_states import user_notebook_states  # noqa: E402
+from nothing.hub_extension.state_dir import secure_data_dir  # noqa: E402
+from nothing.scheduler.accounts import config_args  # noqa: E402
 
 c = get_config()  # noqa: F821 (provided by JupyterHub)
 
 here = os.path.dirname(os.path.abspath(__file__))
 data_dir = os.path.abspath(os.environ.get("NOTHING_DATA_DIR", os.path.join(here, "var")))
-os.makedirs(data_dir, exist_ok=True)
+# Users' accounts may pass through to users/<name> and scheduler/runs/<id>; all else is private.
+secure_data_dir(data_dir)
 
 # --- network: everything on loopback ------------------------------------------------
 c.JupyterHub.bind_url = os.environ.get("NOTHING_BIND_URL", "http://127.0.0.1:8000")
@@ -52,6 +63,11 @@ c.ConfigurableHTTPProxy.command = [chp if os.path.exists(chp) else (shutil.which
 # --- notebooks: local processes, one persistent folder per user -------------------------
 c.JupyterHub.spawner_class = "nothing-local"
 c.NothingLocalSpawner.easymaker_root = os.path.join(data_dir, "users")
+# Each hub user's notebooks and runs execute as their Unix account (as root: created on
+# first use, login nothing-<name>, uids 20000-29999; see docs/multi-user.md). Set
+# c.UnixAccounts.* before the scheduler section below, which hands them to the scheduler.
+if "home_template" not in c.UnixAccounts:
+    c.UnixAccounts.home_template = os.path.join(data_dir, "users", "{username}")
 c.Spawner.cmd = [os.path.join(venv_bin, "jupyterhub-singleuser")]
 c.Spawner.default_url = "/lab"
 c.Spawner.environment = {"PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}
@@ -72,5 +88,5 @@ configure_hub(
     c,
     data_dir=os.path.join(data_dir, "scheduler"),
     service_port=int(os.environ.get("NOTHING_SERVICE_PORT", "10101")),
-    scheduler_args=shlex.split(os.environ.get("NOTHING_SCHEDULER_ARGS", "")),
+    scheduler_args=[*config_args(c), *shlex.split(os.environ.get("NOTHING_SCHEDULER_ARGS", ""))],
 )

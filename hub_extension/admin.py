@@ -6,7 +6,9 @@ owns both the page and the API it calls.  The hub links to it from its navigatio
 bar through a template override (``TEMPLATE_DIR``, added to
 ``c.JupyterHub.template_paths``) and the service is in the hub's Services menu.
 
-Only JupyterHub admins get the page; everyone else gets 403.  The page is static
+Only JupyterHub admins get the page, and only with a token or cookie that carries
+an admin scope (``nothing.hub_extension.auth``); everyone else gets 403.  The page
+may not be framed by other sites.  The page is static
 HTML plus ``static/admin.js``; the script reads ``api/admin/overview`` and acts
 through ``api/runs/<id>/cancel`` and ``api/runs/<id>/priority``, sending the
 XSRF token rendered into the page.
@@ -18,39 +20,50 @@ import json
 from html import escape
 from pathlib import Path
 
-from jupyterhub.services.auth import HubOAuthenticated
 from tornado import web
+
+from .auth import HubUserMixin, authenticate
 
 HERE = Path(__file__).parent
 TEMPLATE_DIR = str(HERE / "templates")
 STATIC_DIR = str(HERE / "static")
 
 
-class AdminPageHandler(HubOAuthenticated, web.RequestHandler):
+class AdminPageHandler(HubUserMixin, web.RequestHandler):
     """``GET <prefix>admin``: the page for admins; 403 for other users; the hub's login for strangers."""
 
+    def set_default_headers(self) -> None:
+        self.deny_framing()
+        self.set_header("Cache-Control", "no-store")
+
     async def prepare(self) -> None:
-        model = await self.hub_auth.get_user(self, sync=False)
-        self._hub_auth_user_cache = model
-        if model is None:
+        if await authenticate(self) is None:
             self.redirect(self.get_login_url())
 
     def get(self) -> None:
         user = self.current_user
-        self.set_header("Cache-Control", "no-store")
         self.set_header("Content-Type", "text/html; charset=utf-8")
-        if not user.get("admin"):
+        if not self.is_admin:
             self.set_status(403)
-            self.finish(_page("Forbidden", f"<p role='alert'>{escape(user['name'])} is not a JupyterHub admin: "
+            why = ("is a JupyterHub admin, but this token does not carry admin rights" if user.get("admin")
+                   else "is not a JupyterHub admin")
+            self.finish(_page("Forbidden", f"<p role='alert'>{escape(user['name'])} {why}: "
                                            "the GPU cluster page is for admins only.</p>"))
             return
         prefix = self.settings["service_prefix"]
         config = {"prefix": prefix, "xsrf": self.xsrf_token.decode(), "user": user["name"],
                   "hub": prefix.split("/services/")[0] + "/hub/"}
         body = (HERE / "templates" / "admin_body.html").read_text()
-        script = (f"<script>window.NOTHING_ADMIN = {json.dumps(config)};</script>"
+        inline = json.dumps(config).replace("<", "\\u003c")  # no "</script>" can end the script early
+        script = (f"<script>window.NOTHING_ADMIN = {inline};</script>"
                   f"<script src='{prefix}static/nothing-admin/admin.js'></script>")
         self.finish(_page("GPU cluster", body + script, prefix))
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        message = getattr(exc, "log_message", None) or self._reason
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(_page(self._reason, f"<p role='alert'>{escape(message)}</p>"))
 
 
 def _page(title: str, body: str, prefix: str = "") -> str:
@@ -67,6 +80,7 @@ class AdminStaticHandler(web.StaticFileHandler):
 
     def set_extra_headers(self, path: str) -> None:
         self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Content-Type-Options", "nosniff")
 
 
 default_handlers = [

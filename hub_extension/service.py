@@ -6,10 +6,20 @@ separate functions so a deployment with its own config can take only what it nee
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
 SERVICE_NAME = "nothing"
+
+# A token gives admin power in the scheduler only when the user is a hub admin AND the
+# token itself carries one of these: an admin's full API token has both, the service's
+# OAuth cookie of an admin has ``admin-ui`` (``oauth_client_allowed_scopes``; the hub
+# drops it for everyone else), and a token created with only the access scope has neither.
+ADMIN_SCOPES = frozenset({"admin:users", "admin-ui"})
+
+# Cookies the service sets (OAuth token and state) are not sent on cross-site requests.
+SERVICE_COOKIE_OPTIONS = {"samesite": "Lax"}
 
 # What every single-user server's own token needs: the default server scopes,
 # the right to call the scheduler on its user's behalf, and to show the user's
@@ -24,21 +34,31 @@ SERVER_TOKEN_SCOPES = [
 
 def scheduler_service(port: int, data_dir: str, extra_args: list[str] | None = None,
                       environment: dict[str, str] | None = None, name: str = SERVICE_NAME) -> dict[str, Any]:
-    """The ``c.JupyterHub.services`` entry that runs the scheduler as a managed service."""
+    """The ``c.JupyterHub.services`` entry that runs the scheduler as a managed service.
+
+    ``python -m nothing.scheduler`` is the scheduler's supervisor (``nothing.scheduler.supervise``):
+    it restarts a crashed scheduler at once, where the hub would notice only on its 30 s poll.
+    """
     return {
         "name": name,
         "url": f"http://127.0.0.1:{port}",
         "command": [sys.executable, "-m", "nothing.scheduler", f"--NothingScheduler.data_dir={data_dir}",
                     *(extra_args or [])],
-        "environment": dict(environment or {}),
+        "environment": {"JUPYTERHUB_COOKIE_OPTIONS": json.dumps(SERVICE_COOKIE_OPTIONS), **(environment or {})},
         "oauth_no_confirm": True,
+        # What an admin's browser login to the service may carry, so the admin page works
+        # from the cookie alone; the hub grants it only to users who hold it.
+        "oauth_client_allowed_scopes": ["admin-ui"],
         "display": True,
         "info": {"description": "GPU training queue"},
     }
 
 
 def platform_roles(name: str = SERVICE_NAME) -> list[dict[str, Any]]:
-    """Roles: every user may use the scheduler; the scheduler may read users and groups."""
+    """Roles: every user may use the scheduler; the scheduler may read users, groups and servers.
+
+    ``read:servers`` lets it check that a notebook server asking for GPUs exists.
+    """
     return [
         {
             "name": "user",
@@ -48,7 +68,7 @@ def platform_roles(name: str = SERVICE_NAME) -> list[dict[str, Any]]:
         {
             "name": "nothing-scheduler",
             "description": "What the GPU scheduler service needs from the hub",
-            "scopes": ["read:users", "read:groups", "list:users"],
+            "scopes": ["read:users", "read:groups", "list:users", "read:servers"],
             "services": [name],
         },
     ]

@@ -3,6 +3,12 @@
 Inside a NothingAI notebook it needs no configuration: the service address comes
 from ``NOTHING_SERVICE_URL`` (set by the platform's spawner) and the token from
 ``JUPYTERHUB_API_TOKEN`` (set by JupyterHub for every single-user server).
+
+Calls that are safe to repeat are retried, with back-off and jitter, for up to
+``retry_seconds`` while the service cannot be reached or answers 502, 503 or 504
+(what the hub's proxy answers, as an HTML page, while the scheduler restarts):
+reads, cancels, and submissions, which carry an ``Idempotency-Key`` so that a
+retried submission is the same run, never a second one.
 """
 
 from __future__ import annotations
@@ -12,14 +18,19 @@ import io
 import os
 import tarfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
 import requests
 
+from nothing.scheduler.backoff import Backoff
+
 TERMINAL_STATES = {"COMPLETE", "STOPPED", "FAIL TRAIN", "CREATE FAILED"}
 # Code archives up to this size are sent base64 in one JSON document; larger ones as multipart.
 JSON_SUBMISSION_MAX_BYTES = 1024 * 1024
+# Answers that mean "not now" (the hub's proxy while the service is down, a gateway): retried.
+RETRY_STATUSES = frozenset({502, 503, 504})
 
 
 class NothingError(Exception):
@@ -30,8 +41,31 @@ class NothingError(Exception):
         self.status = status
 
 
+def _error_message(response: requests.Response) -> str:
+    """The service's own message from a JSON error; never parses an HTML error page (the hub's, the proxy's)."""
+    if response.headers.get("Content-Type", "").startswith("application/json"):
+        try:
+            message = response.json()["message"]
+            if isinstance(message, str) and message:
+                return message
+        except (ValueError, KeyError, TypeError):
+            pass
+    if response.status_code in RETRY_STATUSES:
+        return (f"the NothingAI scheduler is not answering ({response.status_code} {response.reason}): "
+                "it may be restarting; try again in a minute")
+    text = response.text.strip() if response.headers.get("Content-Type", "").startswith("text/plain") else ""
+    return text or f"{response.status_code} {response.reason}"
+
+
 class NothingClient:
-    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0):
+    """The scheduler's API as one user.
+
+    ``timeout``: seconds one request may take; ``retry_seconds``: how long calls that
+    are safe to repeat keep being retried while the service is unreachable (0: never).
+    """
+
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0,
+                 retry_seconds: float = 30.0):
         url = url or os.environ.get("NOTHING_SERVICE_URL")
         if not url:
             raise NothingError(
@@ -43,50 +77,79 @@ class NothingClient:
             raise NothingError("no API token: JUPYTERHUB_API_TOKEN is not set")
         self.api = url.rstrip("/") + "/api"
         self.timeout = timeout
+        self.retry_seconds = retry_seconds
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"token {token}"
 
-    def _request(self, method: str, path: str, **kwargs) -> requests.Response:
+    def _request(self, method: str, path: str, retry: bool = False, attempts: list | None = None,
+                 **kwargs) -> requests.Response:
+        """One call; with ``retry``, repeated while the service is unreachable (see the module docstring).
+
+        ``attempts``, if given, gets one entry per attempt made.
+        """
         kwargs.setdefault("timeout", self.timeout)
-        try:
-            response = self.session.request(method, self.api + path, **kwargs)
-        except requests.ConnectionError as e:
-            raise NothingError(f"cannot reach the NothingAI scheduler at {self.api}: {e}") from None
-        if response.status_code >= 400:
+        delays = Backoff(initial=0.2, maximum=5.0, jitter=0.5, budget=self.retry_seconds).delays() if retry \
+            else iter(())
+        while True:
+            if attempts is not None:
+                attempts.append(time.monotonic())
             try:
-                message = response.json()["message"]
-            except (ValueError, KeyError):
-                message = response.text.strip() or response.reason
-            raise NothingError(message, response.status_code)
+                response = self.session.request(method, self.api + path, **kwargs)
+            except (requests.ConnectionError, requests.Timeout) as e:
+                error = NothingError(f"cannot reach the NothingAI scheduler at {self.api}: {e}")
+            else:
+                if response.status_code not in RETRY_STATUSES:
+                    break
+                error = NothingError(_error_message(response), response.status_code)
+                response.close()
+            delay = next(delays, None)
+            if delay is None:
+                raise error
+            time.sleep(delay)
+        if response.status_code >= 400:
+            raise NothingError(_error_message(response), response.status_code)
         return response
 
     def submit(self, spec: dict[str, Any], archive: bytes) -> dict:
-        """Queue a run: small code goes as one JSON document (cheaper to parse), larger as multipart."""
+        """Queue a run: small code goes as one JSON document (cheaper to parse), larger as multipart.
+
+        Retried like a read: every attempt carries the same fresh ``Idempotency-Key``,
+        so however many reach the service, they make one run.
+        """
         import json
 
+        headers = {"Idempotency-Key": str(uuid.uuid4())}
         if len(archive) <= JSON_SUBMISSION_MAX_BYTES:
             body = dict(spec, archive=base64.b64encode(archive).decode("ascii"))
-            return self._request("POST", "/runs", json=body).json()
+            return self._request("POST", "/runs", retry=True, json=body, headers=headers).json()
         files = {"archive": ("snapshot.tar.gz", archive, "application/gzip")}
-        return self._request("POST", "/runs", data={"spec": json.dumps(spec)}, files=files).json()
+        return self._request("POST", "/runs", retry=True, data={"spec": json.dumps(spec)}, files=files,
+                             headers=headers).json()
 
     def runs(self, everyone: bool = False, states: list[str] | None = None) -> list[dict]:
         params: dict[str, Any] = {"state": states or []}
         if everyone:
             params["all"] = "1"
-        return self._request("GET", "/runs", params=params).json()["runs"]
+        return self._request("GET", "/runs", params=params, retry=True).json()["runs"]
 
     def run(self, run_id: int) -> dict:
-        return self._request("GET", f"/runs/{int(run_id)}").json()
+        return self._request("GET", f"/runs/{int(run_id)}", retry=True).json()
 
     def events(self, run_id: int) -> list[dict]:
-        return self._request("GET", f"/runs/{int(run_id)}/events").json()["events"]
+        return self._request("GET", f"/runs/{int(run_id)}/events", retry=True).json()["events"]
 
     def cancel(self, run_id: int) -> dict:
-        return self._request("POST", f"/runs/{int(run_id)}/cancel").json()
+        """Cancel a run; retried like a read (cancelling twice is cancelling once)."""
+        attempts: list = []
+        try:
+            return self._request("POST", f"/runs/{int(run_id)}/cancel", retry=True, attempts=attempts).json()
+        except NothingError as e:
+            if e.status == 409 and len(attempts) > 1:
+                return self.run(run_id)  # an earlier attempt ended it; only its answer was lost
+            raise
 
     def gpus(self) -> dict:
-        return self._request("GET", "/gpus").json()
+        return self._request("GET", "/gpus", retry=True).json()
 
     def logs(self, run_id: int, tail: int | None = None, offset: int | None = None) -> tuple[str, int, str]:
         """Returns ``(text, next_offset, run_state)``."""
@@ -95,31 +158,31 @@ class NothingClient:
             params["offset"] = offset
         elif tail is not None:
             params["tail"] = tail
-        r = self._request("GET", f"/runs/{int(run_id)}/logs", params=params)
+        r = self._request("GET", f"/runs/{int(run_id)}/logs", params=params, retry=True)
         return r.content.decode(errors="replace"), int(r.headers.get("X-Log-Offset", 0)), r.headers.get("X-Run-State", "")
 
     def follow_logs(self, run_id: int) -> Iterator[str]:
         """Yields the log as it grows, until the run ends."""
-        with self._request("GET", f"/runs/{int(run_id)}/logs", params={"follow": "1"}, stream=True,
+        with self._request("GET", f"/runs/{int(run_id)}/logs", retry=True, params={"follow": "1"}, stream=True,
                            timeout=(self.timeout, None)) as r:
             for chunk in r.iter_content(chunk_size=None):
                 yield chunk.decode(errors="replace")
 
     def outputs(self, run_id: int) -> list[dict]:
-        return self._request("GET", f"/runs/{int(run_id)}/outputs").json()["files"]
+        return self._request("GET", f"/runs/{int(run_id)}/outputs", retry=True).json()["files"]
 
     def download(self, run_id: int, dest: str | Path = ".", path: str | None = None) -> list[Path]:
         """Download one output file, or all of them (keeping ``model/`` and ``checkpoints/``), into ``dest``."""
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
         if path:
-            r = self._request("GET", f"/runs/{int(run_id)}/outputs/{path}", stream=True)
+            r = self._request("GET", f"/runs/{int(run_id)}/outputs/{path}", stream=True, retry=True)
             target = dest / Path(path).name
             with open(target, "wb") as f:
                 for chunk in r.iter_content(chunk_size=1024 * 1024):
                     f.write(chunk)
             return [target]
-        r = self._request("GET", f"/runs/{int(run_id)}/outputs.tar.gz")
+        r = self._request("GET", f"/runs/{int(run_id)}/outputs.tar.gz", retry=True)
         written = []
         with tarfile.open(fileobj=io.BytesIO(r.content), mode="r:gz") as tar:
             tar.extractall(dest, filter="data")

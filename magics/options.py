@@ -51,7 +51,7 @@ def parse_hp(pairs: list[str]) -> dict[str, str]:
     hps = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not HP_KEY.match(key):
+        if not sep or not HP_KEY.fullmatch(key):
             raise OptionError(f"--hp takes KEY=VALUE with KEY like lr or batch_size, not {pair!r}")
         hps[key] = value
     return hps

@@ -7,6 +7,9 @@ with ``access:services!service=nothing``).  This extension forwards
 jupyter-server's own authentication (the server's owner, XSRF-checked), so the
 browser never sees the token and needs no OAuth round trip to the service.
 Responses are streamed chunk by chunk, so ``logs?follow=1`` follows live.
+Calls that are safe to repeat (reads, cancels, submissions with an
+``Idempotency-Key``) are retried with back-off for up to ``RETRY_SECONDS`` while
+the scheduler cannot be reached (it is restarting), before answering 502.
 
 ``<server>/nothing/config`` tells the front end where the service's pages live
 (for TensorBoard links, which the browser opens directly under the service prefix).
@@ -16,7 +19,9 @@ Enabled by ``etc/jupyter/jupyter_server_config.d/nothing.json``.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 from urllib.parse import urlparse
 
 from jupyter_server.base.handlers import JupyterHandler
@@ -25,7 +30,11 @@ from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.iostream import StreamClosedError
 
-FORWARD_REQUEST_HEADERS = ("Accept", "Content-Type")
+from nothing.scheduler.backoff import Backoff
+
+FORWARD_REQUEST_HEADERS = ("Accept", "Content-Type", "Idempotency-Key")
+RETRY_SECONDS = 30.0
+_CANCEL = re.compile(r"runs/\d+/cancel/?")
 FORWARD_RESPONSE_HEADERS = ("Content-Type", "Content-Disposition", "X-Log-Offset", "X-Run-State", "Location")
 
 
@@ -71,18 +80,36 @@ class ServiceProxyHandler(JupyterHandler):
             follow_redirects=False, request_timeout=0 if "follow=" in (self.request.query or "") else 60,
             allow_nonstandard_methods=True, header_callback=self._on_header, streaming_callback=on_chunk,
         )
-        try:
-            response = await AsyncHTTPClient().fetch(request, raise_error=False)
-        except StreamClosedError:
-            return
-        except (HTTPClientError, OSError) as e:
-            raise web.HTTPError(502, f"cannot reach the NothingAI scheduler: {e}") from None
-        if response.code == 599 and not started:
-            raise web.HTTPError(502, f"cannot reach the NothingAI scheduler: {response.error}")
+        delays = Backoff(initial=0.2, maximum=5.0, jitter=0.5, budget=RETRY_SECONDS).delays() \
+            if self._repeatable(path) else iter(())
+        while True:
+            try:
+                response = await AsyncHTTPClient().fetch(request, raise_error=False)
+            except StreamClosedError:
+                return
+            except (HTTPClientError, OSError) as e:
+                error = e
+            else:
+                if response.code != 599 or started or self._status_seen:
+                    break
+                error = response.error
+            # Nothing of an answer reached the browser yet: the scheduler was not there (restarting).
+            delay = next(delays, None)
+            if delay is None or self._client_gone:
+                raise web.HTTPError(502, f"cannot reach the NothingAI scheduler: {error}")
+            await asyncio.sleep(delay)
         if not self._client_gone:
             self.finish()
 
     _client_gone = False
+    _status_seen = False
+
+    def _repeatable(self, path: str) -> bool:
+        """Whether forwarding this call twice is the same as once."""
+        if self.request.method == "GET":
+            return True
+        return self.request.method == "POST" and (
+            bool(_CANCEL.fullmatch(path)) or "Idempotency-Key" in self.request.headers)
 
     def on_connection_close(self) -> None:
         self._client_gone = True
@@ -97,6 +124,7 @@ class ServiceProxyHandler(JupyterHandler):
             code = int(parts[1])
             if code == 100:
                 return
+            self._status_seen = True
             self.set_status(code, parts[2] if len(parts) > 2 else None)
             self.clear_header("Content-Type")
             return

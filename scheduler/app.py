@@ -29,10 +29,12 @@ from .db import Database
 from .dispatcher import Dispatcher
 from .executors.local import LocalExecutor
 from .gpus import discover
+from .lock import LockHeld, SchedulerLock
 from .policy import Node
 from .policy_config import make_policy, parse_quotas
 from .usage import UsageLedger
 from .snapshot import SnapshotLimits
+from .supervise import EXIT_DO_NOT_RESTART, supervisor_pid
 from .tensorboard import TensorBoardManager
 from .zombies import NoUtilization, NvmlUtilization, ZombieMonitor
 
@@ -181,6 +183,31 @@ class NothingScheduler(Application):
         4.0, help="Waiting this many hours outweighs the whole fair-share range, so nobody starves."
     ).tag(config=True)
 
+    takeover = Bool(
+        True,
+        help="""What to do when another scheduler already owns the data dir or the database.
+
+        ``True`` (default): stop it (SIGTERM to it and its supervisor, SIGKILL after
+        ``takeover_timeout``; on PostgreSQL, wait for it to notice and step down) and
+        take over: the newest scheduler wins, since it carries the hub's current token
+        and configuration, e.g. after the hub alone was killed and restarted.
+        ``False``: refuse to start, with one line saying who owns it, and exit status 1.
+
+        Example: ``c.NothingScheduler.takeover = False``
+        """,
+    ).tag(config=True)
+    takeover_timeout = Float(
+        10.0,
+        help="""Seconds to wait for the old scheduler to stop after SIGTERM (on PostgreSQL: to step
+        down) before killing it, when taking over. Example: ``c.NothingScheduler.takeover_timeout = 30``""",
+    ).tag(config=True)
+    lock_check_interval = Float(
+        2.0,
+        help="""Seconds between checks that this scheduler still holds the PostgreSQL lock and that no
+        newer scheduler waits for it (it then stops). Unused with SQLite, whose file lock is taken
+        over by signalling its owner. Example: ``c.NothingScheduler.lock_check_interval = 5``""",
+    ).tag(config=True)
+
     tornado_settings = Dict(help="Extra tornado Application settings.").tag(config=True)
     upgrade_db = Bool(True, help="Upgrade the database schema to the newest revision at start.").tag(config=True)
 
@@ -202,6 +229,9 @@ class NothingScheduler(Application):
         logging.getLogger("nothing").setLevel(self.log_level)
         logging.getLogger("nothing").handlers = self.log.handlers
         Path(self.data_dir).mkdir(parents=True, exist_ok=True)
+        self.supervised = supervisor_pid() is not None
+        self.exit_status = 0
+        self.take_lock()
         self.db = Database(self.db_url)
         revision = self.db.upgrade()
         self.log.info("Scheduler database at revision %s (%s)", revision, self.db.engine.url.render_as_string())
@@ -213,7 +243,6 @@ class NothingScheduler(Application):
         policy = make_policy(self.policy, self.quotas, half_life, self.aging_hours * 3600)
         ledgers = [UsageLedger(half_life, self.quotas.period_seconds) for _ in range(2)]
         executor = LocalExecutor(on_exit=None, parent=self)
-        executor.set_scope(self.data_dir)
         executor.cgroups  # found (and a missing hierarchy logged) once, at start
         self.accounts = UnixAccounts(parent=self)
         self.tensorboards = TensorBoardManager(parent=self)
@@ -226,6 +255,25 @@ class NothingScheduler(Application):
         )
         source = NvmlUtilization() if self.gpu_mode_in_use == "nvml" else NoUtilization()
         self.zombies = ZombieMonitor(self.dispatcher, source, parent=self)
+
+    def take_lock(self) -> None:
+        """Own the data dir and database before touching either (see ``lock.py``); exit if that is refused."""
+        self.lock = SchedulerLock(self.data_dir, self.db_url, supervisor_pid())
+        try:
+            self.lock.acquire(self.takeover, self.takeover_timeout)
+        except LockHeld as e:
+            self.log.critical("%s", e)
+            self.exit(EXIT_DO_NOT_RESTART if self.supervised else 1)
+
+    async def _watch_lock(self, stop: asyncio.Event) -> None:
+        """Stop when the PostgreSQL lock was lost or a newer scheduler waits for it."""
+        while not stop.is_set():
+            await asyncio.sleep(self.lock_check_interval)
+            reason = await asyncio.to_thread(self.lock.check)
+            if reason:
+                self.log.critical("Stopping: %s", reason)
+                self.exit_status = EXIT_DO_NOT_RESTART if self.supervised else 1
+                stop.set()
 
     def make_app(self) -> web.Application:
         prefix = self.service_prefix
@@ -241,6 +289,7 @@ class NothingScheduler(Application):
             service_prefix=prefix,
             cookie_secret=os.urandom(32),
             log_function=self._log_request,
+            xsrf_cookie_kwargs={"samesite": "Lax"},
         )
         settings.update(self.tornado_settings)
         return web.Application(handlers, **settings)
@@ -264,7 +313,9 @@ class NothingScheduler(Application):
         await self.dispatcher.start()
         self.zombies.start()
         url = urlparse(self.service_url)
-        server = HTTPServer(self.make_app(), max_body_size=self.max_snapshot_bytes * 2 + 1024**2, xheaders=True)
+        # A client that stops sending half-way through an upload does not hold its connection for ever.
+        server = HTTPServer(self.make_app(), max_body_size=self.max_snapshot_bytes * 2 + 1024**2, xheaders=True,
+                            body_timeout=300)
         server.listen(url.port or 80, url.hostname or "127.0.0.1")
         self.log.info("NothingAI scheduler %s listening on %s%s (%d GPUs, %s mode)", __version__, self.service_url,
                       self.service_prefix, sum(len(g) for g in self.inventory.values()), self.gpu_mode_in_use)
@@ -272,16 +323,23 @@ class NothingScheduler(Application):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        watch = asyncio.ensure_future(self._watch_lock(stop)) if self.lock.db_url else None
         await stop.wait()
         self.log.info("Stopping; runs keep going and are re-attached at the next start")
+        if watch is not None:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
         server.stop()
         await self.zombies.stop()
         await self.dispatcher.stop()
         await self.tensorboards.stop_all()
         self.db.close()
+        self.lock.release()
 
     def start(self):
         asyncio.run(self.start_async())
+        if self.exit_status:
+            self.exit(self.exit_status)
 
 
 request_log = logging.getLogger("nothing.scheduler.requests")
@@ -289,7 +347,13 @@ request_log = logging.getLogger("nothing.scheduler.requests")
 
 def main(argv=None):
     app = NothingScheduler.instance()
-    app.initialize(argv)
+    try:
+        app.initialize(argv)
+    except SystemExit as e:
+        # A configuration error (traitlets exits with 1) fails the same way every time: not worth a restart.
+        if e.code == 1 and supervisor_pid() is not None:
+            sys.exit(EXIT_DO_NOT_RESTART)
+        raise
     app.start()
 
 

@@ -25,6 +25,7 @@ from .db import Database
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from .executors.base import Executor, ExitStatus, ProcessRef
+from .backoff import Backoff
 from .helper_process import HelperGone, HelperProcess
 from .policy import Allocation, ClusterSnapshot, Node, PendingRun, Policy, best_fit, free_resources
 from .quotas import Quotas
@@ -263,16 +264,16 @@ class Dispatcher:
         shows and the GPU accounting uses; a run that ended leaves ``active`` only
         once its end is committed, so both agree while the commit is retried.
         """
-        delay = 0.05
+        delays = Backoff(initial=0.05, maximum=5.0).delays()
         while True:
             try:
                 await self.db.run(store.apply_transitions, transitions)
                 break
             except (OperationalError, InterfaceError) as e:
+                delay = next(delays)
                 log.error("Could not commit %d state change(s) (%s); retrying in %.2fs",
                           len(transitions), str(e).splitlines()[0], delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
         for t in transitions:
             if t.to_state.is_terminal:
                 run = self.active.get(t.run_id)
@@ -336,11 +337,11 @@ class Dispatcher:
         run_id, self._next_id = self._next_id, self._next_id + 1
         paths = RunPaths(self.runs_dir / str(run_id))
         try:
-            await self.helper.call(create_run_dir, str(paths.root), archive, values["entry_point"],
-                                   self.snapshot_limits)
+            await self.helper.call_idempotent(create_run_dir, str(paths.root), archive,
+                                        values["entry_point"], self.snapshot_limits)
             row = await self.db.run(store.insert_run, run_id, values, str(paths.root), str(paths.log), utcnow())
         except BaseException as e:
-            await self.helper.call(remove_run_dir, str(paths.root))
+            await self.helper.call_idempotent(remove_run_dir, str(paths.root))
             if key is not None and store.is_integrity_error(e):
                 existing = await self.db.run(store.run_by_client_key, values["owner"], key)
                 if existing is not None:
@@ -441,11 +442,12 @@ class Dispatcher:
     async def _launch(self, run: ActiveRun) -> ProcessRef:
         account = await self.account(run.owner)
         if account is None:
-            await self.launcher.call(stage_source, run.run_dir, self.snapshot_limits)
+            await self.launcher.call_idempotent(stage_source, run.run_dir, self.snapshot_limits)
         else:
             # The code is unpacked by the run's own account, into a folder that is its own.
-            await self.launcher.call(give_to_user, run.run_dir, account.uid, account.gid)
-            await self.launcher.call(stage_source, run.run_dir, self.snapshot_limits, account.uid, account.gid)
+            await self.launcher.call_idempotent(give_to_user, run.run_dir, account.uid, account.gid)
+            await self.launcher.call_idempotent(stage_source, run.run_dir, self.snapshot_limits,
+                                        account.uid, account.gid)
         launch = RunLaunch(run.id, run.owner, run.experiment, run.entry_point, run.args, run.hyperparameters,
                            run.assigned_gpus, cpus=run.cpus, memory_bytes=run.memory_bytes,
                            uid=account.uid if account else None, gid=account.gid if account else None,
@@ -617,7 +619,7 @@ class Dispatcher:
             target, reason = S.FAIL_TRAIN, status.describe()
         self._charge(run.owner, run.group, len(run.assigned_gpus), run.started_at, now, finished=target != S.QUEUED)
         if target == S.QUEUED:
-            await self.helper.call(hand_over_checkpoints, run.run_dir)
+            await self.helper.call_idempotent(hand_over_checkpoints, run.run_dir)
             reason += "; requeued with its checkpoints in EM_CHECKPOINT_INPUT_DIR"
             t = self._transition(run, S.QUEUED, reason, now, node=None, assigned_gpus=[], pid=None,
                                  process_start=None, stop_cause=None, started_at=None)

@@ -31,6 +31,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
+from .backoff import Backoff
+
 log = logging.getLogger(__name__)
 
 HEADER = 4
@@ -101,6 +103,18 @@ class HelperProcess:
         """
         return await self._request("call", (fn, args))
 
+
+    async def call_idempotent(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``call`` for work that may safely be done twice: sent again, to a restarted helper, if this one died."""
+        delays = Backoff(initial=0.05, maximum=1.0, budget=10.0).delays()
+        while True:
+            try:
+                return await self.call(fn, *args)
+            except HelperGone:
+                delay = next(delays, None)  # meanwhile the helper's end is noticed; the next call restarts it
+                if delay is None:
+                    raise
+                await asyncio.sleep(delay)
     async def call_as(self, uid: int, gid: int, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` as the Unix user ``uid``:``gid``, in a child of the helper (see ``run_as``)."""
         return await self._request("call", (run_as, (uid, gid, fn, *args)))

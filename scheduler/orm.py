@@ -16,6 +16,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from .states import RunState, StopCause
 
 
+# Longest Idempotency-Key a client may send (printable ASCII).
+CLIENT_KEY_MAX = 200
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -64,12 +68,17 @@ class Run(Base):
     # Executor bookkeeping to re-attach to a process after a restart.
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     process_start: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The client's Idempotency-Key: a retried submission with the same key (per owner) is the same run.
+    client_key: Mapped[str | None] = mapped_column(String(CLIENT_KEY_MAX), nullable=True)
 
     events: Mapped[list[RunEvent]] = relationship(
         back_populates="run", cascade="all, delete-orphan", order_by="RunEvent.id"
     )
 
-    __table_args__ = (Index("ix_runs_owner_state", "owner", "state"),)
+    __table_args__ = (
+        Index("ix_runs_owner_state", "owner", "state"),
+        Index("uq_runs_owner_client_key", "owner", "client_key", unique=True),
+    )
 
 
 class RunEvent(Base):

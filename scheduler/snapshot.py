@@ -15,6 +15,7 @@ of its folder, never through a link, and the links are made last.
 from __future__ import annotations
 
 import bz2
+import gzip  # noqa: F401 - loaded before a fork to a user who may not be able to import it
 import io
 import lzma
 import os

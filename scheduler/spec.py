@@ -1,25 +1,42 @@
 """What a run submission may contain, checked the same way by the service and the client.
 
 ``parse_submission`` turns a JSON-like dict into the values of a new run, or
-raises ``SpecError`` with one sentence naming the problem.
+raises ``SpecError`` with one sentence naming the problem.  Every number is
+bounded (the database columns are 64-bit), every pattern must match the whole
+string (``fullmatch``: ``$`` alone lets a trailing newline through), and the
+arguments and hyperparameters must fit the run's command line and environment,
+where the kernel refuses a single string over 128 KiB (``E2BIG``).
 """
 
 from __future__ import annotations
 
+import json
+import math
 import posixpath
 import re
 from typing import Any
 
-from .runenv import HP_KEY
+from .runenv import HP_KEY, hp_env_name
 
 FIELDS = {
     "name", "experiment", "entry_point", "args", "hyperparameters",
     "gpus", "cpus", "memory", "priority", "max_time", "group", "preemptible",
 }
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]{0,99}$")
-_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([dhms])", re.IGNORECASE)
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\- ]{0,99}")
+_MEMORY = re.compile(r"\s*([0-9]{1,20}(?:\.[0-9]{1,20})?)\s*([KMGT]i?B?|B)?\s*", re.IGNORECASE)
+_DURATION = re.compile(r"([0-9]{1,20}(?:\.[0-9]{1,20})?)\s*([dhms])", re.IGNORECASE)
+_WHOLE = re.compile(r"\s*[+-]?[0-9]{1,19}\s*")
 _UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+MAX_MEMORY_BYTES = 2**50  # 1 PiB: more than any node, far below the 64-bit column
+MAX_SECONDS = 365 * 86400
+MAX_ENTRY_POINT_CHARS = 1024
+MAX_VALUE_BYTES = 4096  # each argument and each hyperparameter value
+MAX_ARGS = 256
+MAX_HYPERPARAMETERS = 256
+# What the arguments and hyperparameters may take of the run's command line and environment
+# together: each hyperparameter is there three times (``--key value``, ``EM_HP_<KEY>``, ``EM_HPS``).
+MAX_LAUNCH_BYTES = 64 * 1024
 
 
 class SpecError(ValueError):
@@ -30,15 +47,21 @@ def parse_memory(value: Any) -> int:
     """``8G``, ``512Mi``, ``1.5GB`` or a number of bytes → bytes."""
     if isinstance(value, bool):
         raise SpecError(f"memory must be a size like 8G, not {value!r}")
-    if isinstance(value, int):
-        if value < 0:
-            raise SpecError("memory cannot be negative")
-        return value
-    m = _MEMORY.match(str(value))
-    if not m:
-        raise SpecError(f"memory must be a size like 8G or 512M, not {value!r}")
-    unit = (m.group(2) or "").upper().rstrip("B").rstrip("I")
-    return int(float(m.group(1)) * _UNITS[unit])
+    if isinstance(value, (int, float)):
+        size = value
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SpecError(f"memory must be a finite number of bytes, not {value}")
+    else:
+        m = _MEMORY.fullmatch(value) if isinstance(value, str) else None
+        if not m:
+            raise SpecError(f"memory must be a size like 8G or 512M, not {_short(value)}")
+        unit = (m.group(2) or "").upper().rstrip("B").rstrip("I")
+        size = float(m.group(1)) * _UNITS[unit]
+    if size < 0:
+        raise SpecError("memory cannot be negative")
+    if size > MAX_MEMORY_BYTES:
+        raise SpecError(f"memory must be at most {MAX_MEMORY_BYTES} bytes (1 PiB), not {_short(value)}")
+    return int(size)
 
 
 def parse_duration(value: Any) -> int:
@@ -46,33 +69,86 @@ def parse_duration(value: Any) -> int:
     if isinstance(value, bool):
         raise SpecError(f"max time must be a duration like 2h, not {value!r}")
     if isinstance(value, (int, float)):
-        seconds = int(value)
-    else:
-        text = str(value).strip()
-        if text.isdigit():
+        seconds = value
+    elif isinstance(value, str) and len(value) <= 100:
+        text = value.strip()
+        if text.isascii() and text.isdigit():
             seconds = int(text)
         else:
             parts = _DURATION.findall(text)
             if not parts or _DURATION.sub("", text).strip():
                 raise SpecError(f"max time must be a duration like 2h, 90m or 1h30m, not {value!r}")
             scale = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-            seconds = int(sum(float(n) * scale[u.lower()] for n, u in parts))
-    if seconds <= 0:
+            seconds = sum(float(n) * scale[u.lower()] for n, u in parts)
+    else:
+        raise SpecError(f"max time must be a duration like 2h, 90m or 1h30m, not {_short(value)}")
+    if isinstance(seconds, float) and not math.isfinite(seconds):
+        raise SpecError(f"max time must be a finite number of seconds, not {seconds}")
+    if seconds < 1:
         raise SpecError("max time must be positive")
-    return seconds
+    if seconds > MAX_SECONDS:
+        raise SpecError(f"max time must be at most 365 days ({MAX_SECONDS} seconds), not {_short(value)}")
+    return int(seconds)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr`` of what the caller sent, cut so an error message stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _int(body: dict, key: str, default: int, low: int, high: int | None = None) -> int:
     value = body.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int):
-        try:
-            value = int(str(value))
-        except ValueError:
-            raise SpecError(f"{key} must be a whole number, not {value!r}") from None
+        if not isinstance(value, str) or not _WHOLE.fullmatch(value):
+            raise SpecError(f"{key} must be a whole number, not {_short(value)}")
+        value = int(value)
     if value < low or (high is not None and value > high):
         bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise SpecError(f"{key} must be {bounds}, not {value}")
+        raise SpecError(f"{key} must be {bounds}, not {_short(value)}")
     return value
+
+
+def _plain_text(label: str, value: str) -> None:
+    """Arguments and values reach ``exec`` and the environment, which carry neither NUL nor lone surrogates."""
+    if "\0" in value:
+        raise SpecError(f"{label} may not contain a NUL character")
+    try:
+        encoded = value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SpecError(f"{label} is not valid Unicode text") from None
+    if len(encoded) > MAX_VALUE_BYTES:
+        raise SpecError(f"{label} is longer than {MAX_VALUE_BYTES} bytes; pass large settings in a file "
+                        "in the snapshot instead")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def parse_args(raw: Any) -> list[str]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(a, str) for a in raw):
+        raise SpecError("args must be a list of strings")
+    if len(raw) > MAX_ARGS:
+        raise SpecError(f"a run takes at most {MAX_ARGS} args, not {len(raw)}")
+    for i, arg in enumerate(raw):
+        _plain_text(f"args[{i}]", arg)
+    return list(raw)
+
+
+def launch_bytes(args: list[str], hyperparameters: dict[str, str]) -> int:
+    """Bytes the arguments and hyperparameters take in the run's command line and environment."""
+    size = sum(len(a.encode()) + 1 for a in args)
+    for key, value in hyperparameters.items():
+        size += len(key) + 3 + len(value.encode()) + 1  # --key value
+        size += len(hp_env_name(key)) + 1 + len(value.encode()) + 1  # EM_HP_KEY=value
+    return size + len("EM_HPS=") + len(json.dumps(hyperparameters)) + 1
 
 
 def parse_hyperparameters(raw: Any) -> dict[str, str]:
@@ -80,23 +156,35 @@ def parse_hyperparameters(raw: Any) -> dict[str, str]:
         return {}
     if not isinstance(raw, dict):
         raise SpecError("hyperparameters must be an object of key: value pairs")
+    if len(raw) > MAX_HYPERPARAMETERS:
+        raise SpecError(f"a run takes at most {MAX_HYPERPARAMETERS} hyperparameters, not {len(raw)}")
     out = {}
     for key, value in raw.items():
-        if not HP_KEY.match(str(key)):
-            raise SpecError(f"hyperparameter name {key!r} must start with a letter or _ and use only letters, "
-                            "digits, _, . and -")
+        if not isinstance(key, str) or not HP_KEY.fullmatch(key):
+            raise SpecError(f"hyperparameter name {_short(key)} must start with a letter or _ and use only "
+                            "letters, digits, _, . and - (at most 64)")
         if isinstance(value, (dict, list)) or value is None:
-            raise SpecError(f"hyperparameter {key!r} must have a plain value, not {value!r}")
-        out[str(key)] = str(value).lower() if isinstance(value, bool) else str(value)
+            raise SpecError(f"hyperparameter {key!r} must have a plain value, not {_short(value)}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SpecError(f"hyperparameter {key!r} must be a finite number, not {value}")
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        _plain_text(f"hyperparameter {key!r}", text)
+        out[key] = text
     return out
 
 
 def parse_entry_point(value: Any) -> str:
+    """A relative path inside the snapshot; no part may start with ``-`` (it would become an interpreter option)."""
     if not isinstance(value, str) or not value.strip():
         raise SpecError("entry_point is required: the file in the snapshot to run, e.g. train.py")
+    if len(value) > MAX_ENTRY_POINT_CHARS or "\0" in value or not _encodable(value):
+        raise SpecError(f"entry_point {_short(value)} must be a path of at most {MAX_ENTRY_POINT_CHARS} "
+                        "characters of text, without NUL")
     norm = posixpath.normpath(value.strip())
     if norm.startswith("/") or norm == ".." or norm.startswith("../") or norm == ".":
-        raise SpecError(f"entry_point {value!r} must be a path inside the snapshot")
+        raise SpecError(f"entry_point {_short(value)} must be a path inside the snapshot")
+    if any(part.startswith("-") for part in norm.split("/")):
+        raise SpecError(f"entry_point {_short(value)}: no part of the path may start with '-'")
     return norm
 
 
@@ -104,9 +192,9 @@ def parse_group(value: Any, user_groups: list[str]) -> str:
     """The group a run is charged to: one of the user's JupyterHub groups (default: the first by name)."""
     if value in (None, ""):
         return sorted(user_groups)[0] if user_groups else ""
-    if value not in user_groups:
+    if not isinstance(value, str) or value not in user_groups:
         mine = ", ".join(sorted(user_groups)) or "none"
-        raise SpecError(f"you are not a member of group {value!r} (your groups: {mine})")
+        raise SpecError(f"you are not a member of group {_short(value)} (your groups: {mine})")
     return value
 
 
@@ -114,16 +202,21 @@ def parse_submission(body: dict, max_gpus_per_node: int, max_cpus_per_node: int,
                      user_groups: list[str] | None = None) -> dict[str, Any]:
     unknown = sorted(set(body) - FIELDS - {"archive"})
     if unknown:
-        raise SpecError(f"unknown field{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}; "
+        shown = [k if k.isprintable() and len(k) <= 40 else _short(k, 40) for k in unknown[:10]]
+        raise SpecError(f"unknown field{'s' if len(unknown) > 1 else ''}: {', '.join(shown)}; "
                         f"allowed: {', '.join(sorted(FIELDS))}")
     name = body.get("name") or ""
     experiment = body.get("experiment") or "default"
     for label, value in (("name", name), ("experiment", experiment)):
-        if value and (not isinstance(value, str) or not NAME.match(value)):
-            raise SpecError(f"{label} {value!r} must be 1-100 letters, digits, spaces, _, . or -")
-    args = body.get("args") or []
-    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
-        raise SpecError("args must be a list of strings")
+        if value and (not isinstance(value, str) or not NAME.fullmatch(value)):
+            raise SpecError(f"{label} {_short(value)} must be 1-100 letters, digits, spaces, _, . or -, "
+                            "starting with a letter or digit")
+    args = parse_args(body.get("args"))
+    hyperparameters = parse_hyperparameters(body.get("hyperparameters"))
+    size = launch_bytes(args, hyperparameters)
+    if size > MAX_LAUNCH_BYTES:
+        raise SpecError(f"args and hyperparameters take {size} bytes of the run's command line and environment "
+                        f"(each hyperparameter counts three times); the limit is {MAX_LAUNCH_BYTES}")
     gpus = _int(body, "gpus", 0, 0)
     if gpus > max_gpus_per_node:
         raise SpecError(f"asks for {gpus} GPUs, but the largest node has {max_gpus_per_node}; "
@@ -137,7 +230,7 @@ def parse_submission(body: dict, max_gpus_per_node: int, max_cpus_per_node: int,
     max_time = body.get("max_time")
     preemptible = body.get("preemptible", False)
     if not isinstance(preemptible, bool):
-        raise SpecError(f"preemptible must be true or false, not {preemptible!r}")
+        raise SpecError(f"preemptible must be true or false, not {_short(preemptible)}")
     return {
         "group": parse_group(body.get("group"), user_groups or []),
         "preemptible": preemptible,
@@ -145,7 +238,7 @@ def parse_submission(body: dict, max_gpus_per_node: int, max_cpus_per_node: int,
         "experiment": experiment,
         "entry_point": parse_entry_point(body.get("entry_point")),
         "args": args,
-        "hyperparameters": parse_hyperparameters(body.get("hyperparameters")),
+        "hyperparameters": hyperparameters,
         "gpus": gpus,
         "cpus": cpus,
         "memory_bytes": parse_memory(body.get("memory") or 0),

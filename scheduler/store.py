@@ -13,6 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .orm import NotebookGpus, Run, RunEvent
@@ -27,6 +28,19 @@ class Transition:
     reason: str
     at: datetime
     fields: dict[str, Any] = field(default_factory=dict)
+
+
+class DuplicateSubmission(Exception):
+    """A submission repeated an earlier one's client key (a client's retry): ``run`` is the run it made."""
+
+    def __init__(self, run: Run):
+        super().__init__(f"run {run.id} was submitted with this key already")
+        self.run = run
+
+
+def is_integrity_error(error: BaseException) -> bool:
+    """Whether a write failed on a constraint (such as the unique client key of a racing duplicate)."""
+    return isinstance(error, IntegrityError)
 
 
 _INSERT_RUN = insert(Run)
@@ -58,6 +72,8 @@ def insert_run(session: Session, run_id: int, values: dict[str, Any], run_dir: s
 
     Pre-built Core statements rather than the ORM's unit of work, and a plain
     record with the attributes of a ``Run`` in return: this is the submit hot path.
+    ``values["client_key"]``, when given, must be new for the owner: a second run
+    with the same owner and key fails on the unique index (``is_integrity_error``).
     """
     row = dict(_RUN_DEFAULTS, **{key: make(None) for key, make in _RUN_DEFAULT_FACTORIES.items()})
     row.update(values, id=run_id, state=RunState.QUEUED, reason="waiting to be scheduled", submitted_at=at,
@@ -100,6 +116,11 @@ def active_runs(session: Session) -> list[Run]:
 
 def get_run(session: Session, run_id: int) -> Run | None:
     return session.get(Run, run_id)
+
+
+def run_by_client_key(session: Session, owner: str, client_key: str) -> Run | None:
+    """The owner's run submitted with ``client_key`` (one lookup in the unique index), if any."""
+    return session.scalars(select(Run).where(Run.owner == owner, Run.client_key == client_key)).first()
 
 
 def list_runs(session: Session, owner: str | None, states: list[RunState] | None, limit: int, offset: int) -> list[Run]:

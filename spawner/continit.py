@@ -1,8 +1,11 @@
 """Run the user's start-up scripts from ``<easymaker>/cont-init.d`` when a notebook starts.
 
 This is the seed's "사용자 스크립트" feature. One program serves every place a
-notebook starts: the images' entrypoints call ``python -m nothing.spawner.continit``
-before the server, and the local spawner calls :func:`run_cont_init`.
+notebook starts: the images' entrypoints and the local spawner both run
+``python -m nothing.spawner.continit`` before the server. The local spawner runs it
+as the user's Unix account, in the notebook's cgroup: the scripts are the user's
+code, and the runner itself must only ever read and write the user's folder with
+the user's rights (a record file could be a link the user planted).
 
 The rules, as the seed states them:
 

@@ -140,7 +140,10 @@ class CustomEnvKernelSpecManager(KernelSpecManager):
 
     def _usable(self, env: Path) -> bool:
         python = env_python(env)
-        if not (python.is_file() and os.access(python, os.X_OK)):
+        try:
+            if not (python.is_file() and os.access(python, os.X_OK)):
+                return False
+        except OSError:  # e.g. a link to an interpreter in a folder the user may not enter
             return False
         key = str(env)
         now = time.monotonic()

@@ -67,14 +67,25 @@ SCHEDULER_TEST_ARGS = [
 
 
 @pytest.fixture(scope="session")
-def hub(tmp_path_factory):
-    """One real JupyterHub + proxy + scheduler for the session; users are made fresh per test."""
+def hub():
+    """One real JupyterHub + proxy + scheduler for the session; users are made fresh per test.
+
+    Its folder is not under pytest's: the users' accounts must pass through every folder
+    above it, and each pytest session makes /tmp/pytest-of-<user> 0700 again.
+    """
+    import shutil
+    import tempfile
+
     from .hub import Hub
 
-    h = Hub(tmp_path_factory.mktemp("hub"), SCHEDULER_TEST_ARGS)
+    root = Path(tempfile.mkdtemp(prefix="nothing-hub-"))
+    h = Hub(root, SCHEDULER_TEST_ARGS)
     h.start()
-    yield h
-    h.stop()
+    try:
+        yield h
+    finally:
+        h.stop()  # also removes the Unix accounts its users got
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
@@ -155,3 +166,37 @@ def make_spawner(tmp_path, monkeypatch):
 
     yield make
     db.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_run_outlives_its_test(request):
+    """Runs outlive their scheduler by design; a test's runs (in its tmp_path) do not outlive the test."""
+    yield
+    tmp = request.node.funcargs.get("tmp_path")
+    if tmp is not None:
+        from .helpers import kill_jobs
+
+        kill_jobs(tmp / "runs")
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A real Slurm cluster for the session: munged, slurmctld and three slurmd (node1-3, 4 GRES GPUs,
+    4 CPUs, 4 GiB each) on loopback, all under one folder of its own; stopped with all its jobs after.
+
+    The folder is under /tmp and 0711, so jobs of other accounts can reach their files through it.
+    """
+    import shutil
+    import tempfile
+
+    from .slurm import Slurm
+
+    root = Path(tempfile.mkdtemp(prefix="nothing-slurm-"))
+    root.chmod(0o711)
+    cluster = Slurm(root)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)

@@ -61,3 +61,22 @@ def let_users_traverse(path) -> None:
         if mode & 0o011 != 0o011:
             os.chmod(path, (mode & 0o7777) | 0o711)
         path = os.path.dirname(path)
+
+
+def kill_jobs(runs_dir) -> None:
+    """SIGKILL every process of the runs a scheduler on ``runs_dir`` started, and remove their cgroups."""
+    import os
+
+    from nothing.scheduler.executors.local import LocalExecutor
+
+    executor = LocalExecutor(on_exit=None)
+    executor.set_scope(str(runs_dir))
+    cgroups = executor.cgroups
+    if cgroups is None:
+        return
+    prefix = f"{executor.cgroup_scope}-run-"
+    for name in os.listdir(next(iter(cgroups.bases.values()))):
+        if name.startswith(prefix):
+            job = cgroups.job(name)
+            job.kill()
+            job.remove()

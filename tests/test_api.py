@@ -72,8 +72,9 @@ open(os.path.join(os.environ["EM_CHECKPOINT_DIR"], "epoch-1", "ckpt.bin"), "wb")
     assert followed.text == log.text
 
     outputs = api("GET", f"/runs/{run['id']}/outputs").json()
-    assert outputs["files"] == [{"path": "model/model.txt", "size": 7},
-                                {"path": "checkpoints/epoch-1/ckpt.bin", "size": 1000}]
+    assert outputs["files"] == [{"path": "model/model.txt", "href": "outputs/?path=model/model.txt", "size": 7},
+                                {"path": "checkpoints/epoch-1/ckpt.bin", "size": 1000,
+                                 "href": "outputs/?path=checkpoints/epoch-1/ckpt.bin"}]
     assert api("GET", f"/runs/{run['id']}/outputs/model/model.txt").content == b"weights"
     archive = api("GET", f"/runs/{run['id']}/outputs.tar.gz")
     with tarfile.open(fileobj=io.BytesIO(archive.content)) as tar:
@@ -179,7 +180,7 @@ MALICIOUS = {
     "relative symlink escaping": (lambda t: (_add(t, "t.py"), _add(t, "up", b"", type=tarfile.SYMTYPE,
                                                                    linkname="../../..")), "outside the snapshot"),
     "hard link outside": (lambda t: (_add(t, "t.py"), _add(t, "h", b"", type=tarfile.LNKTYPE,
-                                                           linkname="../x")), "outside the snapshot"),
+                                                           linkname="../x")), "not a file earlier in the snapshot"),
     "device node": (lambda t: (_add(t, "t.py"), _add(t, "dev", b"", type=tarfile.CHRTYPE)), "not a regular file"),
     "archive bomb": (lambda t: (_add(t, "t.py"), _add(t, "big.bin", b"\0" * 6_000_000)), "unpacks to more than"),
 }

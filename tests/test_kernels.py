@@ -23,8 +23,8 @@ from traitlets.config import Config
 from nothing.spawner.kernels import CustomEnvKernelSpecManager, kernel_name_for
 
 
-def make_venv(path: Path, with_ipykernel: bool) -> Path:
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(path)],
+def make_venv(path: Path, with_ipykernel: bool, python: str = sys.executable) -> Path:
+    subprocess.run([python, "-m", "venv", "--without-pip", "--system-site-packages", str(path)],
                    check=True, timeout=120)
     if with_ipykernel:
         site = subprocess.run(
@@ -78,6 +78,22 @@ def test_an_unusable_env_name_is_no_such_kernel(ksm):
         ksm.get_kernel_spec("conda-env-no-kernel")
     with pytest.raises(NoSuchKernel):
         ksm.get_kernel_spec("conda-env-not-an-env")
+
+
+def test_an_env_the_user_may_not_reach_is_left_out_and_the_others_still_listed(ksm, envs_dir, monkeypatch):
+    # As the user's account, stat() on a link into a folder closed to them fails with EACCES
+    # (root, running the tests, is never refused: the refusal is faked at the file system call).
+    blocked = envs_dir / "easymaker_env" / "bin" / "python"
+    real_is_file = Path.is_file
+
+    def is_file(path):
+        if path == blocked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_is_file(path)
+
+    monkeypatch.setattr(Path, "is_file", is_file)
+    specs = ksm.get_all_specs()
+    assert "python3" in specs and not [k for k in specs if k.startswith("conda-env-")]
 
 
 def test_a_missing_envs_folder_offers_only_the_usual_kernels(tmp_path):

@@ -70,12 +70,33 @@ def test_releasing_gpus_needs_the_holds_token(hub, make_user):
     import requests
 
     name, api = make_user("nbrelease")
-    hold = api("POST", "/notebooks", json={"server": "x", "gpus": 1}).json()
-    assert "release_token" in hold and "release_token" not in api("GET", "/notebooks").json()["notebooks"][0]
-    url = f"{hub.api_url}/notebooks/release"
-    bad = requests.post(url, json={"owner": name, "server": "x", "release_token": "0" * 64}, timeout=10)
-    assert bad.status_code == 404
+    assert hub.hub_api("POST", f"/users/{name}/server", json={"gpus": 1}).status_code in (201, 202)
+    try:
+        wait_for_sync(lambda: server(hub, name).get("ready"), timeout=60, message="the notebook to start")
+        token = server(hub, name)["state"]["gpu_release_token"]
+        assert "release_token" not in api("GET", "/notebooks").json()["notebooks"][0]
+        url = f"{hub.api_url}/notebooks/release"
+        bad = requests.post(url, json={"owner": name, "server": "", "release_token": "0" * 64}, timeout=10)
+        assert bad.status_code == 404
+        assert len(api("GET", "/notebooks").json()["notebooks"]) == 1
+        good = requests.post(url, json={"owner": name, "server": "", "release_token": token}, timeout=10)
+        assert good.status_code == 204
+        assert api("GET", "/notebooks").json()["notebooks"] == []
+    finally:
+        hub.hub_api("DELETE", f"/users/{name}/server")
+        wait_for_sync(lambda: not server(hub, name), timeout=60, message="the notebook to stop")
+
+
+def test_a_gpu_notebook_that_dies_on_its_own_gives_its_gpus_back(hub, make_user):
+    import os
+    import signal
+
+    name, api = make_user("nbdies")
+    assert hub.hub_api("POST", f"/users/{name}/server", json={"gpus": 1}).status_code in (201, 202)
+    wait_for_sync(lambda: server(hub, name).get("ready"), timeout=60, message="the notebook to start")
     assert len(api("GET", "/notebooks").json()["notebooks"]) == 1
-    good = requests.post(url, json={"owner": name, "server": "x", "release_token": hold["release_token"]}, timeout=10)
-    assert good.status_code == 204
-    assert api("GET", "/notebooks").json()["notebooks"] == []
+    os.kill(server(hub, name)["state"]["pid"], signal.SIGKILL)
+    # The hub notices at its next poll of the server and never calls stop(); poll() gives the GPUs back.
+    hub.hub_api("GET", f"/users/{name}")
+    wait_for_sync(lambda: api("GET", "/notebooks").json()["notebooks"] == [], timeout=60,
+                  message="the dead notebook's GPUs to go back")

@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from .helpers import wait_for_sync
+from .hub import users_python
 from .test_kernels import make_venv
 
 pytestmark = pytest.mark.hub
@@ -40,13 +41,16 @@ def test_files_scripts_and_envs_survive_stop_and_start(hub):
     scripts = home / "cont-init.d"
     (scripts / "10-mark").write_text("#!/bin/sh\necho started >> \"$NOTHING_EASYMAKER_DIR/starts.txt\"\n")
     os.chmod(scripts / "10-mark", 0o755)
-    make_venv(home / "custom-conda-envs" / "myenv", with_ipykernel=True)
+    # Made with a Python the user's account can run, as the user would in a terminal.
+    make_venv(home / "custom-conda-envs" / "myenv", with_ipykernel=True, python=users_python())
     stop(hub, name)
     start(hub, name)
 
     assert (home / "notes.txt").read_text() == "keep me"
     assert (home / "starts.txt").read_text() == "started\n"
     assert (scripts / "10-mark.exitcode").read_text().strip() == "0"
+    # The scripts are the user's code: they ran as the user's account, which owns what they wrote.
+    assert (home / "starts.txt").stat().st_uid == (scripts / "10-mark.exitcode").stat().st_uid == home.stat().st_uid != 0
     assert "10-mark" in (home / "cont-init.output").read_text()
     specs = requests.get(f"{hub.url}/user/{name}/api/kernelspecs", headers={"Authorization": f"token {token}"},
                          timeout=30).json()["kernelspecs"]

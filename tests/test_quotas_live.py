@@ -6,6 +6,7 @@ may hold at most 1 GPU.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import textwrap
 
@@ -71,6 +72,25 @@ def quota_hub(tmp_path_factory):
 def api(hub, name):
     # The token a notebook server of this user has.
     return Api(hub, hub.token_for(name, scopes=SERVER_TOKEN_SCOPES))
+
+
+def server_api(hub, name, server):
+    """The API as the notebook server ``name/server``, started (with no GPUs of its own) so the hub lists it.
+
+    Its token carries the scopes a server's own token has for exactly that server,
+    which the scheduler asks for before it holds notebook GPUs.
+    """
+    assert hub.hub_api("POST", f"/users/{name}/servers/{server}").status_code in (201, 202)
+    wait_for_sync(lambda: hub.hub_api("GET", f"/users/{name}").json()["servers"].get(server, {}).get("ready"),
+                  timeout=60, message=f"the notebook server {name}/{server}")
+    return Api(hub, hub.token_for(name, scopes=[f"access:servers!server={name}/{server}",
+                                                 "access:services!service=nothing", f"read:users:groups!user={name}"]))
+
+
+def stop_server(hub, name, server):
+    hub.hub_api("DELETE", f"/users/{name}/servers/{server}")
+    wait_for_sync(lambda: server not in hub.hub_api("GET", f"/users/{name}").json()["servers"], timeout=60,
+                  message=f"the notebook server {name}/{server} to stop")
 
 
 def quota_wait(client, run_id):
@@ -149,29 +169,35 @@ def test_borrowed_gpus_are_taken_back_and_the_run_resumes_from_its_checkpoint(qu
 
 
 def test_notebook_gpus_count_against_the_users_cap(quota_hub):
-    carol = api(quota_hub, "carol")
-    r = carol("POST", "/notebooks", json={"server": "nb", "gpus": 2})
-    assert r.status_code == 409
-    assert r.json()["message"] == "QuotaHardCap: user carol at the cap of 1 GPUs (0 in use, the notebook needs 2)"
-    assert carol("POST", "/notebooks", json={"server": "nb", "gpus": 1}).status_code == 201
-    run = carol.submit({"t.py": "pass"}, entry_point="t.py", gpus=1).json()["id"]
-    waiting = quota_wait(carol, run)
-    assert waiting["reason"].startswith("QuotaHardCap: user carol at the cap of 1 GPU")
-    assert carol("DELETE", "/notebooks", params={"server": "nb"}).status_code == 204
-    assert carol.wait_state(run, "COMPLETE")["exit_code"] == 0
+    carol = server_api(quota_hub, "carol", "nb")
+    try:
+        r = carol("POST", "/notebooks", json={"server": "nb", "gpus": 2})
+        assert r.status_code == 409
+        assert r.json()["message"] == "QuotaHardCap: user carol at the cap of 1 GPUs (0 in use, the notebook needs 2)"
+        assert carol("POST", "/notebooks", json={"server": "nb", "gpus": 1}).status_code == 201
+        run = carol.submit({"t.py": "pass"}, entry_point="t.py", gpus=1).json()["id"]
+        waiting = quota_wait(carol, run)
+        assert waiting["reason"].startswith("QuotaHardCap: user carol at the cap of 1 GPU")
+        assert carol("DELETE", "/notebooks", params={"server": "nb"}).status_code == 204
+        assert carol.wait_state(run, "COMPLETE")["exit_code"] == 0
+    finally:
+        stop_server(quota_hub, "carol", "nb")
 
 
 def test_kubernetes_notebook_gpus_are_counted_not_placed(quota_hub):
-    carol = api(quota_hub, "carol")
-    r = carol("POST", "/notebooks", json={"server": "k8s", "gpus": 2, "external": True})
-    assert r.status_code == 409 and r.json()["message"].startswith("QuotaHardCap: user carol at the cap of 1 GPUs")
-    assert carol("POST", "/notebooks", json={"server": "k8s", "gpus": 1, "external": True}).status_code == 201
-    assert carol("GET", "/gpus").json()["busy"] == 0  # Kubernetes placed it, not this node
-    run = carol.submit({"t.py": "pass"}, entry_point="t.py", gpus=1).json()["id"]
-    waiting = quota_wait(carol, run)
-    assert waiting["reason"].startswith("QuotaHardCap: user carol at the cap of 1 GPU")
-    assert carol("DELETE", "/notebooks", params={"server": "k8s"}).status_code == 204
-    assert carol.wait_state(run, "COMPLETE")["exit_code"] == 0
+    carol = server_api(quota_hub, "carol", "k8s")
+    try:
+        r = carol("POST", "/notebooks", json={"server": "k8s", "gpus": 2, "external": True})
+        assert r.status_code == 409 and r.json()["message"].startswith("QuotaHardCap: user carol at the cap of 1 GPUs")
+        assert carol("POST", "/notebooks", json={"server": "k8s", "gpus": 1, "external": True}).status_code == 201
+        assert carol("GET", "/gpus").json()["busy"] == 0  # Kubernetes placed it, not this node
+        run = carol.submit({"t.py": "pass"}, entry_point="t.py", gpus=1).json()["id"]
+        waiting = quota_wait(carol, run)
+        assert waiting["reason"].startswith("QuotaHardCap: user carol at the cap of 1 GPU")
+        assert carol("DELETE", "/notebooks", params={"server": "k8s"}).status_code == 204
+        assert carol.wait_state(run, "COMPLETE")["exit_code"] == 0
+    finally:
+        stop_server(quota_hub, "carol", "k8s")
 
 
 async def test_kube_spawner_holds_its_instance_types_gpus_in_the_scheduler(quota_hub, make_spawner, monkeypatch):
@@ -193,7 +219,9 @@ async def test_kube_spawner_holds_its_instance_types_gpus_in_the_scheduler(quota
     monkeypatch.setattr(KubeSpawner, "stop", fake_stop)
     spawner = make_spawner("trainer", {"profile": "gpu-4"})
     spawner.environment = {"NOTHING_SERVICE_URL": quota_hub.service_url}
-    spawner.api_token = quota_hub.token_for("alice", scopes=SERVER_TOKEN_SCOPES)
+    # The live hub must list alice/trainer, and the token be that server's: a local server stands in.
+    trainer = await asyncio.to_thread(server_api, quota_hub, "alice", "trainer")
+    spawner.api_token = trainer.session.headers["Authorization"].split()[1]
     await spawner.load_user_options()
     assert spawner.requested_gpus() == 4
     alice = api(quota_hub, "alice")
@@ -210,3 +238,4 @@ async def test_kube_spawner_holds_its_instance_types_gpus_in_the_scheduler(quota
     assert calls == ["start", "stop"]
     assert alice("GET", "/notebooks").json()["notebooks"] == []
     await wait_for(lambda: alice.run(run)["state"] == "COMPLETE", 30)
+    await asyncio.to_thread(stop_server, quota_hub, "alice", "trainer")

@@ -104,6 +104,8 @@ def test_run_board_is_served_to_its_owner_and_admins_only(hub, make_user):
     board = f"{hub.url}/services/nothing/tensorboard/run/{run_id}/"
     page = api.session.get(board, timeout=90)
     assert page.status_code == 200 and "tb-relative-root" in page.text
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    assert page.headers["X-Frame-Options"] == "DENY"
     scalars = api.session.get(board + "data/plugin/scalars/scalars", params={"tag": "loss", "run": "."}, timeout=30)
     assert [(p[1], round(p[2], 4)) for p in scalars.json()] == [(s, round(1 / (s + 1), 4)) for s in range(5)]
     assert other.session.get(board, timeout=30).status_code == 404

@@ -13,21 +13,19 @@ NVML; on virtual GPUs they are ``null`` with the reason in ``*_note``.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
 from tornado import web
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Float, Unicode, validate
 from traitlets.config import Configurable
 
 from ..orm import Run
 from ..rundir import stored_code
 from ..states import RunState
-from .base import APIHandler
+from .base import APIHandler, hub_api
 from .gpus import holder_ids, holder_kind
 from .runs import RunAccessMixin
 
@@ -182,17 +180,6 @@ def sort_queue(runs) -> list:
         return (1, run.position if run.position is not None else 1 << 30, run.id)
 
     return sorted(runs, key=key)
-
-
-async def hub_api(handler, path: str) -> Any:
-    """GET the hub API with the service's own token; ``None`` when the hub refuses or is unreachable."""
-    auth = handler.hub_auth
-    try:
-        r = await AsyncHTTPClient().fetch(f"{auth.api_url}{path}", request_timeout=10,
-                                          headers={"Authorization": f"token {auth.api_token}"})
-        return json.loads(r.body)
-    except (HTTPClientError, OSError, ValueError):
-        return None
 
 
 class ClusterMixin:
@@ -410,7 +397,9 @@ class CopyHandler(RunAccessMixin, APIHandler):
         row = await self.get_visible_run(run_id)
         if row.owner != self.username:
             raise web.HTTPError(403, f"only {row.owner} may copy their run {row.id}")
-        archive = await self.dispatcher.helper.call(stored_code, row.run_dir)
+        account = await self.dispatcher.account(row.owner)
+        archive = await self.dispatcher.helper.call(stored_code, row.run_dir, *((account.uid, account.gid)
+                                                                               if account else ()))
         if archive is None:
             raise web.HTTPError(409, f"run {row.id}'s code is no longer stored, so it cannot be copied")
         try:

@@ -1,50 +1,107 @@
-"""/api/openapi.json: the API described as an OpenAPI 3.1 document."""
+"""/api/openapi.json: the API described as an OpenAPI 3.1 document.
+
+Each operation lists the status codes it really answers and its request bodies as
+precisely as the service checks them (bounds, lengths, patterns), so clients and
+the fuzzer (``tests/test_openapi_fuzz.py``) can rely on it.  Unknown ``/api/``
+paths answer a JSON 404 like every other refusal.
+"""
 
 from __future__ import annotations
 
 from tornado import web
 
 from .. import __version__
+from ..spec import (MAX_ARGS, MAX_ENTRY_POINT_CHARS, MAX_HYPERPARAMETERS, MAX_MEMORY_BYTES, MAX_SECONDS,
+                    MAX_VALUE_BYTES)
+from ..orm import CLIENT_KEY_MAX
 from ..states import RunState
+from .base import MAX_ID, APIHandler
+from .notebooks import MAX_SERVER_NAME_CHARS
+from .runs import MAX_LIST_LIMIT, MAX_LIST_OFFSET, MAX_LOG_OFFSET, MAX_TAIL_LINES
 
-_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "integer"}}
-_ERR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_ERROR_TEXT = {400: "the request is malformed or breaks a limit; the message says which",
+               403: "no valid token, a token without the service's scope, or not allowed to the caller",
+               404: "no such run or file (also for other users' runs)", 409: "conflicts with the current state",
+               413: "the request body is over the operation's limit", 503: "the hub could not be asked; try again"}
+_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0,
+                                                                      "maximum": MAX_ID}}
+_BOOL = {"type": "string", "enum": ["0", "1", "false", "true"]}
+_IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": CLIENT_KEY_MAX},
+                    "description": "a retry with the same key answers 200 with the run the first attempt made"}
+_NAME = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_. \-]{0,99}$"}
+_COUNT = {"oneOf": [{"type": "integer"}, {"type": "string", "pattern": r"^[+-]?[0-9]{1,19}$"}]}
+
+
+def _errors(*codes: int) -> dict:
+    ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    return {str(c): {"description": _ERROR_TEXT[c], "content": ref} for c in codes}
 
 
 def _json(ref: str, description: str = "ok") -> dict:
     return {"description": description, "content": {"application/json": {"schema": {"$ref": ref}}}}
 
 
+def _query(name: str, schema: dict, description: str = "") -> dict:
+    return {"name": name, "in": "query", "schema": schema, **({"description": description} if description else {})}
+
+
+def _op(summary: str, ok: dict, *errors: int, ok_code: str = "200", also: dict | None = None, **extra) -> dict:
+    """One operation; every authenticated one may answer 403.  ``also``: more successful answers."""
+    return {"summary": summary, **extra,
+            "responses": {ok_code: ok, **(also or {}), **_errors(*sorted({403, *errors}))}}
+
+
+def _submission_schema() -> dict:
+    return {
+        "type": "object", "additionalProperties": False, "required": ["entry_point", "archive"],
+        "properties": {
+            "name": _NAME, "experiment": _NAME,
+            "entry_point": {"type": "string", "minLength": 1, "maxLength": MAX_ENTRY_POINT_CHARS,
+                            "pattern": r"^(?!-)(?!.*/-)[^\x00]+$",
+                            "description": "file in the snapshot to run; no part may start with '-'"},
+            "args": {"type": "array", "maxItems": MAX_ARGS,
+                     "items": {"type": "string", "maxLength": MAX_VALUE_BYTES}},
+            "hyperparameters": {
+                "type": "object", "maxProperties": MAX_HYPERPARAMETERS,
+                "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$"},
+                "additionalProperties": {"type": ["string", "number", "boolean"], "maxLength": MAX_VALUE_BYTES},
+                "description": "passed as --key value, EM_HP_<KEY> and EM_HPS; with args at most 64 KiB in all"},
+            "gpus": {**_COUNT, "description": "at most the largest node's GPUs"},
+            "cpus": {**_COUNT, "description": "at most the largest node's CPUs"},
+            "memory": {"oneOf": [{"type": "integer", "minimum": 0, "maximum": MAX_MEMORY_BYTES},
+                                 {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*([KMGTkmgt][iI]?[bB]?|[bB])?\s*$"}],
+                       "examples": ["8G", "512Mi"], "description": f"at most {MAX_MEMORY_BYTES} bytes"},
+            "priority": {"type": "integer", "maximum": 1000, "minimum": -1000,
+                         "description": "above 0 for admins only"},
+            "max_time": {"oneOf": [{"type": "integer", "minimum": 1, "maximum": MAX_SECONDS},
+                                   {"type": "string", "examples": ["2h", "90m", "1h30m"]}],
+                         "description": "at most 365 days"},
+            "group": {"type": "string", "description": "one of the caller's JupyterHub groups, charged for the run"},
+            "preemptible": {"type": "boolean", "description": "may borrow idle GPUs; may be preempted"},
+            "archive": {"type": "string", "contentEncoding": "base64",
+                        "description": "the code snapshot, a .tar.gz (JSON submissions only)"},
+        },
+    }
+
+
 def document(prefix: str) -> dict:
     run_ref = "#/components/schemas/Run"
+    obj = {"type": "object"}
     return {
         "openapi": "3.1.0",
         "info": {"title": "NothingAI scheduler", "version": __version__,
                  "description": "Queue training runs on the shared GPU pool. Authenticate with a JupyterHub API "
-                                "token (`Authorization: token ...`) or the service's OAuth cookie."},
+                                "token (`Authorization: token ...`) or the service's OAuth cookie. Every refusal "
+                                "is a 4xx with a JSON `message`; request bodies are limited per operation "
+                                "(1 MiB, submissions: the snapshot limit base64-encoded plus 1 MiB)."},
         "servers": [{"url": prefix.rstrip("/") + "/api"}],
         "components": {
             "securitySchemes": {"hubToken": {"type": "apiKey", "in": "header", "name": "Authorization"}},
             "schemas": {
                 "Error": {"type": "object", "required": ["status", "message"],
                           "properties": {"status": {"type": "integer"}, "message": {"type": "string"}}},
-                "Submission": {
-                    "type": "object", "additionalProperties": False, "required": ["entry_point"],
-                    "properties": {
-                        "name": {"type": "string"}, "experiment": {"type": "string"},
-                        "entry_point": {"type": "string", "description": "file in the snapshot to run"},
-                        "args": {"type": "array", "items": {"type": "string"}},
-                        "hyperparameters": {"type": "object", "additionalProperties": {"type": "string"}},
-                        "gpus": {"type": "integer", "minimum": 0}, "cpus": {"type": "integer", "minimum": 0},
-                        "memory": {"type": ["string", "integer"], "examples": ["8G"]},
-                        "priority": {"type": "integer", "maximum": 1000, "minimum": -1000},
-                        "max_time": {"type": ["string", "integer"], "examples": ["2h", "90m"]},
-                        "group": {"type": "string", "description": "JupyterHub group to charge"},
-                        "preemptible": {"type": "boolean", "description": "may borrow idle GPUs; may be preempted"},
-                        "archive": {"type": "string", "contentEncoding": "base64",
-                                    "description": "the code snapshot, a .tar.gz (JSON submissions only)"},
-                    },
-                },
+                "Submission": _submission_schema(),
                 "Run": {
                     "type": "object",
                     "properties": {
@@ -53,70 +110,114 @@ def document(prefix: str) -> dict:
                         "group": {"type": "string"}, "preemptible": {"type": "boolean"},
                         "estimated_start": {"type": ["string", "null"]},
                         "state": {"type": "string", "enum": [s.value for s in RunState]},
-                        "reason": {"type": "string"},
+                        "reason": {"type": ["string", "null"]},
                         "queue_position": {"type": ["integer", "null"]},
-                        "gpus": {"type": "integer"}, "assigned_gpus": {"type": "array", "items": {"type": "integer"}},
+                        "gpus": {"type": "integer"},
+                        "assigned_gpus": {"type": ["array", "null"], "items": {"type": "integer"}},
                         "exit_code": {"type": ["integer", "null"]},
-                        "submitted_at": {"type": "string"}, "started_at": {"type": ["string", "null"]},
+                        "submitted_at": {"type": ["string", "null"]}, "started_at": {"type": ["string", "null"]},
                         "ended_at": {"type": ["string", "null"]},
                     },
                 },
                 "RunList": {"type": "object", "properties": {"runs": {"type": "array", "items": {"$ref": run_ref}}}},
+                "OutputFile": {"type": "object", "required": ["path", "href", "size"], "properties": {
+                    "path": {"type": "string", "description": "the name to show (U+FFFD where it is not UTF-8)"},
+                    "href": {"type": "string", "description": "downloads the file, relative to the run: "
+                                                                      "runs/{run_id}/<href>"},
+                    "size": {"type": "integer"}}},
+                "NotebookRequest": {
+                    "type": "object", "additionalProperties": False, "required": ["gpus"],
+                    "properties": {"server": {"type": "string", "maxLength": MAX_SERVER_NAME_CHARS},
+                                   "gpus": {"type": "integer", "minimum": 1},
+                                   "external": {"type": "boolean"}}},
+                "NotebookRelease": {
+                    "type": "object", "required": ["owner", "release_token"],
+                    "properties": {"owner": {"type": "string"}, "server": {"type": "string"},
+                                   "release_token": {"type": "string"}}},
             },
         },
         "security": [{"hubToken": []}],
         "paths": {
             "/runs": {
-                "get": {"summary": "List my runs (admins: all=1 or owner=NAME)",
-                        "parameters": [{"name": "state", "in": "query", "schema": {"type": "string"}},
-                                       {"name": "all", "in": "query", "schema": {"type": "boolean"}}],
-                        "responses": {"200": _json("#/components/schemas/RunList"), "403": _ERR}},
-                "post": {"summary": "Submit a run",
-                         "requestBody": {"required": True, "content": {
-                             "application/json": {"schema": {"$ref": "#/components/schemas/Submission"}},
-                             "multipart/form-data": {"schema": {"type": "object", "properties": {
-                                 "spec": {"type": "string", "description": "Submission as JSON, without archive"},
-                                 "archive": {"type": "string", "format": "binary"}}}}}},
-                         "responses": {"201": _json(run_ref, "queued"), "400": _ERR, "413": _ERR}},
+                "get": _op("List my runs (admins: all=1 or owner=NAME)", _json("#/components/schemas/RunList"), 400,
+                           parameters=[
+                               {**_query("state", {"type": "array", "items": {
+                                   "type": "string", "enum": [s.value for s in RunState]}}), "explode": True},
+                               _query("all", _BOOL), _query("owner", {"type": "string"}),
+                               _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT}),
+                               _query("offset", {"type": "integer", "minimum": 0, "maximum": MAX_LIST_OFFSET})]),
+                "post": _op("Submit a run", _json(run_ref, "queued"), 400, 413, ok_code="201",
+                            also={"200": _json(run_ref, "already submitted with this Idempotency-Key")},
+                            parameters=[_IDEMPOTENCY_KEY], requestBody={
+                    "required": True, "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Submission"}},
+                        "multipart/form-data": {"schema": {
+                            "type": "object", "required": ["spec", "archive"], "properties": {
+                                "spec": {"type": "string", "description": "Submission as JSON, without archive"},
+                                "archive": {"type": "string", "format": "binary"}}}}}}),
             },
-            "/runs/{run_id}": {"get": {"summary": "One run", "parameters": [_ID],
-                                       "responses": {"200": _json(run_ref), "404": _ERR}}},
-            "/runs/{run_id}/cancel": {"post": {"summary": "Cancel a queued or running run", "parameters": [_ID],
-                                               "responses": {"200": _json(run_ref), "404": _ERR, "409": _ERR}}},
-            "/runs/{run_id}/events": {"get": {"summary": "The run's state transitions with reasons",
-                                              "parameters": [_ID], "responses": {"200": {"description": "ok"}}}},
-            "/runs/{run_id}/logs": {"get": {
-                "summary": "The run's log (stdout and stderr)", "parameters": [
-                    _ID, {"name": "tail", "in": "query", "schema": {"type": "integer"}},
-                    {"name": "offset", "in": "query", "schema": {"type": "integer"}},
-                    {"name": "follow", "in": "query", "schema": {"type": "boolean"}}],
-                "responses": {"200": {"description": "log text", "content": {"text/plain": {}}}, "404": _ERR}}},
-            "/runs/{run_id}/outputs": {"get": {"summary": "Files in EM_MODEL_DIR and EM_CHECKPOINT_DIR with sizes",
-                                               "parameters": [_ID], "responses": {"200": {"description": "ok"}}}},
-            "/runs/{run_id}/outputs.tar.gz": {"get": {"summary": "All outputs as one archive", "parameters": [_ID],
-                                                      "responses": {"200": {"description": "tar.gz"}}}},
-            "/runs/{run_id}/outputs/{path}": {"get": {
-                "summary": "One output file", "parameters": [
-                    _ID, {"name": "path", "in": "path", "required": True, "schema": {"type": "string"}}],
-                "responses": {"200": {"description": "file"}, "404": _ERR}}},
-            "/gpus": {"get": {"summary": "Nodes and GPUs, free or busy", "responses": {"200": {"description": "ok"}}}},
-            "/runs/{run_id}/copy": {"post": {"summary": "Submit the run's code again with the same settings",
-                                             "parameters": [_ID],
-                                             "responses": {"201": _json(run_ref, "queued"), "404": _ERR}}},
-            "/runs/{run_id}/priority": {"post": {
-                "summary": "Change a queued run's priority (admins)", "parameters": [_ID],
-                "requestBody": {"content": {"application/json": {"schema": {
-                    "type": "object", "properties": {"priority": {"type": "integer"}}}}}},
-                "responses": {"200": _json(run_ref), "403": _ERR, "404": _ERR, "409": _ERR}}},
-            "/summary": {"get": {"summary": "My quota headroom, GPU-hours this period and active runs",
-                                 "responses": {"200": {"description": "ok"}}}},
-            "/queue": {"get": {"summary": "Every active run; other users' names hidden as configured",
-                               "parameters": [{"name": "mine", "in": "query", "schema": {"type": "boolean"}}],
-                               "responses": {"200": {"description": "ok"}}}},
-            "/admin/overview": {"get": {"summary": "GPUs, queue, usage against quotas, zombies, totals (admins)",
-                                        "responses": {"200": {"description": "ok"}, "403": _ERR}}},
-            "/tensorboards": {"get": {"summary": "Running TensorBoards (admins)",
-                                      "responses": {"200": {"description": "ok"}, "403": _ERR}}},
+            "/runs/{run_id}": {"get": _op("One run", _json(run_ref), 404, parameters=[_ID])},
+            "/runs/{run_id}/cancel": {"post": _op("Cancel a queued or running run", _json(run_ref), 404, 409, 413,
+                                                  parameters=[_ID])},
+            "/runs/{run_id}/events": {"get": _op("The run's state transitions with reasons",
+                                                 {"description": "ok", "content": {"application/json": {
+                                                     "schema": obj}}}, 404, parameters=[_ID])},
+            "/runs/{run_id}/logs": {"get": _op(
+                "The run's log (stdout and stderr)", {"description": "log text", "content": {"text/plain": {
+                    "schema": {"type": "string"}}}}, 400, 404, parameters=[
+                    _ID, _query("tail", {"type": "integer", "minimum": 1, "maximum": MAX_TAIL_LINES}),
+                    _query("offset", {"type": "integer", "minimum": 0, "maximum": MAX_LOG_OFFSET}),
+                    _query("follow", _BOOL, "stream until the run ends")])},
+            "/runs/{run_id}/outputs": {"get": _op(
+                "Files in EM_MODEL_DIR and EM_CHECKPOINT_DIR with sizes; with ?path= one of them (its href)",
+                {"description": "the list, or the file when ?path= is given", "content": {
+                    "application/json": {"schema": {"type": "object", "properties": {
+                        "files": {"type": "array", "items": {"$ref": "#/components/schemas/OutputFile"}},
+                        "total_bytes": {"type": "integer"}}}},
+                    "application/octet-stream": {}}}, 404, parameters=[
+                    _ID, _query("path", {"type": "string"}, "kind/name of one file, its bytes percent-encoded")])},
+            "/runs/{run_id}/outputs.tar.gz": {"get": _op(
+                "All outputs as one archive", {"description": "tar.gz", "content": {"application/gzip": {}}}, 404,
+                parameters=[_ID])},
+            "/runs/{run_id}/outputs/{path}": {"get": _op(
+                "One output file (path: an entry's href)", {"description": "file", "content": {
+                    "application/octet-stream": {}}}, 404, parameters=[
+                    _ID, {"name": "path", "in": "path", "required": True, "schema": {"type": "string"}}])},
+            "/gpus": {"get": _op("Nodes and GPUs, free or busy",
+                                 {"description": "ok", "content": {"application/json": {"schema": obj}}})},
+            "/runs/{run_id}/copy": {"post": _op("Submit the run's code again with the same settings (owner only)",
+                                                _json(run_ref, "queued"), 400, 404, 409, 413, ok_code="201",
+                                                parameters=[_ID])},
+            "/runs/{run_id}/priority": {"post": _op(
+                "Change a queued run's priority (admins)", _json(run_ref), 400, 404, 409, 413, parameters=[_ID],
+                requestBody={"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["priority"],
+                    "properties": {"priority": {"type": "integer", "minimum": -1000, "maximum": 1000}}}}}})},
+            "/summary": {"get": _op("My quota headroom, GPU-hours this period and active runs",
+                                    {"description": "ok", "content": {"application/json": {"schema": obj}}})},
+            "/queue": {"get": _op("Every active run; other users' names hidden as configured",
+                                  {"description": "ok", "content": {"application/json": {"schema": obj}}},
+                                  parameters=[_query("mine", _BOOL)])},
+            "/admin/overview": {"get": _op("GPUs, queue, usage against quotas, zombies, totals (admins)",
+                                           {"description": "ok", "content": {"application/json": {"schema": obj}}})},
+            "/tensorboards": {"get": _op("Running TensorBoards (admins)",
+                                         {"description": "ok", "content": {"application/json": {"schema": obj}}})},
+            "/notebooks": {
+                "get": _op("GPUs held by my notebook servers (admins: all=1)",
+                           {"description": "ok", "content": {"application/json": {"schema": obj}}},
+                           parameters=[_query("all", _BOOL)]),
+                "post": _op("Hold GPUs for a starting notebook server (that server's own token only)",
+                            {"description": "held", "content": {"application/json": {"schema": obj}}},
+                            400, 409, 413, 503, ok_code="201", requestBody={"required": True, "content": {
+                                "application/json": {"schema": {"$ref": "#/components/schemas/NotebookRequest"}}}}),
+                "delete": _op("Give back the GPUs of one of my notebook servers", {"description": "released"},
+                              404, ok_code="204", parameters=[_query("server", {"type": "string"})]),
+            },
+            "/notebooks/release": {"post": {
+                "summary": "Give back a stopped server's GPUs with the hold's release token (no login)",
+                "security": [], "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/NotebookRelease"}}}},
+                "responses": {"204": {"description": "released"}, **_errors(400, 404, 413)}}},
         },
     }
 
@@ -127,4 +228,14 @@ class OpenAPIHandler(web.RequestHandler):
         self.finish(document(self.settings["service_prefix"]))
 
 
-default_handlers = [(r"/api/openapi\.json", OpenAPIHandler)]
+class NotFoundHandler(APIHandler):
+    """Any other ``/api/`` path: a JSON 404, like every other refusal (no login needed to learn it)."""
+
+    requires_login = False
+    SUPPORTED_METHODS = ("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS")
+
+    async def admit(self) -> None:
+        raise web.HTTPError(404, f"no API endpoint {self.request.path}; see api/openapi.json")
+
+
+default_handlers = [(r"/api/openapi\.json", OpenAPIHandler), (r"/api/.*", NotFoundHandler)]

@@ -5,24 +5,28 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import os
 import tarfile
 import tempfile
 from pathlib import Path
+from urllib.parse import quote
 
 from tornado import iostream, web
 
 from .. import store
 from ..dispatcher import RunNotActive
-from ..orm import Run
+from ..orm import CLIENT_KEY_MAX, Run
 from ..runenv import RunPaths
 from ..snapshot import SnapshotError
 from ..spec import SpecError, parse_submission
 from ..states import RunState
-from .base import APIHandler
+from .base import APIHandler, loads_json, parse_id
 
 LOG_CHUNK = 64 * 1024
+MAX_LIST_LIMIT = 1000
+MAX_LIST_OFFSET = 10**9
+MAX_LOG_OFFSET = 2**53
+MAX_TAIL_LINES = 10**6
 
 
 def run_model(row: Run, live: dict | None = None) -> dict:
@@ -63,10 +67,26 @@ def _iso(value) -> str | None:
     return value.isoformat() + "Z" if value else None
 
 
+def submission_body_bytes(max_snapshot_bytes: int) -> int:
+    """The largest submission body: the snapshot base64-encoded (4/3) plus a MiB for the settings and framing."""
+    return -(-max_snapshot_bytes // 3) * 4 + 1024**2
+
+
+def idempotency_key(header: str | None) -> str | None:
+    """A submission's ``Idempotency-Key`` (IETF httpapi draft; quoted or not), or 400 when malformed."""
+    if header is None:
+        return None
+    key = header[1:-1] if len(header) >= 2 and header[0] == header[-1] == '"' else header
+    if not key or len(key) > CLIENT_KEY_MAX or not all(" " <= c <= "~" for c in key):
+        raise web.HTTPError(400, f"the Idempotency-Key header must be 1 to {CLIENT_KEY_MAX} printable ASCII "
+                                 "characters, e.g. a UUID")
+    return key
+
+
 class RunAccessMixin:
     async def get_visible_run(self, run_id: str) -> Run:
         """The run, if the caller owns it or is an admin; 404 otherwise (even when it exists)."""
-        row = await self.dispatcher.db.run(store.get_run, int(run_id))
+        row = await self.dispatcher.db.run(store.get_run, parse_id(run_id))
         if row is None or (row.owner != self.username and not self.is_admin):
             raise web.HTTPError(404, f"run {run_id} not found")
         return row
@@ -75,8 +95,12 @@ class RunAccessMixin:
         active = self.dispatcher.active.get(row.id)
         return run_model(row, active.live_fields() if active else None)
 
-    async def queue_submission(self, body: dict, archive: bytes, what: str = "the code snapshot"):
-        """Check a submission and queue it as the caller's run; every refusal is a 4xx with the reason."""
+    async def queue_submission(self, body: dict, archive: bytes, what: str = "the code snapshot",
+                               client_key: str | None = None):
+        """Check a submission and queue it as the caller's run; every refusal is a 4xx with the reason.
+
+        With ``client_key``, a repeat of the caller's earlier submission raises ``store.DuplicateSubmission``.
+        """
         sched = self.scheduler
         try:
             values = parse_submission(body, sched.max_gpus_per_node, sched.max_cpus_per_node, self.is_admin,
@@ -87,6 +111,8 @@ class RunAccessMixin:
             raise web.HTTPError(413, f"{what} is {len(archive)} bytes; the limit is "
                                      f"{sched.max_snapshot_bytes} bytes (add large files to .nothingignore)")
         values.update(owner=self.username, snapshot_bytes=len(archive))
+        if client_key is not None:
+            values["client_key"] = client_key
         try:
             return await self.dispatcher.submit(values, archive)
         except SnapshotError as e:
@@ -94,6 +120,10 @@ class RunAccessMixin:
 
 
 class RunsHandler(RunAccessMixin, APIHandler):
+    @property
+    def max_body_bytes(self) -> int:
+        return submission_body_bytes(self.scheduler.max_snapshot_bytes)
+
     async def get(self):
         states = []
         for value in self.get_arguments("state"):
@@ -108,32 +138,38 @@ class RunsHandler(RunAccessMixin, APIHandler):
             raise web.HTTPError(403, "only admins may list other users' runs")
         if not everyone and owner is None:
             owner = self.username
-        limit = min(int(self.get_argument("limit", "100")), 1000)
-        offset = int(self.get_argument("offset", "0"))
+        limit = self.query_int("limit", 100, 1, MAX_LIST_LIMIT)
+        offset = self.query_int("offset", 0, 0, MAX_LIST_OFFSET)
         rows = await self.dispatcher.db.run(store.list_runs, owner, states, limit, offset)
         self.write_json({"runs": [self.model(r) for r in rows]})
 
     async def post(self):
+        key = idempotency_key(self.request.headers.get("Idempotency-Key"))
         body, archive = self._submission()
-        run = await self.queue_submission(body, archive)
+        try:
+            run = await self.queue_submission(body, archive, client_key=key)
+        except store.DuplicateSubmission as e:  # a retry: 200 with the run the first attempt made
+            self.set_header("Location", f"{self.request.path.rstrip('/')}/{e.run.id}")
+            self.write_json(self.model(e.run))
+            return
         self.set_header("Location", f"{self.request.path.rstrip('/')}/{run.id}")
         self.write_json(self.model(run.submitted_row), status=201)
 
     def _submission(self) -> tuple[dict, bytes]:
-        if self.request.files or self.request.body_arguments:
-            spec = self.get_body_argument("spec", None)
-            if spec is None:
+        fields, files = self.form()
+        if fields or files:
+            spec = fields.get("spec")
+            if not spec:
                 raise web.HTTPError(400, "a multipart submission needs a 'spec' field with the run's JSON settings")
-            try:
-                body = json.loads(spec)
-            except ValueError as e:
-                raise web.HTTPError(400, f"the 'spec' field is not valid JSON: {e}") from None
+            body = loads_json(spec[0], "the 'spec' field")
             if not isinstance(body, dict):
                 raise web.HTTPError(400, "the 'spec' field must be a JSON object")
-            files = self.request.files.get("archive")
-            if not files:
+            if not files.get("archive"):
                 raise web.HTTPError(400, "a multipart submission needs an 'archive' file (a .tar.gz of the code)")
-            return body, files[0]["body"]
+            return body, files["archive"][0]["body"]
+        content_type = self.request.headers.get("Content-Type", "")
+        if content_type.startswith("multipart/") or "form-urlencoded" in content_type:
+            raise web.HTTPError(400, "the form has no readable fields: send 'spec' (JSON) and 'archive' (a file)")
         body = self.json_body()
         encoded = body.pop("archive", None)
         if not isinstance(encoded, str):
@@ -171,7 +207,10 @@ class EventsHandler(RunAccessMixin, APIHandler):
 
 
 def _read_from(path: str, offset: int, size: int) -> bytes:
+    """Up to ``size`` bytes from ``offset``; nothing past the end (some file systems refuse such a seek)."""
     with open(path, "rb") as f:
+        if offset >= os.fstat(f.fileno()).st_size:
+            return b""
         f.seek(offset)
         return f.read(size)
 
@@ -204,17 +243,12 @@ class LogsHandler(RunAccessMixin, APIHandler):
         row = await self.get_visible_run(run_id)
         path = row.log_path
         self.set_header("Content-Type", "text/plain; charset=utf-8")
-        try:
-            if self.get_argument("offset", None) is not None:
-                offset = max(0, int(self.get_argument("offset")))
-            elif self.get_argument("tail", None) is not None:
-                offset = await asyncio.to_thread(_tail_offset, path, max(1, int(self.get_argument("tail"))))
-            else:
-                offset = 0
-        except ValueError:
-            raise web.HTTPError(400, "offset and tail must be whole numbers") from None
+        offset = self.query_int("offset", -1, 0, MAX_LOG_OFFSET)
+        tail = self.query_int("tail", 0, 1, MAX_TAIL_LINES)
         if not os.path.exists(path):
             raise web.HTTPError(404, f"run {row.id} has no log yet")
+        if offset < 0:
+            offset = await asyncio.to_thread(_tail_offset, path, tail) if tail else 0
         follow = self.get_argument("follow", "0") in ("1", "true")
         if not follow:
             data = await asyncio.to_thread(_read_from, path, offset, 8 * 1024 * 1024)
@@ -238,7 +272,8 @@ class LogsHandler(RunAccessMixin, APIHandler):
         self.finish()
 
 
-def _list_outputs(paths: RunPaths) -> list[dict]:
+def _list_outputs(paths: RunPaths) -> list[tuple[str, int]]:
+    """``(kind/relative path, size)`` of every regular file; names as the OS gives them (surrogateescape)."""
     files = []
     for kind, folder in paths.output_dirs().items():
         if not folder.is_dir():
@@ -247,10 +282,34 @@ def _list_outputs(paths: RunPaths) -> list[dict]:
             dirs.sort()
             for name in sorted(names):
                 full = Path(root, name)
-                if full.is_symlink() or not full.is_file():
+                try:
+                    if full.is_symlink() or not full.is_file():
+                        continue
+                    size = full.stat().st_size
+                except OSError:  # removed while we looked: the run is still writing
                     continue
-                files.append({"path": f"{kind}/{full.relative_to(folder).as_posix()}", "size": full.stat().st_size})
+                files.append((f"{kind}/{full.relative_to(folder).as_posix()}", size))
     return files
+
+
+def output_entry(path: str, size: int) -> dict:
+    """One file as the API lists it.
+
+    ``path`` is the name to show: exact for UTF-8 names, with U+FFFD for bytes that are
+    not UTF-8.  ``href`` downloads exactly that file, relative to the run's URL
+    (``runs/<id>/<href>``): the name's bytes percent-encoded in a query, because
+    configurable-http-proxy refuses paths whose escapes are not UTF-8, and a query also
+    keeps ``#``, ``?`` and newlines in names harmless.
+    """
+    raw = os.fsencode(path)
+    return {"path": raw.decode("utf-8", "replace"), "href": f"outputs/?path={quote(raw, safe='/')}", "size": size}
+
+
+def content_disposition(filename: str) -> str:
+    """RFC 6266: a printable-ASCII fallback and the real name in RFC 5987 form; no name can break the header."""
+    shown = os.fsencode(filename).decode("utf-8", "replace")
+    fallback = "".join(c if " " <= c <= "~" and c not in '"\\%' else "_" for c in shown).strip() or "download"
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(shown, safe='')}"
 
 
 def _resolve_output(paths: RunPaths, relpath: str) -> Path:
@@ -258,49 +317,77 @@ def _resolve_output(paths: RunPaths, relpath: str) -> Path:
     folder = paths.output_dirs().get(kind)
     if folder is None or not rest:
         raise web.HTTPError(404, f"no output {relpath!r}: paths start with model/ or checkpoints/")
-    target = (folder / rest).resolve()
-    if not target.is_relative_to(folder.resolve()) or not target.is_file():
+    try:
+        target = (folder / rest).resolve()
+        found = target.is_relative_to(folder.resolve()) and target.is_file()
+    except (OSError, ValueError):  # a NUL byte, a name too long for the file system
+        found = False
+    if not found:
         raise web.HTTPError(404, f"no output file {relpath!r}")
     return target
 
 
-def _write_archive(paths: RunPaths, files: list[dict]) -> str:
+def _write_archive(paths: RunPaths, files: list[tuple[str, int]]) -> str:
     fd, name = tempfile.mkstemp(suffix=".tar.gz")
     with os.fdopen(fd, "wb") as f, tarfile.open(fileobj=f, mode="w:gz") as tar:
-        for entry in files:
-            kind, _, rest = entry["path"].partition("/")
-            tar.add(str(paths.output_dirs()[kind] / rest), arcname=entry["path"], recursive=False)
+        for path, _ in files:
+            kind, _, rest = path.partition("/")
+            try:
+                tar.add(str(paths.output_dirs()[kind] / rest), arcname=path, recursive=False)
+            except FileNotFoundError:  # removed since it was listed; nothing of it was written yet
+                continue
     return name
-
-
-class OutputsHandler(RunAccessMixin, APIHandler):
-    async def get(self, run_id):
-        row = await self.get_visible_run(run_id)
-        files = await asyncio.to_thread(_list_outputs, RunPaths(Path(row.run_dir)))
-        self.write_json({"files": files, "total_bytes": sum(f["size"] for f in files)})
 
 
 class _FileStreamer:
     async def stream_file(self, path: str, content_type: str, filename: str) -> None:
         self.set_header("Content-Type", content_type)
-        self.set_header("Content-Disposition", f'attachment; filename="{filename}"')
+        self.set_header("Content-Disposition", content_disposition(filename))
+        self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Content-Length", str(os.path.getsize(path)))
         offset = 0
-        while True:
-            chunk = await asyncio.to_thread(_read_from, path, offset, 1024 * 1024)
-            if not chunk:
-                break
-            offset += len(chunk)
-            self.write(chunk)
-            await self.flush()
+        try:
+            while True:
+                chunk = await asyncio.to_thread(_read_from, path, offset, 1024 * 1024)
+                if not chunk:
+                    break
+                offset += len(chunk)
+                self.write(chunk)
+                await self.flush()
+        except iostream.StreamClosedError:  # the client went away
+            return
         self.finish()
 
 
-class OutputFileHandler(_FileStreamer, RunAccessMixin, APIHandler):
-    async def get(self, run_id, relpath):
-        row = await self.get_visible_run(run_id)
+class _OutputFile(_FileStreamer, RunAccessMixin, APIHandler):
+    def decode_argument(self, value: bytes, name: str | None = None) -> str:
+        """File names are bytes: keep those that are not UTF-8 as the OS does (surrogateescape)."""
+        return value.decode("utf-8", "surrogateescape")
+
+    async def send_output(self, row: Run, relpath: str) -> None:
         target = await asyncio.to_thread(_resolve_output, RunPaths(Path(row.run_dir)), relpath)
         await self.stream_file(str(target), "application/octet-stream", target.name)
+
+
+class OutputsHandler(_OutputFile):
+    """The run's output files (``?path=`` one of them, by its ``href``)."""
+
+    async def get(self, run_id):
+        row = await self.get_visible_run(run_id)
+        # The exact bytes: get_argument would strip the name and turn control characters into spaces.
+        exact = self.request.query_arguments.get("path")
+        if exact is not None:
+            await self.send_output(row, exact[0].decode("utf-8", "surrogateescape"))
+            return
+        files = await asyncio.to_thread(_list_outputs, RunPaths(Path(row.run_dir)))
+        self.write_json({"files": [output_entry(p, n) for p, n in files], "total_bytes": sum(n for _, n in files)})
+
+
+class OutputFileHandler(_OutputFile):
+    """``outputs/<kind>/<path>``: a file by a readable URL (UTF-8 names)."""
+
+    async def get(self, run_id, relpath):
+        await self.send_output(await self.get_visible_run(run_id), relpath)
 
 
 class OutputArchiveHandler(_FileStreamer, RunAccessMixin, APIHandler):

@@ -8,7 +8,9 @@ Only the owner, admins and, when ``TensorBoardManager.group_access`` is on, user
 who share a JupyterHub group with the owner may open a board; anyone else gets 404
 (as for the runs API, a board never tells whether a run exists).  The first visit
 starts the board (``nothing.scheduler.tensorboard``); the proxy forwards requests to
-it without the caller's cookies or token.
+it without the caller's cookies or token.  Callers are identified by the service's
+one access rule (``nothing.hub_extension.auth``), and the boards' pages may not be
+framed by other sites.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from html import escape
 from pathlib import Path
 from urllib.parse import quote, urlparse
 
-from jupyterhub.services.auth import HubOAuthenticated
 from sqlalchemy import select
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
@@ -27,13 +29,13 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from ..orm import Run
 from ..runenv import RunPaths
 from ..tensorboard import TensorBoardError, TensorBoardManager
-from .base import APIHandler
+from .base import APIHandler, BoundedBodyMixin, HubUserMixin, authenticate, is_admin, parse_id
 
 # Request headers TensorBoard may see; cookies and Authorization never reach it.
 FORWARD_REQUEST_HEADERS = ("Accept", "Accept-Encoding", "Accept-Language", "Content-Type", "If-None-Match",
                            "If-Modified-Since", "X-Requested-With")
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization",
-              "proxy-authenticate", "set-cookie", "server", "date"}
+              "proxy-authenticate", "set-cookie", "server", "date", "x-frame-options"}
 
 
 def tensorboard_manager(settings: dict) -> TensorBoardManager:
@@ -44,7 +46,7 @@ def tensorboard_manager(settings: dict) -> TensorBoardManager:
     return manager
 
 
-def run_board_url(prefix: str, run_id: int) -> str:
+def run_board_url(prefix: str, run_id: int | str) -> str:
     return f"{prefix}tensorboard/run/{run_id}/"
 
 
@@ -101,7 +103,7 @@ def hub_groups(handler) -> HubGroups:
 async def may_view(handler, owner: str) -> bool:
     """Owner, admin, or a fellow group member where the manager allows group access."""
     user = handler.current_user
-    if user["name"] == owner or user.get("admin"):
+    if user["name"] == owner or is_admin(user):
         return True
     if not tensorboard_manager(handler.settings).group_access:
         return False
@@ -109,10 +111,13 @@ async def may_view(handler, owner: str) -> bool:
     return bool(await groups.of(user["name"]) & await groups.of(owner))
 
 
-class TensorBoardProxyHandler(HubOAuthenticated, web.RequestHandler):
+class TensorBoardProxyHandler(HubUserMixin, BoundedBodyMixin):
     """Starts the board on first visit and reverse-proxies it; browsers without a login go to the hub's."""
 
     SUPPORTED_METHODS = ("GET", "HEAD", "POST")
+
+    def set_default_headers(self) -> None:
+        self.deny_framing()
 
     @property
     def dispatcher(self):
@@ -135,14 +140,13 @@ class TensorBoardProxyHandler(HubOAuthenticated, web.RequestHandler):
             return
         self.hub_auth.check_xsrf_cookie(self)
 
-    async def prepare(self) -> None:
-        model = await self.hub_auth.get_user(self, sync=False)
-        self._hub_auth_user_cache = model
-        if model is None:
+    async def admit(self) -> None:
+        if await authenticate(self) is None:
             if self.request.method in ("GET", "HEAD"):
                 self.redirect(self.get_login_url())
                 return
             raise web.HTTPError(403, "authentication required: log in through the hub")
+        self.check_declared_length()
 
     async def locate(self, *args) -> tuple[str, dict[str, str]]:
         """``(key, logdirs)`` of the board, after the access check."""
@@ -168,14 +172,15 @@ class TensorBoardProxyHandler(HubOAuthenticated, web.RequestHandler):
     post = get
 
     async def forward(self, board, rest: str) -> None:
-        url = board.url + rest + (f"?{self.request.query}" if self.request.query else "")
+        # ``rest`` arrives percent-decoded; quote it again so no space, "?" or newline changes the request.
+        url = board.url + quote(rest) + (f"?{self.request.query}" if self.request.query else "")
         headers = {h: self.request.headers[h] for h in FORWARD_REQUEST_HEADERS if h in self.request.headers}
-        body = self.request.body if self.request.method == "POST" else None
+        body = self.body if self.request.method == "POST" else None
         request = HTTPRequest(url, method=self.request.method, headers=headers, body=body, follow_redirects=False,
                               decompress_response=False, request_timeout=120, allow_nonstandard_methods=True)
         try:
             response = await AsyncHTTPClient().fetch(request, raise_error=False)
-        except OSError as e:
+        except (OSError, ValueError) as e:
             raise web.HTTPError(502, f"TensorBoard did not answer: {e}") from None
         if response.code == 599:
             raise web.HTTPError(502, f"TensorBoard did not answer: {response.error}")
@@ -192,22 +197,18 @@ class TensorBoardProxyHandler(HubOAuthenticated, web.RequestHandler):
             self.write(response.body)
         self.finish()
 
-    def write_error(self, status_code: int, **kwargs) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        message = getattr(exc, "log_message", None) or self._reason
-        self.set_header("Content-Type", "text/html; charset=utf-8")
-        from html import escape
-
-        self.finish(f"<!doctype html><title>TensorBoard</title><h2>{status_code}</h2><p>{escape(message)}</p>")
+    def error_payload(self, status: int, message: str) -> tuple[str, bytes]:
+        page = f"<!doctype html><title>TensorBoard</title><h2>{status}</h2><p>{escape(message)}</p>"
+        return "text/html; charset=utf-8", page.encode()
 
 
 class RunTensorBoardHandler(TensorBoardProxyHandler):
     @property
     def public_prefix(self) -> str:
-        return run_board_url(self.settings["service_prefix"], int(self.path_args[0]))
+        return run_board_url(self.settings["service_prefix"], self.path_args[0])
 
     async def locate(self, run_id: str) -> tuple[str, dict[str, str]]:
-        row = await self.dispatcher.db.run(_get_run, int(run_id))
+        row = await self.dispatcher.db.run(_get_run, parse_id(run_id))
         if row is None or not await may_view(self, row.owner):
             raise web.HTTPError(404, f"run {run_id} not found")
         folder = RunPaths(Path(row.run_dir)).tensorboard
@@ -218,16 +219,11 @@ class RunTensorBoardHandler(TensorBoardProxyHandler):
 class ExperimentTensorBoardHandler(TensorBoardProxyHandler):
     @property
     def public_prefix(self) -> str:
-        from urllib.parse import unquote
-
-        owner, experiment = (unquote(a) for a in self.path_args[:2])
+        owner, experiment = self.path_args[:2]  # tornado has percent-decoded them
         return experiment_board_url(self.settings["service_prefix"], owner, experiment)
 
     async def locate(self, owner: str, experiment: str) -> tuple[str, dict[str, str]]:
-        from urllib.parse import unquote
-
-        owner, experiment = unquote(owner), unquote(experiment)
-        if not await may_view(self, owner):
+        if "\0" in owner + experiment or not await may_view(self, owner):  # PostgreSQL refuses NUL in text
             raise web.HTTPError(404, f"experiment {experiment!r} of {owner} not found")
         rows = await self.dispatcher.db.run(_experiment_runs, owner, experiment)
         if not rows:

@@ -15,7 +15,6 @@ by their process group as before, and each run's events say so.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import os
@@ -138,23 +137,13 @@ class LocalExecutor(Executor):
         if cg is None:
             _killpg(ref.pid, signal.SIGKILL)  # stragglers of the process group, at least
             return status
-        emptied = await self._call(cg.kill)
+        emptied = await self.helper.call_idempotent(cg.kill)
         if not emptied:
             log.error("Run %s: processes are left in cgroup %s after SIGKILL", ref.run_id, cg.name)
-        if await self._call(cg.oom_kills) and not status.succeeded and status.phase != "requirements":
-            status = ExitStatus("oom", status.exit_code, await self._call(cg.memory_limit))
-        await self._call(cg.remove)
+        if await self.helper.call_idempotent(cg.oom_kills) and not status.succeeded and status.phase != "requirements":
+            status = ExitStatus("oom", status.exit_code, await self.helper.call_idempotent(cg.memory_limit))
+        await self.helper.call_idempotent(cg.remove)
         return status
-
-    async def _call(self, fn, *args):
-        """A cgroup operation in the helper; these are idempotent, so one that met a dying helper is sent again."""
-        for attempt in range(3):
-            try:
-                return await self.helper.call(fn, *args)
-            except HelperGone:
-                if attempt == 2:
-                    raise
-                await asyncio.sleep(0.05 * (attempt + 1))  # the helper's end is noticed; the next call restarts it
 
     async def _alive(self, ref: ProcessRef) -> bool:
         start = process_start_time(ref.pid)
@@ -165,16 +154,16 @@ class LocalExecutor(Executor):
         if cg is None:
             _killpg(ref.pid, sig)
         elif sig == signal.SIGKILL:
-            await self._call(cg.kill)
+            await self.helper.call_idempotent(cg.kill)
         else:
-            await self._call(cg.signal, sig)
+            await self.helper.call_idempotent(cg.signal, sig)
 
     async def adopt(self, run_id: int, paths: RunPaths) -> ProcessRef | None:
         """The process of a run whose start lost its answer and pid file, found in its cgroup; None if none."""
         cg = self._job(run_id)
         if cg is None:
             return None
-        pid = await self._call(cg.leader)
+        pid = await self.helper.call_idempotent(cg.leader)
         start = process_start_time(pid) if pid else None
         if start is None:
             return None
@@ -186,9 +175,9 @@ class LocalExecutor(Executor):
         cg = self._job(run_id)
         if cg is None:
             return False
-        had = not await self._call(cg.empty)
-        await self._call(cg.kill)
-        await self._call(cg.remove)
+        had = not await self.helper.call_idempotent(cg.empty)
+        await self.helper.call_idempotent(cg.kill)
+        await self.helper.call_idempotent(cg.remove)
         return had
 
 
