@@ -28,7 +28,8 @@ from .api import default_handlers
 from .db import Database
 from .dispatcher import Dispatcher
 from .executors.local import LocalExecutor
-from .gpus import discover
+from .executors.slurm import SlurmExecutor
+from .gpus import Gpu, discover
 from .lock import LockHeld, SchedulerLock
 from .policy import Node
 from .policy_config import make_policy, parse_quotas
@@ -66,7 +67,7 @@ class NothingScheduler(Application):
     description = "The NothingAI GPU scheduler (a JupyterHub service)."
     version = __version__
     aliases = aliases
-    classes = [LocalExecutor, UnixAccounts, ZombieMonitor, TensorBoardManager]
+    classes = [LocalExecutor, SlurmExecutor, UnixAccounts, ZombieMonitor, TensorBoardManager]
 
     config_file = Unicode("", help="A Python config file to load, e.g. nothing_scheduler_config.py").tag(config=True)
 
@@ -150,6 +151,16 @@ class NothingScheduler(Application):
     @default("service_prefix")
     def _default_service_prefix(self):
         return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/nothing/")
+
+    executor = Unicode(
+        "local",
+        help="""What starts the runs: ``local`` (processes on this machine, each in a cgroup as its user) or
+        ``slurm`` (batch jobs on a Slurm cluster, on the nodes the policy chose); any name of the
+        ``nothing.executors`` entry points, or a ``module:Class`` import string.
+
+        Example: ``c.NothingScheduler.executor = "slurm"`` (see ``c.SlurmExecutor.*``)
+        """,
+    ).tag(config=True)
 
     policy = Unicode(
         "fair-share",
@@ -242,8 +253,9 @@ class NothingScheduler(Application):
         half_life = self.fairshare_half_life_hours * 3600
         policy = make_policy(self.policy, self.quotas, half_life, self.aging_hours * 3600)
         ledgers = [UsageLedger(half_life, self.quotas.period_seconds) for _ in range(2)]
-        executor = LocalExecutor(on_exit=None, parent=self)
-        executor.cgroups  # found (and a missing hierarchy logged) once, at start
+        executor = load_executor(self.executor)(on_exit=None, parent=self)
+        if isinstance(executor, LocalExecutor):
+            executor.cgroups  # found (and a missing hierarchy logged) once, at start
         self.accounts = UnixAccounts(parent=self)
         self.tensorboards = TensorBoardManager(parent=self)
         if not self.tensorboards.state_dir:
@@ -311,6 +323,9 @@ class NothingScheduler(Application):
     async def start_async(self) -> None:
         await self.tensorboards.stop_orphans()
         await self.dispatcher.start()
+        if self.dispatcher.node_infos is not None:  # the engine's nodes, not this machine's
+            self.inventory = {i.name: [Gpu(k, "", i.gpu_model or "GPU", 0) for k in range(i.gpus)]
+                              for i in self.dispatcher.node_infos}
         self.zombies.start()
         url = urlparse(self.service_url)
         # A client that stops sending half-way through an upload does not hold its connection for ever.
@@ -343,6 +358,21 @@ class NothingScheduler(Application):
 
 
 request_log = logging.getLogger("nothing.scheduler.requests")
+
+
+def load_executor(name: str) -> type:
+    """The executor class named by a ``nothing.executors`` entry point, or by a ``module:Class`` string."""
+    from importlib import import_module
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="nothing.executors"):
+        if entry.name == name:
+            return entry.load()
+    module, sep, attr = name.partition(":")
+    if not sep:
+        known = ", ".join(sorted(e.name for e in entry_points(group="nothing.executors")))
+        raise ValueError(f"unknown executor {name!r}; known: {known} (or give module:Class)")
+    return getattr(import_module(module), attr)
 
 
 def main(argv=None):

@@ -24,7 +24,7 @@ from . import store
 from .db import Database
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from .executors.base import Executor, ExitStatus, ProcessRef
+from .executors.base import Executor, ExitStatus, NodeInfo, ProcessRef
 from .backoff import Backoff
 from .helper_process import HelperGone, HelperProcess
 from .policy import Allocation, ClusterSnapshot, Node, PendingRun, Policy, best_fit, free_resources
@@ -107,7 +107,8 @@ class ActiveRun:
     node: str | None = None
     assigned_gpus: tuple[int, ...] = ()
     started_at: datetime | None = None
-    process: ProcessRef | None = None
+    process: Any = None  # the executor's reference to the run's job (``Executor.parse_ref``)
+    job_text: str | None = None
     stop_cause: StopCause | None = None
     stopped_by: str | None = None
     position: int | None = None
@@ -126,7 +127,7 @@ class ActiveRun:
             cpus=row.cpus, memory_bytes=row.memory_bytes, priority=row.priority, max_seconds=row.max_seconds,
             submitted_at=row.submitted_at, state=row.state, reason=row.reason, run_dir=row.run_dir,
             node=row.node, assigned_gpus=tuple(row.assigned_gpus or ()), started_at=row.started_at,
-            process=ProcessRef(row.pid, row.process_start or "", row.id) if row.pid else None,
+            job_text=getattr(row, "job_ref", None),
             stop_cause=row.stop_cause,
         )
         if run.state != S.CREATE_IN_PROGRESS:
@@ -190,6 +191,11 @@ class Dispatcher:
         self.user_usage = user_usage or UsageLedger()
         self.quotas = quotas or Quotas()
         self.notebooks: dict[tuple[str, str], NotebookHold] = {}
+        # The engine's nodes and their states, where the executor has an inventory (Slurm); the
+        # policy is given only the nodes that are up.
+        self.node_infos: list[NodeInfo] | None = None
+        self.inventory_interval = 5.0
+        self._inventory_task: asyncio.Task | None = None
         self._next_id = 1
         self._decide_seconds = 0.0
         self._wake = asyncio.Event()
@@ -205,6 +211,10 @@ class Dispatcher:
         for folder, mode in ((self.runs_dir.parent, 0o711), (self.runs_dir, 0o711), (control, 0o700)):
             folder.chmod(mode)
         await asyncio.gather(self.helper.start(), self.launcher.start())
+        infos = await self.executor.inventory()
+        if infos is not None:
+            self._apply_inventory(infos)
+            self._inventory_task = asyncio.ensure_future(self._watch_inventory())
         # Run ids are handed out here (this service is the only writer of runs), so a
         # submission knows its folder before its row is written.
         self._next_id = (await self.db.run(store.max_run_id) or 0) + 1
@@ -217,13 +227,14 @@ class Dispatcher:
         rows = await self.db.run(store.active_runs)
         for row in rows:
             run = ActiveRun.from_row(row)
+            run.process = self.executor.parse_ref(run.id, run.job_text)
             self.active[run.id] = run
             if run.state == S.CREATE_IN_PROGRESS:
                 await self._settle_interrupted_start(run)
             if run.state.holds_gpus:
-                run.process = run.process or self._process_from_pid_file(run)
-                log.info("Re-attaching to run %s (%s, pid %s)", run.id, run.state,
-                         run.process.pid if run.process else None)
+                run.process = run.process or await self.executor.recover(run.id, run.paths)
+                log.info("Re-attaching to run %s (%s, job %s)", run.id, run.state,
+                         self.executor.ref_text(run.process) if run.process else None)
                 self.executor.reattach(run.id, run.process, run.paths)
                 self._arm_timers(run)
         self._loop_task = asyncio.ensure_future(self._loop())
@@ -242,18 +253,19 @@ class Dispatcher:
         as far as its cgroup without one is found there: a run that started is
         adopted, never started twice, and its GPUs are never shared.
         """
-        ref = self._process_from_pid_file(run) or await self.executor.adopt(run.id, run.paths)
+        ref = await self.executor.recover(run.id, run.paths)
         now = utcnow()
         if ref is not None:
             run.process, run.started_at = ref, run.started_at or now
-            log.info("Run %s: %s during its start; adopting its process %s", run.id, what, ref.pid)
+            log.info("Run %s: %s during its start; adopting its job %s", run.id, what, self.executor.ref_text(ref))
             return self._transition(run, S.RUNNING, f"process started ({what} during the start; re-attached)", now,
-                                    started_at=run.started_at, pid=ref.pid, process_start=ref.start)
+                                    started_at=run.started_at, **self._ref_fields(ref))
         killed = await self.executor.leftovers(run.id)
         log.warning("Run %s: %s before its process was started; requeued%s", run.id, what,
                     " (its leftover processes were killed)" if killed else "")
         t = self._transition(run, S.QUEUED, f"{what} before the run's process was started; requeued", now,
-                             node=None, assigned_gpus=[], started_at=None, pid=None, process_start=None)
+                             node=None, assigned_gpus=[], started_at=None, pid=None, process_start=None,
+                             job_ref=None)
         run.node, run.assigned_gpus, run.process, run.started_at = None, (), None, None
         return t
 
@@ -280,7 +292,37 @@ class Dispatcher:
                 if run is not None and run.state.is_terminal:
                     self.active.pop(t.run_id, None)
 
+    def _apply_inventory(self, infos: list[NodeInfo]) -> None:
+        before = {i.name: i.state for i in self.node_infos or ()}
+        self.node_infos = infos
+        self.nodes = [Node(i.name, tuple(range(i.gpus)), i.cpus, i.memory_bytes) for i in infos if i.state == "up"]
+        for info in infos:
+            if before.get(info.name, "up") != info.state:
+                log.warning("Node %s is now %s (%s)", info.name, info.state, info.reason or "no reason given")
+        if before != {i.name: i.state for i in infos}:
+            self.wake()
+
+    async def _watch_inventory(self) -> None:
+        """Keep the nodes' states current, and show the engine's reason on runs it has not started yet."""
+        while True:
+            await asyncio.sleep(self.inventory_interval)
+            try:
+                self._apply_inventory(await self.executor.inventory())
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the engine is unreachable for now: keep the last inventory
+                log.warning("Could not read the node inventory: %s", e)
+            for run in self.active.values():
+                pending = run.process is not None and run.state == S.RUNNING and \
+                    self.executor.pending_reason(run.process)
+                if pending:
+                    run.reason = f"submitted as job {self.executor.ref_text(run.process)}; the cluster has not " \
+                                 f"started it yet: {pending}"
+
     async def stop(self) -> None:
+        if self._inventory_task:
+            self._inventory_task.cancel()
+            await asyncio.gather(self._inventory_task, return_exceptions=True)
         if self._loop_task:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
@@ -424,7 +466,7 @@ class Dispatcher:
             else:
                 run.process, run.started_at = result, now
                 transitions.append(self._transition(run, S.RUNNING, "process started" + (f"; {note}" if note else ""),
-                                                    now, started_at=now, pid=result.pid, process_start=result.start))
+                                                    now, started_at=now, **self._ref_fields(result)))
         await self._persist(transitions)
         for run in starting:
             run.launched.set()
@@ -449,17 +491,16 @@ class Dispatcher:
             await self.launcher.call_idempotent(stage_source, run.run_dir, self.snapshot_limits,
                                         account.uid, account.gid)
         launch = RunLaunch(run.id, run.owner, run.experiment, run.entry_point, run.args, run.hyperparameters,
-                           run.assigned_gpus, cpus=run.cpus, memory_bytes=run.memory_bytes,
+                           run.assigned_gpus, cpus=run.cpus, memory_bytes=run.memory_bytes, node=run.node or "",
+                           max_seconds=run.max_seconds,
                            uid=account.uid if account else None, gid=account.gid if account else None,
                            unix_name=account.name if account else "")
         return await self.executor.launch(launch, run.paths, self.python)
 
-    def _process_from_pid_file(self, run: ActiveRun) -> ProcessRef | None:
-        try:
-            pid, _, start = run.paths.pid_file.read_text().strip().partition(" ")
-            return ProcessRef(int(pid), start, run.id)
-        except (OSError, ValueError):
-            return None
+    def _ref_fields(self, ref) -> dict[str, Any]:
+        """The columns that remember a started run's job (``pid`` too, for local processes, for people)."""
+        return dict(job_ref=self.executor.ref_text(ref), pid=getattr(ref, "pid", None),
+                    process_start=getattr(ref, "start", None))
 
     def _transition(self, run: ActiveRun, target: RunState, reason: str, at: datetime, **fields) -> store.Transition:
         check_transition(run.state, target)
@@ -613,8 +654,12 @@ class Dispatcher:
         if run.state == S.STOP_IN_PROGRESS and run.stop_cause is not None:
             target = run.stop_cause.final_state()
             reason = f"{run.reason}; {status.describe()}"
+        elif status.phase == "node" and run.preemptible:
+            target, reason = S.QUEUED, f"{status.describe()} ({run.node})"
         elif status.succeeded:
             target, reason = S.COMPLETE, "exited with code 0"
+        elif status.phase == "node":
+            target, reason = S.FAIL_TRAIN, f"{status.describe()} ({run.node}); not requeued: the run is not --preemptible"
         else:
             target, reason = S.FAIL_TRAIN, status.describe()
         self._charge(run.owner, run.group, len(run.assigned_gpus), run.started_at, now, finished=target != S.QUEUED)
@@ -622,7 +667,7 @@ class Dispatcher:
             await self.helper.call_idempotent(hand_over_checkpoints, run.run_dir)
             reason += "; requeued with its checkpoints in EM_CHECKPOINT_INPUT_DIR"
             t = self._transition(run, S.QUEUED, reason, now, node=None, assigned_gpus=[], pid=None,
-                                 process_start=None, stop_cause=None, started_at=None)
+                                 process_start=None, job_ref=None, stop_cause=None, started_at=None)
             run.node, run.assigned_gpus, run.process, run.stop_cause, run.started_at = None, (), None, None, None
             for timer in run.timers:
                 timer.cancel()

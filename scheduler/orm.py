@@ -65,9 +65,12 @@ class Run(Base):
 
     run_dir: Mapped[str] = mapped_column(String(4096))
     log_path: Mapped[str] = mapped_column(String(4096))
-    # Executor bookkeeping to re-attach to a process after a restart.
+    # Executor bookkeeping to re-attach after a restart: the executor's own reference to the job
+    # ("PID START" of a local run's process, a Slurm job id); pid/process_start are the local
+    # executor's before revision 0005, still written for people reading the table.
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     process_start: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    job_ref: Mapped[str | None] = mapped_column(String(200), nullable=True)
     # The client's Idempotency-Key: a retried submission with the same key (per owner) is the same run.
     client_key: Mapped[str | None] = mapped_column(String(CLIENT_KEY_MAX), nullable=True)
 

@@ -102,6 +102,8 @@ class RunLaunch:
     uid: int | None = None
     gid: int | None = None
     unix_name: str = ""
+    node: str = ""  # where the policy placed it
+    max_seconds: int | None = None
 
 
 def entry_argv(python: str, launch: RunLaunch) -> list[str]:

@@ -56,7 +56,8 @@ TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     # A start interrupted by the platform (the scheduler or its launcher killed
     # before the process was known) goes back to the queue, never CREATE FAILED.
     S.CREATE_IN_PROGRESS: frozenset({S.RUNNING, S.CREATE_FAILED, S.STOP_IN_PROGRESS, S.QUEUED}),
-    S.RUNNING: frozenset({S.COMPLETE, S.FAIL_TRAIN, S.STOP_IN_PROGRESS}),
+    # A preemptible run whose node failed goes back to the queue.
+    S.RUNNING: frozenset({S.COMPLETE, S.FAIL_TRAIN, S.STOP_IN_PROGRESS, S.QUEUED}),
     # A run being stopped may still finish on its own before the signal lands,
     # and a preempted run goes back to the queue.
     S.STOP_IN_PROGRESS: frozenset({S.STOPPED, S.FAIL_TRAIN, S.COMPLETE, S.QUEUED}),

@@ -17,7 +17,7 @@ from nothing.scheduler.states import RunState
 from .conftest import build_dispatcher
 from .helpers import make_archive, wait_for
 
-HEAD = "0004"
+HEAD = "0005"
 
 
 def test_sqlite_database_uses_wal_and_is_created_by_migrations(tmp_path):
@@ -109,3 +109,29 @@ async def test_concurrent_work_shares_transactions_but_a_failure_stays_its_own(t
         assert await db.run(lambda s: [k for (k,) in s.execute(text("SELECT k FROM t ORDER BY k"))]) == [1, 2, 3, 4]
     finally:
         db.close()
+
+
+def test_runs_from_before_job_references_keep_their_process_as_reference(tmp_path):
+    """Revision 0005 turns a local run's pid and start time into its job reference, so a restart re-attaches."""
+    from alembic import command
+    from sqlalchemy import create_engine, text
+
+    from nothing.scheduler.db import alembic_config
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    engine = create_engine(url)
+    cfg = alembic_config(url)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0004")
+        conn.execute(text("INSERT INTO runs (id, owner, name, experiment, entry_point, args, hyperparameters, gpus, "
+                          "cpus, memory_bytes, priority, state, reason, submitted_at, assigned_gpus, run_dir, "
+                          "log_path, pid, process_start, snapshot_bytes, preemptible) VALUES (1, 'alice', '', "
+                          "'default', 't.py', '[]', '{}', 1, 1, 0, 0, 'RUNNING', 'x', '2026-12-01 00:00:00', '[0]', "
+                          "'/r', '/r/l', 4242, '99887', 0, 0)"))
+    engine.dispose()
+    db = Database(url)
+    assert db.upgrade() == HEAD
+    with db.engine.connect() as conn:
+        assert conn.execute(text("SELECT job_ref FROM runs WHERE id = 1")).scalar() == "4242 99887"
+    db.close()

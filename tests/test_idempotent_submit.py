@@ -20,6 +20,7 @@ from nothing.scheduler.db import Database, alembic_config, current_revision
 
 from .conftest import running_dispatcher
 from .helpers import make_archive, wait_for_sync
+from .test_database import HEAD
 
 CODE = make_archive({"train.py": "print('once')"})
 
@@ -48,7 +49,7 @@ def test_a_database_at_revision_0003_is_upgraded_with_its_runs_and_no_keys(tmp_p
                 "'2026-01-01 00:00:00', '[]', '/x', '/x/output.log')"))
     db = Database(url)
     try:
-        assert db.upgrade() == "0004"
+        assert db.upgrade() == HEAD
         assert [db.run_sync(store.get_run, i).client_key for i in (1, 2)] == [None, None]
         indexes = {i["name"]: i for i in inspect(db.engine).get_indexes("runs")}
         assert indexes["uq_runs_owner_client_key"]["unique"]

@@ -16,12 +16,19 @@ def test_terminal_states_allow_no_transition():
 
 
 @pytest.mark.parametrize("current,target", [
-    (S.QUEUED, S.RUNNING), (S.QUEUED, S.COMPLETE), (S.RUNNING, S.QUEUED), (S.CREATE_REQUESTED, S.RUNNING),
-    (S.RUNNING, S.STOPPED),
+    (S.QUEUED, S.RUNNING), (S.QUEUED, S.COMPLETE), (S.CREATE_REQUESTED, S.RUNNING), (S.RUNNING, S.STOPPED),
+    (S.QUEUED, S.STOP_IN_PROGRESS), (S.CREATE_REQUESTED, S.COMPLETE),
 ])
 def test_shortcuts_are_refused(current, target):
     with pytest.raises(InvalidTransition):
         check_transition(current, target)
+
+
+def test_back_to_the_queue_only_from_a_lost_start_a_failed_node_or_a_preemption():
+    """Besides a new submission, a run returns to QUEUED only when the platform lost its start, when the node
+    of a preemptible run failed, or when it was preempted (through STOP IN PROGRESS); never once it ended."""
+    assert {s for s in S if S.QUEUED in TRANSITIONS[s]} == {
+        S.CREATE_REQUESTED, S.CREATE_IN_PROGRESS, S.RUNNING, S.STOP_IN_PROGRESS}
 
 
 def test_every_state_is_reachable_from_create_requested():

@@ -1,8 +1,13 @@
-"""The life cycle every executor shares; engines fill in four primitives.
+"""The life cycle every executor shares; engines fill in a few primitives (template method, as BatchSpawner).
 
-An executor is told to launch a run, and later tells the dispatcher, through
-``on_exit``, how that run ended.  It can also signal a run and, after a restart
-of the scheduler, re-attach to a run that kept going meanwhile.
+An executor is told to launch a run on the node(s) the policy chose, and later
+tells the dispatcher, through ``on_exit``, how that run ended.  It can also
+signal a run and, after a restart of the scheduler, re-attach to a run that kept
+going meanwhile.  What it hands back for a started run is an opaque reference
+(``ref``) that it alone interprets; the dispatcher stores it as text
+(``ref_text``/``parse_ref``).  Engines that own their machines (Slurm,
+Kubernetes) also tell the scheduler which nodes exist and in which state
+(``inventory``).
 """
 
 from __future__ import annotations
@@ -57,7 +62,11 @@ class ExitStatus:
         if self.phase == "lost":
             return "the run's process ended while the scheduler was not watching and left no exit status"
         if self.phase == "oom":
-            return f"killed: out of memory (limit {format_bytes(self.memory_limit)})"
+            return "killed: out of memory" + (f" (limit {format_bytes(self.memory_limit)})" if self.memory_limit else "")
+        if self.phase == "node":
+            return "the node it ran on failed"
+        if self.phase == "timeout":
+            return "killed by the cluster at its time limit"
         code = self.exit_code
         signal_number = self.signal
         if signal_number is not None:
@@ -87,6 +96,20 @@ def format_bytes(size: int) -> str:
         if size >= scale:
             return f"{size / scale:.1f}".removesuffix(".0") + f" {unit}"
     return f"{size} bytes"
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """A node as an engine reports it: ``state`` is ``up``, ``drained`` (no new runs; running ones go on)
+    or ``down`` (its runs are lost), with the engine's reason."""
+
+    name: str
+    gpus: int
+    cpus: int
+    memory_bytes: int
+    state: str = "up"
+    gpu_model: str = ""
+    reason: str = ""
 
 
 ExitCallback = Callable[[int, ExitStatus], Awaitable[None]]
@@ -131,13 +154,32 @@ class Executor(LoggingConfigurable):
         if await self._alive(ref):
             await self._signal(ref, sig)
 
-    async def adopt(self, run_id: int, paths: RunPaths) -> ProcessRef | None:
-        """Find the process of a run whose start was interrupted before its pid was recorded (None: none)."""
-        return None
-
     async def leftovers(self, run_id: int) -> bool:
         """Kill whatever of a run is left after a start that failed; True if anything was."""
         return False
+
+    async def inventory(self) -> list[NodeInfo] | None:
+        """The engine's nodes, or None where the scheduler's own machine is the only node (local)."""
+        return None
+
+    def pending_reason(self, ref) -> str:
+        """The engine's reason while it has not started a job it was given (Slurm's ``Resources``), else ""."""
+        return ""
+
+    def ref_text(self, ref) -> str:
+        """The reference as stored in the database."""
+        return f"{ref.pid} {ref.start}"
+
+    def parse_ref(self, run_id: int, text: str | None):
+        """The reference stored by ``ref_text`` (None if there is none)."""
+        if not text:
+            return None
+        pid, _, start = text.partition(" ")
+        return ProcessRef(int(pid), start, run_id)
+
+    async def recover(self, run_id: int, paths: RunPaths):
+        """The job of a run whose start was interrupted before its reference was stored, or None if it never began."""
+        return None
 
     def set_scope(self, data_dir: str) -> None:
         """Called once with the scheduler's data folder, to keep this scheduler's jobs apart from others'."""

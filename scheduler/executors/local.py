@@ -158,8 +158,14 @@ class LocalExecutor(Executor):
         else:
             await self.helper.call_idempotent(cg.signal, sig)
 
-    async def adopt(self, run_id: int, paths: RunPaths) -> ProcessRef | None:
-        """The process of a run whose start lost its answer and pid file, found in its cgroup; None if none."""
+    async def recover(self, run_id: int, paths: RunPaths) -> ProcessRef | None:
+        """The launcher writes the pid file before it answers; a process that got as far as its cgroup without
+        one is found there (and the pid file written)."""
+        try:
+            pid, _, start = paths.pid_file.read_text().strip().partition(" ")
+            return ProcessRef(int(pid), start, run_id)
+        except (OSError, ValueError):
+            pass
         cg = self._job(run_id)
         if cg is None:
             return None

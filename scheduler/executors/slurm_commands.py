@@ -606,3 +606,17 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
         except ProcessLookupError:
             pass
         await asyncio.shield(proc.wait())
+
+
+def parse_job_names(text: str) -> dict[str, SlurmJobStatus]:
+    """The jobs in ``squeue --json``'s output by job name (the newest job of each name), to find a job
+    whose id was never recorded (a submission whose answer was lost)."""
+    try:
+        jobs = json.loads(text)["jobs"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise SlurmOutputError(f"squeue --json printed something else: {text[:200]!r}") from e
+    named: dict[str, SlurmJobStatus] = {}
+    for job in sorted(jobs, key=lambda j: int(_number(j.get("job_id")) or 0)):
+        if job.get("name"):
+            named[str(job["name"])] = _job_from_json(job)
+    return named

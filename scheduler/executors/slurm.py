@@ -1,0 +1,259 @@
+"""Runs as Slurm batch jobs, placed exactly on the node our policy chose.
+
+Our scheduler keeps the queue, the fair share, the quotas and the placement;
+Slurm only launches: every start is ``sbatch --nodelist=<the chosen node>
+--uid=<the run's account>`` of ``slurmjob.sh``, which runs the entry point in the
+run's folder with the run's environment (given through ``--export-file``, so
+nothing of the scheduler's own environment reaches the job).  One poller asks
+``squeue`` about every job it watches, once per ``poll_interval``; cancel, max-time
+and preemption are ``scancel --signal=TERM --full`` and, after the grace period,
+``scancel``, which ends every process of the job on every node.  A restart
+re-attaches by job id (stored in the database), or finds a job whose id was
+never stored by its name.  The node inventory (GPUs, CPUs, memory, up / drained /
+down) is Slurm's, from ``sinfo``.
+
+Run folders must be on a filesystem every node mounts at the same path (as
+Determined's and SkyPilot's Slurm support require): the scheduler writes the
+code there and reads logs and outputs from there.  Slurm gives the GPUs of the
+job through ``CUDA_VISIBLE_DEVICES``; our policy counts GPUs per node, Slurm
+picks the device indices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from traitlets import Float, List, Unicode
+
+from ..runenv import RunLaunch, RunPaths, build_environment, entry_argv
+from .base import Executor, ExitStatus, NodeInfo
+from .slurm_commands import (SlurmCommandError, SlurmJobRequest, SlurmJobStatus, parse_job_names, parse_nodes,
+                             parse_sbatch, parse_squeue, run_command, sbatch_argv, scancel_argv, sinfo_argv,
+                             slurm_command_env, squeue_argv, write_env_file)
+
+JOB_SCRIPT = str(Path(__file__).with_name("slurmjob.sh"))
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SlurmJobRef:
+    """A run's Slurm job."""
+
+    job_id: str
+    run_id: int = 0
+
+
+class SlurmExecutor(Executor):
+    slurm_conf = Unicode(
+        "", help="""Path of the cluster's slurm.conf for every Slurm command ($SLURM_CONF); empty: Slurm's default.
+
+        Example: ``c.SlurmExecutor.slurm_conf = "/etc/slurm/slurm.conf"``""",
+    ).tag(config=True)
+
+    partition = Unicode("", help="Partition the runs are submitted to (empty: the cluster's default).").tag(
+        config=True)
+
+    extra_sbatch_args = List(
+        Unicode(), help="""More sbatch options for every run, e.g. ``["--account=vision", "--qos=normal"]``.""",
+    ).tag(config=True)
+
+    poll_interval = Float(
+        1.0, help="""Seconds between squeue calls for the jobs being watched.
+
+        Slurm forgets a finished job after its MinJobAge (300 s by default) and there may be no
+        accounting to ask afterwards: keep this well below that.""",
+    ).tag(config=True)
+
+    inherit_env = List(
+        Unicode(), default_value=["PATH", "LANG", "LC_ALL", "TZ", "LD_LIBRARY_PATH"],
+        help="""Variables of the scheduler's environment a run inherits (the job gets nothing else of it).""",
+    ).tag(config=True)
+
+    job_scope = Unicode(help="Prefix of the job names, so two schedulers on one cluster never mix their jobs.").tag(
+        config=True)
+
+    def __init__(self, on_exit, **kwargs):
+        super().__init__(on_exit, **kwargs)
+        self._waiting: dict[str, asyncio.Future] = {}
+        self._last: dict[str, SlurmJobStatus] = {}
+        self._poller: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+
+    # ------------------------------------------------------------------ the commands
+    @property
+    def command_env(self) -> dict[str, str]:
+        return slurm_command_env(os.environ, self.slurm_conf or None)
+
+    async def _run(self, argv: list[str], check: bool = True):
+        return await run_command(argv, env=self.command_env, check=check)
+
+    def set_scope(self, data_dir: str) -> None:
+        if not self.job_scope:
+            self.job_scope = "nothing-" + hashlib.sha256(os.path.abspath(data_dir).encode()).hexdigest()[:8]
+
+    def job_name(self, run_id: int) -> str:
+        return f"{self.job_scope or 'nothing'}-{run_id}"
+
+    def ref_text(self, ref: SlurmJobRef) -> str:
+        return ref.job_id
+
+    def parse_ref(self, run_id: int, text: str | None) -> SlurmJobRef | None:
+        return SlurmJobRef(text, run_id) if text and text.isdigit() else None
+
+    async def inventory(self) -> list[NodeInfo]:
+        result = await self._run(sinfo_argv())
+        return [NodeInfo(n.name, n.gpus, n.cpus, n.memory_mb * 1024**2, n.state, n.gpu_model,
+                         n.reason or n.slurm_state) for n in parse_nodes(result.stdout)]
+
+    # ------------------------------------------------------------------ the primitives
+    async def _start(self, launch: RunLaunch, paths: RunPaths, python: str):
+        if not launch.node:
+            raise ValueError("a Slurm run needs the node the policy chose")
+        requirements = paths.source / "requirements.txt"
+        has_requirements = requirements.is_file()
+        base = {k: os.environ[k] for k in self.inherit_env if k in os.environ}
+        env = build_environment(base, launch, paths, has_requirements)
+        env.pop("CUDA_VISIBLE_DEVICES", None)  # Slurm sets it to the devices it gives the job
+        env_file = paths.control / "slurm.env"
+        await asyncio.to_thread(write_env_file, env_file, env)
+        extra = [*self.extra_sbatch_args]
+        if self.partition:
+            extra.insert(0, f"--partition={self.partition}")
+        if launch.uid is not None and launch.uid != os.geteuid():
+            extra += [f"--uid={launch.uid}", f"--gid={launch.gid}"]
+        request = SlurmJobRequest(
+            name=self.job_name(launch.run_id), script=Path(JOB_SCRIPT), workdir=paths.root, output=paths.log,
+            env_file=env_file, nodelist=(launch.node,), gpus_per_node=len(launch.gpus),
+            cpus_per_task=max(1, launch.cpus), memory_per_node_mb=-(-launch.memory_bytes // 1024**2),
+            # Our own timer stops the run at its max time; Slurm's limit is the backstop, a minute later.
+            time_limit_seconds=launch.max_seconds + 60 if launch.max_seconds else None, extra=tuple(extra))
+        argv = sbatch_argv(request)
+        argv += [str(paths.source), str(requirements) if has_requirements else "", python, str(paths.packages),
+                 str(paths.root / ".nothing-phase"), "--", *entry_argv(python, launch)]
+        try:
+            result = await self._run(argv)
+        finally:
+            env_file.unlink(missing_ok=True)  # sbatch has read it
+        ref = SlurmJobRef(parse_sbatch(result.stdout), launch.run_id)
+        log.info("Run %s is Slurm job %s on %s", launch.run_id, ref.job_id, launch.node)
+        return ref, ref
+
+    async def _wait(self, ref: SlurmJobRef, paths: RunPaths) -> ExitStatus:
+        future = self._waiting.get(ref.job_id)
+        if future is None or future.done():
+            future = self._waiting[ref.job_id] = asyncio.get_running_loop().create_future()
+        self._ensure_poller()
+        status: SlurmJobStatus | None = await future
+        return self._exit_status(status, paths)
+
+    def reattach(self, run_id: int, ref, paths: RunPaths) -> None:
+        if ref is None:
+            self._watch(run_id, self._lost())
+        else:
+            self._watch(run_id, self._wait(ref, paths))
+
+    async def _lost(self) -> ExitStatus:
+        return ExitStatus("lost", None)
+
+    async def _alive(self, ref: SlurmJobRef) -> bool:
+        status = await self._status(ref.job_id)
+        return status is not None and not status.finished
+
+    async def _signal(self, ref: SlurmJobRef, sig: int) -> None:
+        argv = scancel_argv(ref.job_id) if sig == signal.SIGKILL else scancel_argv(ref.job_id, sig, full=True)
+        await self._run(argv, check=False)
+
+    async def recover(self, run_id: int, paths: RunPaths) -> SlurmJobRef | None:
+        result = await self._run(squeue_argv(), check=False)
+        if result.returncode != 0:
+            return None
+        status = parse_job_names(result.stdout).get(self.job_name(run_id))
+        if status is None or status.finished:
+            return None
+        return SlurmJobRef(status.job_id, run_id)
+
+    async def leftovers(self, run_id: int) -> bool:
+        ref = await self.recover(run_id, None)
+        if ref is None:
+            return False
+        await self._run(scancel_argv(ref.job_id), check=False)
+        return True
+
+    def pending_reason(self, ref: SlurmJobRef) -> str:
+        """Slurm's reason while it has not started the job we asked for (e.g. ``Resources``), else ""."""
+        status = self._last.get(ref.job_id)
+        return status.reason if status is not None and status.state == "PENDING" else ""
+
+    async def stop(self) -> None:
+        await super().stop()
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
+            self._poller = None
+
+    # ------------------------------------------------------------------ watching
+    async def _status(self, job_id: str) -> SlurmJobStatus | None:
+        result = await self._run(squeue_argv([job_id]), check=False)
+        if result.returncode != 0:
+            return self._last.get(job_id)
+        return parse_squeue(result.stdout, [job_id]).get(job_id)
+
+    def _ensure_poller(self) -> None:
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.ensure_future(self._poll())
+
+    async def _poll(self) -> None:
+        """One squeue call for every watched job per interval; each finished (or forgotten) job is reported."""
+        misses: dict[str, int] = {}
+        while self._waiting:
+            ids = [j for j, f in self._waiting.items() if not f.done()]
+            try:
+                result = await self._run(squeue_argv(ids))
+                statuses = parse_squeue(result.stdout, ids)
+            except (SlurmCommandError, ValueError) as e:
+                log.warning("Could not ask Slurm about %d jobs: %s", len(ids), e)
+                await asyncio.sleep(self.poll_interval)
+                continue
+            for job_id in ids:
+                status = statuses.get(job_id)
+                if status is not None:
+                    self._last[job_id] = status
+                    misses.pop(job_id, None)
+                    if status.finished:
+                        self._resolve(job_id, status)
+                else:
+                    # Slurm forgot it (it ended over MinJobAge ago, or while we were down).
+                    misses[job_id] = misses.get(job_id, 0) + 1
+                    if misses[job_id] >= 3:
+                        self._resolve(job_id, self._last.get(job_id))
+            await asyncio.sleep(self.poll_interval)
+
+    def _resolve(self, job_id: str, status: SlurmJobStatus | None) -> None:
+        future = self._waiting.pop(job_id, None)
+        self._last.pop(job_id, None)
+        if future is not None and not future.done():
+            future.set_result(status if status is None or status.finished else None)
+
+    def _exit_status(self, status: SlurmJobStatus | None, paths: RunPaths) -> ExitStatus:
+        if status is None:
+            return ExitStatus("lost", None)
+        try:
+            phase = (paths.root / ".nothing-phase").read_text().strip()
+        except OSError:
+            phase = "entry"
+        if status.state == "NODE_FAIL":
+            return ExitStatus("node", None)
+        if status.state == "OUT_OF_MEMORY":
+            return ExitStatus("oom", status.exit_code, 0)
+        if status.state == "TIMEOUT":
+            return ExitStatus("timeout", None)
+        if status.signal is not None:
+            return ExitStatus("killed", -status.signal)
+        return ExitStatus("requirements" if phase == "requirements" else "entry", status.exit_code)
+
