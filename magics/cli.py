@@ -9,19 +9,22 @@ import sys
 from pathlib import Path
 
 from .client import NothingClient, NothingError
-from .options import OptionError, make_parser, spec_from_options
+from .failure import explain
+from .options import OptionError, check_syntax, make_parser, parse_run_args, spec_from_options
 from .snapshot import SnapshotTooLarge, build_snapshot
 from .widget import status_line
 
 
 def _submit(client: NothingClient, argv: list[str]) -> int:
-    ns = make_parser("nothing submit", with_script=True).parse_args(argv)
+    ns = parse_run_args(make_parser("nothing submit", with_script=True), argv)
     if not ns.script:
         raise OptionError("nothing submit needs a script: nothing submit train.py [--gpus N] [-- script args]")
     cwd = Path.cwd().resolve()
     script = (cwd / ns.script).resolve()
     if not script.is_file() or not script.is_relative_to(cwd):
         raise OptionError(f"{ns.script} is not a file in the current folder {cwd}")
+    if script.suffix == ".py":
+        check_syntax(script.read_text(errors="replace"), ns.script, ns.script)
     spec = spec_from_options(ns, script.relative_to(cwd).as_posix(), ns.script_args)
     archive, _ = build_snapshot(cwd, int(os.environ.get("NOTHING_MAX_SNAPSHOT_BYTES", 100 * 1024**2)))
     print(status_line(client.submit(spec, archive)))
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:
                 print(json.dumps(found, indent=2))
             for r in [] if args.json else found:
-                print(status_line(r).replace("\n", " "))
+                print(status_line(explain(client, r)).replace("\n", " "))
         elif command == "show":
             print(json.dumps(dict(client.run(args.run), events=client.events(args.run)), indent=2))
         elif command == "cancel":
@@ -77,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
                 sys.stdout.write(client.logs(args.run, tail=args.tail)[0])
         elif command == "download":
             dest = args.dest or (Path.cwd() if args.path else Path.cwd() / f"run-{args.run}")
-            for f in client.download(args.run, dest, args.path):
+            written = client.download(args.run, dest, args.path)
+            if not written:
+                print(f"run {args.run} has no outputs")
+            for f in written:
                 print(f)
         elif command == "gpus":
             info = client.gpus()

@@ -14,6 +14,7 @@ retried submission is the same run, never a second one.
 from __future__ import annotations
 
 import base64
+import email.utils
 import io
 import os
 import tarfile
@@ -24,7 +25,7 @@ from typing import Any, Iterator
 
 import requests
 
-from nothing.scheduler.backoff import Backoff
+from .backoff import Backoff
 
 TERMINAL_STATES = {"COMPLETE", "STOPPED", "FAIL TRAIN", "CREATE FAILED"}
 # Code archives up to this size are sent base64 in one JSON document; larger ones as multipart.
@@ -80,6 +81,20 @@ class NothingClient:
         self.retry_seconds = retry_seconds
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"token {token}"
+        self.clock_offset = 0.0  # the service's clock minus ours, from its last answer's Date header
+
+    def server_now(self) -> float:
+        """The service's time now (epoch seconds), as of its last answer: what elapsed times are counted in."""
+        return time.time() + self.clock_offset
+
+    def _note_clock(self, response: requests.Response) -> None:
+        try:
+            date = email.utils.parsedate_to_datetime(response.headers["Date"])
+        except (KeyError, TypeError, ValueError):
+            return
+        # Date has whole seconds: keep the offset only when it is more than that rounding.
+        offset = date.timestamp() - time.time()
+        self.clock_offset = offset if abs(offset) > 1.5 else 0.0
 
     def _request(self, method: str, path: str, retry: bool = False, attempts: list | None = None,
                  **kwargs) -> requests.Response:
@@ -106,6 +121,7 @@ class NothingClient:
             if delay is None:
                 raise error
             time.sleep(delay)
+        self._note_clock(response)
         if response.status_code >= 400:
             raise NothingError(_error_message(response), response.status_code)
         return response
@@ -132,8 +148,8 @@ class NothingClient:
             params["all"] = "1"
         return self._request("GET", "/runs", params=params, retry=True).json()["runs"]
 
-    def run(self, run_id: int) -> dict:
-        return self._request("GET", f"/runs/{int(run_id)}", retry=True).json()
+    def run(self, run_id: int, retry: bool = True) -> dict:
+        return self._request("GET", f"/runs/{int(run_id)}", retry=retry).json()
 
     def events(self, run_id: int) -> list[dict]:
         return self._request("GET", f"/runs/{int(run_id)}/events", retry=True).json()["events"]
@@ -172,22 +188,29 @@ class NothingClient:
         return self._request("GET", f"/runs/{int(run_id)}/outputs", retry=True).json()["files"]
 
     def download(self, run_id: int, dest: str | Path = ".", path: str | None = None) -> list[Path]:
-        """Download one output file, or all of them (keeping ``model/`` and ``checkpoints/``), into ``dest``."""
+        """Download one output file, or all of them (keeping ``model/`` and ``checkpoints/``), into ``dest``.
+
+        ``dest`` is made only once there is something to write into it: an unknown run
+        raises (the service's "run N not found") and a run without outputs returns ``[]``,
+        both leaving no empty folder behind.
+        """
         dest = Path(dest)
-        dest.mkdir(parents=True, exist_ok=True)
         if path:
             r = self._request("GET", f"/runs/{int(run_id)}/outputs/{path}", stream=True, retry=True)
+            dest.mkdir(parents=True, exist_ok=True)
             target = dest / Path(path).name
             with open(target, "wb") as f:
                 for chunk in r.iter_content(chunk_size=1024 * 1024):
                     f.write(chunk)
             return [target]
         r = self._request("GET", f"/runs/{int(run_id)}/outputs.tar.gz", retry=True)
-        written = []
         with tarfile.open(fileobj=io.BytesIO(r.content), mode="r:gz") as tar:
+            files = [m for m in tar.getmembers() if m.isfile()]
+            if not files:
+                return []
+            dest.mkdir(parents=True, exist_ok=True)
             tar.extractall(dest, filter="data")
-            written = [dest / m.name for m in tar.getmembers() if m.isfile()]
-        return written
+        return [dest / m.name for m in files]
 
     def wait(self, run_id: int, timeout: float | None = None, interval: float = 0.5) -> dict:
         """Poll until the run ends; returns its final record."""

@@ -1,12 +1,18 @@
-"""The run options shared by ``%%nothing_train`` and ``nothing submit``: one parser, one validation."""
+"""The run options shared by ``%%nothing_train`` and ``nothing submit``: one parser, one validation.
+
+Platform options go anywhere before a ``--``; everything after it is the script's::
+
+    nothing submit train.py --gpus 1 --hp lr=0.1 -- --epochs 3
+"""
 
 from __future__ import annotations
 
 import argparse
+import re
+from pathlib import PurePosixPath
 from typing import Any
 
-from nothing.scheduler.runenv import HP_KEY
-from nothing.scheduler.spec import SpecError, parse_duration, parse_memory
+from .checks import HP_KEY, CheckError, parse_duration, parse_memory
 
 
 class OptionError(ValueError):
@@ -27,11 +33,16 @@ def small_parser(prog: str) -> argparse.ArgumentParser:
 
 
 def make_parser(prog: str, with_script: bool) -> argparse.ArgumentParser:
-    p = _Parser(prog=prog, add_help=False, description="Queue a training run on the shared GPUs.")
+    """The options of a run; parse with :func:`parse_run_args` (which splits off the script's arguments)."""
+    usage = f"{prog} SCRIPT [options] [-- script arguments]" if with_script else f"{prog} [options] [-- arguments]"
+    p = _Parser(prog=prog, add_help=False, allow_abbrev=False, usage=usage,
+                description="Queue a training run on the shared GPUs. Options go anywhere before a --; "
+                            "everything after -- is passed to the code.")
     p.add_argument("--gpus", type=int, default=0, help="GPUs the run needs, all at once (default 0)")
     p.add_argument("--cpus", type=int, default=1, help="CPU cores to reserve (default 1)")
     p.add_argument("--memory", default=None, help="memory to reserve, e.g. 8G")
-    p.add_argument("--name", default="", help="a name to find the run by")
+    p.add_argument("--name", default="",
+                   help="a name to find the run by (a cell's default: '<notebook> cell <n>')")
     p.add_argument("--experiment", default="default", help="experiment the run belongs to")
     p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
                    help="a hyperparameter, repeatable; reaches the code as --KEY VALUE and $EM_HP_KEY")
@@ -43,8 +54,27 @@ def make_parser(prog: str, with_script: bool) -> argparse.ArgumentParser:
     p.add_argument("--group", default=None, help="the group to charge (default: your first group)")
     if with_script:
         p.add_argument("script", nargs="?", help="the entry point, a file in the current folder")
-        p.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments for the script")
     return p
+
+
+def parse_run_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Platform options anywhere before the first ``--``; what follows it becomes ``ns.script_args``.
+
+    An option the platform does not know is an error (with the way to pass it to the
+    code), never silently handed to the script or dropped.
+    """
+    if "--" in argv:
+        cut = argv.index("--")
+        own, rest = argv[:cut], argv[cut + 1:]
+    else:
+        own, rest = argv, []
+    ns, unknown = parser.parse_known_args(own)
+    if unknown:
+        where = f"{parser.prog} {ns.script} [options]" if getattr(ns, "script", None) else f"{parser.prog} [options]"
+        raise OptionError(f"{parser.prog}: unknown option {' '.join(unknown)}; arguments for the code go after "
+                          f"--, e.g. {where} -- {' '.join(unknown)}")
+    ns.script_args = rest
+    return ns
 
 
 def parse_hp(pairs: list[str]) -> dict[str, str]:
@@ -66,7 +96,7 @@ def spec_from_options(ns: argparse.Namespace, entry_point: str, args: list[str] 
             parse_memory(ns.memory)
         if ns.max_time:
             parse_duration(ns.max_time)
-    except SpecError as e:
+    except CheckError as e:
         raise OptionError(str(e)) from None
     spec: dict[str, Any] = {
         "entry_point": entry_point,
@@ -88,3 +118,29 @@ def spec_from_options(ns: argparse.Namespace, entry_point: str, args: list[str] 
     if ns.group:
         spec["group"] = ns.group
     return spec
+
+
+def check_syntax(code: str, filename: str, what: str) -> None:
+    """Refuse code that cannot even compile, before anything is uploaded or queued (the run would only fail)."""
+    try:
+        compile(code, filename, "exec", dont_inherit=True)
+    except SyntaxError as e:
+        text = (e.text or "").strip()
+        raise OptionError(f"{what} has a SyntaxError, not sent: line {e.lineno}: {e.msg}"
+                          + (f": {text}" if text else "")) from None
+    except ValueError as e:  # e.g. a NUL byte
+        raise OptionError(f"{what} cannot be compiled, not sent: {e}") from None
+
+
+_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.\- ]+")
+
+
+def cell_run_name(notebook: str | None, cell_number: int | None, experiment: str) -> str:
+    """The default name of a cell's run: ``<notebook stem> cell <n>``, else ``<experiment> cell <n>``.
+
+    Made of the characters the service accepts in a name (it refuses ``#``, slashes, …).
+    """
+    stem = PurePosixPath(notebook.replace("\\", "/")).stem if notebook else ""
+    base = _NAME_CHARS.sub("-", stem).strip("-_. ") or _NAME_CHARS.sub("-", experiment).strip("-_. ") or "cell"
+    suffix = f" cell {cell_number}" if cell_number else " cell"
+    return (base[:100 - len(suffix)] + suffix).lstrip("-_. ")

@@ -10,11 +10,12 @@ folder are left out, never followed.
 from __future__ import annotations
 
 import fnmatch
+import io
 import os
+import stat
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-
-from nothing.scheduler.snapshot import pack_directory
 
 DEFAULT_IGNORES = [".ipynb_checkpoints/", "__pycache__/", ".git/", ".venv/", "venv/", "*.pyc", ".nothing/",
                    ".Trash-*/", ".cache/", ".local/", ".jupyter/", ".ipython/"]
@@ -100,6 +101,29 @@ def collect_files(root: Path) -> tuple[list[tuple[str, Path]], list[str]]:
                 continue
             files.append((rel, full))
     return files, skipped
+
+
+def pack_directory(files: list[tuple[str, Path]], extra: dict[str, bytes] | None = None) -> bytes:
+    """A gzip tar of ``(archive_name, path)`` pairs plus in-memory ``extra`` files.
+
+    A regular file is read through the descriptor it was checked on, so one swapped
+    for a link meanwhile is not followed.  (The client's own packer: the service
+    checks and unpacks archives with ``nothing.scheduler.snapshot``.)
+    """
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
+        for arcname, path in files:
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                tar.add(os.fspath(path), arcname=arcname, recursive=False)  # links and folders as themselves
+                continue
+            with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as f:
+                tar.addfile(tar.gettarinfo(arcname=arcname, fileobj=f), f)
+        for arcname, content in (extra or {}).items():
+            info = tarfile.TarInfo(arcname)
+            info.size = len(content)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
 
 
 def build_snapshot(root: Path, max_bytes: int, cell_code: str | None = None) -> tuple[bytes, list[str]]:

@@ -16,10 +16,12 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.display import display
 
 from .client import NothingClient, NothingError
-from .options import OptionError, make_parser, small_parser, spec_from_options
+from .failure import explain
+from .options import (OptionError, cell_run_name, check_syntax, make_parser, parse_run_args, small_parser,
+                      spec_from_options)
 from .run import RunHandle
 from .snapshot import CELL_ENTRY_POINT, SnapshotTooLarge, build_snapshot
-from .widget import status_line
+from .widget import gpu_text, status_line
 
 DEFAULT_MAX_SNAPSHOT_BYTES = 100 * 1024**2
 
@@ -57,11 +59,24 @@ class NothingMagics(Magics):
     def _show(self, handle: RunHandle) -> None:
         if getattr(self.shell, "kernel", None) is not None:
             try:
-                display(handle.widget())
-                return
+                widget = handle.widget()
             except ImportError:
                 pass
+            else:
+                widget.attach(display(widget, display_id=True))
+                return
         print(status_line(handle.record))
+
+    def _cell_number(self) -> int | None:
+        """The running cell's ``In [n]``: the last input stored (``execution_count`` is already the next one)."""
+        history = getattr(self.shell, "history_manager", None)
+        stored = len(history.input_hist_raw) - 1 if history is not None else 0
+        return stored if stored > 0 else None
+
+    def _notebook(self) -> str | None:
+        """The notebook's path, where the kernel knows it (recent ipykernel: ``__session__``; the server's env)."""
+        session = self.shell.user_ns.get("__session__")
+        return session if isinstance(session, str) and session else os.environ.get("JPY_SESSION_NAME") or None
 
     @line_cell_magic
     @_usage
@@ -71,20 +86,25 @@ class NothingMagics(Magics):
             print(make_parser("%%nothing_train", with_script=cell is None).format_help())
             return
         parser = make_parser("%%nothing_train" if cell is not None else "%nothing_train", with_script=cell is None)
-        ns = parser.parse_args(shlex.split(line))
+        ns = parse_run_args(parser, shlex.split(line))
         cwd = Path.cwd()
         if cell is None:
             if not ns.script:
-                raise OptionError("%nothing_train needs a script (e.g. %nothing_train train.py --epochs 3), "
-                                  "or use the cell form %%nothing_train")
+                raise OptionError("%nothing_train needs a script (e.g. %nothing_train train.py --gpus 1 -- "
+                                  "--epochs 3), or use the cell form %%nothing_train")
             script = (cwd / ns.script).resolve()
             if not script.is_file() or not script.is_relative_to(cwd.resolve()):
                 raise OptionError(f"{ns.script} is not a file in the notebook's folder {cwd}")
+            if script.suffix == ".py":
+                check_syntax(script.read_text(errors="replace"), ns.script, ns.script)
             entry, args, code = script.relative_to(cwd.resolve()).as_posix(), ns.script_args, None
         else:
             if not cell.strip():
                 raise OptionError("the cell is empty: put the training code below %%nothing_train")
-            entry, args, code = CELL_ENTRY_POINT, [], cell
+            check_syntax(cell, CELL_ENTRY_POINT, "the cell")
+            entry, args, code = CELL_ENTRY_POINT, ns.script_args, cell
+            if not ns.name:
+                ns.name = cell_run_name(self._notebook(), self._cell_number(), ns.experiment)
         spec = spec_from_options(ns, entry, args)
         max_bytes = int(os.environ.get("NOTHING_MAX_SNAPSHOT_BYTES", DEFAULT_MAX_SNAPSHOT_BYTES))
         archive, skipped = build_snapshot(cwd, max_bytes, cell_code=code)
@@ -106,10 +126,12 @@ class NothingMagics(Magics):
         if not runs:
             print("no runs")
             return
-        print(f"{'ID':>5}  {'STATE':<18} {'GPUS':>4}  {'OWNER':<12} {'NAME':<24} REASON")
+        print(f"{'ID':>5}  {'STATE':<18} {'GPUS':<12} {'OWNER':<12} {'NAME':<24} REASON")
         for r in runs:
+            r = explain(self.client, r)
             name = r["name"] or r["entry_point"]
-            print(f"{r['id']:>5}  {r['state']:<18} {r['gpus']:>4}  {r['owner'][:12]:<12} {name[:24]:<24} {r['reason']}")
+            print(f"{r['id']:>5}  {r['state']:<18} {gpu_text(r):<12} {r['owner'][:12]:<12} {name[:24]:<24} "
+                  f"{r['reason']}")
 
     @line_magic
     @_usage
@@ -145,6 +167,8 @@ class NothingMagics(Magics):
         path = parts[1] if len(parts) > 1 else None
         dest = Path.cwd() if path else Path.cwd() / f"run-{run_id}"
         written = self.client.download(run_id, dest, path)
+        if not written:
+            print(f"run {run_id} has no outputs")
         for f in written:
             print(f.relative_to(Path.cwd()) if f.is_relative_to(Path.cwd()) else f)
 

@@ -67,11 +67,15 @@ class JobCgroup:
         return self.dirs["unified" if self.version == 2 else controller]
 
     def pids(self) -> set[int]:
-        try:
-            text = Path(self._dir("pids" if self.version == 1 else ""), "cgroup.procs").read_text()
-        except FileNotFoundError:
-            return set()
-        return {int(p) for p in text.split()}
+        """Every process of the job (read from each controller's folder that exists: a start killed while the
+        folders were being made leaves only some of them)."""
+        found: set[int] = set()
+        for d in self.dirs.values():
+            try:
+                found.update(int(p) for p in Path(d, "cgroup.procs").read_text().split())
+            except FileNotFoundError:
+                continue
+        return found
 
     def leader(self) -> int | None:
         """The job's first process: the one in the cgroup whose parent is not (the run's shim), or None."""
@@ -106,12 +110,14 @@ class JobCgroup:
             return True
         if self.version == 2 and os.path.exists(os.path.join(self._dir(""), "cgroup.kill")):
             _write(os.path.join(self._dir(""), "cgroup.kill"), "1")
-        else:
+        elif self._can_freeze():
             self._freeze(True)
             try:
                 self.signal(signal.SIGKILL)
             finally:
                 self._freeze(False)
+        else:  # no freezer folder (a partly made cgroup): kill until empty
+            self.signal(signal.SIGKILL)
         deadline = time.monotonic() + timeout
         while not self.empty():
             if time.monotonic() > deadline:
@@ -119,6 +125,11 @@ class JobCgroup:
             self.signal(signal.SIGKILL)  # anything that slipped in before the freeze took hold
             time.sleep(0.01)
         return True
+
+    def _can_freeze(self) -> bool:
+        if self.version == 2:
+            return os.path.exists(os.path.join(self._dir(""), "cgroup.freeze"))
+        return os.path.exists(os.path.join(self.dirs.get("freezer", ""), "freezer.state"))
 
     def _freeze(self, frozen: bool) -> None:
         if self.version == 2:

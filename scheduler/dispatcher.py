@@ -230,7 +230,13 @@ class Dispatcher:
             run.process = self.executor.parse_ref(run.id, run.job_text)
             self.active[run.id] = run
             if run.state == S.CREATE_IN_PROGRESS:
-                await self._settle_interrupted_start(run)
+                try:
+                    await self._settle_interrupted_start(run)
+                except Exception:  # noqa: BLE001 - one run must never keep the service from starting
+                    log.exception("Run %s: could not settle its interrupted start; it keeps its GPUs and is "
+                                  "settled at the next start", run.id)
+                    run.launched.set()
+                    continue
             if run.state.holds_gpus:
                 run.process = run.process or await self.executor.recover(run.id, run.paths)
                 log.info("Re-attaching to run %s (%s, job %s)", run.id, run.state,

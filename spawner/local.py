@@ -435,6 +435,14 @@ class NothingLocalSpawner(SchedulerGpusMixin, LocalProcessSpawner):
 
     def get_env(self):
         env = super().get_env()
+        # The platform's own executables (``nothing``) first on the PATH, so that a terminal finds them:
+        # the folder of the notebook's Python when it has them, else the hub's (the venv's bin).
+        for python in (self.cmd[0] if self.cmd else "", sys.executable):
+            folder = os.path.dirname(python)
+            if folder and os.access(os.path.join(folder, "nothing"), os.X_OK):
+                rest = [p for p in env.get("PATH", os.defpath).split(os.pathsep) if p and p != folder]
+                env["PATH"] = os.pathsep.join([folder, *rest])
+                break
         env["NOTHING_EASYMAKER_DIR"] = self.home_dir
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.notebook_gpus))

@@ -200,3 +200,14 @@ def slurm():
     finally:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def hub_root():
+    """A folder for a test's own hub, directly under /tmp (see ``hub``: users must pass through its parents)."""
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="nothing-hub-"))
+    yield root / "hub"
+    shutil.rmtree(root, ignore_errors=True)

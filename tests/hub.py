@@ -222,14 +222,19 @@ class Hub:
         """The scheduler's supervisor (``python -m nothing.scheduler``, what the hub runs); exactly one."""
         return self._one_process("nothing.scheduler", "supervisor")
 
-    def _one_process(self, module: str, what: str) -> int:
-        # The module name ends at the space: "nothing.scheduler " does not match "nothing.scheduler.app ".
-        out = subprocess.run(["pgrep", "-f", "--", f"-m {module} --NothingScheduler.data_dir={self.root}/var"],
-                             capture_output=True, text=True)
-        pids = [int(p) for p in out.stdout.split()]
-        if len(pids) != 1:
-            raise RuntimeError(f"expected one {what} process, found {pids}")
-        return pids[0]
+    def _one_process(self, module: str, what: str, settle: float = 5.0) -> int:
+        """The one such process; during a takeover the old and the new live side by side for a moment."""
+        deadline = time.monotonic() + settle
+        while True:
+            # The module name ends at the space: "nothing.scheduler " does not match "nothing.scheduler.app ".
+            out = subprocess.run(["pgrep", "-f", "--", f"-m {module} --NothingScheduler.data_dir={self.root}/var"],
+                                 capture_output=True, text=True)
+            pids = [int(p) for p in out.stdout.split()]
+            if len(pids) == 1:
+                return pids[0]
+            if len(pids) == 0 or time.monotonic() > deadline:
+                raise RuntimeError(f"expected one {what} process, found {pids}")
+            time.sleep(0.1)
 
 
 def remove_accounts(prefix: str, timeout: float = 10) -> None:

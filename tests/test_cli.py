@@ -29,7 +29,7 @@ def test_submit_follow_logs_and_download_from_a_terminal(hub, tmp_path):
     (tmp_path / "train.py").write_text(
         "import os, sys\nprint('args', sys.argv[1:])\n"
         "open(os.path.join(os.environ['EM_MODEL_DIR'], 'm.txt'), 'w').write('ok')\n")
-    out = nothing(hub, token, tmp_path, "submit", "--gpus", "1", "--hp", "lr=0.5", "train.py", "--extra").stdout
+    out = nothing(hub, token, tmp_path, "submit", "--gpus", "1", "--hp", "lr=0.5", "train.py", "--", "--extra").stdout
     run_id = re.search(r"Run (\d+)", out).group(1)
     follow = nothing(hub, token, tmp_path, "logs", run_id, "--follow").stdout
     assert "args ['--extra', '--lr', '0.5']" in follow

@@ -57,9 +57,9 @@ def helper_pids(scheduler: int) -> list[int]:
     return found
 
 
-def run_processes(run_ids: set[int]) -> list[int]:
-    """Live processes whose environment names one of ``run_ids``."""
-    wanted = {f"NOTHING_RUN_ID={i}".encode() for i in run_ids}
+def run_processes(runs_dir, run_ids: set[int]) -> list[int]:
+    """Live processes whose environment names one of ``run_ids`` of the scheduler on ``runs_dir``."""
+    wanted = {f"EM_SOURCE_DIR={runs_dir}/{i}/src".encode() for i in run_ids}
     left = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -74,8 +74,8 @@ def run_processes(run_ids: set[int]) -> list[int]:
     return left
 
 
-def test_random_kills_lose_duplicate_share_or_wrongly_fail_nothing(tmp_path):
-    hub = Hub(tmp_path / "hub", SCHEDULER_TEST_ARGS)
+def test_random_kills_lose_duplicate_share_or_wrongly_fail_nothing(hub_root):
+    hub = Hub(hub_root, SCHEDULER_TEST_ARGS)
     hub.start()
     try:
         clients = {}
@@ -148,11 +148,13 @@ def test_random_kills_lose_duplicate_share_or_wrongly_fail_nothing(tmp_path):
         # Nothing was created twice: each user's runs are exactly the acknowledged ones.
         for name, client in clients.items():
             assert sorted(r["id"] for r in client.runs()) == sorted(acknowledged[name])
-        assert {i: states[i]["state"] for i in ids} == {i: "COMPLETE" for i in ids}, \
-            {i: states[i]["reason"] for i in ids if states[i]["state"] != "COMPLETE"}
+        runs_dir = hub.root / "var" / "scheduler" / "runs"
+        failed = {i: (states[i]["reason"], clients[states[i]["owner"]].events(i),
+                      (runs_dir / str(i) / "output.log").read_text(errors="replace")[-2000:])
+                  for i in ids if states[i]["state"] != "COMPLETE"}
+        assert not failed, f"runs did not complete: {failed}"
 
         holds: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
-        runs_dir = hub.root / "var" / "scheduler" / "runs"
         for run_id in ids:
             owner = next(n for n, runs in acknowledged.items() if run_id in runs)
             events = clients[owner].events(run_id)
@@ -168,6 +170,6 @@ def test_random_kills_lose_duplicate_share_or_wrongly_fail_nothing(tmp_path):
             spans.sort()
             for (_, end, first), (start, _, second) in zip(spans, spans[1:]):
                 assert start >= end, f"runs {first} and {second} held GPU {gpu} at the same time"
-        assert run_processes(ids) == [], "processes of ended runs are still alive"
+        assert run_processes(runs_dir, ids) == [], "processes of ended runs are still alive"
     finally:
         hub.stop()

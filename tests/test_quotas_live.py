@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -51,7 +52,13 @@ HOLD = "import os, time\nwhile not os.path.exists('release'):\n    time.sleep(0.
 
 @pytest.fixture(scope="module")
 def quota_hub(tmp_path_factory):
-    root = tmp_path_factory.mktemp("quota-hub")
+    import shutil
+    import tempfile
+
+    # Not under pytest's folder: the users' accounts must pass through every folder above it.
+    base = Path(tempfile.mkdtemp(prefix="nothing-quota-hub-"))
+    root = base / "hub"
+    root.mkdir()
     config = root / "scheduler_config.py"
     config.write_text(f"c.NothingScheduler.quota_config = {json.dumps(QUOTAS)}\n")
     hub = Hub(root, ["--NothingScheduler.gpu_mode=virtual", "--NothingScheduler.virtual_gpus=4",
@@ -67,6 +74,7 @@ def quota_hub(tmp_path_factory):
             r.raise_for_status()
     yield hub
     hub.stop()
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def api(hub, name):

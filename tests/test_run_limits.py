@@ -140,7 +140,7 @@ async def test_cpus_limit_is_written_to_the_run_cgroup(tmp_path):
         else:
             quota, period = map(int, open(os.path.join(cg.dirs["unified"], "cpu.max")).read().split())
         assert quota == 2 * period
-        assert run.process.pid in cg.pids()
+        await wait_for(lambda: run.process.pid in cg.pids(), message="the run's shim to join its cgroup")
         await d.cancel(run.id, by="alice")
         await ended(d, run)
 
@@ -153,3 +153,38 @@ async def test_without_cgroups_the_run_events_say_processes_are_tracked_by_proce
         await ended(d, run)
         reasons = await events(d, run.id)
     assert any("no cgroup (cgroups are turned off" in r and "process group only" in r for r in reasons)
+
+
+def test_a_partly_made_cgroup_is_killed_and_removed():
+    """A start killed while the controllers' folders were being made leaves some of them; they are cleaned up."""
+    import subprocess
+
+    cgroups = Cgroups()
+    job = cgroups.job("test-partial-cgroup")
+    partial = dict(list(job.dirs.items())[:-1])  # every controller but the last one (v1), or nothing (v2)
+    for d in partial.values():
+        os.makedirs(d, exist_ok=True)
+    procs = os.path.join(next(iter(partial.values()), job.dirs[next(iter(job.dirs))]), "cgroup.procs")
+    os.makedirs(os.path.dirname(procs), exist_ok=True)
+    child = subprocess.Popen(["/bin/sh", "-c", f"echo 0 > {procs}; exec sleep 600"])
+    try:
+        for _ in range(100):
+            if child.pid in job.pids():
+                break
+            import time
+            time.sleep(0.02)
+        assert child.pid in job.pids()
+        assert job.kill()
+        assert child.wait(5) == -9
+        job.remove()
+        assert not any(os.path.isdir(d) for d in job.dirs.values())
+        # And a fresh cgroup of that name can be made again.
+        cgroups.create("test-partial-cgroup", cgroups_limits()).remove()
+    finally:
+        child.kill()
+
+
+def cgroups_limits():
+    from nothing.scheduler.cgroups import Limits
+
+    return Limits(memory_bytes=64 * 1024**2, pids=10)

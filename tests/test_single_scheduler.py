@@ -285,8 +285,8 @@ print("released", flush=True)
 
 
 @pytest.mark.hub
-def test_a_sigkilled_hub_restarted_leaves_one_scheduler_and_runs_keep_going(tmp_path):
-    first = Hub(tmp_path / "hub", SCHEDULER_TEST_ARGS)
+def test_a_sigkilled_hub_restarted_leaves_one_scheduler_and_runs_keep_going(hub_root):
+    first = Hub(hub_root, SCHEDULER_TEST_ARGS)
     first.start()
     second = None
     try:

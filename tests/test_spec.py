@@ -2,7 +2,7 @@
 
 import pytest
 
-from nothing.magics.options import OptionError, make_parser, parse_hp, spec_from_options
+from nothing.magics.options import OptionError, make_parser, parse_hp, parse_run_args, spec_from_options
 from nothing.scheduler.spec import SpecError, parse_duration, parse_memory, parse_submission
 
 
@@ -72,7 +72,8 @@ def test_bad_magic_options_give_one_clear_line(argv, message):
         spec_from_options(make_parser("%%nothing_train", with_script=False).parse_args(argv), "x.py")
 
 
-def test_line_form_passes_script_arguments_through():
-    ns = make_parser("%nothing_train", with_script=True).parse_args(["--gpus", "1", "train.py", "--epochs", "3"])
-    assert (ns.script, ns.script_args, ns.gpus) == ("train.py", ["--epochs", "3"], 1)
+def test_line_form_takes_options_anywhere_and_passes_what_follows_the_separator_to_the_script():
+    parser = make_parser("%nothing_train", with_script=True)
+    ns = parse_run_args(parser, ["--gpus", "1", "train.py", "--hp", "lr=0.2", "--", "--epochs", "3", "--gpus", "9"])
+    assert (ns.script, ns.script_args, ns.gpus, ns.hp) == ("train.py", ["--epochs", "3", "--gpus", "9"], 1, ["lr=0.2"])
     assert parse_hp(["a=1", "b.c=x=y"]) == {"a": "1", "b.c": "x=y"}
