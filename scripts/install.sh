@@ -5,6 +5,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-}"
 python="${PYTHON:-python3}"
+# Notebooks and runs execute as each user's own Unix account, so the interpreter must be one every
+# account can run: a Python under a private folder (pyenv in /root) is not; take the system's then.
+others_can_run() {
+  real=$(readlink -f "$(command -v "$1")") || return 1
+  dir=$(dirname "$real")
+  while [ "$dir" != "/" ]; do
+    [ $(( $(stat -c '%a' "$dir") % 2 )) -eq 1 ] || return 1  # o+x on every folder above it
+    dir=$(dirname "$dir")
+  done
+}
+if [ -z "${PYTHON:-}" ] && ! others_can_run "$python" && [ -x /usr/bin/python3 ] &&
+   /usr/bin/python3 -c 'import sys, venv; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+  echo "install: $(command -v "$python") is not reachable by other users; using /usr/bin/python3" >&2
+  python=/usr/bin/python3
+fi
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
