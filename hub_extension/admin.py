@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tornado import web
 
-from .auth import HubUserMixin, authenticate
+from .auth import HubUserMixin, authenticate, wants_html
 
 HERE = Path(__file__).parent
 TEMPLATE_DIR = str(HERE / "templates")
@@ -66,6 +66,53 @@ class AdminPageHandler(HubUserMixin, web.RequestHandler):
         self.finish(_page(self._reason, f"<p role='alert'>{escape(message)}</p>"))
 
 
+class HomePageHandler(HubUserMixin, web.RequestHandler):
+    """``GET <prefix>``: the platform's own page for a browser (where the hub's Services menu leads).
+
+    API clients (``Accept: application/json``, or no ``text/html`` at all) get the service's
+    JSON description instead, as before.  It comes before the scheduler's root handler in
+    the application's list (the API's handlers are added first), so it answers the root.
+    """
+
+    def set_default_headers(self) -> None:
+        self.deny_framing()
+        self.set_header("Cache-Control", "no-store")
+
+    async def get(self) -> None:
+        prefix = self.settings["service_prefix"]
+        if not wants_html(self.request):
+            from nothing.scheduler import __version__
+
+            self.set_header("Content-Type", "application/json; charset=utf-8")
+            self.finish({"service": "nothing", "version": __version__, "api": prefix + "api/"})
+            return
+        if await authenticate(self) is None:
+            self.redirect(self.get_login_url())
+            return
+        hub = prefix.split("/services/")[0] + "/hub/"
+        links = [
+            (f"{hub}user-redirect/lab", "My runs",
+             "in JupyterLab: the GPU icon in the left sidebar (queue position, logs, TensorBoard)"),
+            (f"{prefix}api/runs", "My runs as JSON", "the same list from the REST API"),
+        ]
+        if self.is_admin:
+            links.append((f"{prefix}admin", "GPU cluster", "nodes, the whole queue, usage and quotas (admins)"))
+        links += [
+            (f"{prefix}api/openapi.json", "API docs", "the OpenAPI description of the REST API"),
+            (f"{hub}home", "Hub home", "start or stop your notebook server"),
+        ]
+        items = "".join(f"<li><a href='{escape(href)}'>{escape(label)}</a>: {escape(why)}</li>"
+                        for href, label, why in links)
+        body = (f"<header class='nai-header'><h1>NothingAI GPU platform</h1></header>"
+                f"<p>Signed in as {escape(self.current_user['name'])}.</p>"
+                f"<nav aria-label='Platform'><ul>{items}</ul></nav>")
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(_page("NothingAI", body, prefix))
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        AdminPageHandler.write_error(self, status_code, **kwargs)
+
+
 def _page(title: str, body: str, prefix: str = "") -> str:
     css = f"<link rel='stylesheet' href='{prefix}static/nothing-admin/admin.css'>" if prefix else ""
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{escape(title)} - NothingAI</title>"
@@ -84,6 +131,7 @@ class AdminStaticHandler(web.StaticFileHandler):
 
 
 default_handlers = [
+    (r"/?", HomePageHandler),
     (r"/admin/?", AdminPageHandler),
     (r"/static/nothing-admin/(admin\.(?:js|css))", AdminStaticHandler),
 ]

@@ -21,6 +21,14 @@ from .service import ADMIN_SCOPES, SERVICE_NAME
 FRAME_DENY_HEADERS = {"Content-Security-Policy": "frame-ancestors 'none'", "X-Frame-Options": "DENY"}
 
 
+def wants_html(request) -> bool:
+    """A browser navigating (``Accept`` prefers ``text/html``) rather than an API client asking for JSON."""
+    accept = request.headers.get("Accept", "")
+    if "text/html" not in accept:
+        return False
+    return "application/json" not in accept or accept.index("text/html") < accept.index("application/json")
+
+
 def is_admin(model: dict | None) -> bool:
     """A JupyterHub admin whose token itself carries an admin scope (``ADMIN_SCOPES``)."""
     return bool(model and model.get("admin")) and not ADMIN_SCOPES.isdisjoint(model.get("scopes") or ())

@@ -209,8 +209,7 @@ class NothingClient:
             if not files:
                 return []
             dest.mkdir(parents=True, exist_ok=True)
-            tar.extractall(dest, filter="data")
-        return [dest / m.name for m in files]
+            return [_extract_file(tar, member, dest) for member in files]
 
     def wait(self, run_id: int, timeout: float | None = None, interval: float = 0.5) -> dict:
         """Poll until the run ends; returns its final record."""
@@ -222,3 +221,21 @@ class NothingClient:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"run {run_id} is still {run['state']} after {timeout}s")
             time.sleep(interval)
+
+
+def _extract_file(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -> Path:
+    """Write one regular file of the outputs archive below ``dest``; refuse a name that would leave it.
+
+    By hand rather than ``extractall(filter="data")``: that filter is missing from the Pythons that
+    predate it (3.11.3 and older), and only regular files are ever wanted here.
+    """
+    parts = Path(member.name).parts
+    if not parts or Path(member.name).is_absolute() or ".." in parts:
+        raise NothingError(f"the outputs archive has an unsafe name: {member.name!r}")
+    target = dest.joinpath(*parts)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    source = tar.extractfile(member)
+    with open(target, "wb") as f:
+        while chunk := source.read(1024 * 1024):
+            f.write(chunk)
+    return target

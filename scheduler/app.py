@@ -56,12 +56,6 @@ def _total_memory() -> int:
         return 0
 
 
-class RootHandler(web.RequestHandler):
-    def get(self):
-        self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.finish({"service": "nothing", "version": __version__, "api": self.settings["service_prefix"] + "api/"})
-
-
 class NothingScheduler(Application):
     name = "nothing-scheduler"
     description = "The NothingAI GPU scheduler (a JupyterHub service)."
@@ -291,7 +285,6 @@ class NothingScheduler(Application):
         prefix = self.service_prefix
         handlers = [(prefix + pattern.lstrip("/"), handler) for pattern, handler in default_handlers]
         handlers += [
-            (prefix.rstrip("/") + "/?", RootHandler),
             (prefix + "oauth_callback", HubOAuthCallbackHandler),
         ]
         settings = dict(

@@ -123,13 +123,32 @@ def run_by_client_key(session: Session, owner: str, client_key: str) -> Run | No
     return session.scalars(select(Run).where(Run.owner == owner, Run.client_key == client_key)).first()
 
 
-def list_runs(session: Session, owner: str | None, states: list[RunState] | None, limit: int, offset: int) -> list[Run]:
-    query = select(Run).order_by(Run.id.desc()).limit(limit).offset(offset)
+def _run_filters(owner: str | None, states: list[RunState] | None, experiment: str | None,
+                 since: datetime | None) -> list:
+    conditions = []
     if owner is not None:
-        query = query.where(Run.owner == owner)
+        conditions.append(Run.owner == owner)
     if states:
-        query = query.where(Run.state.in_(states))
-    return list(session.scalars(query))
+        conditions.append(Run.state.in_(states))
+    if experiment is not None:
+        conditions.append(Run.experiment == experiment)
+    if since is not None:
+        conditions.append(Run.submitted_at >= since)
+    return conditions
+
+
+def list_runs(session: Session, owner: str | None, states: list[RunState] | None, limit: int, offset: int,
+              experiment: str | None = None, since: datetime | None = None) -> list[Run]:
+    """One page of runs, newest first: ``experiment`` matches exactly, ``since`` keeps runs submitted at or
+    after it (naive UTC)."""
+    query = select(Run).where(*_run_filters(owner, states, experiment, since))
+    return list(session.scalars(query.order_by(Run.id.desc()).limit(limit).offset(offset)))
+
+
+def count_runs(session: Session, owner: str | None, states: list[RunState] | None, experiment: str | None = None,
+               since: datetime | None = None) -> int:
+    """How many runs ``list_runs`` with the same filters has over all its pages."""
+    return session.scalar(select(func.count()).select_from(Run).where(*_run_filters(owner, states, experiment, since)))
 
 
 def usage_history(session: Session, since: datetime) -> list[tuple]:

@@ -12,7 +12,27 @@ from __future__ import annotations
 
 import json
 
+from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+
+class SchedulerRefusal(web.HTTPError):
+    """The scheduler's refusal of a notebook's GPUs, as JupyterHub shows it on the spawn page.
+
+    JupyterHub renders a spawn failure's ``jupyterhub_message`` on the spawn form, the
+    spawn-pending page and in the progress events; without it the user sees only
+    "HTTP 500: Internal Server Error" and the reason stays in the hub's log.  It is an
+    ``HTTPError`` (with the scheduler's status and sentence as ``log_message``) so the
+    form's answer carries that status rather than 500.
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status if 400 <= status < 600 else 500, "%s", message)
+        self.message = message
+        self.jupyterhub_message = f"The notebook cannot get its GPUs: {message}"
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class SchedulerGpusMixin:
@@ -35,12 +55,17 @@ class SchedulerGpusMixin:
         except HTTPClientError as e:
             message = e.message
             if e.response is not None and e.response.body:
-                message = json.loads(e.response.body).get("message", message)
-            raise RuntimeError(message) from None
+                try:
+                    message = json.loads(e.response.body).get("message", message)
+                except (ValueError, AttributeError):
+                    pass
+            raise SchedulerRefusal(e.code, message) from None
+        except OSError as e:
+            raise SchedulerRefusal(503, f"the GPU scheduler cannot be reached ({e}); try again shortly") from None
         return json.loads(response.body) if response.body else None
 
     async def hold_gpus(self, count: int, external: bool = False) -> tuple[int, ...]:
-        """Ask the scheduler for ``count`` GPUs for this server; raises RuntimeError with its reason."""
+        """Ask the scheduler for ``count`` GPUs for this server; raises ``SchedulerRefusal`` with its reason."""
         self.notebook_gpus, self.gpu_release_token = (), ""
         if count:
             hold = await self._scheduler("POST", "/notebooks", {"server": self.name, "gpus": count,
@@ -64,7 +89,7 @@ class SchedulerGpusMixin:
         self.notebook_gpus, self.gpu_release_token = (), ""
         try:
             await self._scheduler("POST", "/notebooks/release", body, auth=False)
-        except RuntimeError as e:
+        except (RuntimeError, web.HTTPError) as e:
             self.log.warning("Could not release the GPUs of %s: %s", self._log_name, e)
 
     def gpu_state(self) -> dict:

@@ -29,7 +29,7 @@ for step in range(5):
     writer.flush()
     print(f"step {step} loss {loss:.4f}", flush=True)
 writer.close()
-gate = sys.argv[1] if len(sys.argv) > 1 else None
+gate = sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("--") else None  # not a hyperparameter
 while gate and not os.path.exists(gate):
     time.sleep(0.1)
 print("training done", flush=True)
@@ -117,12 +117,14 @@ def test_run_board_is_served_to_its_owner_and_admins_only(hub, make_user):
     assert anonymous.status_code == 302 and "/hub/api/oauth2/authorize" in anonymous.headers["Location"]
 
     # An experiment board shows the experiment's runs side by side.
-    r = api.submit({"train.py": TB_TRAIN}, entry_point="train.py", name="again", experiment="tb-exp", gpus=0)
+    r = api.submit({"train.py": TB_TRAIN}, entry_point="train.py", name="again", experiment="tb-exp", gpus=0,
+                   hyperparameters={"lr": 0.1, "batch": 32})
     second = r.json()["id"]
     api.wait_state(second, "COMPLETE", timeout=60)
     exp_board = f"{hub.url}/services/nothing/tensorboard/experiment/{owner}/tb-exp/"
     runs = api.session.get(exp_board + "data/runs", timeout=90).json()
-    assert sorted(runs) == sorted([f"run-{run_id} scalars/.", f"run-{second} again/."])
+    # Each run is labelled with its id, name and hyperparameters (TensorBoard adds "/." for its own folder).
+    assert sorted(runs) == sorted([f"run-{run_id} scalars/.", f"run-{second} again batch=32 lr=0.1/."])
     assert other.session.get(exp_board + "data/runs", timeout=30).status_code == 404
     listed = admin("GET", "/tensorboards").json()["tensorboards"]
     assert {f"run/{run_id}", f"experiment/{owner}/tb-exp"} <= {b["key"] for b in listed}

@@ -8,6 +8,8 @@
   const BASE_INTERVAL = 5000;
   let interval = BASE_INTERVAL;
   let timer = null;
+  // Priorities typed but not yet set, by run id: a refresh never overwrites them.
+  const pendingPriority = new Map();
 
   document.getElementById('nai-hub-link').href = cfg.hub + 'home';
 
@@ -44,10 +46,64 @@
     return el('a', { href: cfg.prefix + 'tensorboard/run/' + runId + '/', target: '_blank', rel: 'noopener' },
       'TensorBoard');
   }
+  function boardLink(href, label) {
+    return el('a', { href, target: '_blank', rel: 'noopener' }, label);
+  }
+  function hours(v) { return v.toFixed(1); }
+
+  // True while an admin is editing a priority: the queue table is then left as it is.
+  function editingQueue() {
+    const active = document.activeElement;
+    return pendingPriority.size > 0 || (active !== null && active.classList.contains('nai-priority'));
+  }
 
   function fill(tableId, rows) {
     const body = document.querySelector('#' + tableId + ' tbody');
     body.replaceChildren(...rows);
+  }
+
+  function renderQueue(queue) {
+    fill('nai-queue', queue.map(run => {
+      const actions = el('td', {});
+      const priority = el('input', { type: 'number', min: '-1000', max: '1000', value: run.priority,
+        class: 'nai-priority', 'aria-label': `priority of run ${run.id}` });
+      if (run.state === 'QUEUED') {
+        priority.addEventListener('input', () => pendingPriority.set(run.id, priority.value));
+        priority.addEventListener('keydown', e => {
+          if (e.key === 'Escape') { pendingPriority.delete(run.id); priority.blur(); refresh(); }
+        });
+        actions.append(el('button', {
+          onclick: () => {
+            const value = Number(priority.value);
+            act(async () => {
+              await request('POST', `runs/${run.id}/priority`, { priority: value });
+              pendingPriority.delete(run.id);
+              return `Priority of run ${run.id} set to ${value}`;
+            });
+          }
+        }, 'Set priority'), ' ');
+      } else {
+        priority.disabled = true;
+      }
+      actions.append(el('button', {
+        onclick: () => {
+          if (window.confirm(`Cancel run ${run.id} of ${run.owner}?`)) {
+            act(async () => { await request('POST', `runs/${run.id}/cancel`); return `Run ${run.id} cancelled`; });
+          }
+        }
+      }, 'Cancel'), ' ', boardLink(run.tensorboard_url, 'TensorBoard'));
+      if (run.experiment_tensorboard_url) {
+        actions.append(' ', boardLink(run.experiment_tensorboard_url, `Experiment ${run.experiment} board`));
+      }
+      return el('tr', { 'data-run': run.id },
+        el('td', {}, run.id), el('td', {}, run.owner), el('td', {}, dash(run.name)),
+        el('td', { class: 'nai-state nai-state-' + run.state.replace(/ /g, '_') }, run.state),
+        el('td', {}, run.assigned_gpus.length ? `${run.node}: ${run.assigned_gpus.join(',')}` : `${run.gpus} requested`),
+        el('td', {}, dash(run.queue_position)), el('td', {}, dash(run.reason)), el('td', {}, priority), actions);
+    }));
+    if (!queue.length) {
+      fill('nai-queue', [el('tr', {}, el('td', { colspan: '9' }, 'No active runs.'))]);
+    }
   }
 
   function render(data) {
@@ -55,8 +111,9 @@
     const totals = [
       ['GPUs', data.gpus.total], ['GPUs busy', data.gpus.busy], ['GPUs free', data.gpus.free],
       ['Active notebooks', dash(t.active_notebooks)], ['Running runs', t.running_runs],
-      ['Queued runs', t.queued_runs], ['Completed runs', t.completed_runs], ['Failed runs', t.failed_runs],
-      ['Total runs', t.total_runs], ['GPU-hours this period', t.gpu_hours_this_period]
+      ['Queued runs', t.queued_runs], ['Completed runs', t.completed_runs], ['Stopped runs', t.stopped_runs],
+      ['Failed runs', t.failed_runs], ['Total runs', t.total_runs],
+      ['GPU-hours this period', hours(t.gpu_hours_this_period)]
     ];
     document.getElementById('nai-totals').replaceChildren(
       ...totals.map(([k, v]) => el('div', {}, el('dt', {}, k), el('dd', { 'data-total': k }, v))));
@@ -76,38 +133,15 @@
       }
     }
     fill('nai-gpus', gpuRows);
-    fill('nai-queue', data.queue.map(run => {
-      const actions = el('td', {});
-      const priority = el('input', { type: 'number', min: '-1000', max: '1000', value: run.priority,
-        class: 'nai-priority', 'aria-label': `priority of run ${run.id}` });
-      if (run.state === 'QUEUED') {
-        actions.append(el('button', {
-          onclick: () => act(() => request('POST', `runs/${run.id}/priority`, { priority: Number(priority.value) }))
-        }, 'Set priority'), ' ');
-      } else {
-        priority.disabled = true;
-      }
-      actions.append(el('button', {
-        onclick: () => {
-          if (window.confirm(`Cancel run ${run.id} of ${run.owner}?`)) {
-            act(() => request('POST', `runs/${run.id}/cancel`));
-          }
-        }
-      }, 'Cancel'), ' ', tbLink(run.id));
-      return el('tr', { 'data-run': run.id },
-        el('td', {}, run.id), el('td', {}, run.owner), el('td', {}, dash(run.name)),
-        el('td', { class: 'nai-state nai-state-' + run.state.replace(/ /g, '_') }, run.state),
-        el('td', {}, run.assigned_gpus.length ? `${run.node}: ${run.assigned_gpus.join(',')}` : `${run.gpus} requested`),
-        el('td', {}, dash(run.queue_position)), el('td', {}, dash(run.reason)), el('td', {}, priority), actions);
-    }));
-    if (!data.queue.length) {
-      fill('nai-queue', [el('tr', {}, el('td', { colspan: '9' }, 'No active runs.'))]);
+    document.getElementById('nai-queue-paused').hidden = !editingQueue();
+    if (!editingQueue()) {
+      renderQueue(data.queue);
     }
     document.getElementById('nai-period').textContent =
       `Period ${data.period.start.slice(0, 10)} to ${data.period.end.slice(0, 10)}. ` +
       'Guarantees and budgets come from the quota configuration; "no quota set" where none is configured.';
     fill('nai-users', data.users.map(u => el('tr', {},
-      el('td', {}, u.name), el('td', {}, u.gpus_in_use), el('td', {}, u.usage_gpu_hours.toFixed(2)),
+      el('td', {}, u.name), el('td', {}, u.gpus_in_use), el('td', {}, u.queued_runs), el('td', {}, hours(u.usage_gpu_hours)),
       el('td', {}, u.guaranteed_gpus === null ? 'no quota set' : u.guaranteed_gpus),
       el('td', {}, u.gpu_hours_per_period === null ? 'no quota set' : u.gpu_hours_per_period))));
     fill('nai-groups', data.groups === null
@@ -116,7 +150,7 @@
         ? [el('tr', {}, el('td', { colspan: '5' }, 'No groups on this hub.'))]
         : data.groups.map(g => el('tr', {},
         el('td', {}, g.name), el('td', {}, g.members), el('td', {}, g.gpus_in_use),
-        el('td', {}, g.usage_gpu_hours.toFixed(2)),
+        el('td', {}, hours(g.usage_gpu_hours)),
         el('td', {}, g.guaranteed_gpus === null ? 'no quota set' : g.guaranteed_gpus))));
     const idleRuns = data.zombie_runs.map(z =>
       `run ${z.run_id} (${z.owner}) on ${z.node} GPUs ${z.gpus.join(',')}: idle since ` +
@@ -135,14 +169,21 @@
     box.textContent = message || '';
   }
 
+  // Runs an action; on success says what it did (role=status), on failure why not (role=alert).
   async function act(fn) {
     try {
-      await fn();
+      const done = await fn();
       showError('');
+      showStatus(done || '');
     } catch (e) {
+      showStatus('');
       showError(e.message);
     }
     refresh();
+  }
+
+  function showStatus(message) {
+    document.getElementById('nai-status').textContent = message;
   }
 
   async function refresh() {
@@ -159,6 +200,10 @@
     }
   }
 
+  // Leaving a priority box without typing lets the queue refresh again at once.
+  document.addEventListener('focusout', e => {
+    if (e.target.classList && e.target.classList.contains('nai-priority')) setTimeout(refresh, 0);
+  });
   document.addEventListener('visibilitychange', () => { if (!document.hidden) refresh(); });
   refresh();
 })();

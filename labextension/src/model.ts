@@ -10,6 +10,31 @@ import { IQueueEntry, IRun, ISummary, NothingAPIError, requestAPI } from './api'
 
 export type View = 'mine' | 'everyone';
 
+/** What "My runs" is narrowed to; empty strings mean "any". */
+export interface IFilters {
+  state: string;
+  experiment: string;
+  /** A date (`YYYY-MM-DD`, UTC): runs submitted on or after it. */
+  since: string;
+}
+
+export const PAGE_SIZE = 20;
+
+/** The query string of one page of my runs (the server filters and counts). */
+export function runsQuery(filters: IFilters, offset: number, limit = PAGE_SIZE): string {
+  const params = new URLSearchParams({ limit: String(limit), offset: String(offset) });
+  if (filters.state) {
+    params.set('state', filters.state);
+  }
+  if (filters.experiment.trim()) {
+    params.set('experiment', filters.experiment.trim());
+  }
+  if (filters.since) {
+    params.set('since', filters.since);
+  }
+  return 'runs?' + params.toString();
+}
+
 /** One row of the list, whichever view it comes from. */
 export interface IRow {
   id: number;
@@ -59,6 +84,37 @@ export class RunsModel {
     return this._rows;
   }
 
+  get filters(): IFilters {
+    return { ...this._filters };
+  }
+
+  /** Narrow "My runs"; goes back to the first page. */
+  set filters(value: IFilters) {
+    this._filters = { ...value };
+    this._offset = 0;
+    this._changed.emit();
+    void this.refresh();
+  }
+
+  /** Index of the first row shown in "My runs". */
+  get offset(): number {
+    return this._offset;
+  }
+
+  set offset(value: number) {
+    const offset = Math.max(0, value);
+    if (offset !== this._offset) {
+      this._offset = offset;
+      this._changed.emit();
+      void this.refresh();
+    }
+  }
+
+  /** How many of my runs match the filters, over all pages (null before the first answer). */
+  get total(): number | null {
+    return this._total;
+  }
+
   get summary(): ISummary | null {
     return this._summary;
   }
@@ -79,16 +135,20 @@ export class RunsModel {
 
   private async _refresh(): Promise<void> {
     const view = this._view;
+    const query = runsQuery(this._filters, this._offset);
     try {
       const summaryRequest = requestAPI<ISummary>('summary');
       let rows: IRow[];
       if (view === 'mine') {
         const [summary, runs] = await Promise.all([
           summaryRequest,
-          requestAPI<{ runs: IRun[] }>('runs?limit=30')
+          requestAPI<{ runs: IRun[]; total: number }>(query)
         ]);
         const live = new Map(summary.my_active.map(e => [e.id, e]));
         rows = runs.runs.map(r => fromRun(r, live.get(r.id)));
+        if (query === runsQuery(this._filters, this._offset)) {
+          this._total = runs.total;
+        }
         this._summary = summary;
       } else {
         const [summary, queue] = await Promise.all([
@@ -98,7 +158,8 @@ export class RunsModel {
         rows = queue.runs.map(fromQueue);
         this._summary = summary;
       }
-      if (view === this._view) {
+      // An answer for a view, filter or page left meanwhile is dropped.
+      if (view === this._view && (view !== 'mine' || query === runsQuery(this._filters, this._offset))) {
         this._rows = rows;
       }
       this._error = null;
@@ -113,6 +174,9 @@ export class RunsModel {
   private _poll: Poll;
   private _view: View = 'mine';
   private _rows: IRow[] = [];
+  private _filters: IFilters = { state: '', experiment: '', since: '' };
+  private _offset = 0;
+  private _total: number | null = null;
   private _summary: ISummary | null = null;
   private _error: string | null = null;
   private _changed = new Signal<this, void>(this);

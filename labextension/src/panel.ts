@@ -7,8 +7,19 @@
 import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
-import { NothingAPIError, requestAPI, tensorboardUrl, TERMINAL_STATES } from './api';
-import { elapsed, IRow, RunsModel, View } from './model';
+import { experimentTensorboardUrl, NothingAPIError, requestAPI, tensorboardUrl, TERMINAL_STATES } from './api';
+import { elapsed, IRow, PAGE_SIZE, RunsModel, View } from './model';
+
+const STATES = [
+  'QUEUED',
+  'CREATE IN PROGRESS',
+  'RUNNING',
+  'STOP IN PROGRESS',
+  'COMPLETE',
+  'STOPPED',
+  'FAIL TRAIN',
+  'CREATE FAILED'
+];
 
 export interface IPanelActions {
   openLogs(row: IRow): void;
@@ -55,13 +66,23 @@ export class RunsPanel extends Widget {
       this._toggle.append(button);
     }
     this._error = el('div', { class: 'nai-error', role: 'alert' });
+    this._filterForm = this._makeFilters();
     this._list = el('ul', { class: 'nai-runs', 'aria-label': 'Runs' });
+    this._pager = el('div', { class: 'nai-pager', role: 'group', 'aria-label': 'Pages of runs' });
+    this._pageInfo = el('span', { class: 'nai-page-info', 'aria-live': 'polite' });
+    this._prev = el('button', { type: 'button', class: 'jp-mod-styled' }, 'Previous page');
+    this._next = el('button', { type: 'button', class: 'jp-mod-styled' }, 'Next page');
+    this._prev.addEventListener('click', () => (this.model.offset = this.model.offset - PAGE_SIZE));
+    this._next.addEventListener('click', () => (this.model.offset = this.model.offset + PAGE_SIZE));
+    this._pager.append(this._prev, this._pageInfo, this._next);
     this.node.append(
       el('h2', { class: 'nai-title' }, 'GPU runs'),
       this._header,
       this._toggle,
+      this._filterForm,
       this._error,
-      this._list
+      this._list,
+      this._pager
     );
     model.changed.connect(this._render, this);
     this._render();
@@ -97,13 +118,64 @@ export class RunsPanel extends Widget {
       button.setAttribute('aria-pressed', String(button.dataset.view === this.model.view));
     }
     this._error.textContent = this.model.error ? `Cannot load runs: ${this.model.error}` : '';
+    const mine = this.model.view === 'mine';
+    this._filterForm.hidden = !mine;
+    this._renderPager(mine);
     const rows = this.model.rows;
     if (!rows.length) {
-      const text = this.model.view === 'mine' ? 'You have no runs yet.' : 'Nobody has an active run.';
+      const filtered = Object.values(this.model.filters).some(v => v);
+      const text = mine ? (filtered ? 'No runs match these filters.' : 'You have no runs yet.') : 'Nobody has an active run.';
       this._list.replaceChildren(el('li', { class: 'nai-empty' }, text));
       return;
     }
     this._list.replaceChildren(...rows.map(row => this._row(row)));
+  }
+
+  /** State, experiment and "submitted since" filters of My runs; the server does the filtering. */
+  private _makeFilters(): HTMLFormElement {
+    const form = el('form', { class: 'nai-filters', role: 'search', 'aria-label': 'Filter my runs' });
+    const state = el('select', { name: 'state', id: 'nai-filter-state' }, el('option', { value: '' }, 'any state'));
+    for (const s of STATES) {
+      state.append(el('option', { value: s }, s));
+    }
+    const experiment = el('input', {
+      type: 'text',
+      name: 'experiment',
+      id: 'nai-filter-experiment',
+      placeholder: 'any experiment'
+    });
+    const since = el('input', { type: 'date', name: 'since', id: 'nai-filter-since' });
+    const apply = () =>
+      (this.model.filters = { state: state.value, experiment: experiment.value, since: since.value });
+    state.addEventListener('change', apply);
+    since.addEventListener('change', apply);
+    experiment.addEventListener('change', apply);
+    form.addEventListener('submit', event => {
+      event.preventDefault();
+      apply();
+    });
+    form.append(
+      el('label', { for: 'nai-filter-state' }, 'State'),
+      state,
+      el('label', { for: 'nai-filter-experiment' }, 'Experiment'),
+      experiment,
+      el('label', { for: 'nai-filter-since' }, 'Submitted since'),
+      since
+    );
+    return form;
+  }
+
+  private _renderPager(mine: boolean): void {
+    const total = this.model.total;
+    this._pager.hidden = !mine || total === null || total <= PAGE_SIZE;
+    if (!mine || total === null) {
+      return;
+    }
+    const first = Math.min(total, this.model.offset + 1);
+    const last = Math.min(total, this.model.offset + this.model.rows.length);
+    this._pageInfo.textContent = total ? `runs ${first}-${last} of ${total}` : 'no runs';
+    this._prev.disabled = this.model.offset === 0;
+    this._next.disabled = this.model.offset + PAGE_SIZE >= total;
   }
 
   private _gpuBar(free: number, busy: number): HTMLElement {
@@ -127,6 +199,9 @@ export class RunsPanel extends Widget {
     const title = row.name ?? (row.mine ? `run ${row.id}` : 'hidden');
     const gpus = row.assignedGpus.length ? `GPUs ${row.assignedGpus.join(',')}` : `${row.gpus} GPU(s) requested`;
     const meta = [gpus, `elapsed ${elapsed(row.startedAt, row.endedAt)}`];
+    if (row.experiment) {
+      meta.unshift(`experiment ${row.experiment}`);
+    }
     if (!row.mine && row.owner) {
       meta.unshift(row.owner);
     }
@@ -170,6 +245,19 @@ export class RunsPanel extends Widget {
     add('TensorBoard', async () => {
       window.open(await tensorboardUrl(row.id), '_blank', 'noopener');
     });
+    const experiment = row.experiment;
+    if (experiment && row.owner) {
+      const owner = row.owner;
+      const button = el(
+        'button',
+        { type: 'button', class: 'jp-mod-styled', 'aria-label': `Experiment ${experiment} board of run ${row.id}` },
+        'Experiment board'
+      );
+      button.addEventListener('click', async () => {
+        window.open(await experimentTensorboardUrl(owner, experiment), '_blank', 'noopener');
+      });
+      bar.append(button);
+    }
     return bar;
   }
 
@@ -202,4 +290,9 @@ export class RunsPanel extends Widget {
   private _toggle: HTMLDivElement;
   private _error: HTMLDivElement;
   private _list: HTMLUListElement;
+  private _filterForm: HTMLFormElement;
+  private _pager: HTMLDivElement;
+  private _pageInfo: HTMLSpanElement;
+  private _prev: HTMLButtonElement;
+  private _next: HTMLButtonElement;
 }

@@ -18,7 +18,7 @@ from tornado import httputil, web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tornado.log import gen_log
 
-from nothing.hub_extension.auth import HubUserMixin, authenticate, is_admin
+from nothing.hub_extension.auth import HubUserMixin, authenticate, is_admin, wants_html
 
 __all__ = ["APIHandler", "BoundedBodyMixin", "HubUserMixin", "authenticate", "is_admin", "hub_api", "loads_json",
            "parse_id"]
@@ -222,8 +222,18 @@ class APIHandler(HubUserMixin, BoundedBodyMixin):
 
     async def admit(self) -> None:
         if self.requires_login and await authenticate(self) is None:
+            if self.browser_navigation():
+                # Someone opened the URL in the address bar before any service page: log in, then come back.
+                self.redirect(self.get_login_url())
+                return
             raise web.HTTPError(403, "authentication required: send a JupyterHub API token or log in through the hub")
         self.check_declared_length()
+
+    def browser_navigation(self) -> bool:
+        """A browser's page load (GET, ``Accept: text/html`` first, no token): worth a login redirect, not a 403."""
+        request = self.request
+        return (request.method in ("GET", "HEAD") and "Authorization" not in request.headers
+                and "token" not in request.query_arguments and wants_html(request))
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")

@@ -28,6 +28,7 @@ from ..states import RunState
 from .base import APIHandler, hub_api
 from .gpus import holder_ids, holder_kind
 from .runs import RunAccessMixin
+from .tensorboard import experiment_board_url, run_board_url
 
 
 class ClusterView(Configurable):
@@ -99,6 +100,35 @@ def gpu_hours_by_owner(session, since: datetime, now: datetime) -> dict[str, flo
 
 def run_counts(session) -> dict[str, int]:
     return {state.value: n for state, n in session.execute(select(Run.state, func.count()).group_by(Run.state))}
+
+
+def gpu_hours(value: float) -> float:
+    """GPU-hours as the pages show them: to a tenth of an hour."""
+    return round(value, 1)
+
+
+# Every state falls in exactly one total, so the totals add up to ``total_runs``.
+TOTAL_OF_STATE = {
+    RunState.CREATE_REQUESTED: "queued_runs", RunState.QUEUED: "queued_runs",
+    RunState.CREATE_IN_PROGRESS: "running_runs", RunState.RUNNING: "running_runs",
+    RunState.STOP_IN_PROGRESS: "running_runs", RunState.COMPLETE: "completed_runs",
+    RunState.STOPPED: "stopped_runs", RunState.FAIL_TRAIN: "failed_runs", RunState.CREATE_FAILED: "failed_runs",
+}
+
+
+def run_totals(counts: dict[str, int]) -> dict[str, int]:
+    """Runs per total (queued, running, completed, stopped, failed) from counts per state, and their sum."""
+    totals = dict.fromkeys(("queued_runs", "running_runs", "completed_runs", "stopped_runs", "failed_runs"), 0)
+    for state, n in counts.items():
+        totals[TOTAL_OF_STATE[RunState(state)]] += n
+    totals["total_runs"] = sum(counts.values())
+    return totals
+
+
+def _active_experiments(session, ids: list[int]) -> dict[int, tuple[str, str]]:
+    if not ids:
+        return {}
+    return {i: (o, e) for i, o, e in session.execute(select(Run.id, Run.owner, Run.experiment).where(Run.id.in_(ids)))}
 
 
 def set_priority_row(session, run_id: int, priority: int) -> None:
@@ -290,19 +320,30 @@ class AdminOverviewHandler(ClusterMixin, APIHandler):
         # role has list:users and read:users, which includes each user's groups and server).
         hub_users = await hub_api(self, "/users?limit=10000")
         names = await dispatcher.db.run(_names, list(dispatcher.active))
+        experiments = await dispatcher.db.run(_active_experiments, list(dispatcher.active))
+        prefix = self.settings["service_prefix"]
         queue = []
         for run in sort_queue(dispatcher.active.values()):
             entry = queue_entry(run, self.username, True, "full")
             entry["name"] = names.get(run.id, "")
+            entry["tensorboard_url"] = run_board_url(prefix, run.id)
+            owner, experiment = experiments.get(run.id, (run.owner, None))
+            entry["experiment_tensorboard_url"] = experiment_board_url(prefix, owner, experiment) if experiment else None
             queue.append(entry)
         in_use: dict[str, int] = {}
         for run in dispatcher.active.values():
             if run.state.holds_gpus:
                 in_use[run.owner] = in_use.get(run.owner, 0) + len(run.assigned_gpus)
+        queued: dict[str, int] = {}
+        for run in dispatcher.active.values():
+            if not run.state.holds_gpus:
+                queued[run.owner] = queued.get(run.owner, 0) + 1
+        # Everyone with GPUs, runs waiting or usage this period (a user whose runs all wait is listed too).
         users = [
-            {"name": name, "gpus_in_use": in_use.get(name, 0), "usage_gpu_hours": round(used.get(name, 0.0), 6),
+            {"name": name, "gpus_in_use": in_use.get(name, 0), "queued_runs": queued.get(name, 0),
+             "usage_gpu_hours": gpu_hours(used.get(name, 0.0)),
              **{k: v for k, v in quota_for(sched, name).items() if k != "source"}}
-            for name in sorted(set(used) | set(in_use))
+            for name in sorted(set(used) | set(in_use) | set(queued))
         ]
         group_rows, active_notebooks = None, None
         if isinstance(hub_users, list):
@@ -313,7 +354,7 @@ class AdminOverviewHandler(ClusterMixin, APIHandler):
                     members.setdefault(group, []).append(u["name"])
             group_rows = [
                 {"name": g, "members": len(m), "gpus_in_use": sum(in_use.get(n, 0) for n in m),
-                 "usage_gpu_hours": round(sum(used.get(n, 0.0) for n in m), 6),
+                 "usage_gpu_hours": gpu_hours(sum(used.get(n, 0.0) for n in m)),
                  "guaranteed_gpus": sched.quotas.group(g).guaranteed_gpus}
                 for g, m in sorted(members.items())
             ]
@@ -332,14 +373,11 @@ class AdminOverviewHandler(ClusterMixin, APIHandler):
             ],
             "zombies": zombies if mode == "nvml" else None,
             "zombies_note": None if mode == "nvml" else "n/a: zombie detection needs NVML (virtual GPUs here)",
+            # One count per state from one query, so the run totals always sum to total_runs.
             "totals": {
                 "active_notebooks": active_notebooks,
-                "completed_runs": counts.get(RunState.COMPLETE.value, 0),
-                "failed_runs": counts.get(RunState.FAIL_TRAIN.value, 0) + counts.get(RunState.CREATE_FAILED.value, 0),
-                "running_runs": sum(r.state.holds_gpus for r in dispatcher.active.values()),
-                "queued_runs": sum(r.state == RunState.QUEUED for r in dispatcher.active.values()),
-                "total_runs": sum(counts.values()),
-                "gpu_hours_this_period": round(sum(used.values()), 6),
+                **run_totals(counts),
+                "gpu_hours_this_period": gpu_hours(sum(used.values())),
             },
         })
 

@@ -119,7 +119,10 @@ def document(prefix: str) -> dict:
                         "ended_at": {"type": ["string", "null"]},
                     },
                 },
-                "RunList": {"type": "object", "properties": {"runs": {"type": "array", "items": {"$ref": run_ref}}}},
+                "RunList": {"type": "object", "properties": {
+                    "runs": {"type": "array", "items": {"$ref": run_ref}},
+                    "total": {"type": "integer", "description": "runs matching the filters over all pages"},
+                    "limit": {"type": "integer"}, "offset": {"type": "integer"}}},
                 "OutputFile": {"type": "object", "required": ["path", "href", "size"], "properties": {
                     "path": {"type": "string", "description": "the name to show (U+FFFD where it is not UTF-8)"},
                     "href": {"type": "string", "description": "downloads the file, relative to the run: "
@@ -145,7 +148,9 @@ def document(prefix: str) -> dict:
                                    "type": "string", "enum": [s.value for s in RunState]}}), "explode": True},
                                _query("all", _BOOL), _query("owner", {"type": "string"}),
                                _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT}),
-                               _query("offset", {"type": "integer", "minimum": 0, "maximum": MAX_LIST_OFFSET})]),
+                               _query("offset", {"type": "integer", "minimum": 0, "maximum": MAX_LIST_OFFSET}),
+                               _query("experiment", {"type": "string"}),
+                               _query("since", {"type": "string", "format": "date-time"})]),
                 "post": _op("Submit a run", _json(run_ref, "queued"), 400, 413, ok_code="201",
                             also={"200": _json(run_ref, "already submitted with this Idempotency-Key")},
                             parameters=[_IDEMPOTENCY_KEY], requestBody={

@@ -8,6 +8,7 @@ import binascii
 import os
 import tarfile
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote
 
@@ -119,6 +120,21 @@ class RunAccessMixin:
             raise web.HTTPError(400, str(e)) from None
 
 
+def parse_since(raw: str | None) -> datetime | None:
+    """``?since=``: an ISO 8601 date or time (UTC unless it says otherwise), as naive UTC; 400 otherwise."""
+    if raw is None or not raw.strip():
+        return None
+    text = raw.strip()
+    try:
+        value = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+    except ValueError:
+        raise web.HTTPError(400, f"?since= must be an ISO 8601 date or time such as 2026-12-01 or "
+                                 f"2026-12-01T08:00:00Z, not {raw[:40]!r}") from None
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value
+
+
 class RunsHandler(RunAccessMixin, APIHandler):
     @property
     def max_body_bytes(self) -> int:
@@ -140,8 +156,11 @@ class RunsHandler(RunAccessMixin, APIHandler):
             owner = self.username
         limit = self.query_int("limit", 100, 1, MAX_LIST_LIMIT)
         offset = self.query_int("offset", 0, 0, MAX_LIST_OFFSET)
-        rows = await self.dispatcher.db.run(store.list_runs, owner, states, limit, offset)
-        self.write_json({"runs": [self.model(r) for r in rows]})
+        experiment = self.get_argument("experiment", None) or None
+        since = parse_since(self.get_argument("since", None))
+        rows = await self.dispatcher.db.run(store.list_runs, owner, states, limit, offset, experiment, since)
+        total = await self.dispatcher.db.run(store.count_runs, owner, states, experiment, since)
+        self.write_json({"runs": [self.model(r) for r in rows], "total": total, "limit": limit, "offset": offset})
 
     async def post(self):
         key = idempotency_key(self.request.headers.get("Idempotency-Key"))

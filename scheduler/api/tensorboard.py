@@ -63,10 +63,25 @@ def _experiment_runs(session, owner: str, experiment: str) -> list[Run]:
                                 .order_by(Run.id)))
 
 
+MAX_BOARD_NAME = 160
+
+
+def _short(value) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", "="), default=str)
+    return text if len(text) <= 24 else text[:21] + "..."
+
+
 def board_name(run: Run) -> str:
-    """A TensorBoard run name for a training run: its id and name, without TensorBoard's separators."""
-    label = f"run-{run.id}" + (f" {run.name}" if run.name else "")
-    return label.replace(":", "_").replace(",", "_")
+    """A TensorBoard run name for a training run: ``run-<id> <name> lr=0.1 batch=32``.
+
+    Hyperparameters are sorted by name so runs of one experiment line up; TensorBoard's
+    separators (``:`` and ``,`` in ``--logdir_spec``) become ``_``, and a long label is cut.
+    TensorBoard itself adds ``/.`` when the event files lie directly in the run's folder.
+    """
+    parts = [f"run-{run.id}"] + ([run.name] if run.name else [])
+    parts += [f"{key}={_short(value)}" for key, value in sorted((run.hyperparameters or {}).items())]
+    label = " ".join(parts).replace(":", "_").replace(",", "_").replace("\n", " ")
+    return label if len(label) <= MAX_BOARD_NAME else label[:MAX_BOARD_NAME - 3] + "..."
 
 
 class HubGroups:
