@@ -57,7 +57,7 @@ def plain_drain(slurm: Slurm, root: Path, count: int) -> float:
     script = root / "trivial.sh"
     script.write_text("#!/bin/sh\nexit 0\n")
     t0 = time.time()
-    for i in range(count):
+    for _ in range(count):
         subprocess.run(["sbatch", "--parsable", "--nodes=1", "--gres=gpu:1", "--output=/dev/null", str(script)],
                        env=slurm.env, check=True, capture_output=True)
     while subprocess.run(["squeue", "--noheader", "--format=%i"], env=slurm.env, capture_output=True,

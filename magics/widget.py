@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import threading
-import time
 from datetime import datetime, timezone
 from urllib.parse import urlparse
 

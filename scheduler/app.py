@@ -249,7 +249,7 @@ class NothingScheduler(Application):
         ledgers = [UsageLedger(half_life, self.quotas.period_seconds) for _ in range(2)]
         executor = load_executor(self.executor)(on_exit=None, parent=self)
         if isinstance(executor, LocalExecutor):
-            executor.cgroups  # found (and a missing hierarchy logged) once, at start
+            _ = executor.cgroups  # found (and a missing hierarchy logged) once, at start
         self.accounts = UnixAccounts(parent=self)
         self.tensorboards = TensorBoardManager(parent=self)
         if not self.tensorboards.state_dir:

@@ -197,7 +197,7 @@ class Cgroups:
             self.version, self.bases, self.why = 0, {}, f"cgroups cannot be used here: {e}"
 
     @classmethod
-    def disabled(cls, why: str) -> "Cgroups":
+    def disabled(cls, why: str) -> Cgroups:
         """A hierarchy that is not used, saying why."""
         cgroups = cls.__new__(cls)
         cgroups.root, cgroups.mount, cgroups.version, cgroups.bases, cgroups.why = "", "", 0, {}, why

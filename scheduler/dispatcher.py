@@ -119,7 +119,7 @@ class ActiveRun:
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
 
     @classmethod
-    def from_row(cls, row) -> "ActiveRun":
+    def from_row(cls, row) -> ActiveRun:
         run = cls(
             id=row.id, owner=row.owner, entry_point=row.entry_point, args=tuple(row.args or ()),
             hyperparameters=dict(row.hyperparameters or {}), experiment=row.experiment, group=row.group or "",
@@ -521,7 +521,7 @@ class Dispatcher:
             timer.cancel()
         return t
 
-    def gpu_holders(self) -> dict[tuple[str, int], "ActiveRun | NotebookHold"]:
+    def gpu_holders(self) -> dict[tuple[str, int], ActiveRun | NotebookHold]:
         """Who holds each allocated GPU: a run or a notebook server."""
         holders: dict[tuple[str, int], ActiveRun | NotebookHold] = {}
         for run in self.active.values():

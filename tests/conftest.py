@@ -95,7 +95,7 @@ def make_user(hub):
 
     from .hub import Api
 
-    def make(prefix: str = "user", admin: bool = False) -> tuple[str, "Api"]:
+    def make(prefix: str = "user", admin: bool = False) -> tuple[str, Api]:
         name = f"{prefix}-{_secrets.token_hex(3)}"
         hub.create_user(name, admin=admin)
         return name, Api(hub, hub.token_for(name))

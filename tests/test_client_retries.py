@@ -226,7 +226,8 @@ def test_submissions_while_the_scheduler_is_killed_make_exactly_one_run_each(hub
         before = len(made)
         old = hub.scheduler_pid()
         os.kill(old, signal.SIGKILL)
-        wait_for_sync(lambda: len(made) > before + 3 or done.is_set(), timeout=60, message="submissions to go on")
+        wait_for_sync(lambda before=before: len(made) > before + 3 or done.is_set(), timeout=60,
+                      message="submissions to go on")
     submitter.join(120)
     assert not errors, errors
     assert len(made) == 30 and len(set(made)) == 30

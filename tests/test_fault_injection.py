@@ -138,7 +138,7 @@ def test_random_kills_lose_duplicate_share_or_wrongly_fail_nothing(hub_root):
 
         def all_ended():
             states = {}
-            for name, client in clients.items():
+            for client in clients.values():
                 for run in client.runs():
                     states[run["id"]] = run
             return states if all(states[i]["state"] in ("COMPLETE", "FAIL TRAIN", "STOPPED", "CREATE FAILED")
