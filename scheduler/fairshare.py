@@ -15,7 +15,10 @@ One pass of ``FairSharePolicy.decide`` is a pure function of the snapshot:
    not hold anyone up.  Otherwise its whole gang starts now if it fits (best fit,
    fewest nodes) without delaying the reservation: it ends before the reserved
    start (by its time limit, or its estimate with ``trust_estimates``) or leaves
-   the reserved GPUs alone.  A run owed its group's guarantee preempts borrowed
+   the reserved GPUs alone.  A shaped gang (``nodes`` x ``gpus_per_node``) takes
+   exactly its ``nodes`` best-fitting nodes, and its reservation keeps exactly
+   those; one the cluster can never host waits with a reason and holds nobody up.
+   A run owed its group's guarantee preempts borrowed
    runs, newest first, instead.  The first run that cannot start gets the
    reservation (EASY backfill, see ``placement``).
 4. **Estimates.**  Every waiting run gets a position, a reason and an estimated
@@ -47,6 +50,11 @@ from .policy import (
     free_resources,
     held_runs,
     largest_node,
+    normalized,
+    shaped_capacity,
+    shaped_never_reason,
+    shaped_reason,
+    spans_nodes,
 )
 from .quotas import QuotaBook, Quotas
 from .usage import Usage, decayed_interval, decayed_now
@@ -180,8 +188,10 @@ class FairSharePolicy:
         memo: dict[tuple, tuple[int, str, str]] = {}
         reclaim_failed: set[tuple] = set()
         stopping_runs: list[HeldRun] = []
+        capable: dict[tuple, list[str]] = {}
 
         for run in order:
+            run = normalized(run)
             if run.max_seconds is not None:
                 seconds = run.max_seconds
             elif run.estimated_seconds is not None:
@@ -192,16 +202,24 @@ class FairSharePolicy:
             if reason is not None:
                 waiting.append((run, "quota", reason, seconds))
                 continue
+            if run.shaped:
+                form = (run.nodes, run.gpus_per_node, run.cpus, run.memory_bytes)
+                if form not in capable:
+                    capable[form] = shaped_capacity(snapshot.nodes, run)
+                if len(capable[form]) < run.nodes:
+                    waiting.append((run, "never", shaped_never_reason(run, capable[form]), seconds))
+                    continue
             if blocked_by is not None and not cfg.backfill:
                 waiting.append((run, "behind", f"Priority: waiting for run {blocked_by.run_id} ahead in the queue to start",
                                 seconds))
                 continue
-            multi = run.gpus > node_gpus
+            multi = spans_nodes(run, node_gpus)
             # Until something is taken or reserved, a run of the same shape and length
             # fails the same way: reuse the answer (this keeps long queues cheap).
             # Only an enforced limit may use GPUs kept for the reserved run (an estimate may overrun).
             by = now + run.max_seconds if run.max_seconds is not None else (None if cfg.trust_estimates else math.inf)
-            key = (run.gpus, run.cpus, run.memory_bytes, seconds, by)
+            key = (run.gpus, run.cpus, run.memory_bytes, run.nodes if run.shaped else 0, run.gpus_per_node,
+                   seconds, by)
             seen = memo.get(key)
             reclaims = book.has_guarantees and book.within_share(run)
             if seen is not None and seen[0] == fm.version and not reclaims:
@@ -215,7 +233,7 @@ class FairSharePolicy:
                     continue
 
             # A failed search for victims fails again for the same shape until something changes.
-            attempt = (*key[:3], fm.version, len(claimed))
+            attempt = (*key[:5], fm.version, len(claimed))
             if reclaims and attempt not in reclaim_failed:
                 if victims is None:
                     # A group inside its guarantee has no borrowed runs, so none of these is the run's own.
@@ -242,7 +260,7 @@ class FairSharePolicy:
 
             if blocked_by is None:
                 blocked_by = run
-            shape = key[:3]
+            shape = key[:5]
             if (fm.reserved_for is None and cfg.backfill and reserve_tries < cfg.max_reservation_attempts
                     and shape not in never_fits):
                 reserve_tries += 1
@@ -315,6 +333,8 @@ class FairSharePolicy:
 
     @staticmethod
     def _resources(run: PendingRun, fm: FreeMap, multi: bool) -> str:
+        if run.shaped:
+            return shaped_reason(run, fm.shaped_hosts(run))
         gpus = f"{run.gpus} GPU{'s' if run.gpus != 1 else ''}"
         if multi:
             return f"Resources: needs {gpus} across nodes; {fm.total} free in the cluster"
@@ -332,7 +352,8 @@ class FairSharePolicy:
         The estimate replays the queue in order on a pool of GPUs that come back
         when runs are expected to end, each run taking the earliest GPUs free
         (node boundaries and new arrivals ignored; the reserved run gets its
-        reservation time).  Runs held by a quota get no estimate.
+        reservation time).  Runs held by a quota, and shaped runs the cluster
+        can never host, get no estimate.
         """
         if not self.config.estimate_starts:
             return tuple(QueueEntry(r.run_id, i, reason) for i, (r, _, reason, _) in enumerate(waiting, 1))
@@ -350,7 +371,7 @@ class FairSharePolicy:
         out = []
         for i, (run, kind, reason, seconds) in enumerate(waiting, 1):
             need = run.gpus
-            if kind == "quota":
+            if kind in ("quota", "never"):
                 est = None
             elif kind == "reclaim":
                 est = now

@@ -3,7 +3,11 @@
 ``FreeMap`` is what is free while a pass decides.  It places a run all at once or
 not at all (a gang): on the node with the fewest free GPUs that fits (best fit,
 which keeps large blocks whole), or, for a run bigger than any node, on the fewest
-nodes.  Nodes sit in buckets by free-GPU count, so a best-fit lookup costs a few
+nodes in uneven shares.  A *shaped* gang (``PendingRun.gpus_per_node > 0`` with
+``nodes > 1``, as torchrun needs) goes on exactly ``nodes`` distinct nodes with
+``gpus_per_node`` GPUs (and its CPUs and memory) on each, again best fit.  Every
+method's ``multi`` means "spans nodes" (``policy.spans_nodes``); which of the two
+multi-node kinds a run is comes from the run itself.  Nodes sit in buckets by free-GPU count, so a best-fit lookup costs a few
 steps instead of a scan of every node: a pass over 10,000 queued runs stays cheap.
 
 Backfill is EASY backfill: the first run that cannot start gets a *reservation*,
@@ -53,6 +57,19 @@ def _usable(run: PendingRun, gpus: int, cpus: int, memory: int, tracks_memory: b
     if run.memory_bytes > 0 and tracks_memory:
         n = min(n, memory * run.gpus // run.memory_bytes)
     return max(n, 0)
+
+
+def _hosts_share(run: PendingRun, a: list[int]) -> bool:
+    """Whether ``a`` (free GPUs, CPUs, memory, node memory) holds one node's share of a shaped run."""
+    return a[0] >= run.gpus_per_node and a[1] >= run.cpus and (not a[3] or a[2] >= run.memory_bytes)
+
+
+def _best_hosts(run: PendingRun, avail: dict[str, list[int]], names: Iterable[str]) -> list[tuple[str, int]] | None:
+    """The ``run.nodes`` best-fitting of ``names`` (fewest free GPUs, then name), or None."""
+    fitting = sorted((avail[nm][0], nm) for nm in names if _hosts_share(run, avail[nm]))
+    if len(fitting) < run.nodes:
+        return None
+    return [(nm, run.gpus_per_node) for _, nm in fitting[:run.nodes]]
 
 
 @dataclass
@@ -110,7 +127,13 @@ class FreeMap:
         return self.total - held_back
 
     def fits_now(self, run: PendingRun, multi: bool, long: bool) -> bool:
-        """A cheap necessary test: are there enough GPUs where the run could go?"""
+        """A cheap necessary test: are there enough GPUs where the run could go?
+
+        For a shaped gang the test is exact: are there ``nodes`` nodes for it?"""
+        if multi and run.shaped:
+            if run.gpus > (self.total_long() if long else self.total) or run.gpus_per_node > self.max_free():
+                return False
+            return self.shaped_pick(run, long, run.nodes) is not None
         if multi:
             return run.gpus <= (self.total_long() if long else self.total)
         return run.gpus <= (self.max_long() if long else self.max_free())
@@ -131,12 +154,35 @@ class FreeMap:
             cap[2] -= memory
         return taken
 
-    def _node_fits(self, n: _FreeNode, run: PendingRun, long: bool) -> bool:
+    def _node_fits(self, n: _FreeNode, run: PendingRun, long: bool, gpus: int | None = None) -> bool:
+        """Whether ``n`` (already known to have ``gpus`` free, default ``run.gpus``) has
+        the run's CPUs and memory, and leaves a reservation on it whole if ``long``."""
+        gpus = run.gpus if gpus is None else gpus
         if n.cpus < run.cpus or (n.node.memory_bytes and n.memory_bytes < run.memory_bytes):
             return False
         cap = self.caps.get(n.node.name) if long else None
-        return cap is None or (cap[0] >= run.gpus and cap[1] >= run.cpus
+        return cap is None or (cap[0] >= gpus and cap[1] >= run.cpus
                                and (not n.node.memory_bytes or cap[2] >= run.memory_bytes))
+
+    def shaped_pick(self, run: PendingRun, long: bool, count: int) -> list[_FreeNode] | None:
+        """``count`` distinct nodes that each hold one node's share of the shaped ``run``
+        now, best fit (fewest free GPUs, then name), or None if there are fewer."""
+        g = run.gpus_per_node
+        picked: list[_FreeNode] = []
+        for k in range(max(g, 0), self.node_gpus + 1):
+            for name in sorted(self.buckets[k]):
+                n = self.buckets[k][name]
+                if self._node_fits(n, run, long, g):
+                    picked.append(n)
+                    if len(picked) == count:
+                        return picked
+        return None
+
+    def shaped_hosts(self, run: PendingRun) -> list[str]:
+        """Every node that has one node's share of the shaped ``run`` free now, best fit first."""
+        g = run.gpus_per_node
+        return [name for k in range(max(g, 0), self.node_gpus + 1) for name in sorted(self.buckets[k])
+                if self._node_fits(self.buckets[k][name], run, False, g)]
 
     def best_node(self, run: PendingRun, long: bool) -> _FreeNode | None:
         for k in range(run.gpus, self.node_gpus + 1):
@@ -166,6 +212,16 @@ class FreeMap:
             gpus = self._take(n, run.gpus, run.cpus, run.memory_bytes, long)
             self.started.append((end, n.node.name, run.gpus, run.cpus, run.memory_bytes))
             return StartRun(run.run_id, n.node.name, gpus)
+        if run.shaped:
+            picked = self.shaped_pick(run, long, run.nodes)
+            if picked is None:
+                return None
+            g, c, m = run.gpus_per_node, run.cpus, run.memory_bytes
+            placements = []
+            for n in picked:
+                placements.append((n.node.name, self._take(n, g, c, m, long)))
+                self.started.append((end, n.node.name, g, c, m))
+            return StartRun(run.run_id, placements[0][0], placements[0][1], tuple(placements))
         usable = {name: n.usable_gpus(run) for name, n in self.free.items()}
         if long:
             for name, k in self._long_usable(run).items():
@@ -185,8 +241,11 @@ class FreeMap:
         for name, k in nodes:
             n = self.free[name]
             g = min(len(n.gpus), k)
-            c = min(n.cpus, share(run.cpus, k, run.gpus) if run.gpus else run.cpus)
-            m = min(n.memory_bytes, share(run.memory_bytes, k, run.gpus) if run.gpus else run.memory_bytes)
+            if run.shaped or not run.gpus:
+                c, m = min(n.cpus, run.cpus), min(n.memory_bytes, run.memory_bytes)
+            else:
+                c = min(n.cpus, share(run.cpus, k, run.gpus))
+                m = min(n.memory_bytes, share(run.memory_bytes, k, run.gpus))
             self._take(n, g, max(c, 0), max(m, 0), True)
 
     # ---------------------------------------------------------------- reservation
@@ -207,6 +266,8 @@ class FreeMap:
         avail = self._avail()
         ordered = sorted(releases)
         need = run.gpus
+        if multi and run.shaped:
+            return self._reserve_shaped(run, avail, ordered)
         usable = {name: _usable(run, a[0], a[1], a[2], bool(a[3])) for name, a in avail.items()} if multi else {}
         total = sum(usable.values())
         caps: dict[str, list[int]] = {}
@@ -250,6 +311,32 @@ class FreeMap:
                     break
         return None if at is None else self._set_reservation(run, at, caps)
 
+    def _reserve_shaped(self, run: PendingRun, avail: dict[str, list[int]], ordered: list[Release]) -> float | None:
+        """``reserve`` for a shaped gang: the earliest release after which ``nodes``
+        nodes each hold its share; the reservation keeps exactly the best-fitting
+        of them, each for ``gpus_per_node`` GPUs and the run's CPUs and memory."""
+        hosts = {name for name, a in avail.items() if _hosts_share(run, a)}
+        i = 0
+        while i < len(ordered):
+            t = ordered[i][0]
+            while i < len(ordered) and ordered[i][0] == t:
+                _, name, g, c, m = ordered[i]
+                a = avail.get(name)
+                if a is not None:
+                    a[0] += g
+                    a[1] += c
+                    a[2] += m
+                    if _hosts_share(run, a):
+                        hosts.add(name)
+                i += 1
+            if len(hosts) >= run.nodes:
+                chosen = _best_hosts(run, avail, hosts)
+                assert chosen is not None
+                caps = {name: [avail[name][0] - k, avail[name][1] - run.cpus, avail[name][2] - run.memory_bytes]
+                        for name, k in chosen}
+                return self._set_reservation(run, t, caps)
+        return None
+
     def _set_reservation(self, run: PendingRun, at: float, caps: dict[str, list[int]]) -> float:
         self.caps, self.reserved_at, self.reserved_for = caps, at, run.run_id
         self._max_long = None
@@ -281,6 +368,8 @@ class FreeMap:
             return touched
 
         def fit(touched: set[str]) -> list[tuple[str, int]] | None:
+            if multi and run.shaped:
+                return _best_hosts(run, avail, avail)
             if multi:
                 usable = {nm: _usable(run, a[0], a[1], a[2], bool(a[3])) for nm, a in avail.items()}
                 return spread_counts(usable, need)

@@ -14,8 +14,8 @@ added after the first version has a default, so older callers keep working.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -60,7 +60,16 @@ class Allocation:
 class PendingRun:
     """A queued run.  ``max_seconds`` is the user's enforced time limit, which the
     policy trusts for backfill; ``estimated_seconds`` is the caller's guess when
-    there is no limit (else the policy uses the group's typical run time)."""
+    there is no limit (else the policy uses the group's typical run time).
+
+    ``gpus_per_node`` > 0 makes the run a *shaped* gang, as multi-node training
+    (torchrun, MultiWorkerMirroredStrategy) needs: exactly ``nodes`` distinct
+    nodes with exactly ``gpus_per_node`` GPUs on each, and ``cpus`` and
+    ``memory_bytes`` *per node*; ``gpus`` is then ``nodes * gpus_per_node``.
+    ``gpus_per_node == 0`` (the default) is not shaped: the run goes on one node,
+    or, when ``gpus`` exceeds every node, is spread over the fewest nodes in
+    uneven shares with ``cpus``/``memory_bytes`` split in proportion.
+    """
 
     run_id: int
     owner: str
@@ -73,6 +82,29 @@ class PendingRun:
     preemptible: bool = False
     max_seconds: float | None = None
     estimated_seconds: float | None = None
+    nodes: int = 1
+    gpus_per_node: int = 0
+
+    @property
+    def shaped(self) -> bool:
+        """Whether the run asks for a fixed shape (``nodes`` x ``gpus_per_node``)."""
+        return self.gpus_per_node > 0
+
+
+def normalized(run: PendingRun) -> PendingRun:
+    """``run`` with ``gpus`` made consistent with its shape (``nodes * gpus_per_node``)."""
+    if run.gpus_per_node > 0 and (run.nodes < 1 or run.gpus != run.nodes * run.gpus_per_node):
+        n = max(run.nodes, 1)
+        return replace(run, nodes=n, gpus=n * run.gpus_per_node)
+    return run
+
+
+def spans_nodes(run: PendingRun, node_gpus: int) -> bool:
+    """Whether ``run`` goes on several nodes: a shaped gang of ``nodes > 1``, or an
+    unshaped run bigger than the largest node (``node_gpus``)."""
+    if run.gpus_per_node > 0:
+        return run.nodes > 1
+    return run.gpus > node_gpus
 
 
 @dataclass(frozen=True)
@@ -141,10 +173,14 @@ class _FreeNode:
     memory_bytes: int
 
     def fits(self, run: PendingRun) -> bool:
+        return self.hosts(run.gpus, run.cpus, run.memory_bytes)
+
+    def hosts(self, gpus: int, cpus: int, memory_bytes: int) -> bool:
+        """Whether this node has ``gpus`` GPUs, ``cpus`` CPUs and the memory free."""
         return (
-            len(self.gpus) >= run.gpus
-            and self.cpus >= run.cpus
-            and (self.node.memory_bytes == 0 or self.memory_bytes >= run.memory_bytes)
+            len(self.gpus) >= gpus
+            and self.cpus >= cpus
+            and (self.node.memory_bytes == 0 or self.memory_bytes >= memory_bytes)
         )
 
     def take(self, run: PendingRun) -> tuple[int, ...]:
@@ -274,13 +310,71 @@ def take_spread(run: PendingRun, chosen: list[tuple[_FreeNode, int]]) -> StartRu
     return StartRun(run.run_id, placements[0][0], placements[0][1], placements if len(placements) > 1 else ())
 
 
+def node_can_host(node: Node, run: PendingRun) -> bool:
+    """Whether an empty ``node`` could host one node's share of the shaped ``run``."""
+    return (len(node.gpus) >= run.gpus_per_node and node.cpus >= run.cpus
+            and (node.memory_bytes == 0 or node.memory_bytes >= run.memory_bytes))
+
+
+def shaped_capacity(nodes: Iterable[Node], run: PendingRun) -> list[str]:
+    """The names of the nodes that could ever host one node's share of ``run``."""
+    return sorted(n.name for n in nodes if node_can_host(n, run))
+
+
+def shaped_fit(free: dict[str, _FreeNode], run: PendingRun) -> list[_FreeNode] | None:
+    """``run.nodes`` distinct nodes that each have ``run.gpus_per_node`` GPUs (and the
+    run's CPUs and memory) free, best fit first (fewest free GPUs, then name), or None."""
+    fitting = sorted((n for n in free.values() if n.hosts(run.gpus_per_node, run.cpus, run.memory_bytes)),
+                     key=lambda n: (len(n.gpus), n.node.name))
+    return fitting[:run.nodes] if len(fitting) >= run.nodes else None
+
+
+def take_shaped(run: PendingRun, chosen: list[_FreeNode]) -> StartRun:
+    """Take ``gpus_per_node`` GPUs (and the per-node CPUs and memory) on each chosen node."""
+    placements = tuple((n.node.name, n.take_some(run.gpus_per_node, run.cpus, run.memory_bytes)) for n in chosen)
+    return StartRun(run.run_id, placements[0][0], placements[0][1], placements if len(placements) > 1 else ())
+
+
+def _names(names: list[str], most: int = 4) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def _shape(run: PendingRun, free: bool) -> str:
+    word = "free " if free else ""
+    extra = []
+    if run.cpus:
+        extra.append(f"{run.cpus} {word}CPUs")
+    if run.memory_bytes:
+        extra.append(f"{run.memory_bytes} bytes of {word}memory")
+    gpus = _plural(run.gpus_per_node, f"{word}GPU")
+    what = gpus if not extra else f"{gpus} and {' and '.join(extra)}"
+    nodes = _plural(run.nodes, "node")
+    return f"{nodes} with {what}" + (" each" if run.nodes > 1 else "")
+
+
+def shaped_never_reason(run: PendingRun, capable: list[str]) -> str:
+    """Why the shaped ``run`` can never start on this cluster (too few nodes large enough)."""
+    where = f" ({_names(capable)})" if capable else ""
+    return (f"Resources: needs {_shape(run, False)}; the cluster has {_plural(len(capable), 'such node')}{where}, "
+            f"so it cannot start until such nodes are added")
+
+
+def shaped_reason(run: PendingRun, hosts: list[str]) -> str:
+    """Why the shaped ``run`` cannot start now; ``hosts`` are the nodes with its share free."""
+    where = f" ({_names(hosts)})" if hosts else ""
+    return f"Resources: needs {_shape(run, True)}; the cluster has {_plural(len(hosts), 'such node')} now{where}"
+
+
 @dataclass
 class PriorityFifoPolicy:
     """Strict priority-then-submit order, all-or-nothing GPU allocation, no backfill.
 
     A run starts only when every run ahead of it has started, so a large run is
     never starved by a stream of small ones.  A run asking for more GPUs than one
-    node has is spread over the fewest nodes.
+    node has is spread over the fewest nodes; a shaped gang takes exactly its
+    ``nodes`` best-fitting nodes.  A shaped run the cluster can never host (too few
+    nodes large enough) waits with a reason and holds nobody up.
     """
 
     name: str = field(default="priority-fifo")
@@ -292,9 +386,23 @@ class PriorityFifoPolicy:
         waiting: list[QueueEntry] = []
         blocked_by: PendingRun | None = None
         behind = ""
+        capable: dict[tuple, list[str]] = {}
         for run in sorted(snapshot.queued, key=queue_order):
+            run = normalized(run)
+            if run.shaped:
+                shape = (run.nodes, run.gpus_per_node, run.cpus, run.memory_bytes)
+                if shape not in capable:
+                    capable[shape] = shaped_capacity(snapshot.nodes, run)
+                if len(capable[shape]) < run.nodes:
+                    waiting.append(QueueEntry(run.run_id, len(waiting) + 1, shaped_never_reason(run, capable[shape])))
+                    continue
             if blocked_by is None:
-                if run.gpus > node_gpus:
+                if run.shaped and run.nodes > 1:
+                    picked = shaped_fit(free, run)
+                    if picked is not None:
+                        starts.append(take_shaped(run, picked))
+                        continue
+                elif spans_nodes(run, node_gpus):
                     chosen = spread(free, run)
                     if chosen is not None:
                         starts.append(take_spread(run, chosen))
@@ -319,6 +427,10 @@ def _plural(n: int, word: str) -> str:
 
 def resources_reason(run: PendingRun, free: dict[str, _FreeNode], node_gpus: int | None = None) -> str:
     """Why the free resources cannot host ``run`` right now, in one sentence."""
+    if run.shaped:
+        hosts = sorted((n for n in free.values() if n.hosts(run.gpus_per_node, run.cpus, run.memory_bytes)),
+                       key=lambda n: (len(n.gpus), n.node.name))
+        return shaped_reason(run, [n.node.name for n in hosts])
     total_free = sum(len(n.gpus) for n in free.values())
     if node_gpus is not None and run.gpus > node_gpus:
         return (f"Resources: needs {_plural(run.gpus, 'GPU')} across nodes; "
