@@ -25,7 +25,7 @@ from typing import Any, Iterator
 
 import requests
 
-from .backoff import Backoff
+from ..common.backoff import Backoff
 
 TERMINAL_STATES = {"COMPLETE", "STOPPED", "FAIL TRAIN", "CREATE FAILED"}
 # Code archives up to this size are sent base64 in one JSON document; larger ones as multipart.

@@ -30,7 +30,7 @@ from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.iostream import StreamClosedError
 
-from .backoff import Backoff
+from ..common.backoff import Backoff
 
 FORWARD_REQUEST_HEADERS = ("Accept", "Content-Type", "Idempotency-Key")
 RETRY_SECONDS = 30.0

@@ -25,7 +25,7 @@ from .db import Database
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from .executors.base import Executor, ExitStatus, NodeInfo, ProcessRef
-from .backoff import Backoff
+from ..common.backoff import Backoff
 from .helper_process import HelperGone, HelperProcess
 from .policy import Allocation, ClusterSnapshot, Node, PendingRun, Policy, best_fit, free_resources
 from .quotas import Quotas

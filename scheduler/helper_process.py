@@ -31,7 +31,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from .backoff import Backoff
+from ..common.backoff import Backoff
 
 log = logging.getLogger(__name__)
 

@@ -119,28 +119,6 @@ def unpack_into(data: bytes, dir_fd: int, limits: SnapshotLimits) -> int:
     return written
 
 
-def pack_directory(files: list[tuple[str, Path]], extra: dict[str, bytes] | None = None) -> bytes:
-    """A gzip tar of ``(archive_name, path)`` pairs plus in-memory ``extra`` files.
-
-    A regular file is read through the descriptor it was checked on, so one
-    swapped for a link meanwhile is not followed.
-    """
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
-        for arcname, path in files:
-            if not stat.S_ISREG(os.lstat(path).st_mode):
-                tar.add(os.fspath(path), arcname=arcname, recursive=False)  # links and folders as themselves
-                continue
-            with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as f:
-                tar.addfile(tar.gettarinfo(arcname=arcname, fileobj=f), f)
-        for arcname, content in (extra or {}).items():
-            info = tarfile.TarInfo(arcname)
-            info.size = len(content)
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(content))
-    return buf.getvalue()
-
-
 def pack_tree(dir_fd: int) -> bytes:
     """A gzip tar of the regular files below the folder open as ``dir_fd`` (``__pycache__`` left out).
 

@@ -37,7 +37,7 @@ import signal
 import sys
 import time
 
-from .backoff import Backoff
+from ..common.backoff import Backoff
 
 SUPERVISOR_ENV = "NOTHING_SCHEDULER_SUPERVISOR"
 # sysexits.h EX_CONFIG: starting again would fail the same way.

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from nothing.magics.client import NothingClient, NothingError
-from nothing.scheduler.backoff import Backoff
+from nothing.common.backoff import Backoff
 
 from .helpers import make_archive, wait_for_sync
 from .hub import free_port

@@ -1,6 +1,7 @@
 """The one back-off rule for every retry: exponential delays with jitter, within a total budget.
 
-Pure arithmetic, no I/O and no sleeping: the caller sleeps the way its context
+Pure arithmetic, no I/O and no sleeping, in ``nothing.common`` so that the client
+(which ships without the server) and the service share one rule: the caller sleeps the way its context
 allows (``time.sleep`` in the synchronous client, ``asyncio.sleep`` or an event
 wait in the service), so one rule serves both.  Used by the client's retries of
 idempotent calls and by the scheduler's supervisor between restarts.

@@ -1,0 +1,1 @@
+"""What the client and the service both use and that depends on neither: ``nothing.common``."""
