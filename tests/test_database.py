@@ -100,7 +100,18 @@ async def test_concurrent_work_shares_transactions_but_a_failure_stays_its_own(t
             session.execute(text("INSERT INTO t (k) VALUES (:k)"), {"k": k})
             return k
 
+        from sqlalchemy import event
+
+        commits = []
+        event.listen(db.engine, "commit", lambda conn: commits.append(1))
         busy = asyncio.ensure_future(db.run(lambda s: time.sleep(0.3)))  # the next five queue up meanwhile
+        await asyncio.sleep(0.05)
+        assert await asyncio.gather(*(db.run(insert, k) for k in [10, 11, 12, 13, 14])) == [10, 11, 12, 13, 14]
+        await busy
+        assert len(commits) == 1, "five calls queued behind a busy one should share one transaction"
+        await db.run(lambda s: s.execute(text("DELETE FROM t")))
+
+        busy = asyncio.ensure_future(db.run(lambda s: time.sleep(0.3)))
         await asyncio.sleep(0.05)
         results = await asyncio.gather(*(db.run(insert, k) for k in [1, 2, 2, 3, 4]), return_exceptions=True)
         await busy

@@ -19,7 +19,7 @@ from .helpers import make_archive, wait_for
 HOLD = """
 import json, os, sys, time
 json.dump({"argv": sys.argv[1:], "env": {k: v for k, v in os.environ.items()
-           if k.startswith(("EM_", "CUDA_", "NOTHING_"))}}, open("seen.json", "w"))
+           if k.startswith(("EM_", "CUDA_", "NOTHING_"))}, "all_env": dict(os.environ)}, open("seen.json", "w"))
 while not os.path.exists(os.path.join(os.environ["EM_SOURCE_DIR"], "release")):
     time.sleep(0.02)
 """
@@ -76,17 +76,22 @@ async def test_third_run_waits_with_position_until_gpus_free(dispatcher):
 async def test_higher_priority_starts_first_and_order_is_kept(dispatcher):
     blocker = await submit(dispatcher, HOLD, gpus=4)
     await wait_for(lambda: blocker.state == RunState.RUNNING)
-    low = await submit(dispatcher, "pass", gpus=1, priority=-5)
-    normal = await submit(dispatcher, "pass", gpus=1)
+    # Each needs the whole node: they start one after the other, in priority order.
+    low = await submit(dispatcher, "pass", gpus=4, priority=-5)
+    normal = await submit(dispatcher, "pass", gpus=4)
     await wait_for(lambda: low.position is not None and normal.position is not None)
     assert (normal.position, low.position) == (1, 2)
     assert low.reason.startswith("Priority: waiting for run")
     release(blocker)
     first, second = await ended(dispatcher, normal), await ended(dispatcher, low)
-    assert first.started_at <= second.started_at
+    assert first.ended_at <= second.started_at
 
 
-async def test_run_environment_follows_the_seed(dispatcher):
+async def test_run_environment_follows_the_seed(dispatcher, monkeypatch):
+    # A secret of the scheduler's own environment (its hub token) must not reach the run.
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "the-schedulers-secret")
+    monkeypatch.setenv("NOTHING_SCHEDULER_SECRET", "also-secret")
+    dispatcher.executor._base_environment = None
     run = await submit(dispatcher, HOLD, gpus=1, experiment="resnet", hyperparameters={"lr": "0.01", "batch_size": "32"},
                        args=["--flag"])
     await wait_for(lambda: (run.paths.source / "seen.json").exists())
@@ -104,7 +109,8 @@ async def test_run_environment_follows_the_seed(dispatcher):
     assert env["EM_HP_LR"] == "0.01" and env["EM_HP_BATCH_SIZE"] == "32"
     assert env["NOTHING_EXPERIMENT"] == "resnet"
     assert env["CUDA_VISIBLE_DEVICES"] == "0"
-    assert "JUPYTERHUB_API_TOKEN" not in os.environ or "JUPYTERHUB_API_TOKEN" not in env
+    assert "the-schedulers-secret" not in json.dumps(info["all_env"])
+    assert "NOTHING_SCHEDULER_SECRET" not in info["all_env"] and info["all_env"]["HOME"] == str(root)
     release(run)
     await ended(dispatcher, run)
 
