@@ -20,7 +20,7 @@ backfilled run never delays the reserved run, as long as the end times hold.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from .policy import HeldRun, PendingRun, StartRun, _FreeNode, share
@@ -272,19 +272,7 @@ class FreeMap:
         total = sum(usable.values())
         caps: dict[str, list[int]] = {}
         at: float | None = None
-        i = 0
-        while i < len(ordered):
-            t = ordered[i][0]
-            touched = set()
-            while i < len(ordered) and ordered[i][0] == t:
-                _, name, g, c, m = ordered[i]
-                a = avail.get(name)
-                if a is not None:
-                    a[0] += g
-                    a[1] += c
-                    a[2] += m
-                    touched.add(name)
-                i += 1
+        for t, touched in _released(avail, ordered):
             if multi:
                 for name in touched:
                     a = avail[name]
@@ -316,19 +304,8 @@ class FreeMap:
         nodes each hold its share; the reservation keeps exactly the best-fitting
         of them, each for ``gpus_per_node`` GPUs and the run's CPUs and memory."""
         hosts = {name for name, a in avail.items() if _hosts_share(run, a)}
-        i = 0
-        while i < len(ordered):
-            t = ordered[i][0]
-            while i < len(ordered) and ordered[i][0] == t:
-                _, name, g, c, m = ordered[i]
-                a = avail.get(name)
-                if a is not None:
-                    a[0] += g
-                    a[1] += c
-                    a[2] += m
-                    if _hosts_share(run, a):
-                        hosts.add(name)
-                i += 1
+        for t, touched in _released(avail, ordered):
+            hosts.update(name for name in touched if _hosts_share(run, avail[name]))
             if len(hosts) >= run.nodes:
                 chosen = _best_hosts(run, avail, hosts)
                 assert chosen is not None
@@ -398,3 +375,21 @@ class FreeMap:
             return any(p.node in chosen for p in h.parts)
 
         return Reclaim([h for h in walked if on_chosen(h)], [h for h in stopping if on_chosen(h)], nodes)
+
+
+def _released(avail: dict[str, list[int]], ordered: list[Release]) -> Iterator[tuple[float, set[str]]]:
+    """Walk ``ordered`` releases in time order, adding each to ``avail``; yields each time and the nodes it freed."""
+    i = 0
+    while i < len(ordered):
+        t = ordered[i][0]
+        touched: set[str] = set()
+        while i < len(ordered) and ordered[i][0] == t:
+            _, name, g, c, m = ordered[i]
+            a = avail.get(name)
+            if a is not None:
+                a[0] += g
+                a[1] += c
+                a[2] += m
+                touched.add(name)
+            i += 1
+        yield t, touched
