@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
-    JSON, BigInteger, Boolean, DateTime, Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false,
+    JSON, BigInteger, Boolean, DateTime, Enum, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -74,6 +74,27 @@ class Run(Base):
     # The client's Idempotency-Key: a retried submission with the same key (per owner) is the same run.
     client_key: Mapped[str | None] = mapped_column(String(CLIENT_KEY_MAX), nullable=True)
 
+    # Metrics (revision 0006): the rules that read them from the log ([{"name", "regex"}], None: the
+    # default name=value reader), the latest and best value of each, how many points are stored, and
+    # how far the log and the report file were read (moved in the transaction that stores the points).
+    metric_rules: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    metric_summary: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    metric_points: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    log_read_offset: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    report_read_offset: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Bytes the run's folder takes on disk, measured (storage quotas count them).
+    disk_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # --checkpoint RUN[:CHECKPOINT]
+    checkpoint_run: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    checkpoint_name: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    # Multi-node runs: ``nodes`` x ``gpus_per_node`` (0: not shaped), processes per node, torchrun,
+    # and where each part runs ([[node, [gpu, ...]], ...]) once placed.
+    nodes: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    gpus_per_node: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    procs_per_node: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    torchrun: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    placement: Mapped[list | None] = mapped_column(JSON, nullable=True)
+
     events: Mapped[list[RunEvent]] = relationship(
         back_populates="run", cascade="all, delete-orphan", order_by="RunEvent.id"
     )
@@ -97,6 +118,37 @@ class RunEvent(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
 
     run: Mapped[Run] = relationship(back_populates="events")
+
+
+class Experiment(Base):
+    """A named set of runs of one owner (EasyMaker's experiment); deleted only once it has no runs."""
+
+    __tablename__ = "experiments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(255), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    group: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+    __table_args__ = (UniqueConstraint("owner", "name", name="uq_experiments_owner_name"),)
+
+
+class MetricPoint(Base):
+    """One value of one metric of a run, at a step and a wall time (seconds since the epoch)."""
+
+    __tablename__ = "metric_points"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    step: Mapped[int] = mapped_column(BigInteger)
+    at: Mapped[float] = mapped_column(Float)
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    __table_args__ = (Index("ix_metric_points_run_name_step", "run_id", "name", "step"),)
 
 
 class NotebookGpus(Base):
