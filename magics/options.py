@@ -1,4 +1,5 @@
-"""The run options shared by ``%%nothing_train`` and ``nothing submit``: one parser, one validation.
+"""The run options shared by ``%%nothing_train``, ``%nothing_train`` and ``nothing submit``: one declaration
+(:data:`RUN_OPTIONS`), one validation.
 
 Platform options go anywhere before a ``--``; everything after it is the script's::
 
@@ -10,7 +11,10 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, Callable
+
+from IPython.core.error import UsageError
+from IPython.core.magic_arguments import argument
 
 from .checks import HP_KEY, CheckError, parse_duration, parse_memory
 
@@ -32,46 +36,71 @@ def small_parser(prog: str) -> argparse.ArgumentParser:
     return _Parser(prog=prog, add_help=False)
 
 
+DESCRIPTION = ("Queue a training run on the shared GPUs. Options go anywhere before a --; "
+               "everything after -- is passed to the code.")
+
+# The one declaration of a run's options. ``%%nothing_train`` and ``%nothing_train script.py`` get them as
+# IPython ``magic_arguments`` (so ``%nothing_train?`` lists them), ``nothing submit`` through
+# :func:`make_parser`; :func:`spec_from_options` turns the parsed values into a submission.
+RUN_OPTIONS: tuple[argument, ...] = (
+    argument("--gpus", type=int, default=0, help="GPUs the run needs, all at once (default 0)"),
+    argument("--cpus", type=int, default=1, help="CPU cores to reserve (default 1)"),
+    argument("--memory", default=None, help="memory to reserve, e.g. 8G"),
+    argument("--name", default="", help="a name to find the run by (a cell's default: '<notebook> cell <n>')"),
+    argument("--experiment", default="default", help="experiment the run belongs to"),
+    argument("--hp", action="append", default=[], metavar="KEY=VALUE",
+             help="a hyperparameter, repeatable; reaches the code as --KEY VALUE and $EM_HP_KEY"),
+    argument("--max-time", default=None, help="stop the run after this long, e.g. 2h or 90m"),
+    argument("--priority", type=int, default=0, help="lower it (negative) to let others go first"),
+    argument("--preemptible", action="store_true",
+             help="may borrow idle GPUs beyond your group's share; stopped (SIGTERM, then requeued "
+                  "with its checkpoints in EM_CHECKPOINT_INPUT_DIR) when the owner needs them back"),
+    argument("--group", default=None, help="the group to charge (default: your first group)"),
+)
+SCRIPT = argument("script", nargs="?", help="the entry point, a file in the current folder")
+
+
+def run_options(with_script: bool) -> Callable[[Callable], Callable]:
+    """Stack :data:`RUN_OPTIONS` (and the script) onto a magic, below ``@magic_arguments()``."""
+    declared = (*RUN_OPTIONS, SCRIPT) if with_script else RUN_OPTIONS
+
+    def decorate(func: Callable) -> Callable:
+        for deco in reversed(declared):  # decorators apply bottom-up; the parser then adds them in this order
+            func = deco(func)
+        return func
+
+    return decorate
+
+
 def make_parser(prog: str, with_script: bool) -> argparse.ArgumentParser:
     """The options of a run; parse with :func:`parse_run_args` (which splits off the script's arguments)."""
     usage = f"{prog} SCRIPT [options] [-- script arguments]" if with_script else f"{prog} [options] [-- arguments]"
-    p = _Parser(prog=prog, add_help=False, allow_abbrev=False, usage=usage,
-                description="Queue a training run on the shared GPUs. Options go anywhere before a --; "
-                            "everything after -- is passed to the code.")
-    p.add_argument("--gpus", type=int, default=0, help="GPUs the run needs, all at once (default 0)")
-    p.add_argument("--cpus", type=int, default=1, help="CPU cores to reserve (default 1)")
-    p.add_argument("--memory", default=None, help="memory to reserve, e.g. 8G")
-    p.add_argument("--name", default="",
-                   help="a name to find the run by (a cell's default: '<notebook> cell <n>')")
-    p.add_argument("--experiment", default="default", help="experiment the run belongs to")
-    p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
-                   help="a hyperparameter, repeatable; reaches the code as --KEY VALUE and $EM_HP_KEY")
-    p.add_argument("--max-time", default=None, help="stop the run after this long, e.g. 2h or 90m")
-    p.add_argument("--priority", type=int, default=0, help="lower it (negative) to let others go first")
-    p.add_argument("--preemptible", action="store_true",
-                   help="may borrow idle GPUs beyond your group's share; stopped (SIGTERM, then requeued "
-                        "with its checkpoints in EM_CHECKPOINT_INPUT_DIR) when the owner needs them back")
-    p.add_argument("--group", default=None, help="the group to charge (default: your first group)")
-    if with_script:
-        p.add_argument("script", nargs="?", help="the entry point, a file in the current folder")
+    p = _Parser(prog=prog, add_help=False, allow_abbrev=False, usage=usage, description=DESCRIPTION)
+    for deco in (*RUN_OPTIONS, SCRIPT) if with_script else RUN_OPTIONS:
+        deco.add_to_parser(p, None)
     return p
 
 
-def parse_run_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+def parse_run_args(parser: argparse.ArgumentParser, argv: list[str], prog: str | None = None) -> argparse.Namespace:
     """Platform options anywhere before the first ``--``; what follows it becomes ``ns.script_args``.
 
     An option the platform does not know is an error (with the way to pass it to the
-    code), never silently handed to the script or dropped.
+    code), never silently handed to the script or dropped.  ``prog`` names the command
+    in messages (default: the parser's).
     """
+    prog = prog or parser.prog
     if "--" in argv:
         cut = argv.index("--")
         own, rest = argv[:cut], argv[cut + 1:]
     else:
         own, rest = argv, []
-    ns, unknown = parser.parse_known_args(own)
+    try:
+        ns, unknown = parser.parse_known_args(own)
+    except UsageError as e:  # a magic's parser (IPython's MagicArgumentParser) raises these
+        raise OptionError(f"{prog}: {e}") from None
     if unknown:
-        where = f"{parser.prog} {ns.script} [options]" if getattr(ns, "script", None) else f"{parser.prog} [options]"
-        raise OptionError(f"{parser.prog}: unknown option {' '.join(unknown)}; arguments for the code go after "
+        where = f"{prog} {ns.script} [options]" if getattr(ns, "script", None) else f"{prog} [options]"
+        raise OptionError(f"{prog}: unknown option {' '.join(unknown)}; arguments for the code go after "
                           f"--, e.g. {where} -- {' '.join(unknown)}")
     ns.script_args = rest
     return ns

@@ -6,6 +6,7 @@ one line (IPython's UsageError), never as a traceback.
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import sys
@@ -13,11 +14,12 @@ from pathlib import Path
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, kwds, magic_arguments, parse_argstring
 from IPython.display import display
 
 from .client import NothingClient, NothingError
 from .failure import explain
-from .options import (OptionError, cell_run_name, check_syntax, make_parser, parse_run_args, small_parser,
+from .options import (DESCRIPTION, OptionError, cell_run_name, check_syntax, parse_run_args, run_options,
                       spec_from_options)
 from .run import RunHandle
 from .snapshot import CELL_ENTRY_POINT, SnapshotTooLarge, build_snapshot
@@ -27,16 +29,22 @@ DEFAULT_MAX_SNAPSHOT_BYTES = 100 * 1024**2
 
 
 def _usage(fn):
-    """Turn the errors a person can fix into one-line UsageErrors."""
+    """Turn the errors a person can fix into one-line UsageErrors (keeping the magic's parser and help)."""
 
+    @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except (OptionError, NothingError, SnapshotTooLarge, FileNotFoundError, TimeoutError) as e:
             raise UsageError(str(e)) from None
 
-    wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
     return wrapper
+
+
+def _exact_options(fn):
+    """``--gpu`` is not ``--gpus``: a magic's options are never abbreviated (as ``nothing submit``'s)."""
+    fn.parser.allow_abbrev = False
+    return fn
 
 
 def _run_id(text: str) -> int:
@@ -80,13 +88,21 @@ class NothingMagics(Magics):
 
     @line_cell_magic
     @_usage
+    @_exact_options
+    @magic_arguments()
+    @kwds(usage="nothing_train SCRIPT [options] [-- script arguments]", description=DESCRIPTION,
+          epilog="As a cell magic, %%nothing_train [options] [-- arguments] sends the cell as the code.")
+    @run_options(with_script=True)
     def nothing_train(self, line: str, cell: str | None = None):
-        """Queue a training run on the shared GPUs (see --help below)."""
+        """Queue a training run on the shared GPUs."""
         if line.strip() in ("-h", "--help"):
-            print(make_parser("%%nothing_train", with_script=cell is None).format_help())
+            print(self.nothing_train.parser.format_help())
             return
-        parser = make_parser("%%nothing_train" if cell is not None else "%nothing_train", with_script=cell is None)
-        ns = parse_run_args(parser, shlex.split(line))
+        prog = "%%nothing_train" if cell is not None else "%nothing_train"
+        ns = parse_run_args(self.nothing_train.parser, shlex.split(line), prog=prog)
+        if cell is not None and ns.script:
+            raise OptionError(f"%%nothing_train: unknown option {ns.script}; the cell is the code: arguments for it "
+                              f"go after --, e.g. %%nothing_train [options] -- {ns.script}")
         cwd = Path.cwd()
         if cell is None:
             if not ns.script:
@@ -116,12 +132,12 @@ class NothingMagics(Magics):
 
     @line_magic
     @_usage
+    @magic_arguments()
+    @argument("--all", action="store_true", help="everyone's runs (admins; others see names per the site's rule)")
+    @argument("--state", action="append", default=[], help="only runs in this state, repeatable, e.g. QUEUED")
     def nothing_runs(self, line: str = ""):
-        """List your runs: %nothing_runs [--all] [--state QUEUED]"""
-        p = small_parser("%nothing_runs")
-        p.add_argument("--all", action="store_true")
-        p.add_argument("--state", action="append", default=[])
-        ns = p.parse_args(shlex.split(line))
+        """List your runs, newest first, with their state, GPUs and why they wait or failed."""
+        ns = parse_argstring(self.nothing_runs, line)
         runs = self.client.runs(everyone=ns.all, states=ns.state)
         if not runs:
             print("no runs")
@@ -135,13 +151,13 @@ class NothingMagics(Magics):
 
     @line_magic
     @_usage
+    @magic_arguments()
+    @argument("run", help="the run's id")
+    @argument("--follow", "-f", action="store_true", help="keep printing as the run writes, until it ends")
+    @argument("--tail", type=int, default=None, help="only the last N lines")
     def nothing_logs(self, line: str):
-        """Show a run's log: %nothing_logs RUN [--follow] [--tail N]"""
-        p = small_parser("%nothing_logs")
-        p.add_argument("run")
-        p.add_argument("--follow", "-f", action="store_true")
-        p.add_argument("--tail", type=int, default=None)
-        ns = p.parse_args(shlex.split(line))
+        """Show a run's log (stdout and stderr together)."""
+        ns = parse_argstring(self.nothing_logs, line)
         run_id = _run_id(ns.run)
         if ns.follow:
             for chunk in self.client.follow_logs(run_id):
@@ -151,20 +167,22 @@ class NothingMagics(Magics):
 
     @line_magic
     @_usage
+    @magic_arguments()
+    @argument("run", help="the run's id")
     def nothing_cancel(self, line: str):
-        """Cancel a queued or running run: %nothing_cancel RUN"""
-        run = self.client.cancel(_run_id(line))
+        """Cancel a queued or running run (SIGTERM, then SIGKILL after the grace period)."""
+        run = self.client.cancel(_run_id(parse_argstring(self.nothing_cancel, line).run))
         print(status_line(run))
 
     @line_magic
     @_usage
+    @magic_arguments()
+    @argument("run", help="the run's id")
+    @argument("path", nargs="?", default=None, help="one file or folder of its outputs, e.g. model/file.pt")
     def nothing_download(self, line: str):
-        """Download a run's outputs into the notebook's folder: %nothing_download RUN [model/file.pt]"""
-        parts = shlex.split(line)
-        if not parts:
-            raise OptionError("usage: %nothing_download RUN [PATH]")
-        run_id = _run_id(parts[0])
-        path = parts[1] if len(parts) > 1 else None
+        """Download a run's outputs into the notebook's folder (all of them into run-N/, or PATH)."""
+        ns = parse_argstring(self.nothing_download, line)
+        run_id, path = _run_id(ns.run), ns.path
         dest = Path.cwd() if path else Path.cwd() / f"run-{run_id}"
         written = self.client.download(run_id, dest, path)
         if not written:
@@ -174,8 +192,10 @@ class NothingMagics(Magics):
 
     @line_magic
     @_usage
+    @magic_arguments()
+    @argument("run", help="the run's id")
     def nothing_watch(self, line: str):
-        """Show the live widget of a run again (e.g. after reopening the notebook): %nothing_watch RUN"""
-        handle = RunHandle(self.client.run(_run_id(line)), self.client)
+        """Show the live widget of a run again (e.g. after reopening the notebook)."""
+        handle = RunHandle(self.client.run(_run_id(parse_argstring(self.nothing_watch, line).run)), self.client)
         self._show(handle)
         return None
