@@ -39,7 +39,10 @@ class Allocation:
     same ``run_id``.  ``expected_end`` is when the run will have stopped at the
     latest (start + its enforced time limit); ``None`` lets the policy estimate it
     from the group's history.  ``stopping`` marks a run that has been told to stop
-    (preempted) but still holds its GPUs.
+    (preempted) but still holds its GPUs.  ``attained_gpu_seconds`` is GPU time the
+    run received in earlier attempts (before a preemption), not counting this one;
+    ``estimated_end`` is the caller's guess of its end when there is no enforced
+    limit (a guess: the policy never trusts it to keep a reservation whole).
     """
 
     run_id: int
@@ -54,6 +57,8 @@ class Allocation:
     started_at: float = 0.0
     expected_end: float | None = None
     stopping: bool = False
+    attained_gpu_seconds: float = 0.0
+    estimated_end: float | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,10 @@ class PendingRun:
     ``gpus_per_node == 0`` (the default) is not shaped: the run goes on one node,
     or, when ``gpus`` exceeds every node, is spread over the fewest nodes in
     uneven shares with ``cpus``/``memory_bytes`` split in proportion.
+
+    ``attained_gpu_seconds`` is the GPU time the run has already received (in
+    attempts that were preempted); ``queued_since`` is when it last became queued
+    (None: at ``submitted_at``).  Attained-service policies order by them.
     """
 
     run_id: int
@@ -84,6 +93,8 @@ class PendingRun:
     estimated_seconds: float | None = None
     nodes: int = 1
     gpus_per_node: int = 0
+    attained_gpu_seconds: float = 0.0
+    queued_since: float | None = None
 
     @property
     def shaped(self) -> bool:
@@ -148,17 +159,27 @@ class Preempt:
 
 @dataclass(frozen=True)
 class QueueEntry:
+    """A run that keeps waiting.  ``reserved_nodes`` names the nodes kept for it
+    when it holds the reservation (empty otherwise)."""
+
     run_id: int
     position: int
     reason: str
     estimated_start: float | None = None
+    reserved_nodes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Decisions:
+    """What one pass decided.  ``next_pass_at``, when set, is the latest time at
+    which the policy wants to be asked again although nothing else happened (an
+    attained-service policy's order changes as running runs accumulate service;
+    estimated starts go stale); callers may ask earlier."""
+
     starts: tuple[StartRun, ...] = ()
     waiting: tuple[QueueEntry, ...] = ()
     preemptions: tuple[Preempt, ...] = ()
+    next_pass_at: float | None = None
 
 
 class Policy(Protocol):
@@ -217,6 +238,12 @@ class HeldRun:
     expected_end: float | None
     stopping: bool
     parts: list[Allocation]
+    attained_gpu_seconds: float = 0.0
+    estimated_end: float | None = None
+
+    def attained(self, now: float) -> float:
+        """GPU time received so far: earlier attempts plus this one."""
+        return self.attained_gpu_seconds + self.gpus * max(0.0, now - self.started_at)
 
 
 def held_runs(snapshot: ClusterSnapshot) -> dict[int, HeldRun]:
@@ -226,7 +253,8 @@ def held_runs(snapshot: ClusterSnapshot) -> dict[int, HeldRun]:
         h = held.get(a.run_id)
         if h is None:
             held[a.run_id] = HeldRun(a.run_id, a.owner, a.group, len(a.gpus), a.preemptible, a.is_notebook,
-                                     a.started_at, a.expected_end, a.stopping, [a])
+                                     a.started_at, a.expected_end, a.stopping, [a], a.attained_gpu_seconds,
+                                     a.estimated_end)
         else:
             h.gpus += len(a.gpus)
             h.parts.append(a)

@@ -26,9 +26,10 @@ from pathlib import Path
 
 from .policy import Allocation, ClusterSnapshot, Node, PendingRun, Policy, share
 from .quotas import Quotas
+from .estimates import RuntimeEstimator
 from .usage import UsageLedger
 
-_END, _ARRIVE = 0, 1
+_END, _ARRIVE, _WAKE = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class Job:
     max_seconds: float | None = None
     cpus: int = 0
     memory_bytes: int = 0
+    experiment: str = ""
+    entry_point: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,9 @@ class SimulationReport:
     ``idle_gpu_hours_while_waiting`` is GPU time left idle while jobs waited
     (what head-of-line blocking and fragmentation cost); ``waiting_while_full``
     is the share of all job-seconds spent waiting that passed while no GPU was
-    free (waits that no placement or backfill could have shortened)."""
+    free (waits that no placement or backfill could have shortened); ``max_queued``
+    is the longest any job waited in all; ``lost_gpu_hours`` is the work that
+    preemptions threw away (since the last checkpoint, plus restarts)."""
 
     policy: str
     gpus: int
@@ -97,6 +102,8 @@ class SimulationReport:
     preemptions: int
     idle_gpu_hours_while_waiting: float = 0.0
     waiting_while_full: float = 0.0
+    max_queued: float = 0.0
+    lost_gpu_hours: float = 0.0
     outcomes: tuple[JobOutcome, ...] = field(default=(), repr=False)
 
 
@@ -144,6 +151,28 @@ def _part(total: int, gpus: tuple[int, ...], job: Job) -> int:
     return share(total, len(gpus), job.gpus) if job.gpus else total
 
 
+@dataclass(frozen=True)
+class PreemptionCost:
+    """What a preemption costs the job, the same for every policy.
+
+    A job checkpoints every ``checkpoint_seconds`` of running (0: continuously, so
+    nothing is lost); preempted, it loses the work since its last checkpoint, and
+    every restart after a preemption spends ``restart_seconds`` (loading the
+    checkpoint, warming up) before it makes progress again."""
+
+    checkpoint_seconds: float = 600.0
+    restart_seconds: float = 60.0
+
+    def kept(self, ran: float) -> float:
+        """Progress an attempt that ran ``ran`` seconds keeps when it is preempted."""
+        if self.checkpoint_seconds <= 0:
+            return ran
+        return math.floor(ran / self.checkpoint_seconds) * self.checkpoint_seconds
+
+
+FREE_PREEMPTION = PreemptionCost(0.0, 0.0)
+
+
 class _Running:
     __slots__ = ("allocs", "attempt", "job", "remaining", "start")
 
@@ -155,8 +184,19 @@ def simulate(jobs: Sequence[Job], nodes: Sequence[Node], policy: Policy, *, name
              quotas: Quotas | None = None, half_life_seconds: float = 7 * 86400,
              estimate_quantile: float = 0.5, estimate_history: int = 100,
              resume_after_preempt: bool = True, preempt_grace_seconds: float = 0.0,
+             preemption_cost: PreemptionCost = PreemptionCost(),
+             estimator: RuntimeEstimator | None = None, perfect_estimates: bool = False,
              window: tuple[float, float] | None = None) -> SimulationReport:
-    """Replay ``jobs`` on ``nodes`` under ``policy`` and measure the outcome."""
+    """Replay ``jobs`` on ``nodes`` under ``policy`` and measure the outcome.
+
+    ``estimator``, when given, supplies every queued run's ``estimated_seconds``
+    and every running run's ``estimated_end`` (learning from finished jobs);
+    ``perfect_estimates`` gives the true durations instead (to check that a policy
+    does not get worse with better estimates).  A policy with a ``bind_oracle``
+    method (the SRTF oracle) is handed the true remaining work of every job: the
+    only way a policy can see durations.  ``Decisions.next_pass_at`` is honoured:
+    the simulator passes again then even if nothing else happened.
+    """
     nodes = tuple(nodes)
     period = quotas.period_seconds if quotas else 30 * 86400
     groups = UsageLedger(half_life_seconds, period, estimate_history, estimate_quantile)
@@ -174,17 +214,42 @@ def simulate(jobs: Sequence[Job], nodes: Sequence[Node], policy: Policy, *, name
     remaining = {j.job_id: j.duration if j.max_seconds is None else min(j.duration, j.max_seconds) for j in jobs}
     first_start: dict[int, float] = {}
     ran: dict[int, float] = dict.fromkeys(by_id, 0.0)
+    attained: dict[int, float] = dict.fromkeys(by_id, 0.0)
+    estimated: dict[int, float | None] = {}
     preempted: dict[int, int] = dict.fromkeys(by_id, 0)
     attempts: dict[int, int] = dict.fromkeys(by_id, 0)
     outcomes: list[JobOutcome] = []
     segments: list[tuple[float, float, int]] = []
     pass_times: list[float] = []
     total_preemptions = 0
+    lost_gpu_seconds = 0.0
     snapshot_running: tuple[Allocation, ...] | None = ()
+    next_wake = math.inf
 
-    def pending(job: Job) -> PendingRun:
+    def oracle(job_id: int, now: float) -> float:
+        r = running.get(job_id)
+        if r is not None:
+            return max(0.0, r.remaining - (now - r.start))
+        return remaining[job_id]
+
+    if hasattr(policy, "bind_oracle"):
+        policy.bind_oracle(oracle)
+
+    def pending(job: Job, now: float) -> PendingRun:
+        if job.job_id not in estimated:
+            if perfect_estimates:
+                estimated[job.job_id] = remaining[job.job_id]
+            elif estimator is not None:
+                estimated[job.job_id] = estimator.estimate(job.owner, job.group, job.experiment, job.entry_point,
+                                                           job.max_seconds).seconds
+            else:
+                estimated[job.job_id] = None
+        est = estimated[job.job_id]
+        if est is not None and perfect_estimates:
+            est = remaining[job.job_id]
         return PendingRun(job.job_id, job.owner, job.gpus, job.cpus, job.memory_bytes, job.priority, job.submit,
-                          job.group, job.preemptible, job.max_seconds)
+                          job.group, job.preemptible, job.max_seconds, est,
+                          attained_gpu_seconds=attained[job.job_id], queued_since=now)
 
     def stop(r: _Running, now: float, finished: bool) -> None:
         for a in r.allocs:
@@ -192,6 +257,7 @@ def simulate(jobs: Sequence[Job], nodes: Sequence[Node], policy: Policy, *, name
         job = r.job
         segments.append((r.start, now, job.gpus))
         ran[job.job_id] += now - r.start
+        attained[job.job_id] += job.gpus * (now - r.start)
         groups.charge(job.group, job.gpus, r.start, now, finished)
         users.charge(job.owner, job.gpus, r.start, now, finished)
 
@@ -210,21 +276,30 @@ def simulate(jobs: Sequence[Job], nodes: Sequence[Node], policy: Policy, *, name
         while events and events[0][0] == now:
             _, kind, _, job_id, attempt = heapq.heappop(events)
             if kind == _ARRIVE:
-                queued[job_id] = pending(by_id[job_id])
+                queued[job_id] = pending(by_id[job_id], now)
+                continue
+            if kind == _WAKE:
                 continue
             r = running.get(job_id)
             if r is None or r.attempt != attempt:
                 continue  # the end of an attempt that was preempted
             del running[job_id]
             snapshot_running = None
-            finished = not any(a.stopping for a in r.allocs) or now - r.start >= r.remaining
+            ran_now = now - r.start
+            finished = not any(a.stopping for a in r.allocs) or ran_now >= r.remaining
             stop(r, now, finished)
             if finished:
                 outcomes.append(JobOutcome(r.job, first_start[job_id], now, ran[job_id], preempted[job_id]))
+                if estimator is not None:
+                    j = r.job
+                    # What the run needed, as its own log tells once it has ended (restarts not counted).
+                    needed = j.duration if j.max_seconds is None else min(j.duration, j.max_seconds)
+                    estimator.learn(j.owner, j.group, needed, j.experiment, j.entry_point, estimated.get(job_id))
             else:
-                if resume_after_preempt:
-                    remaining[job_id] = r.remaining - (now - r.start)
-                queued[job_id] = pending(r.job)
+                kept = preemption_cost.kept(ran_now) if resume_after_preempt else 0.0
+                lost_gpu_seconds += r.job.gpus * (ran_now - kept)
+                remaining[job_id] = r.remaining - kept + preemption_cost.restart_seconds
+                queued[job_id] = pending(r.job, now)
         if snapshot_running is None:
             snapshot_running = tuple(a for r in running.values() for a in r.allocs)
         snap = ClusterSnapshot(nodes, snapshot_running, tuple(queued.values()), now,
@@ -244,8 +319,16 @@ def simulate(jobs: Sequence[Job], nodes: Sequence[Node], policy: Policy, *, name
                         raise AssertionError(f"GPU {g} of {node} given to run {s.run_id} while in use")
                     busy.add((node, g))
             end = None if job.max_seconds is None else now + job.max_seconds
+            est = estimated.get(job.job_id)
+            if perfect_estimates:
+                est_end = now + remaining[job.job_id]
+            elif est is not None:
+                est_end = now + max(est - ran[job.job_id], 0.0)
+            else:
+                est_end = None
             allocs = tuple(Allocation(job.job_id, job.owner, node, gpus, _part(job.cpus, gpus, job),
-                                      _part(job.memory_bytes, gpus, job), job.group, job.preemptible, False, now, end)
+                                      _part(job.memory_bytes, gpus, job), job.group, job.preemptible, False, now, end,
+                                      attained_gpu_seconds=attained[job.job_id], estimated_end=est_end)
                            for node, gpus in placed)
             attempts[job.job_id] += 1
             first_start.setdefault(job.job_id, now)
@@ -264,11 +347,17 @@ def simulate(jobs: Sequence[Job], nodes: Sequence[Node], policy: Policy, *, name
             heapq.heappush(events, (stop_at, _END, seq, p.run_id, r.attempt))
             seq += 1
             snapshot_running = None
+        wake = getattr(decisions, "next_pass_at", None)
+        if wake is not None and wake > now and (wake < next_wake or next_wake <= now) and (queued or running):
+            next_wake = wake
+            heapq.heappush(events, (wake, _WAKE, seq, -1, 0))
+            seq += 1
         last_pass = (now, total_gpus - len(busy), len(queued))
     report = _report(name or getattr(policy, "name", type(policy).__name__), jobs, nodes, outcomes, segments,
                      pass_times, total_preemptions, window)
     return replace(report, idle_gpu_hours_while_waiting=idle_while_waiting / 3600,
-                   waiting_while_full=waiting_while_full / waiting_seconds if waiting_seconds else 0.0)
+                   waiting_while_full=waiting_while_full / waiting_seconds if waiting_seconds else 0.0,
+                   lost_gpu_hours=lost_gpu_seconds / 3600)
 
 
 def _report(name: str, jobs: Sequence[Job], nodes: tuple[Node, ...], outcomes: list[JobOutcome],
@@ -299,5 +388,6 @@ def _report(name: str, jobs: Sequence[Job], nodes: tuple[Node, ...], outcomes: l
         makespan=max((o.end for o in outcomes), default=first) - first,
         jain=jain_index(sum(v) / len(v) for v in by_group.values()),
         passes=len(pass_times), pass_p50=percentile(pass_times, 50), pass_p95=percentile(pass_times, 95),
-        pass_max=max(pass_times, default=0.0), preemptions=preemptions, outcomes=tuple(outcomes),
+        pass_max=max(pass_times, default=0.0), preemptions=preemptions, max_queued=max(waits, default=0.0),
+        outcomes=tuple(outcomes),
     )

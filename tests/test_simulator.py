@@ -8,7 +8,16 @@ import pytest
 from nothing.scheduler.fairshare import FairSharePolicy
 from nothing.scheduler.policy import PriorityFifoPolicy
 from nothing.scheduler.quotas import Quota, Quotas
-from nothing.scheduler.simulator import Job, jain_index, load_philly, percentile, simulate, uniform_nodes
+from nothing.scheduler.simulator import (
+    FREE_PREEMPTION,
+    Job,
+    PreemptionCost,
+    jain_index,
+    load_philly,
+    percentile,
+    simulate,
+    uniform_nodes,
+)
 
 PHILLY = Path(__file__).resolve().parents[2] / "shared" / "traces" / "philly" / "philly.csv"
 
@@ -60,18 +69,31 @@ def test_a_borrowing_job_is_preempted_and_resumes_when_the_owner_is_done():
     # "b" has no guarantee and borrows both GPUs; "a" is owed 2 and takes them back at t=10.
     quotas = Quotas(groups={"a": Quota(guaranteed_gpus=2), "b": Quota(guaranteed_gpus=0)})
     jobs = [Job(0, 0, 100, 2, "b", preemptible=True), Job(1, 10, 30, 2, "a")]
-    r = simulate(jobs, uniform_nodes(1, 2), FairSharePolicy(), quotas=quotas)
+    r = simulate(jobs, uniform_nodes(1, 2), FairSharePolicy(), quotas=quotas, preemption_cost=FREE_PREEMPTION)
     assert r.preemptions == 1
     assert (outcome(r, 1).first_start, outcome(r, 1).end) == (10, 40)
     b = outcome(r, 0)
     assert (b.preemptions, b.end, b.running_seconds) == (1, 130, 100)  # 10 s, then the other 90 s from 40
     assert b.queued == 30
+    assert r.lost_gpu_hours == 0
+
+
+def test_a_preempted_job_loses_the_work_since_its_checkpoint_and_pays_the_restart():
+    # Checkpoints every 4 s: preempted at 10 s it keeps 8 s, loses 2 s (on 2 GPUs) and restarts for 5 s.
+    quotas = Quotas(groups={"a": Quota(guaranteed_gpus=2), "b": Quota(guaranteed_gpus=0)})
+    jobs = [Job(0, 0, 100, 2, "b", preemptible=True), Job(1, 10, 30, 2, "a")]
+    r = simulate(jobs, uniform_nodes(1, 2), FairSharePolicy(), quotas=quotas, preemption_cost=PreemptionCost(4, 5))
+    b = outcome(r, 0)
+    assert (b.end, b.running_seconds) == (40 + 92 + 5, 10 + 97)
+    assert r.lost_gpu_hours == pytest.approx(2 * 2 / 3600)
+    assert r.max_queued == 30
 
 
 def test_a_preempted_job_that_cannot_resume_starts_over():
     quotas = Quotas(groups={"a": Quota(guaranteed_gpus=2), "b": Quota(guaranteed_gpus=0)})
     jobs = [Job(0, 0, 100, 2, "b", preemptible=True), Job(1, 10, 30, 2, "a")]
-    r = simulate(jobs, uniform_nodes(1, 2), FairSharePolicy(), quotas=quotas, resume_after_preempt=False)
+    r = simulate(jobs, uniform_nodes(1, 2), FairSharePolicy(), quotas=quotas, resume_after_preempt=False,
+                 preemption_cost=FREE_PREEMPTION)
     assert outcome(r, 0).end == 140
 
 
