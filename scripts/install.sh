@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # Installs NothingAI into ./.venv (Python packages) and ./.venv/chp (the proxy).
 # Usage: scripts/install.sh [extras]   e.g. scripts/install.sh test
+#        scripts/install.sh dev        an editable install with the test extra (pip install -e ".[test]"):
+#                                      imports resolve to this checkout's files (CONTRIBUTING.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-}"
+editable=()
+if [ "$extras" = dev ]; then
+  editable=(--editable)
+  extras=test
+fi
 python="${PYTHON:-python3}"
 # Notebooks and runs execute as each user's own Unix account, so the interpreter must be one every
 # account can run: a Python under a private folder (pyenv in /root) is not; take the system's then.
@@ -25,7 +32,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 spec="."
 [ -n "$extras" ] && spec=".[$extras]"
-.venv/bin/python -m pip install --quiet --disable-pip-version-check "$spec" 2>&1 | grep -v "is ignored: it is neither" || true
+.venv/bin/python -m pip install --quiet --disable-pip-version-check "${editable[@]}" "$spec" 2>&1 | grep -v "is ignored: it is neither" || true
 .venv/bin/python -c "import nothing.scheduler, nothing.magics" # fail loudly if the install did not work
 if [ ! -x .venv/chp/node_modules/.bin/configurable-http-proxy ]; then
   npm install --silent --no-audit --no-fund --prefix .venv/chp configurable-http-proxy@5 >/dev/null

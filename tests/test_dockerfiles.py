@@ -69,7 +69,8 @@ def test_the_notebook_image_starts_the_single_user_server_by_default():
 def test_the_images_get_every_folder_the_package_is_built_from(kind):
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     wheel = project["tool"]["hatch"]["build"]["targets"]["wheel"]
-    needed = {"pyproject.toml", project["project"]["readme"], *wheel["only-include"], *wheel.get("shared-data", {})}
+    needed = {"pyproject.toml", project["project"]["readme"], *wheel["only-include"], *wheel.get("shared-data", {}),
+              *wheel.get("force-include", {}), *(hook["path"] for hook in wheel.get("hooks", {}).values())}
     copied = {s.rstrip("/") for _, srcs, _ in copies(kind) for s in srcs}
     missing = {n for n in needed if not any(n == c or n.startswith(c + "/") for c in copied)}
     assert missing == set()
