@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .policy import HeldRun, PendingRun
+from .policy_types import HeldRun, PendingRun
 from .usage import Usage, period_start, period_used
 
 
