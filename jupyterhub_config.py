@@ -29,8 +29,7 @@ import sys
 # secret, the databases, the proxy's pid file): user code runs as other accounts.
 os.umask(0o077)
 
-from nothing.hub_extension import configure_hub  # noqa: E402
-from nothing.hub_extension.admin import TEMPLATE_DIR  # noqa: E402
+from nothing.hub_extension import TEMPLATE_DIR, configure_hub  # noqa: E402
 from nothing.hub_extension.notebook_states import user_notebook_states  # noqa: E402
 from nothing.hub_extension.state_dir import secure_data_dir  # noqa: E402
 from nothing.scheduler.accounts import config_args  # noqa: E402

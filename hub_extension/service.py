@@ -10,13 +10,10 @@ import json
 import sys
 from typing import Any
 
-SERVICE_NAME = "nothing"
+from nothing.common.access import ADMIN_SCOPES, SERVICE_NAME
 
-# A token gives admin power in the scheduler only when the user is a hub admin AND the
-# token itself carries one of these: an admin's full API token has both, the service's
-# OAuth cookie of an admin has ``admin-ui`` (``oauth_client_allowed_scopes``; the hub
-# drops it for everyone else), and a token created with only the access scope has neither.
-ADMIN_SCOPES = frozenset({"admin:users", "admin-ui"})
+__all__ = ["ADMIN_SCOPES", "SERVER_TOKEN_SCOPES", "SERVICE_COOKIE_OPTIONS", "SERVICE_NAME", "configure_hub",
+           "platform_roles", "scheduler_service"]
 
 # Cookies the service sets (OAuth token and state) are not sent on cross-site requests.
 SERVICE_COOKIE_OPTIONS = {"samesite": "Lax"}

@@ -16,7 +16,7 @@ from typing import Any, Callable
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument
 
-from .checks import HP_KEY, CheckError, parse_duration, parse_memory
+from ..common.spec import HP_KEY, ValueProblem, parse_duration, parse_memory
 
 
 class OptionError(ValueError):
@@ -56,6 +56,12 @@ RUN_OPTIONS: tuple[argument, ...] = (
              help="may borrow idle GPUs beyond your group's share; stopped (SIGTERM, then requeued "
                   "with its checkpoints in EM_CHECKPOINT_INPUT_DIR) when the owner needs them back"),
     argument("--group", default=None, help="the group to charge (default: your first group)"),
+    argument("--metric", action="append", default=[], metavar="NAME[=REGEX]",
+             help="a metric to read from the run's output, repeatable: NAME alone reads 'NAME=value' or "
+                  "'NAME: value', NAME=REGEX takes the regex's first group as the value (default: every "
+                  "name=value pair; nothing.report() values are always recorded)"),
+    argument("--checkpoint", default=None, metavar="RUN[:CHECKPOINT]",
+             help="start from another run's checkpoints (all, or one): read-only in $EM_CHECKPOINT_INPUT_DIR"),
 )
 SCRIPT = argument("script", nargs="?", help="the entry point, a file in the current folder")
 
@@ -125,7 +131,7 @@ def spec_from_options(ns: argparse.Namespace, entry_point: str, args: list[str] 
             parse_memory(ns.memory)
         if ns.max_time:
             parse_duration(ns.max_time)
-    except CheckError as e:
+    except ValueProblem as e:
         raise OptionError(str(e)) from None
     spec: dict[str, Any] = {
         "entry_point": entry_point,
@@ -146,7 +152,19 @@ def spec_from_options(ns: argparse.Namespace, entry_point: str, args: list[str] 
         spec["preemptible"] = True
     if ns.group:
         spec["group"] = ns.group
+    if getattr(ns, "metric", None):
+        spec["metrics"] = [parse_metric(m) for m in ns.metric]
+    if getattr(ns, "checkpoint", None):
+        spec["checkpoint"] = ns.checkpoint
     return spec
+
+
+def parse_metric(text: str) -> dict[str, str]:
+    """``--metric loss`` or ``--metric 'loss=loss: ([0-9.]+)'`` → a metric rule of the submission."""
+    name, sep, regex = text.partition("=")
+    if not name.strip():
+        raise OptionError(f"--metric {text!r}: give a name, e.g. --metric loss or --metric 'acc=acc: ([0-9.]+)'")
+    return {"name": name.strip(), "regex": regex} if sep and regex else {"name": name.strip()}
 
 
 def check_syntax(code: str, filename: str, what: str) -> None:

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-HP_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}")  # use with fullmatch
-
 
 def hp_env_name(key: str) -> str:
     return "EM_HP_" + re.sub(r"[^A-Z0-9_]", "_", key.upper())

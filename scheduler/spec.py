@@ -16,20 +16,20 @@ import posixpath
 import re
 from typing import Any
 
-from .runenv import HP_KEY, hp_env_name
+from ..common import spec as common_spec
+from ..common.spec import HP_KEY, ValueProblem
+from ..common.spec import short as _short
+from .runenv import hp_env_name
 
 FIELDS = {
     "name", "experiment", "entry_point", "args", "hyperparameters",
     "gpus", "cpus", "memory", "priority", "max_time", "group", "preemptible",
 }
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\- ]{0,99}")
-_MEMORY = re.compile(r"\s*([0-9]{1,20}(?:\.[0-9]{1,20})?)\s*([KMGT]i?B?|B)?\s*", re.IGNORECASE)
-_DURATION = re.compile(r"([0-9]{1,20}(?:\.[0-9]{1,20})?)\s*([dhms])", re.IGNORECASE)
 _WHOLE = re.compile(r"\s*[+-]?[0-9]{1,19}\s*")
-_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
-MAX_MEMORY_BYTES = 2**50  # 1 PiB: more than any node, far below the 64-bit column
-MAX_SECONDS = 365 * 86400
+MAX_MEMORY_BYTES = common_spec.MAX_MEMORY_BYTES
+MAX_SECONDS = common_spec.MAX_SECONDS
 MAX_ENTRY_POINT_CHARS = 1024
 MAX_VALUE_BYTES = 4096  # each argument and each hyperparameter value
 MAX_ARGS = 256
@@ -44,57 +44,19 @@ class SpecError(ValueError):
 
 
 def parse_memory(value: Any) -> int:
-    """``8G``, ``512Mi``, ``1.5GB`` or a number of bytes → bytes."""
-    if isinstance(value, bool):
-        raise SpecError(f"memory must be a size like 8G, not {value!r}")
-    if isinstance(value, (int, float)):
-        size = value
-        if isinstance(value, float) and not math.isfinite(value):
-            raise SpecError(f"memory must be a finite number of bytes, not {value}")
-    else:
-        m = _MEMORY.fullmatch(value) if isinstance(value, str) else None
-        if not m:
-            raise SpecError(f"memory must be a size like 8G or 512M, not {_short(value)}")
-        unit = (m.group(2) or "").upper().rstrip("B").rstrip("I")
-        size = float(m.group(1)) * _UNITS[unit]
-    if size < 0:
-        raise SpecError("memory cannot be negative")
-    if size > MAX_MEMORY_BYTES:
-        raise SpecError(f"memory must be at most {MAX_MEMORY_BYTES} bytes (1 PiB), not {_short(value)}")
-    return int(size)
+    """``8G``, ``512Mi``, ``1.5GB`` or a number of bytes → bytes (``nothing.common.spec``, as the client)."""
+    try:
+        return common_spec.parse_memory(value)
+    except ValueProblem as e:
+        raise SpecError(str(e)) from None
 
 
 def parse_duration(value: Any) -> int:
-    """``2h``, ``1h30m``, ``90m``, ``45s`` or a number of seconds → seconds."""
-    if isinstance(value, bool):
-        raise SpecError(f"max time must be a duration like 2h, not {value!r}")
-    if isinstance(value, (int, float)):
-        seconds = value
-    elif isinstance(value, str) and len(value) <= 100:
-        text = value.strip()
-        if text.isascii() and text.isdigit():
-            seconds = int(text)
-        else:
-            parts = _DURATION.findall(text)
-            if not parts or _DURATION.sub("", text).strip():
-                raise SpecError(f"max time must be a duration like 2h, 90m or 1h30m, not {value!r}")
-            scale = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-            seconds = sum(float(n) * scale[u.lower()] for n, u in parts)
-    else:
-        raise SpecError(f"max time must be a duration like 2h, 90m or 1h30m, not {_short(value)}")
-    if isinstance(seconds, float) and not math.isfinite(seconds):
-        raise SpecError(f"max time must be a finite number of seconds, not {seconds}")
-    if seconds < 1:
-        raise SpecError("max time must be positive")
-    if seconds > MAX_SECONDS:
-        raise SpecError(f"max time must be at most 365 days ({MAX_SECONDS} seconds), not {_short(value)}")
-    return int(seconds)
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    """``repr`` of what the caller sent, cut so an error message stays one readable line."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
+    """``2h``, ``1h30m``, ``90m``, ``45s`` or a number of seconds → seconds (``nothing.common.spec``)."""
+    try:
+        return common_spec.parse_duration(value)
+    except ValueProblem as e:
+        raise SpecError(str(e)) from None
 
 
 def _int(body: dict, key: str, default: int, low: int, high: int | None = None) -> int:

@@ -16,7 +16,7 @@ import tarfile
 import pytest
 import requests
 
-from nothing.hub_extension.auth import is_admin
+from nothing.scheduler.auth import is_admin
 from nothing.scheduler.api.runs import content_disposition
 from nothing.scheduler.spec import MAX_LAUNCH_BYTES, SpecError, parse_submission
 

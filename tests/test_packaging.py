@@ -65,6 +65,6 @@ def test_the_wheel_holds_the_top_level_package_and_no_editable_machinery(tmp_pat
     (wheel,) = tmp_path.glob("nothingai-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"nothing/__init__.py", "nothing/scheduler/policy.py", "nothing/magics/options.py",
-            "nothing/common/tracking.py", "nothing/hub_extension/auth.py", "nothing/spawner/local.py"} <= names
+            "nothing/common/tracking.py", "nothing/scheduler/auth.py", "nothing/spawner/local.py"} <= names
     assert not [n for n in names if n.startswith(("toplevel/", "scheduler/", "_nothing")) or "hatch_build" in n]
     assert zipfile.ZipFile(wheel).read("nothing/__init__.py") == (REPO / "toplevel/nothing/__init__.py").read_bytes()

@@ -1,7 +1,7 @@
 """What every API handler shares: the one access rule, bounded bodies, JSON in and out, one error writer.
 
 Who the caller is and whether they are admin is decided by
-``nothing.hub_extension.auth.authenticate`` for every handler of the service
+``nothing.scheduler.auth.authenticate`` for every handler of the service
 (API, TensorBoard proxy, admin page).  Bodies are streamed (``BoundedBodyMixin``):
 a handler declares ``max_body_bytes`` and a larger request is answered 413 before
 it is buffered.  Every refusal is a 4xx with a sentence saying why.
@@ -18,7 +18,7 @@ from tornado import httputil, web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tornado.log import gen_log
 
-from nothing.hub_extension.auth import HubUserMixin, authenticate, is_admin, wants_html
+from ..auth import HubUserMixin, authenticate, is_admin, wants_html
 
 __all__ = ["APIHandler", "BoundedBodyMixin", "HubUserMixin", "authenticate", "is_admin", "hub_api", "loads_json",
            "parse_id"]

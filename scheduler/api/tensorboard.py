@@ -9,7 +9,7 @@ who share a JupyterHub group with the owner may open a board; anyone else gets 4
 (as for the runs API, a board never tells whether a run exists).  The first visit
 starts the board (``nothing.scheduler.tensorboard``); the proxy forwards requests to
 it without the caller's cookies or token.  Callers are identified by the service's
-one access rule (``nothing.hub_extension.auth``), and the boards' pages may not be
+one access rule (``nothing.scheduler.auth``), and the boards' pages may not be
 framed by other sites.
 """
 

@@ -6,8 +6,10 @@ admin power always needs a token (or OAuth cookie) that itself carries an admin
 scope: an admin's narrow token (``scopes=["access:services!service=nothing"]``)
 is a normal user's token here.
 
-It lives on the hub side, not in ``nothing.scheduler.api``, because the admin page
-uses it and the hub imports that module for its templates without the scheduler.
+It lives in the service, which owns the objects and enforces who may touch them; the
+hub extension only grants the scopes (roles, OAuth settings).  The names both sides
+agree on (the service's name, the admin scopes) are in ``nothing.common.access``, so
+neither imports the other.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 from jupyterhub.services.auth import HubOAuthenticated
 from tornado import web
 
-from .service import ADMIN_SCOPES, SERVICE_NAME
+from nothing.common.access import ADMIN_SCOPES, SERVICE_NAME
 
 # Pages of the service never show inside another site's frame (clickjacking).
 FRAME_DENY_HEADERS = {"Content-Security-Policy": "frame-ancestors 'none'", "X-Frame-Options": "DENY"}

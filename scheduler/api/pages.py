@@ -1,16 +1,17 @@
-"""The admin page of the GPU cluster, served by the scheduler service at ``<service prefix>admin``.
+"""The service's own pages: the platform's home page at ``<service prefix>`` and the GPU cluster's admin page
+at ``<service prefix>admin``.
 
-Why the service serves it rather than the hub: the data lives in the scheduler, the
+Why the service serves them rather than the hub: the data lives in the scheduler, the
 service already authenticates browsers through the hub (OAuth), and one process
-owns both the page and the API it calls.  The hub links to it from its navigation
-bar through a template override (``TEMPLATE_DIR``, added to
-``c.JupyterHub.template_paths``) and the service is in the hub's Services menu.
+owns both the page and the API it calls.  The hub links to the admin page from its
+navigation bar through its own template override (``nothing.hub_extension.TEMPLATE_DIR``)
+and the service is in the hub's Services menu.
 
-Only JupyterHub admins get the page, and only with a token or cookie that carries
-an admin scope (``nothing.hub_extension.auth``); everyone else gets 403.  The page
-may not be framed by other sites.  The page is static
-HTML plus ``static/admin.js``; the script reads ``api/admin/overview`` and acts
-through ``api/runs/<id>/cancel`` and ``api/runs/<id>/priority``, sending the
+Only JupyterHub admins get the admin page, and only with a token or cookie that carries
+an admin scope (``nothing.scheduler.auth``); everyone else gets 403.  The pages
+may not be framed by other sites.  The admin page is static
+HTML (``templates/admin_body.html``) plus ``static/admin.js``; the script reads ``api/admin/overview``
+and acts through ``api/runs/<id>/cancel`` and ``api/runs/<id>/priority``, sending the
 XSRF token rendered into the page.
 """
 
@@ -22,10 +23,9 @@ from pathlib import Path
 
 from tornado import web
 
-from .auth import HubUserMixin, authenticate, wants_html
+from ..auth import HubUserMixin, authenticate, wants_html
 
 HERE = Path(__file__).parent
-TEMPLATE_DIR = str(HERE / "templates")
 STATIC_DIR = str(HERE / "static")
 
 
