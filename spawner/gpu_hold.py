@@ -64,6 +64,20 @@ class SchedulerGpusMixin:
             raise SchedulerRefusal(503, f"the GPU scheduler cannot be reached ({e}); try again shortly") from None
         return json.loads(response.body) if response.body else None
 
+    async def largest_node_gpus(self) -> int | None:
+        """The largest node's GPUs, from the scheduler (``GET /api/gpus/shape``); ``None`` when it cannot say.
+
+        A notebook runs on one node, so no notebook can get more.  Asked without a token:
+        the spawn form is drawn before the server (and its token) exists.
+        """
+        try:
+            shape = await self._scheduler("GET", "/gpus/shape", auth=False)
+            gpus = shape["largest_node_gpus"]
+        except (RuntimeError, web.HTTPError, ValueError, KeyError, TypeError) as e:
+            self.log.warning("The spawn form cannot ask the scheduler for its nodes' GPUs: %s", e)
+            return None
+        return gpus if isinstance(gpus, int) and not isinstance(gpus, bool) and gpus >= 0 else None
+
     async def hold_gpus(self, count: int, external: bool = False) -> tuple[int, ...]:
         """Ask the scheduler for ``count`` GPUs for this server; raises ``SchedulerRefusal`` with its reason."""
         self.notebook_gpus, self.gpu_release_token = (), ""

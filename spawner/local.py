@@ -146,6 +146,19 @@ def _server_slug(name: str) -> str:
     return slug if slug == name else f"{slug[:40]}_{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
+async def gpu_options_form(spawner: NothingLocalSpawner) -> str:
+    """The spawn form's GPU choice: 0 up to :meth:`NothingLocalSpawner.notebook_gpu_choices`, nothing when that is 0.
+
+    The default ``options_form``; a site may set its own string or callable instead.
+    """
+    most = await spawner.notebook_gpu_choices()
+    if most < 1:
+        return ""
+    options = "".join(f'<option value="{n}">{n}</option>' for n in range(most + 1))
+    return (f'<label for="nothing-gpus">GPUs for this notebook</label> '
+            f'<select id="nothing-gpus" name="gpus" class="form-control">{options}</select>')
+
+
 class NothingLocalSpawner(SchedulerGpusMixin, LocalProcessSpawner):
     easymaker_root = Unicode(
         help="""Folder holding every user's persistent folder (their /root/easymaker).
@@ -257,11 +270,16 @@ class NothingLocalSpawner(SchedulerGpusMixin, LocalProcessSpawner):
 
     @default("options_form")
     def _default_options_form(self):
-        if not self.max_notebook_gpus:
-            return ""
-        return (f'<label for="nothing-gpus">GPUs for this notebook</label> '
-                f'<input id="nothing-gpus" name="gpus" type="number" min="0" max="{self.max_notebook_gpus}" '
-                f'value="0" class="form-control">')
+        return gpu_options_form
+
+    async def notebook_gpu_choices(self) -> int:
+        """The most GPUs the form offers: ``max_notebook_gpus``, and no more than the largest node has.
+
+        When the scheduler cannot say, the form offers up to ``max_notebook_gpus`` and the
+        scheduler's refusal (with its reason) shows on the form if the count is too high.
+        """
+        largest = await self.largest_node_gpus() if self.max_notebook_gpus else None
+        return self.max_notebook_gpus if largest is None else min(self.max_notebook_gpus, largest)
 
     def options_from_form(self, formdata):
         raw = (formdata.get("gpus") or ["0"])[0] or "0"

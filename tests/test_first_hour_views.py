@@ -125,7 +125,12 @@ def test_spawn_form_shows_why_a_notebook_cannot_get_its_gpus(hub, make_user, bro
     context, page = login(browser, hub, name)
     try:
         page.goto(f"{hub.url}/hub/spawn/{name}")
-        page.get_by_label("GPUs for this notebook").fill("5")
+        choice = page.get_by_label("GPUs for this notebook")
+        # Only what the largest node (4 GPUs) can give is offered ...
+        assert choice.locator("option").all_inner_texts() == ["0", "1", "2", "3", "4"]
+        # ... and a form drawn before the cluster shrank still gets the scheduler's reason, not a 500.
+        choice.evaluate("select => select.add(new Option('5', '5'))")
+        choice.select_option("5")
         page.get_by_role("button", name=re.compile("Start")).click()
         expect(page.get_by_text(re.compile("the largest node has 4"))).to_be_visible(timeout=30_000)
         expect(page.get_by_text("Internal Server Error")).to_have_count(0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from .helpers import wait_for_sync
@@ -100,3 +102,35 @@ def test_a_gpu_notebook_that_dies_on_its_own_gives_its_gpus_back(hub, make_user)
     hub.hub_api("GET", f"/users/{name}")
     wait_for_sync(lambda: api("GET", "/notebooks").json()["notebooks"] == [], timeout=60,
                   message="the dead notebook's GPUs to go back")
+
+
+def gpu_choices(html: str) -> list[str]:
+    select = re.search(r'<select id="nothing-gpus" name="gpus"[^>]*>(.*?)</select>', html, re.S)
+    assert select, html[:2000]
+    return re.findall(r'<option value="(\d+)">', select.group(1))
+
+
+def test_the_spawn_form_offers_only_counts_the_largest_node_has(hub, make_user):
+    import requests
+
+    # The test hub's one node has 4 GPUs; max_notebook_gpus is the default 8.
+    r = requests.get(f"{hub.url}/services/nothing/api/gpus/shape", timeout=30)  # no token: the form has none yet
+    assert (r.status_code, r.json()) == (200, {"nodes": 1, "largest_node_gpus": 4})
+    name, _ = make_user("nbform")
+    s = requests.Session()
+    s.get(f"{hub.url}/hub/login", timeout=30)
+    r = s.post(f"{hub.url}/hub/login", data={"username": name, "password": "nothing", "_xsrf": s.cookies["_xsrf"]},
+               timeout=30, allow_redirects=False)
+    assert r.status_code == 302, r.text
+    page = s.get(f"{hub.url}/hub/spawn/{name}", timeout=30)
+    assert page.status_code == 200
+    assert gpu_choices(page.text) == ["0", "1", "2", "3", "4"]
+
+
+async def test_the_form_falls_back_to_max_notebook_gpus_when_the_scheduler_cannot_say():
+    from nothing.spawner.local import NothingLocalSpawner
+
+    closed = {"NOTHING_SERVICE_URL": "http://127.0.0.1:9/services/nothing/"}  # nothing listens on port 9
+    assert gpu_choices(await NothingLocalSpawner(environment=closed, max_notebook_gpus=3).get_options_form()) == [
+        "0", "1", "2", "3"]
+    assert await NothingLocalSpawner(environment=closed, max_notebook_gpus=0).get_options_form() == ""

@@ -1,4 +1,4 @@
-"""/api/gpus: the cluster's GPUs and who holds them."""
+"""/api/gpus: the cluster's GPUs and who holds them; /api/gpus/shape: how big its nodes are, for the spawn form."""
 
 from __future__ import annotations
 
@@ -38,4 +38,19 @@ class GpusHandler(APIHandler):
         self.write_json({"nodes": nodes, "total": total, "busy": busy, "free": total - busy})
 
 
-default_handlers = [(r"/api/gpus/?", GpusHandler)]
+class GpuShapeHandler(APIHandler):
+    """``GET /api/gpus/shape``: the number of nodes and the largest node's GPUs, e.g. ``{"nodes": 3,
+    "largest_node_gpus": 4}``.
+
+    The hub's spawn form asks before the notebook exists (so before it has a token) and offers only the GPU
+    counts a notebook, which runs on one node, can get.  No login: the two numbers are what every spawn form
+    shows anyway, and they say nothing of users, runs or holders.
+    """
+
+    requires_login = False
+
+    async def get(self):
+        self.write_json({"nodes": len(self.scheduler.inventory), "largest_node_gpus": self.scheduler.max_gpus_per_node})
+
+
+default_handlers = [(r"/api/gpus/?", GpusHandler), (r"/api/gpus/shape", GpuShapeHandler)]

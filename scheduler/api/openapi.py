@@ -190,6 +190,12 @@ def document(prefix: str) -> dict:
                     _ID, {"name": "path", "in": "path", "required": True, "schema": {"type": "string"}}])},
             "/gpus": {"get": _op("Nodes and GPUs, free or busy",
                                  {"description": "ok", "content": {"application/json": {"schema": obj}}})},
+            "/gpus/shape": {"get": {
+                "summary": "How many nodes, and the largest node's GPUs (no login: for the hub's spawn form)",
+                "security": [], "responses": {"200": {"description": "ok", "content": {"application/json": {
+                    "schema": {"type": "object", "required": ["nodes", "largest_node_gpus"], "properties": {
+                        "nodes": {"type": "integer", "minimum": 0},
+                        "largest_node_gpus": {"type": "integer", "minimum": 0}}}}}}}}},
             "/runs/{run_id}/copy": {"post": _op("Submit the run's code again with the same settings (owner only)",
                                                 _json(run_ref, "queued"), 400, 404, 409, 413, ok_code="201",
                                                 parameters=[_ID])},
