@@ -82,7 +82,7 @@ try:
 except Exception as e:
     message = "could not fetch the code snapshot: %s" % (e,)
     print(message, file=sys.stderr)
-    with open("/dev/termination-log", "w") as log:
+    with open(os.environ.get("NOTHING_TERMINATION_LOG", "/dev/termination-log"), "w") as log:
         log.write(message[:1000])
     sys.exit(1)
 """
@@ -99,7 +99,7 @@ if requirements and os.path.isfile(requirements):
     code = subprocess.call([sys.executable, "-m", "pip", "install", "--no-input", "--disable-pip-version-check",
                             "--target", os.environ["NOTHING_PACKAGES_DIR"], "-r", requirements])
     if code:
-        with open("/dev/termination-log", "w") as log:
+        with open(os.environ.get("NOTHING_TERMINATION_LOG", "/dev/termination-log"), "w") as log:
             log.write("requirements")
         sys.exit(code)
 procs = int(os.environ.get("NOTHING_PROCS_PER_NODE", "1"))

@@ -183,7 +183,7 @@ class KubernetesExecutor(Executor):
         self._waiting: dict[str, asyncio.Future] = {}
         self._paths: dict[str, RunPaths] = {}
         self._stopping: dict[str, int] = {}
-        self._watchers: list[asyncio.Task] = []
+        self._streams: list[asyncio.Task] = []
         self._tasks: set[asyncio.Task] = set()
         self._followers: dict[str, asyncio.Task] = {}
         self._listed = asyncio.Event()
@@ -414,11 +414,11 @@ class KubernetesExecutor(Executor):
 
     async def stop(self) -> None:
         await super().stop()
-        tasks = [*self._watchers, *self._followers.values(), *self._tasks]
+        tasks = [*self._streams, *self._followers.values(), *self._tasks]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._watchers.clear()
+        self._streams.clear()
         self._followers.clear()
         if self._api is not None and hasattr(self._api, "close"):
             self._api.close()
@@ -430,8 +430,8 @@ class KubernetesExecutor(Executor):
         task.add_done_callback(self._tasks.discard)
 
     def _ensure_watchers(self) -> None:
-        if not self._watchers or all(t.done() for t in self._watchers):
-            self._watchers = [
+        if not self._streams or all(t.done() for t in self._streams):
+            self._streams = [
                 asyncio.ensure_future(self._list_watch(self._jobs_path(), self._on_jobs_listed, self._on_job_event)),
                 asyncio.ensure_future(self._list_watch(self._core_path("pods"), self._on_pods_listed,
                                                        self._on_pod_event)),
