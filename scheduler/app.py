@@ -25,6 +25,8 @@ from traitlets.config import Application
 from . import __version__
 from .accounts import UnixAccounts
 from .api import default_handlers
+from .api.metrics import PrometheusMetrics
+from .tracker import Tracker
 from .db import Database
 from .dispatcher import Dispatcher
 from .executors.local import LocalExecutor
@@ -61,7 +63,7 @@ class NothingScheduler(Application):
     description = "The NothingAI GPU scheduler (a JupyterHub service)."
     version = __version__
     aliases = aliases
-    classes = [LocalExecutor, SlurmExecutor, UnixAccounts, ZombieMonitor, TensorBoardManager]
+    classes = [LocalExecutor, SlurmExecutor, UnixAccounts, ZombieMonitor, TensorBoardManager, Tracker]
 
     config_file = Unicode("", help="A Python config file to load, e.g. nothing_scheduler_config.py").tag(config=True)
 
@@ -178,6 +180,9 @@ class NothingScheduler(Application):
         ``guaranteed_gpus``: GPUs the group can always get back; beyond them it may only borrow idle
         GPUs with ``--preemptible`` runs, which are preempted (newest first) when the owner needs them.
         ``max_gpus``: a hard cap. ``gpu_hours_per_period``: a budget per period. ``fairshare``: weight.
+        ``storage_bytes``: what the runs' folders (outputs, checkpoints, logs, metrics files) may take on
+        disk, e.g. ``{"default_user": {"storage_bytes": 50 * 1000**3}}``; over it new runs are refused
+        (see ``c.Tracker.stop_over_storage_quota`` for running ones).
         """,
     ).tag(config=True)
 
@@ -261,6 +266,7 @@ class NothingScheduler(Application):
         )
         source = NvmlUtilization() if self.gpu_mode_in_use == "nvml" else NoUtilization()
         self.zombies = ZombieMonitor(self.dispatcher, source, parent=self)
+        self.tracker = Tracker(self.db, self.dispatcher, parent=self)
 
     def take_lock(self) -> None:
         """Own the data dir and database before touching either (see ``lock.py``); exit if that is refused."""
@@ -283,6 +289,8 @@ class NothingScheduler(Application):
 
     def make_app(self) -> web.Application:
         prefix = self.service_prefix
+        self.metrics = PrometheusMetrics(self)  # before the first pass, so that every pass is timed
+        self.dispatcher.pass_done.append(self.metrics.pass_seconds.observe)
         handlers = [(prefix + pattern.lstrip("/"), handler) for pattern, handler in default_handlers]
         handlers += [
             (prefix + "oauth_callback", HubOAuthCallbackHandler),
@@ -294,12 +302,14 @@ class NothingScheduler(Application):
             service_prefix=prefix,
             cookie_secret=os.urandom(32),
             log_function=self._log_request,
+            nothing_metrics=self.metrics,
             xsrf_cookie_kwargs={"samesite": "Lax"},
         )
         settings.update(self.tornado_settings)
         return web.Application(handlers, **settings)
 
     def _log_request(self, handler):
+        self.metrics.observe_request(handler)
         status = handler.get_status()
         # The "nothing" logger carries the configured level (traitlets' own logger
         # leaves filtering to its handler, so every debug record would be built).
@@ -320,6 +330,7 @@ class NothingScheduler(Application):
             self.inventory = {i.name: [Gpu(k, "", i.gpu_model or "GPU", 0) for k in range(i.gpus)]
                               for i in self.dispatcher.node_infos}
         self.zombies.start()
+        await self.tracker.start()
         url = urlparse(self.service_url)
         # A client that stops sending half-way through an upload does not hold its connection for ever.
         server = HTTPServer(self.make_app(), max_body_size=self.max_snapshot_bytes * 2 + 1024**2, xheaders=True,
@@ -339,6 +350,7 @@ class NothingScheduler(Application):
             await asyncio.gather(watch, return_exceptions=True)
         server.stop()
         await self.zombies.stop()
+        await self.tracker.stop()
         await self.dispatcher.stop()
         await self.tensorboards.stop_all()
         self.db.close()

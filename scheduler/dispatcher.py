@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import store
 from .db import Database
@@ -29,7 +29,9 @@ from ..common.backoff import Backoff
 from .helper_process import HelperGone, HelperProcess
 from .policy import Allocation, ClusterSnapshot, Node, PendingRun, Policy, best_fit, free_resources
 from .quotas import Quotas
-from .rundir import create_run_dir, give_to_user, hand_over_checkpoints, remove_run_dir, stage_source
+from .rundir import (
+    create_run_dir, give_to_user, hand_over_checkpoints, prepare_checkpoint_input, remove_run_dir, stage_source,
+)
 from .runenv import RunLaunch, RunPaths
 from .snapshot import SnapshotLimits
 from .states import HOLDING, RunState, StopCause, check_transition
@@ -106,6 +108,16 @@ class ActiveRun:
     run_dir: str
     node: str | None = None
     assigned_gpus: tuple[int, ...] = ()
+    # A multi-node run: its shape and every node the policy chose with its GPUs (``node`` and
+    # ``assigned_gpus`` are the first of them); empty for a run on one node.
+    nodes: int = 1
+    gpus_per_node: int = 0
+    procs_per_node: int | None = None
+    torchrun: bool = False
+    placement: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    # --checkpoint RUN[:NAME]: whose checkpoints the run starts from.
+    checkpoint_run: int | None = None
+    checkpoint_name: str | None = None
     started_at: datetime | None = None
     process: Any = None  # the executor's reference to the run's job (``Executor.parse_ref``)
     job_text: str | None = None
@@ -129,10 +141,25 @@ class ActiveRun:
             node=row.node, assigned_gpus=tuple(row.assigned_gpus or ()), started_at=row.started_at,
             job_text=getattr(row, "job_ref", None),
             stop_cause=row.stop_cause,
+            nodes=getattr(row, "nodes", None) or 1, gpus_per_node=getattr(row, "gpus_per_node", None) or 0,
+            procs_per_node=getattr(row, "procs_per_node", None), torchrun=bool(getattr(row, "torchrun", False)),
+            placement=tuple((str(n), tuple(g)) for n, g in (getattr(row, "placement", None) or ())),
+            checkpoint_run=getattr(row, "checkpoint_run", None), checkpoint_name=getattr(row, "checkpoint_name", None),
         )
         if run.state != S.CREATE_IN_PROGRESS:
             run.launched.set()
         return run
+
+    @property
+    def placements(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        """Every (node, GPUs) the run holds: the whole placement, or its one node."""
+        if self.placement:
+            return self.placement
+        return ((self.node, self.assigned_gpus),) if self.node else ()
+
+    @property
+    def held_gpus(self) -> int:
+        return sum(len(gpus) for _, gpus in self.placements)
 
     @cached_property
     def submitted_epoch(self) -> float:
@@ -196,6 +223,10 @@ class Dispatcher:
         self.node_infos: list[NodeInfo] | None = None
         self.inventory_interval = 5.0
         self._inventory_task: asyncio.Task | None = None
+        # Called with a run's id once its end is committed (the tracker reads its files a last time).
+        self.run_ended: list[Callable[[int], None]] = []
+        # Called with each scheduling pass's duration in seconds (the service's Prometheus histogram).
+        self.pass_done: list[Callable[[float], None]] = []
         self._next_id = 1
         self._decide_seconds = 0.0
         self._wake = asyncio.Event()
@@ -271,8 +302,8 @@ class Dispatcher:
                     " (its leftover processes were killed)" if killed else "")
         t = self._transition(run, S.QUEUED, f"{what} before the run's process was started; requeued", now,
                              node=None, assigned_gpus=[], started_at=None, pid=None, process_start=None,
-                             job_ref=None)
-        run.node, run.assigned_gpus, run.process, run.started_at = None, (), None, None
+                             job_ref=None, placement=None)
+        run.node, run.assigned_gpus, run.process, run.started_at, run.placement = None, (), None, None, ()
         return t
 
     async def _persist(self, transitions: list[store.Transition]) -> None:
@@ -297,6 +328,14 @@ class Dispatcher:
                 run = self.active.get(t.run_id)
                 if run is not None and run.state.is_terminal:
                     self.active.pop(t.run_id, None)
+                    for listener in self.run_ended:
+                        listener(t.run_id)
+
+    def _unusable_nodes(self) -> str:
+        """The engine's nodes the policy cannot use now, with the engine's reason ("" when all are up)."""
+        down = [f"{i.name} is {i.state} ({i.reason})" if i.reason else f"{i.name} is {i.state}"
+                for i in self.node_infos or () if i.state != "up"]
+        return "not usable now: " + ", ".join(down) if down else ""
 
     def _apply_inventory(self, infos: list[NodeInfo]) -> None:
         before = {i.name: i.state for i in self.node_infos or ()}
@@ -355,8 +394,11 @@ class Dispatcher:
             # land first, so that one pass serves them all.
             await asyncio.sleep(0)
             self._wake.clear()
+            started = time.perf_counter()
             try:
                 await self._schedule_pass()
+                for observe in self.pass_done:
+                    observe(time.perf_counter() - started)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -407,15 +449,17 @@ class Dispatcher:
         for run in self.active.values():
             if run.state in HOLDING and run.node is not None:
                 started = epoch(run.started_at) if run.started_at else 0.0
-                running.append(Allocation(
-                    run.id, run.owner, run.node, run.assigned_gpus, run.cpus, run.memory_bytes, group=run.group,
-                    preemptible=run.preemptible, started_at=started,
-                    expected_end=started + run.max_seconds if run.max_seconds and run.started_at else None,
-                    stopping=run.state == S.STOP_IN_PROGRESS))
+                for node, gpus in run.placements:  # one Allocation per node of the run
+                    running.append(Allocation(
+                        run.id, run.owner, node, gpus, run.cpus, run.memory_bytes, group=run.group,
+                        preemptible=run.preemptible, started_at=started,
+                        expected_end=started + run.max_seconds if run.max_seconds and run.started_at else None,
+                        stopping=run.state == S.STOP_IN_PROGRESS))
             elif run.state == S.QUEUED:
                 queued.append(PendingRun(run.id, run.owner, run.gpus, run.cpus, run.memory_bytes, run.priority,
                                          run.submitted_epoch, group=run.group, preemptible=run.preemptible,
-                                         max_seconds=run.max_seconds))
+                                         max_seconds=run.max_seconds, nodes=run.nodes,
+                                         gpus_per_node=run.gpus_per_node))
         for hold in self.notebooks.values():
             # Negative ids keep notebooks apart from runs; the policy never preempts them.
             running.append(Allocation(-hold.id, hold.owner, hold.node, hold.gpus, group=hold.group,
@@ -434,10 +478,12 @@ class Dispatcher:
         started = time.perf_counter()
         decisions = self.policy.decide(self.snapshot())
         self._decide_seconds = time.perf_counter() - started
+        unusable = self._unusable_nodes()
         for entry in decisions.waiting:
             run = self.active.get(entry.run_id)
             if run is not None:
-                run.position, run.reason, run.estimated_start = entry.position, entry.reason, entry.estimated_start
+                run.position, run.estimated_start = entry.position, entry.estimated_start
+                run.reason = f"{entry.reason}; {unusable}" if unusable else entry.reason
         for preempt in getattr(decisions, "preemptions", ()):
             victim = self.active.get(preempt.run_id)
             if victim is not None and victim.state == S.RUNNING:
@@ -450,10 +496,17 @@ class Dispatcher:
         for start in decisions.starts:
             run = self.active[start.run_id]
             run.node, run.assigned_gpus, run.position, run.estimated_start = start.node, start.gpus, None, None
+            run.placement = start.placements if len(start.placements) > 1 else ()
             run.launched.clear()
             gpus = ",".join(map(str, start.gpus)) or "none"
-            transitions.append(self._transition(run, S.CREATE_IN_PROGRESS, f"starting on {start.node}, GPUs {gpus}",
-                                                now, node=start.node, assigned_gpus=list(start.gpus)))
+            if run.placement:
+                where = "starting on " + ", ".join(f"{n} (GPUs {','.join(map(str, g)) or 'none'})"
+                                                   for n, g in run.placement)
+                fields = dict(placement=[[n, list(g)] for n, g in run.placement])
+            else:
+                where, fields = f"starting on {start.node}, GPUs {gpus}", {}
+            transitions.append(self._transition(run, S.CREATE_IN_PROGRESS, where, now, node=start.node,
+                                                assigned_gpus=list(start.gpus), **fields))
             starting.append(run)
         await self._persist(transitions)
         results = await asyncio.gather(*(self._launch(run) for run in starting), return_exceptions=True)
@@ -500,8 +553,23 @@ class Dispatcher:
                            run.assigned_gpus, cpus=run.cpus, memory_bytes=run.memory_bytes, node=run.node or "",
                            max_seconds=run.max_seconds,
                            uid=account.uid if account else None, gid=account.gid if account else None,
-                           unix_name=account.name if account else "")
+                           unix_name=account.name if account else "", placement=run.placement,
+                           procs_per_node=run.procs_per_node, torchrun=run.torchrun,
+                           **await self._checkpoint_input(run))
         return await self.executor.launch(launch, run.paths, self.python)
+
+    async def _checkpoint_input(self, run: ActiveRun) -> dict[str, Any]:
+        """``--checkpoint``: the other run's checkpoints as this run's input, read-only where the executor can."""
+        if run.checkpoint_run is None:
+            return {}
+        source = str(self.runs_dir / str(run.checkpoint_run))
+        try:
+            binds, folder = await self.launcher.call_idempotent(
+                prepare_checkpoint_input, run.run_dir, source, run.checkpoint_name, self.executor.readonly_binds)
+        except FileNotFoundError:
+            what = f"checkpoint {run.checkpoint_name}" if run.checkpoint_name else "the checkpoint folder"
+            raise RuntimeError(f"{what} of run {run.checkpoint_run} is gone (deleted since submission)") from None
+        return {"readonly_binds": binds, "checkpoint_input": folder}
 
     def _ref_fields(self, ref) -> dict[str, Any]:
         """The columns that remember a started run's job (``pid`` too, for local processes, for people)."""
@@ -526,8 +594,9 @@ class Dispatcher:
         holders: dict[tuple[str, int], ActiveRun | NotebookHold] = {}
         for run in self.active.values():
             if run.state in HOLDING and run.node:
-                for gpu in run.assigned_gpus:
-                    holders[(run.node, gpu)] = run
+                for node, gpus in run.placements:
+                    for gpu in gpus:
+                        holders[(node, gpu)] = run
         for hold in self.notebooks.values():
             if hold.node != EXTERNAL_NODE:
                 for gpu in hold.gpus:
@@ -584,7 +653,7 @@ class Dispatcher:
 
     def _check_caps(self, owner: str, group: str, gpus: int) -> None:
         held_user = held_group = 0
-        holders = [(r.owner, r.group, len(r.assigned_gpus)) for r in self.active.values() if r.state in HOLDING]
+        holders = [(r.owner, r.group, r.held_gpus) for r in self.active.values() if r.state in HOLDING]
         holders += [(h.owner, h.group, len(h.gpus)) for h in self.notebooks.values()]
         for o, g, n in holders:
             held_user += n if o == owner else 0
@@ -668,13 +737,14 @@ class Dispatcher:
             target, reason = S.FAIL_TRAIN, f"{status.describe()} ({run.node}); not requeued: the run is not --preemptible"
         else:
             target, reason = S.FAIL_TRAIN, status.describe()
-        self._charge(run.owner, run.group, len(run.assigned_gpus), run.started_at, now, finished=target != S.QUEUED)
+        self._charge(run.owner, run.group, run.held_gpus, run.started_at, now, finished=target != S.QUEUED)
         if target == S.QUEUED:
             await self.helper.call_idempotent(hand_over_checkpoints, run.run_dir)
             reason += "; requeued with its checkpoints in EM_CHECKPOINT_INPUT_DIR"
             t = self._transition(run, S.QUEUED, reason, now, node=None, assigned_gpus=[], pid=None,
-                                 process_start=None, job_ref=None, stop_cause=None, started_at=None)
+                                 process_start=None, job_ref=None, stop_cause=None, started_at=None, placement=None)
             run.node, run.assigned_gpus, run.process, run.stop_cause, run.started_at = None, (), None, None, None
+            run.placement = ()
             for timer in run.timers:
                 timer.cancel()
             run.timers.clear()

@@ -82,6 +82,8 @@ class Run(Base):
     metric_points: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     log_read_offset: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     report_read_offset: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Checkpoints registered with ``nothing.save(name, step)``: {name: step}.
+    checkpoint_steps: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     # Bytes the run's folder takes on disk, measured (storage quotas count them).
     disk_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # --checkpoint RUN[:CHECKPOINT]

@@ -13,7 +13,7 @@ from .fairshare import FairShareConfig, FairSharePolicy
 from .policy import Policy, PriorityFifoPolicy
 from .quotas import Quota, Quotas
 
-QUOTA_KEYS = {"guaranteed_gpus", "max_gpus", "gpu_hours_per_period", "fairshare"}
+QUOTA_KEYS = {"guaranteed_gpus", "max_gpus", "gpu_hours_per_period", "fairshare", "storage_bytes"}
 TOP_KEYS = {"groups", "users", "default_group", "default_user", "period_days"}
 
 

@@ -30,12 +30,15 @@ class Quota:
     budget period, new runs wait for the next period.
     ``fairshare``: relative weight in fair share (default: ``guaranteed_gpus`` if
     set, else 1).
+    ``storage_bytes``: what the runs' folders (outputs, checkpoints, logs) may take
+    on disk together; new runs are refused over it (``storage.StorageAccounts``).
     """
 
     guaranteed_gpus: int | None = None
     max_gpus: int | None = None
     gpu_hours_per_period: float | None = None
     fairshare: float | None = None
+    storage_bytes: int | None = None
 
     @property
     def weight(self) -> float:

@@ -113,6 +113,62 @@ def stored_code(root: str, uid: int | None = None, gid: int | None = None) -> by
 def remove_run_dir(root: str) -> None:
     shutil.rmtree(root, ignore_errors=True)
     shutil.rmtree(RunPaths(Path(root)).control, ignore_errors=True)
+    shutil.rmtree(RunPaths(Path(root)).mounts, ignore_errors=True)
+
+
+def prepare_checkpoint_input(root: str, source_root: str, name: str | None,
+                             bind: bool) -> tuple[tuple[tuple[str, str], ...], str]:
+    """Make another run's checkpoints (all, or the one called ``name``) this run's input.
+
+    Returns the read-only binds for the executor and the ``EM_CHECKPOINT_INPUT_DIR`` to
+    use ("": the run's own).  With ``bind``, the mount points are made under the run's
+    ``mounts`` folder, root's all the way up; without, the checkpoints are hard-linked
+    into the run's own input folder (no copy, but not read-only).  A run that was
+    preempted keeps its own checkpoints as input instead.  A checkpoint that is gone
+    raises FileNotFoundError.
+    """
+    paths, source = RunPaths(Path(root)), RunPaths(Path(source_root))
+    if paths.checkpoint_input.is_dir() and any(os.scandir(paths.checkpoint_input)):
+        return (), ""
+    origin = source.checkpoints / name if name else source.checkpoints
+    st = os.lstat(origin)
+    if stat.S_ISLNK(st.st_mode):
+        raise FileNotFoundError(f"checkpoint {name} of run {source.root.name} is a link")
+    if not bind:
+        fd = os.open(origin if stat.S_ISDIR(st.st_mode) else origin.parent, _DIR_FLAGS)
+        target = os.open(paths.checkpoint_input, _DIR_FLAGS)
+        try:
+            if stat.S_ISDIR(st.st_mode) and not name:
+                _link_tree(fd, target)
+            elif stat.S_ISDIR(st.st_mode):
+                os.mkdir(name, 0o700, dir_fd=target)
+                inner = os.open(name, _DIR_FLAGS, dir_fd=target)
+                try:
+                    _link_tree(fd, inner)
+                finally:
+                    os.close(inner)
+            else:
+                os.link(name, name, src_dir_fd=fd, dst_dir_fd=target, follow_symlinks=False)
+        finally:
+            os.close(fd)
+            os.close(target)
+        return (), ""
+    top = paths.mounts.parent
+    top.mkdir(mode=0o711, exist_ok=True)
+    top.chmod(0o711)
+    _remove(paths.mounts)
+    paths.mounts.mkdir()
+    paths.mounts.chmod(0o711)  # modes set after the fact: the service's umask is 077
+    folder = paths.mounts / "checkpoints"
+    folder.mkdir()
+    folder.chmod(0o755)
+    point = folder / name if name else folder
+    if name and stat.S_ISDIR(st.st_mode):
+        point.mkdir()
+        point.chmod(0o755)
+    elif name:
+        os.close(os.open(point, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
+    return ((str(origin), str(point)),), str(folder)
 
 
 def hand_over_checkpoints(root: str) -> None:

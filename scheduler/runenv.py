@@ -70,6 +70,17 @@ class RunPaths:
         return self.root / "output.log"
 
     @cached_property
+    def mounts(self) -> Path:
+        """Root's mount points for the run's read-only inputs (``<data>/mounts/<id>``): no part of the path is
+        the user's, so no link of theirs can redirect a mount."""
+        return self.root.parent.parent / "mounts" / self.root.name
+
+    @cached_property
+    def report_file(self) -> Path:
+        """Where ``nothing.report()`` appends its JSON lines (the run writes it; the tracker reads it)."""
+        return self.root / "metrics.jsonl"
+
+    @cached_property
     def launch_file(self) -> Path:
         return self.control / "launch.json"
 
@@ -102,6 +113,24 @@ class RunLaunch:
     unix_name: str = ""
     node: str = ""  # where the policy placed it
     max_seconds: int | None = None
+    # A run on several nodes: every node the policy chose with its GPUs (the first is ``node``/``gpus``),
+    # the processes per node (None: one) and whether torchrun launches them.
+    placement: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    procs_per_node: int | None = None
+    torchrun: bool = False
+    # Read-only inputs: (source, target) folders or files bound read-only where the executor can
+    # (a mount namespace of the run's own), and EM_CHECKPOINT_INPUT_DIR when it is not the run's own folder.
+    readonly_binds: tuple[tuple[str, str], ...] = ()
+    checkpoint_input: str = ""
+
+    @property
+    def distributed(self) -> bool:
+        """Whether the run needs more than one process (or a launcher) and so the distributed environment."""
+        return len(self.placement) > 1 or self.torchrun or (self.procs_per_node or 1) > 1
+
+    @property
+    def processes_per_node(self) -> int:
+        return self.procs_per_node or 1
 
 
 def entry_argv(python: str, launch: RunLaunch) -> list[str]:
@@ -131,6 +160,7 @@ def build_environment(base: dict[str, str], launch: RunLaunch, paths: RunPaths, 
             "EM_CHECKPOINT_DIR": str(paths.checkpoints),
             "EM_CHECKPOINT_INPUT_DIR": str(paths.checkpoint_input),
             "EM_TENSORBOARD_LOG_DIR": str(paths.tensorboard),
+            "NOTHING_METRICS_FILE": str(paths.report_file),
             "EM_DATASETS": "{}",
             "EM_HPS": json.dumps({k: str(v) for k, v in launch.hyperparameters.items()}),
             "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
@@ -138,6 +168,8 @@ def build_environment(base: dict[str, str], launch: RunLaunch, paths: RunPaths, 
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if launch.checkpoint_input:
+        env["EM_CHECKPOINT_INPUT_DIR"] = launch.checkpoint_input
     if launch.unix_name:
         env["USER"] = env["LOGNAME"] = launch.unix_name
     for key, value in launch.hyperparameters.items():
@@ -146,3 +178,93 @@ def build_environment(base: dict[str, str], launch: RunLaunch, paths: RunPaths, 
         existing = base.get("PYTHONPATH")
         env["PYTHONPATH"] = str(paths.packages) + (":" + existing if existing else "")
     return env
+
+
+# -- distributed runs ---------------------------------------------------------------------------------
+
+TORCHRUN_MODULE = "torch.distributed.run"  # what the ``torchrun`` script runs; needs no script on PATH
+
+
+@dataclass(frozen=True)
+class RankLayout:
+    """Where the processes of a distributed run go.
+
+    ``hosts`` are the addresses of its nodes in node-rank order (the first hosts
+    rank 0, the rendezvous and ``MASTER_ADDR``); each node runs ``procs_per_node``
+    processes, or with ``torchrun`` one launcher that starts that many workers.
+    ``master_port`` is the rendezvous port on the first node; TensorFlow's workers
+    listen on ``master_port + 1 + rank``.
+    """
+
+    hosts: tuple[str, ...]
+    procs_per_node: int = 1
+    master_port: int = 29500
+    torchrun: bool = False
+    run_id: int = 0
+
+    @property
+    def world_size(self) -> int:
+        return len(self.hosts) * self.procs_per_node
+
+    @property
+    def tasks_per_node(self) -> int:
+        """Processes the engine starts on each node: the launcher alone with torchrun."""
+        return 1 if self.torchrun else self.procs_per_node
+
+
+def tf_config(layout: RankLayout, rank: int) -> dict:
+    """``TF_CONFIG`` as TensorFlow's MultiWorkerMirroredStrategy reads it: every worker, and which one this is."""
+    workers = [f"{host}:{layout.master_port + 1 + node * layout.procs_per_node + local}"
+               for node, host in enumerate(layout.hosts) for local in range(layout.procs_per_node)]
+    return {"cluster": {"worker": workers}, "task": {"type": "worker", "index": rank}}
+
+
+def rank_environment(layout: RankLayout, node_rank: int, local_rank: int) -> dict[str, str]:
+    """The variables one process of a distributed run gets (the torch.distributed and TensorFlow names).
+
+    With ``torchrun`` the process is the node's launcher: it gets only ``NODE_RANK``;
+    torchrun gives its workers the rest.
+    """
+    if not 0 <= node_rank < len(layout.hosts) or not 0 <= local_rank < layout.tasks_per_node:
+        raise ValueError(f"no process {local_rank} on node {node_rank} in {layout}")
+    if layout.torchrun:
+        return {"NODE_RANK": str(node_rank), "NNODES": str(len(layout.hosts))}
+    rank = node_rank * layout.procs_per_node + local_rank
+    return {
+        "MASTER_ADDR": layout.hosts[0],
+        "MASTER_PORT": str(layout.master_port),
+        "WORLD_SIZE": str(layout.world_size),
+        "RANK": str(rank),
+        "LOCAL_RANK": str(local_rank),
+        "LOCAL_WORLD_SIZE": str(layout.procs_per_node),
+        "NODE_RANK": str(node_rank),
+        "NNODES": str(len(layout.hosts)),
+        "TF_CONFIG": json.dumps(tf_config(layout, rank), separators=(",", ":")),
+    }
+
+
+def torchrun_argv(python: str, launch: RunLaunch, layout: RankLayout, node_rank: int) -> list[str]:
+    """The torchrun launcher of node ``node_rank``: ``python -m torch.distributed.run`` with the whole layout."""
+    options = [f"--nnodes={len(layout.hosts)}", f"--nproc-per-node={layout.procs_per_node}",
+               "--rdzv-backend=c10d", f"--rdzv-endpoint={layout.hosts[0]}:{layout.master_port}",
+               f"--rdzv-id=run-{layout.run_id}", f"--node-rank={node_rank}", "--max-restarts=0"]
+    entry = entry_argv(python, launch)
+    if launch.entry_point.endswith(".py"):
+        script = entry[2:]  # torchrun runs it under its own interpreter (unbuffered: PYTHONUNBUFFERED=1)
+    else:
+        script = ["--no-python", *entry]
+    return [python, "-m", TORCHRUN_MODULE, *options, *script]
+
+
+def rank_plan(python: str, launch: RunLaunch, layout: RankLayout, nodes: tuple[str, ...]) -> list[dict]:
+    """Every process of the run, in the engine's task order (node by node): its node (by the engine's name),
+    ranks, extra environment and command line.  ``nodes[k]`` is the engine's name of ``layout.hosts[k]``."""
+    if len(nodes) != len(layout.hosts):
+        raise ValueError(f"{len(nodes)} node names for {len(layout.hosts)} hosts")
+    plan = []
+    for node_rank, node in enumerate(nodes):
+        for local_rank in range(layout.tasks_per_node):
+            argv = torchrun_argv(python, launch, layout, node_rank) if layout.torchrun else entry_argv(python, launch)
+            plan.append({"task": len(plan), "node": node, "node_rank": node_rank, "local_rank": local_rank,
+                         "env": rank_environment(layout, node_rank, local_rank), "argv": argv})
+    return plan

@@ -16,6 +16,7 @@ import posixpath
 import re
 from typing import Any
 
+from .metrics import RuleError, parse_rules, rules_to_json
 from ..common import spec as common_spec
 from ..common.spec import HP_KEY, ValueProblem
 from ..common.spec import short as _short
@@ -24,6 +25,8 @@ from .runenv import hp_env_name
 FIELDS = {
     "name", "experiment", "entry_point", "args", "hyperparameters",
     "gpus", "cpus", "memory", "priority", "max_time", "group", "preemptible",
+    "metrics", "checkpoint",
+    "nodes", "gpus_per_node", "procs_per_node", "torchrun",
 }
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\- ]{0,99}")
 _WHOLE = re.compile(r"\s*[+-]?[0-9]{1,19}\s*")
@@ -161,7 +164,8 @@ def parse_group(value: Any, user_groups: list[str]) -> str:
 
 
 def parse_submission(body: dict, max_gpus_per_node: int, max_cpus_per_node: int, is_admin: bool,
-                     user_groups: list[str] | None = None) -> dict[str, Any]:
+                     user_groups: list[str] | None = None, cluster_nodes: int = 1) -> dict[str, Any]:
+    """The values of a new run; ``cluster_nodes`` is how many nodes the cluster has (multi-node runs need them)."""
     unknown = sorted(set(body) - FIELDS - {"archive"})
     if unknown:
         shown = [k if k.isprintable() and len(k) <= 40 else _short(k, 40) for k in unknown[:10]]
@@ -179,10 +183,7 @@ def parse_submission(body: dict, max_gpus_per_node: int, max_cpus_per_node: int,
     if size > MAX_LAUNCH_BYTES:
         raise SpecError(f"args and hyperparameters take {size} bytes of the run's command line and environment "
                         f"(each hyperparameter counts three times); the limit is {MAX_LAUNCH_BYTES}")
-    gpus = _int(body, "gpus", 0, 0)
-    if gpus > max_gpus_per_node:
-        raise SpecError(f"asks for {gpus} GPUs, but the largest node has {max_gpus_per_node}; "
-                        "multi-node runs are not available on this cluster")
+    gpus, shape = parse_shape(body, max_gpus_per_node, cluster_nodes)
     cpus = _int(body, "cpus", 1, 0)
     if cpus > max_cpus_per_node:
         raise SpecError(f"asks for {cpus} CPUs, but the largest node has {max_cpus_per_node}")
@@ -206,4 +207,83 @@ def parse_submission(body: dict, max_gpus_per_node: int, max_cpus_per_node: int,
         "memory_bytes": parse_memory(body.get("memory") or 0),
         "priority": priority,
         "max_seconds": parse_duration(max_time) if max_time not in (None, "", 0) else None,
+        **shape,
+        "metric_rules": parse_metric_rules(body.get("metrics")),
+        **parse_checkpoint(body.get("checkpoint")),
     }
+
+
+def parse_metric_rules(raw: Any) -> list | None:
+    """``metrics``: names with a regular expression each (EasyMaker's 지표 이름 / 지표 형식), or None."""
+    try:
+        return rules_to_json(parse_rules(raw))
+    except RuleError as e:
+        raise SpecError(str(e)) from None
+
+
+_CHECKPOINT = re.compile(r"\s*([0-9]{1,18})(?::(.{1,1024}))?\s*", re.DOTALL)
+
+
+def parse_checkpoint(raw: Any) -> dict[str, Any]:
+    """``checkpoint``: ``RUN`` (all its checkpoints) or ``RUN:NAME`` (one of them) to start from."""
+    if raw in (None, ""):
+        return {"checkpoint_run": None, "checkpoint_name": None}
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = str(raw)
+    m = _CHECKPOINT.fullmatch(raw) if isinstance(raw, str) else None
+    name = m.group(2) if m else None
+    if not m or (name is not None and ("/" in name or name in (".", "..") or "\0" in name or not _encodable(name))):
+        raise SpecError(f"checkpoint must be RUN or RUN:CHECKPOINT (a run id and, optionally, one entry of its "
+                        f"checkpoint folder, e.g. 12:epoch-3.pt), not {_short(raw)}")
+    return {"checkpoint_run": int(m.group(1)), "checkpoint_name": name}
+
+
+MAX_NODES = 256
+MAX_PROCS_PER_NODE = 64
+MAX_WORLD_SIZE = 1024
+
+
+def parse_shape(body: dict, max_gpus_per_node: int, cluster_nodes: int) -> tuple[int, dict[str, Any]]:
+    """The run's GPUs in all, and its shape: ``nodes`` x ``gpus_per_node`` (0: not shaped, one node),
+    ``procs_per_node`` (None: one process per node) and ``torchrun``.
+
+    A run on several nodes needs GPUs on each (``gpus_per_node``, or ``gpus`` that divide evenly);
+    then ``gpus`` is ``nodes * gpus_per_node``.  ``cluster_nodes`` nodes exist to place it on.
+    """
+    nodes = _int(body, "nodes", 1, 1, MAX_NODES)
+    gpus_per_node = _int(body, "gpus_per_node", 0, 0)
+    gpus = _int(body, "gpus", 0, 0)
+    given = body.get("gpus") not in (None, 0, "0")
+    if nodes > max(cluster_nodes, 1):
+        have = f"only {cluster_nodes} node" + ("s" if cluster_nodes != 1 else "")
+        raise SpecError(f"asks for {nodes} nodes, but this cluster has {have}; a multi-node run needs that many "
+                        "nodes (ask for fewer, or ask an admin to add nodes)")
+    if nodes > 1 and not gpus_per_node:
+        if not given or gpus % nodes:
+            raise SpecError(f"a run on {nodes} nodes needs gpus_per_node (the GPUs it takes on each node, at "
+                            f"least 1), e.g. nodes={nodes}, gpus_per_node=1" +
+                            (f"; {gpus} GPUs do not split evenly over {nodes} nodes" if given else ""))
+        gpus_per_node = gpus // nodes
+    if gpus_per_node:
+        if gpus_per_node > max_gpus_per_node:
+            raise SpecError(f"asks for {gpus_per_node} GPUs per node, but the largest node has {max_gpus_per_node}")
+        if given and gpus != nodes * gpus_per_node:
+            raise SpecError(f"gpus ({gpus}) must be nodes x gpus_per_node ({nodes} x {gpus_per_node} = "
+                            f"{nodes * gpus_per_node}), or be left out")
+        gpus = nodes * gpus_per_node
+    elif gpus > max_gpus_per_node:
+        raise SpecError(f"asks for {gpus} GPUs, but the largest node has {max_gpus_per_node}; " + (
+            f"to use several nodes ask for nodes and gpus_per_node, e.g. nodes={-(-gpus // max_gpus_per_node)}, "
+            f"gpus_per_node={max_gpus_per_node}" if cluster_nodes > 1 and max_gpus_per_node
+            else "multi-node runs are not available on this cluster"))
+    procs = body.get("procs_per_node")
+    procs_per_node = None if procs in (None, "") else _int(body, "procs_per_node", 1, 1, MAX_PROCS_PER_NODE)
+    torchrun = body.get("torchrun", False)
+    if not isinstance(torchrun, bool):
+        raise SpecError(f"torchrun must be true or false, not {_short(torchrun)}")
+    world = nodes * (procs_per_node or 1)
+    if world > MAX_WORLD_SIZE:
+        raise SpecError(f"{nodes} nodes x {procs_per_node} processes is {world} processes; at most "
+                        f"{MAX_WORLD_SIZE} processes per run")
+    return gpus, {"nodes": nodes, "gpus_per_node": gpus_per_node, "procs_per_node": procs_per_node,
+                  "torchrun": torchrun}

@@ -84,6 +84,7 @@ class StopCause(str, enum.Enum):
     MAX_TIME = "max_time"
     PREEMPT = "preempt"
     ZOMBIE = "zombie"
+    STORAGE = "storage_quota"
 
     def final_state(self) -> RunState:
         return {
@@ -91,4 +92,5 @@ class StopCause(str, enum.Enum):
             StopCause.MAX_TIME: S.FAIL_TRAIN,
             StopCause.PREEMPT: S.QUEUED,
             StopCause.ZOMBIE: S.STOPPED,
+            StopCause.STORAGE: S.STOPPED,
         }[self]

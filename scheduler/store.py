@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from .orm import NotebookGpus, Run, RunEvent
 from .states import ACTIVE, RunState
+from .tracking_store import ensure_experiment
 
 
 @dataclass
@@ -85,6 +86,7 @@ def insert_run(session: Session, run_id: int, values: dict[str, Any], run_dir: s
         dict(run_id=run_id, at=at, from_state=RunState.CREATE_REQUESTED, to_state=RunState.QUEUED,
              reason="snapshot checked and stored; waiting to be scheduled"),
     ])
+    ensure_experiment(session, row["owner"], row["experiment"], row["group"], at)  # every run belongs to one
     return SimpleNamespace(**row)
 
 

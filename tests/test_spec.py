@@ -28,7 +28,8 @@ def test_submission_defaults():
     values = parse_submission({"entry_point": "./train.py"}, 4, 8, is_admin=False)
     assert values == {"name": "", "experiment": "default", "entry_point": "train.py", "args": [],
                       "hyperparameters": {}, "gpus": 0, "cpus": 1, "memory_bytes": 0, "priority": 0,
-                      "max_seconds": None, "group": "", "preemptible": False}
+                      "max_seconds": None, "group": "", "preemptible": False, "metric_rules": None,
+                      "checkpoint_run": None, "checkpoint_name": None}
 
 
 def test_runs_are_charged_to_one_of_the_users_groups():

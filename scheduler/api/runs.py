@@ -14,13 +14,16 @@ from urllib.parse import quote
 
 from tornado import iostream, web
 
-from .. import store
+from .. import store, tracking_store
+from ..checkpoints import list_checkpoints
 from ..dispatcher import RunNotActive
 from ..orm import CLIENT_KEY_MAX, Run
+from ..rundir import remove_run_dir
 from ..runenv import RunPaths
 from ..snapshot import SnapshotError
 from ..spec import SpecError, parse_submission
 from ..states import RunState
+from ..tracker import StorageQuotaExceeded
 from .base import APIHandler, loads_json, parse_id
 
 LOG_CHUNK = 64 * 1024
@@ -56,8 +59,20 @@ def run_model(row: Run, live: dict | None = None) -> dict:
         "ended_at": _iso(row.ended_at),
         "node": row.node,
         "assigned_gpus": row.assigned_gpus,
+        # Multi-node runs: the shape asked for, and every node with its GPUs once placed.
+        "nodes": getattr(row, "nodes", None) or 1,
+        "gpus_per_node": getattr(row, "gpus_per_node", None) or 0,
+        "procs_per_node": getattr(row, "procs_per_node", None),
+        "torchrun": bool(getattr(row, "torchrun", False)),
+        "placement": getattr(row, "placement", None) or ([[row.node, row.assigned_gpus]] if row.node else []),
         "exit_code": row.exit_code,
         "snapshot_bytes": row.snapshot_bytes,
+        # What the run leaves behind: metric rules and summary (latest, min, max per metric), disk use.
+        "metrics": getattr(row, "metric_rules", None),
+        "metric_summary": getattr(row, "metric_summary", None) or {},
+        "disk_bytes": getattr(row, "disk_bytes", None) or 0,
+        "checkpoint": (f"{row.checkpoint_run}" + (f":{row.checkpoint_name}" if row.checkpoint_name else "")
+                       if getattr(row, "checkpoint_run", None) is not None else None),
     }
     if live:
         model.update(live)
@@ -92,6 +107,18 @@ class RunAccessMixin:
             raise web.HTTPError(404, f"run {run_id} not found")
         return row
 
+    async def _check_checkpoint_source(self, run_id: int, name: str | None) -> None:
+        """``--checkpoint``: a run the caller may see, and the checkpoint, when named, one it has."""
+        source = await self.dispatcher.db.run(store.get_run, run_id)
+        if source is None or (source.owner != self.username and not self.is_admin):
+            raise web.HTTPError(400, f"checkpoint: run {run_id} not found")
+        if name is not None:
+            folder = RunPaths(Path(source.run_dir)).checkpoints
+            names = {c["raw_name"] for c in await asyncio.to_thread(list_checkpoints, str(folder))}
+            if name not in names:
+                raise web.HTTPError(400, f"checkpoint: run {run_id} has no checkpoint {name[:200]!r} "
+                                         f"(see nothing model ls {run_id})")
+
     def model(self, row: Run) -> dict:
         active = self.dispatcher.active.get(row.id)
         return run_model(row, active.live_fields() if active else None)
@@ -105,13 +132,19 @@ class RunAccessMixin:
         sched = self.scheduler
         try:
             values = parse_submission(body, sched.max_gpus_per_node, sched.max_cpus_per_node, self.is_admin,
-                                      self.current_user.get("groups") or [])
+                                      self.current_user.get("groups") or [], cluster_nodes=len(sched.inventory))
         except SpecError as e:
             raise web.HTTPError(400, str(e)) from None
         if len(archive) > sched.max_snapshot_bytes:
             raise web.HTTPError(413, f"{what} is {len(archive)} bytes; the limit is "
                                      f"{sched.max_snapshot_bytes} bytes (add large files to .nothingignore)")
         values.update(owner=self.username, snapshot_bytes=len(archive))
+        try:
+            sched.tracker.check_submission(self.username, values["group"])
+        except StorageQuotaExceeded as e:
+            raise web.HTTPError(403, str(e)) from None
+        if values.get("checkpoint_run") is not None:
+            await self._check_checkpoint_source(values["checkpoint_run"], values.get("checkpoint_name"))
         if client_key is not None:
             values["client_key"] = client_key
         try:
@@ -199,9 +232,46 @@ class RunsHandler(RunAccessMixin, APIHandler):
             raise web.HTTPError(400, "'archive' is not valid base64") from None
 
 
-class RunHandler(RunAccessMixin, APIHandler):
+class RunDeleteMixin:
+    async def delete_run(self, row: Run, stop: bool) -> None:
+        """Remove a run: its rows, folder, log, TensorBoard files, checkpoints and metrics; 409 with the reason
+        while it is active (unless ``stop``) or while something else needs it."""
+        dispatcher = self.dispatcher
+        if row.id in dispatcher.active:
+            if not stop:
+                raise web.HTTPError(409, f"run {row.id} is {dispatcher.active[row.id].state.value}: stop it first "
+                                         f"(nothing cancel {row.id}), or delete with ?stop=true")
+            try:
+                await dispatcher.cancel(row.id, by=self.username)
+            except RunNotActive:
+                pass
+            deadline = dispatcher.kill_grace_seconds + 30
+            waited = 0.0
+            while row.id in dispatcher.active and waited < deadline:
+                await asyncio.sleep(0.1)
+                waited += 0.1
+            if row.id in dispatcher.active:
+                raise web.HTTPError(409, f"run {row.id} is still stopping; delete it once it has ended")
+            row = await dispatcher.db.run(store.get_run, row.id)
+        blockers = await dispatcher.db.run(tracking_store.run_deletion_blockers, row.id)
+        if blockers:
+            raise web.HTTPError(409, f"run {row.id} cannot be deleted: {'; '.join(blockers)}")
+        await dispatcher.helper.call_idempotent(remove_run_dir, row.run_dir)
+        if not await dispatcher.db.run(tracking_store.delete_run, row.id):
+            raise web.HTTPError(409, f"run {row.id} cannot be deleted: another run started from it meanwhile")
+        self.scheduler.tracker.forget(row.id, row.owner, row.group or "", row.disk_bytes or 0)
+
+
+class RunHandler(RunDeleteMixin, RunAccessMixin, APIHandler):
     async def get(self, run_id):
         self.write_json(self.model(await self.get_visible_run(run_id)))
+
+    async def delete(self, run_id):
+        """As in the seed, an active run must be stopped first: ``?stop=true`` stops it, then deletes it."""
+        row = await self.get_visible_run(run_id)
+        await self.delete_run(row, self.get_argument("stop", "0") in ("1", "true"))
+        self.set_status(204)
+        self.finish()
 
 
 class CancelHandler(RunAccessMixin, APIHandler):

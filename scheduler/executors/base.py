@@ -45,18 +45,24 @@ class ExitStatus:
     requirements.txt failed), ``killed`` (the run's parent died by a signal before
     it could record anything), ``oom`` (the kernel killed a process of the run at
     its memory limit, ``memory_limit`` bytes) or ``lost`` (the process vanished
-    while nobody watched).
+    while nobody watched).  ``detail`` names the process of a distributed run the
+    status is about (``rank 1 on node2``); it leads the description.
     """
 
     phase: str
     exit_code: int | None
     memory_limit: int = 0
+    detail: str = ""
 
     @property
     def succeeded(self) -> bool:
         return self.phase == "entry" and self.exit_code == 0
 
     def describe(self) -> str:
+        text = self._describe()
+        return f"{self.detail}: {text}" if self.detail else text
+
+    def _describe(self) -> str:
         if self.phase == "requirements":
             return f"installing requirements.txt failed (pip exited with code {self.exit_code}); see the log"
         if self.phase == "lost":
@@ -156,6 +162,12 @@ class Executor(LoggingConfigurable):
 
     async def leftovers(self, run_id: int) -> bool:
         """Kill whatever of a run is left after a start that failed; True if anything was."""
+        return False
+
+    @property
+    def readonly_binds(self) -> bool:
+        """Whether this engine binds ``RunLaunch.readonly_binds`` read-only into the run; where it does not,
+        inputs such as ``--checkpoint`` are hard-linked into the run's own folder instead."""
         return False
 
     async def inventory(self) -> list[NodeInfo] | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -29,6 +30,8 @@ from ..runenv import RunLaunch, RunPaths, build_environment, entry_argv
 from .base import Executor, ExitStatus, ProcessRef, read_exit_file
 
 SHIM = str(Path(__file__).with_name("runshim.sh"))
+RBIND = str(Path(__file__).with_name("rbind.sh"))
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 log = logging.getLogger(__name__)
 
 
@@ -95,6 +98,11 @@ class LocalExecutor(Executor):
                             "and --memory/--cpus are not enforced", self._cgroups.why)
         return self._cgroups if self._cgroups.available else None
 
+    @property
+    def readonly_binds(self) -> bool:
+        """Whether runs can get read-only inputs bound in a mount namespace of their own (needs root)."""
+        return os.geteuid() == 0
+
     def tracking_note(self) -> str:
         if self.cgroups is not None:
             return ""
@@ -116,6 +124,10 @@ class LocalExecutor(Executor):
         argv = ["/bin/sh", SHIM, str(paths.source), str(paths.exit_file),
                 str(requirements) if has_requirements else "", python, str(paths.packages), owner,
                 " ".join(cg.procs_files) if cg else "", "--", *entry_argv(python, launch)]
+        if launch.readonly_binds:
+            pairs = [part for bind in launch.readonly_binds for part in bind]
+            argv = [shutil.which("unshare", path=SYSTEM_PATH) or "unshare", "--mount", "--propagation", "private", "--", "/bin/sh", RBIND,
+                    str(len(launch.readonly_binds)), *pairs, "--", *argv]
         env = build_environment(self.base_environment(), launch, paths, has_requirements)
         pid, start = await helper.spawn(argv, env, str(paths.log), str(paths.pid_file))
         ref = ProcessRef(pid, start, launch.run_id)

@@ -43,6 +43,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("metric_points", sa.Integer, nullable=False, server_default="0"))
         batch.add_column(sa.Column("log_read_offset", sa.BigInteger, nullable=False, server_default="0"))
         batch.add_column(sa.Column("report_read_offset", sa.BigInteger, nullable=False, server_default="0"))
+        # Checkpoints registered with nothing.save(name, step): {name: step}.
+        batch.add_column(sa.Column("checkpoint_steps", sa.JSON, nullable=True))
         # Bytes the run's folder takes on disk, measured; what storage quotas count.
         batch.add_column(sa.Column("disk_bytes", sa.BigInteger, nullable=False, server_default="0"))
         # --checkpoint RUN[:CHECKPOINT]: the run (and checkpoint) a new run starts from.
@@ -65,7 +67,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("runs") as batch:
         for column in ("metric_rules", "metric_summary", "metric_points", "log_read_offset", "report_read_offset",
-                       "disk_bytes", "checkpoint_run", "checkpoint_name", "nodes", "gpus_per_node",
+                       "checkpoint_steps", "disk_bytes", "checkpoint_run", "checkpoint_name", "nodes", "gpus_per_node",
                        "procs_per_node", "torchrun", "placement"):
             batch.drop_column(column)
     op.drop_index("ix_metric_points_run_name_step", "metric_points")

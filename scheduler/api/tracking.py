@@ -1,0 +1,149 @@
+"""What a run leaves behind: its metrics (JSON or CSV), its checkpoints (NSML's model ls / rm), storage use.
+
+Every route goes through ``get_visible_run``: a run that is not the caller's is
+404, for metrics and checkpoints as for the run itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tornado import web
+
+from .. import tracking_store as ts
+from ..checkpoints import check_patterns, disk_bytes, list_checkpoints, remove_checkpoints
+from ..metrics import json_number
+from ..runenv import RunPaths
+from .base import APIHandler
+from .runs import RunAccessMixin
+
+MAX_POINTS = 1_000_000
+MAX_NAMES = 100
+
+
+def _paths(row) -> RunPaths:
+    return RunPaths(Path(row.run_dir))
+
+
+def _value(value: float | None):
+    return "NaN" if value is None else json_number(value)
+
+
+def _iso_epoch(at: float) -> str:
+    return datetime.fromtimestamp(at, timezone.utc).isoformat().replace("+00:00", "Z") if at else ""
+
+
+class MetricsHandler(RunAccessMixin, APIHandler):
+    """``GET runs/<id>/metrics[?name=loss&name=acc][&format=csv][&limit=N]``: the run's time series."""
+
+    async def get(self, run_id):
+        row = await self.get_visible_run(run_id)
+        names = self.get_arguments("name")[:MAX_NAMES] or None
+        limit = self.query_int("limit", 100_000, 1, MAX_POINTS)
+        tracker = self.scheduler.tracker
+        await tracker.flush(row.id)
+        points = await self.dispatcher.db.run(ts.metric_series, row.id, names, limit)
+        row = await self.get_visible_run(run_id)
+        if self.get_argument("format", "json") == "csv":
+            out = io.StringIO()
+            writer = csv.writer(out, lineterminator="\n")
+            writer.writerow(["name", "step", "time", "value"])
+            for name, step, at, value in points:
+                writer.writerow([name, step, _iso_epoch(at), "nan" if value is None else repr(float(value))])
+            self.set_header("Content-Type", "text/csv; charset=utf-8")
+            self.set_header("Content-Disposition", f'attachment; filename="run-{row.id}-metrics.csv"')
+            self.finish(out.getvalue())
+            return
+        series: dict[str, list] = {}
+        for name, step, at, value in points:
+            series.setdefault(name, []).append([step, at, _value(value)])
+        self.write_json({"run": row.id, "summary": row.metric_summary or {}, "points": row.metric_points,
+                         "series": series, "truncated": len(points) >= limit})
+
+
+def checkpoint_listing(row, entries: list[dict], at_steps: dict) -> dict:
+    started = row.started_at.replace(tzinfo=timezone.utc).timestamp() if row.started_at else None
+    registered = row.checkpoint_steps or {}
+    listed = []
+    for c in entries:
+        step = registered.get(c["name"], c["name_step"])
+        step = step if isinstance(step, int) and step >= 0 else None
+        summary = {k: _value(v) for k, v in at_steps.get(step, {}).items()} if step is not None else {}
+        listed.append({
+            "checkpoint": c["name"], "kind": c["kind"], "bytes": c["bytes"],
+            "last_modified": _iso_epoch(c["modified"]),
+            "elapsed_seconds": round(c["modified"] - started, 1) if started and math.isfinite(c["modified"]) else None,
+            "step": step, "summary": summary,
+        })
+    return {"run": row.id, "checkpoints": listed, "total_bytes": sum(c["bytes"] for c in entries)}
+
+
+class CheckpointsHandler(RunAccessMixin, APIHandler):
+    """``GET runs/<id>/checkpoints``; ``DELETE runs/<id>/checkpoints?name=PATTERN`` (repeatable; ``*`` for all)."""
+
+    async def _listing(self, row) -> dict:
+        entries = await asyncio.to_thread(list_checkpoints, str(_paths(row).checkpoints))
+        steps = [s for s in ((row.checkpoint_steps or {}).get(c["name"], c["name_step"]) for c in entries)
+                 if isinstance(s, int) and s >= 0]
+        at_steps = await self.dispatcher.db.run(ts.metrics_at_steps, row.id, steps)
+        return checkpoint_listing(row, entries, at_steps)
+
+    async def get(self, run_id):
+        row = await self.get_visible_run(run_id)
+        await self.scheduler.tracker.flush(row.id)
+        self.write_json(await self._listing(await self.get_visible_run(run_id)))
+
+    async def delete(self, run_id):
+        row = await self.get_visible_run(run_id)
+        try:
+            patterns = check_patterns(self.get_arguments("name"))
+        except ValueError as e:
+            raise web.HTTPError(400, str(e)) from None
+        folder = str(_paths(row).checkpoints)
+        account = await self.dispatcher.account(row.owner)
+        helper = self.dispatcher.helper
+        if account is None:
+            removed = await helper.call(remove_checkpoints, folder, patterns)
+        else:
+            removed = await helper.call_as(account.uid, account.gid, remove_checkpoints, folder, patterns)
+        if not removed:
+            raise web.HTTPError(404, f"run {row.id} has no checkpoint matching {', '.join(patterns)[:200]} "
+                                     f"(see nothing model ls {row.id})")
+        tracker = self.scheduler.tracker
+        size = await asyncio.to_thread(disk_bytes, row.run_dir)
+        await tracker.set_size(row.id, row.owner, row.group or "", row.disk_bytes, size)
+        listing = await self._listing(await self.get_visible_run(run_id))
+        listing.update(removed=[name for name, _ in removed], freed_bytes=sum(n for _, n in removed))
+        self.write_json(listing)
+
+
+class StorageHandler(APIHandler):
+    """``GET storage``: what the caller (and their groups) use of their storage quotas; admins: ``?all=1``."""
+
+    async def get(self):
+        tracker = self.scheduler.tracker
+        groups = sorted(self.current_user.get("groups") or [])
+        mine = tracker.usage(self.username, "")
+        model = {"user": dict(mine["user"], name=self.username),
+                 "groups": [tracker.usage(self.username, g)["group"] for g in groups]}
+        if self.get_argument("all", "0") in ("1", "true"):
+            if not self.is_admin:
+                raise web.HTTPError(403, "only admins may see everyone's storage")
+            quotas = self.dispatcher.quotas
+            model["users"] = [{"name": u, "used_bytes": n, "quota_bytes": quotas.user(u).storage_bytes}
+                              for u, n in sorted(tracker.user_bytes.items())]
+            model["all_groups"] = [{"name": g, "used_bytes": n, "quota_bytes": quotas.group(g).storage_bytes}
+                                   for g, n in sorted(tracker.group_bytes.items())]
+        self.write_json(model)
+
+
+default_handlers = [
+    (r"/api/runs/(\d+)/metrics/?", MetricsHandler),
+    (r"/api/runs/(\d+)/checkpoints/?", CheckpointsHandler),
+    (r"/api/storage/?", StorageHandler),
+]
