@@ -63,7 +63,7 @@ class NothingScheduler(Application):
     description = "The NothingAI GPU scheduler (a JupyterHub service)."
     version = __version__
     aliases = aliases
-    classes = [LocalExecutor, SlurmExecutor, UnixAccounts, ZombieMonitor, TensorBoardManager, Tracker]
+    classes = [LocalExecutor, SlurmExecutor, UnixAccounts, ZombieMonitor, TensorBoardManager, Tracker, PrometheusMetrics]
 
     config_file = Unicode("", help="A Python config file to load, e.g. nothing_scheduler_config.py").tag(config=True)
 
