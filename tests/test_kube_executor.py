@@ -38,7 +38,7 @@ from nothing.scheduler.executors.kube_objects import (FETCH_SCRIPT, LAUNCH_SCRIP
                                                       job_manifest, job_status, label_value, manifests,
                                                       parse_nodes, parse_quantity, pending_message, pod_exit,
                                                       secret_manifest, service_manifest, snapshot_token)
-from nothing.scheduler.executors.kubernetes import KubeExitStatus, KubeJobRef, KubernetesExecutor
+from nothing.scheduler.executors.kubernetes import KubeJobRef, KubernetesExecutor
 from nothing.scheduler.runenv import RunLaunch, RunPaths
 
 from .kube_fake import DATA, JOBS, PODS, SECRETS, SERVICES, FakeKubeApi, recorded
@@ -847,3 +847,91 @@ def test_secret_manifests_hold_the_token_only_as_string_data():
                       "metadata": {"name": f"{JOB42}-snapshot", "namespace": "ml", "annotations": {"nothing/owner": "alice"},
                                    "labels": job_manifest(options())["spec"]["template"]["metadata"]["labels"]}}
     assert copy.deepcopy(secret) == secret
+
+
+# -- the real dispatcher on the fake cluster ---------------------------------------------------------
+
+
+async def test_the_dispatcher_runs_a_run_on_kubernetes_and_its_pod_fetches_the_code_with_its_token(tmp_path):
+    from tornado import web
+    from tornado.httpclient import AsyncHTTPClient
+
+    from nothing.scheduler import store
+    from nothing.scheduler.api import snapshots
+    from nothing.scheduler.db import Database
+    from nothing.scheduler.dispatcher import Dispatcher
+    from nothing.scheduler.policy import PriorityFifoPolicy
+    from nothing.scheduler.snapshot import SnapshotLimits
+    from nothing.scheduler.states import RunState
+
+    from .helpers import make_archive, wait_for
+
+    fake = FakeKubeApi()
+    fake.objects["/api/v1/nodes"] = {n["metadata"]["name"]: n for n in recorded("nodes.json")["items"]}
+    executor = KubernetesExecutor(None, api=fake, namespace="ml", image="nothingai/training:pytorch-gpu",
+                                  snapshot_url="http://sched/api/runs/{run_id}/snapshot", job_scope=SCOPE)
+    db = Database(f"sqlite:///{tmp_path / 'scheduler.sqlite'}")
+    db.upgrade()
+    dispatcher = Dispatcher(db, executor, PriorityFifoPolicy(), [], tmp_path / "runs", sys.executable,
+                            SnapshotLimits(64 * 1024**2), kill_grace_seconds=1.0)
+    dispatcher.inventory_interval = 0.05
+    await dispatcher.start()
+    server = None
+    try:
+        assert {n.name: n.state for n in dispatcher.node_infos} == \
+            {"gpu1": "up", "gpu2": "drained", "gpu3": "down", "cpu1": "up"}
+        values = dict(owner="alice", name="", experiment="default", entry_point="train.py", args=[],
+                      hyperparameters={}, gpus=2, cpus=1, memory_bytes=0, priority=0, max_seconds=None,
+                      snapshot_bytes=0)
+        run = await dispatcher.submit(values, make_archive({"train.py": "print('hi')\n"}))
+        await wait_for(lambda: run.state == RunState.RUNNING, 10, message="the run to be submitted")
+        name = f"{SCOPE}-{run.id}"
+        job = fake.made("POST", JOBS)[0][3]
+        validate(job)
+        terms = job["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
+            "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+        assert terms == [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["gpu1"]}]}]
+        assert job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+
+        pending = recorded("pod-42-unschedulable.json")
+        pending["metadata"]["labels"]["batch.kubernetes.io/job-name"] = name
+        fake.emit(PODS, "ADDED", pending)
+        await wait_for(lambda: "Insufficient nvidia.com/gpu" in run.reason, 10, message="the cluster's reason")
+        assert run.reason.startswith(f"submitted as job ml/{name}; the cluster has not started it yet: 0/3 nodes")
+
+        app = web.Application(snapshots.default_handlers, dispatcher=dispatcher)
+        server = app.listen(0, "127.0.0.1")
+        port = next(iter(server._sockets.values())).getsockname()[1]
+        url = f"http://127.0.0.1:{port}/api/runs/{run.id}/snapshot"
+        token = fake.made("POST", SECRETS)[0][3]["stringData"]["token"]
+        client = AsyncHTTPClient()
+        answer = await client.fetch(url, headers={"Authorization": f"token {token}"})
+        with tarfile.open(fileobj=io.BytesIO(answer.body)) as archive:
+            member = next(n for n in archive.getnames() if n.endswith("train.py"))
+            assert archive.extractfile(member).read() == b"print('hi')\n"
+        for headers in ({"Authorization": f"token {snapshot_token(b'other key', run.id)}"}, {}):
+            refused = await client.fetch(url, headers=headers, raise_error=False)
+            assert refused.code == 404
+        other = await client.fetch(url.replace(f"/{run.id}/", f"/{run.id + 1}/"),
+                                   headers={"Authorization": f"token {token}"}, raise_error=False)
+        assert other.code == 404  # the token opens its own run's code only
+
+        done = recorded("job-42-complete.json")
+        done["metadata"]["name"] = name
+        done["metadata"]["labels"]["nothing/run-id"] = str(run.id)
+        fake.emit(JOBS, "MODIFIED", done)
+        await wait_for(lambda: run.id not in dispatcher.active, 10, message="the run to end")
+        row = await db.run(store.get_run, run.id)
+        assert (row.state, row.reason, row.job_ref) == (RunState.COMPLETE, "exited with code 0", f"ml/{name}")
+        assert (await client.fetch(url, headers={"Authorization": f"token {token}"}, raise_error=False)).code == 404
+    finally:
+        if server is not None:
+            server.stop()
+        await dispatcher.stop()
+        db.close()
+
+
+def test_pods_can_never_be_configured_to_run_as_root():
+    from traitlets import TraitError
+    with pytest.raises(TraitError, match="must not be root"):
+        KubernetesExecutor(on_exit=None, api=FakeKubeApi(), default_uid=0)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from traitlets import Bool, Dict, Integer, List, Unicode
+from traitlets import Bool, Dict, Integer, List, TraitError, Unicode, validate
 
 from ...common.backoff import Backoff
 from ..runenv import RunLaunch, RunPaths, build_environment, entry_argv
@@ -172,6 +172,12 @@ class KubernetesExecutor(Executor):
 
     job_scope = Unicode(help="Prefix of the Job names, so two schedulers on one cluster never mix their jobs.").tag(
         config=True)
+
+    @validate("default_uid")
+    def _non_root(self, proposal):
+        if proposal["value"] <= 0:
+            raise TraitError("KubernetesExecutor.default_uid must not be root (0): pods run as non-root")
+        return proposal["value"]
 
     def __init__(self, on_exit, api: Any = None, **kwargs):
         super().__init__(on_exit, **kwargs)
