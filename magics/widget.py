@@ -1,5 +1,5 @@
 """A live view of one run in the notebook: state, queue position and reason, GPUs, elapsed time, a TensorBoard
-link and the last log lines.
+link, the live curve of the run's main metric and the last log lines.
 
 The widget polls the service from a background thread and stops once the run has
 ended.  ``RunWidget(run_id)`` re-creates it for any run, e.g. after reopening a
@@ -9,6 +9,7 @@ notebook.  Front ends without widgets get the same facts as plain text.
 from __future__ import annotations
 
 import html
+import math
 import threading
 from datetime import datetime, timezone
 from urllib.parse import urlparse
@@ -87,6 +88,58 @@ def saved_text(run: dict, seen_at: float, now: datetime | float | None = None) -
     return f"{status_line(run, now)}\n  ({tail})"
 
 
+def main_metric(run: dict) -> str | None:
+    """The metric the widget draws: the first of the run's rules, else ``loss`` if reported, else the first reported."""
+    rules = run.get("metrics") or []
+    if rules and rules[0].get("name"):
+        return rules[0]["name"]
+    summary = run.get("metric_summary") or {}
+    if "loss" in summary:
+        return "loss"
+    return next(iter(summary), None)
+
+
+def _finite(value) -> float | None:
+    """A point's value as a float, or None for the service's ``"NaN"``/``"Infinity"`` strings (not drawn)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def metric_svg(name: str, points: list, width: int = 360, height: int = 120) -> str:
+    """A small inline SVG line chart of ``[[step, wall_time, value], ...]``; non-finite values are skipped.
+
+    The path carries ``data-steps``/``data-values`` so what is drawn can be compared with what was reported.
+    """
+    drawn = [(int(p[0]), v) for p in points if (v := _finite(p[2])) is not None]
+    label = html.escape(name)
+    if not drawn:
+        return (f"<div class='nai-metric-chart' data-metric='{label}' style='color:#757575'>"
+                f"{label}: no finite points yet</div>")
+    pad = 6
+    steps = [s for s, _ in drawn]
+    values = [v for _, v in drawn]
+    x0, x1 = min(steps), max(steps)
+    y0, y1 = min(values), max(values)
+    sx = (width - 2 * pad) / ((x1 - x0) or 1)
+    sy = (height - 2 * pad) / ((y1 - y0) or 1)
+    coords = [(pad + (s - x0) * sx, height - pad - (v - y0) * sy) for s, v in drawn]
+    d = "M" + " L".join(f"{x:.1f},{y:.1f}" for x, y in coords)
+    latest = drawn[-1][1]
+    return (
+        f"<div class='nai-metric-chart' data-metric='{label}'>"
+        f"<div style='font-size:12px'>{label}: latest {latest:.6g} at step {drawn[-1][0]} "
+        f"(min {y0:.6g}, max {y1:.6g})</div>"
+        f"<svg width='{width}' height='{height}' viewBox='0 0 {width} {height}' role='img' "
+        f"aria-label='{label} by step' style='border:1px solid #e0e0e0'>"
+        f"<path d='{d}' fill='none' stroke='#1565c0' stroke-width='1.5' "
+        f"data-steps='{','.join(str(s) for s in steps)}' "
+        f"data-values='{','.join(repr(v) for v in values)}'/></svg></div>"
+    )
+
+
 class RunWidget:
     """Shows one run live; ``display(RunWidget(run_id))`` or let the magic do it.
 
@@ -113,8 +166,11 @@ class RunWidget:
         self._published = None
         self.header = w.HTML()
         self.detail = w.HTML()
+        self.chart = w.HTML()
         self.log_view = w.HTML()
-        self.box = w.VBox([self.header, self.detail, self.log_view])
+        self._points: list = []
+        self._points_at = -1
+        self.box = w.VBox([self.header, self.detail, self.chart, self.log_view])
         self._stop = threading.Event()
         self._render()
         self._thread = threading.Thread(target=self._poll, name=f"nothing-run-{self.run_id}", daemon=True)
@@ -149,6 +205,8 @@ class RunWidget:
         bits.append(f"<a href='{html.escape(tensorboard_url(self.client, run['id']))}' target='_blank' "
                     f"rel='noopener'>TensorBoard</a>")
         self.detail.value = " &middot; ".join(bits)
+        name = main_metric(run)
+        self.chart.value = metric_svg(name, self._points) if name and self._points else ""
         tail = "\n".join(self._log.splitlines()[-self.log_lines:])
         self.log_view.value = f"<pre style='margin:0;max-height:16em;overflow:auto'>{html.escape(tail)}</pre>"
 
@@ -181,8 +239,21 @@ class RunWidget:
             self.run, self.seen_at = run, self.client.server_now()
             if text:
                 self._log = (self._log + text)[-64 * 1024:]
+            self._refresh_metric()
             self._render()
             self.publish()
+
+    def _refresh_metric(self) -> None:
+        """Fetch the main metric's series when the run's count of points moved (not on every tick)."""
+        name = main_metric(self.run)
+        if not name:
+            return
+        count = ((self.run.get("metric_summary") or {}).get(name) or {}).get("count", 0)
+        if count == self._points_at:
+            return
+        series = self.client.metrics(self.run_id, [name]).get("series") or {}
+        self._points = series.get(name) or []
+        self._points_at = count
 
     def _poll(self) -> None:
         while not self._stop.is_set():
