@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .client import NothingClient, NothingError
 from .failure import explain
+from .tracking_cli import tracking_command
 from .options import OptionError, check_syntax, make_parser, parse_run_args, spec_from_options
 from .snapshot import SnapshotTooLarge, build_snapshot
 from .widget import status_line
@@ -51,6 +52,26 @@ def main(argv: list[str] | None = None) -> int:
     dl.add_argument("path", nargs="?")
     dl.add_argument("--dest", default=None)
     sub.add_parser("gpus", help="the cluster's GPUs")
+    rm = sub.add_parser("rm", help="delete a run: its record, log, outputs, checkpoints and metrics")
+    rm.add_argument("run", type=int)
+    rm.add_argument("--stop", action="store_true", help="stop it first if it is still queued or running")
+    met = sub.add_parser("metrics", help="a run's metrics: latest, min and max of each, or every point")
+    met.add_argument("run", type=int)
+    met.add_argument("--name", action="append", default=[], help="only this metric (repeatable)")
+    met.add_argument("--points", action="store_true", help="every point (step, time, value), not the summary")
+    met.add_argument("--csv", action="store_true", help="every point as CSV")
+    model = sub.add_parser("model", help="a run's checkpoints (as NSML's model ls / model rm)")
+    model_sub = model.add_subparsers(dest="model_command", required=True)
+    model_sub.add_parser("ls", help="list a run's checkpoints").add_argument("run", type=int)
+    model_rm = model_sub.add_parser("rm", help='delete checkpoints by name or shell pattern ("*": all)')
+    model_rm.add_argument("run", type=int)
+    model_rm.add_argument("checkpoint", nargs="+")
+    exp = sub.add_parser("experiments", help="your experiments (ls, create, rename, describe, rm)")
+    exp.add_argument("action", nargs="?", default="ls", choices=["ls", "create", "rename", "describe", "rm"])
+    exp.add_argument("name", nargs="?")
+    exp.add_argument("value", nargs="?", help="the new name (rename) or the description (create, describe)")
+    exp.add_argument("--metric", help="show each experiment's best value of this metric (ls)")
+    sub.add_parser("storage", help="what your runs take on disk, against your storage quota")
 
     if argv[:1] == ["submit"]:
         command, rest = "submit", argv[1:]
@@ -85,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"run {args.run} has no outputs")
             for f in written:
                 print(f)
+        elif command in ("rm", "metrics", "model", "experiments", "storage"):
+            return tracking_command(client, command, args)
         elif command == "gpus":
             info = client.gpus()
             for node in info["nodes"]:

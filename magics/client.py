@@ -21,6 +21,7 @@ import tarfile
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import quote
 from typing import Any, Iterator
 
 import requests
@@ -210,6 +211,45 @@ class NothingClient:
                 return []
             dest.mkdir(parents=True, exist_ok=True)
             return [_extract_file(tar, member, dest) for member in files]
+
+    # ---------------------------------------------------------------- what runs leave behind
+    def metrics(self, run_id: int, names: list[str] | None = None) -> dict:
+        """The run's metric series: ``{"summary": {...}, "series": {name: [[step, time, value], ...]}}``."""
+        return self._request("GET", f"/runs/{int(run_id)}/metrics", params={"name": names or []}, retry=True).json()
+
+    def metrics_csv(self, run_id: int, names: list[str] | None = None) -> str:
+        return self._request("GET", f"/runs/{int(run_id)}/metrics", retry=True,
+                             params={"name": names or [], "format": "csv"}).text
+
+    def checkpoints(self, run_id: int) -> dict:
+        return self._request("GET", f"/runs/{int(run_id)}/checkpoints", retry=True).json()
+
+    def remove_checkpoints(self, run_id: int, patterns: list[str]) -> dict:
+        """Remove the checkpoints matching the shell-style ``patterns`` (``"*"``: all); retried (idempotent)."""
+        return self._request("DELETE", f"/runs/{int(run_id)}/checkpoints", params={"name": patterns},
+                             retry=True).json()
+
+    def delete_run(self, run_id: int, stop: bool = False) -> None:
+        self._request("DELETE", f"/runs/{int(run_id)}", params={"stop": "true"} if stop else {}, retry=True)
+
+    def experiments(self, metric: str | None = None, everyone: bool = False) -> list[dict]:
+        params = {"metric": metric} if metric else {}
+        if everyone:
+            params["all"] = "1"
+        return self._request("GET", "/experiments", params=params, retry=True).json()["experiments"]
+
+    def create_experiment(self, name: str, description: str = "") -> dict:
+        return self._request("POST", "/experiments", json={"name": name, "description": description}).json()
+
+    def update_experiment(self, name: str, new_name: str | None = None, description: str | None = None) -> dict:
+        body = {k: v for k, v in (("name", new_name), ("description", description)) if v is not None}
+        return self._request("PATCH", f"/experiments/{quote(name, safe='')}", json=body).json()
+
+    def delete_experiment(self, name: str) -> None:
+        self._request("DELETE", f"/experiments/{quote(name, safe='')}")
+
+    def storage(self) -> dict:
+        return self._request("GET", "/storage", retry=True).json()
 
     def wait(self, run_id: int, timeout: float | None = None, interval: float = 0.5) -> dict:
         """Poll until the run ends; returns its final record."""

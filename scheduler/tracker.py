@@ -230,6 +230,7 @@ class Tracker(LoggingConfigurable):
         if lines:
             more, registered = f.reader.report_lines(lines)
             points += more
+            points.sort(key=lambda p: p.at)  # the latest value is the last one in time, whichever file said it
             checkpoints = {name: step for name, step, _ in registered}
         return points, log_offset, report_offset, checkpoints
 

@@ -371,3 +371,38 @@ def test_nan_and_infinity_in_the_summary_are_json_safe(hub):
     assert summary["a"]["latest"] == "NaN" and summary["a"]["min"] is None
     assert summary["b"]["latest"] == "Infinity" and summary["c"]["min"] == "-Infinity"
     assert summary["d"]["latest"] == "Infinity"  # overflows to infinity, as float() reads it
+
+
+def test_the_cli_lists_metrics_and_checkpoints_and_removes_them(hub, tmp_path):
+    from .test_cli import nothing as run_cli
+
+    def nothing(*args, check=True):
+        result = run_cli(*args, check=check)
+        return result.stdout + result.stderr
+
+    name, api = user(hub)
+    token = hub.token_for(name)
+    (tmp_path / "train.py").write_text(textwrap.dedent(CHECKPOINTS) + "\nprint('val_loss=0.125 acc=0.5')\n")
+    out = nothing(hub, token, tmp_path, "submit", "train.py", "--experiment", "cli-exp", "--metric", "val_loss",
+                  "--metric", "acc=acc=([0-9.]+)")
+    run_id = api("GET", "/runs").json()["runs"][0]["id"]
+    assert out.startswith(f"Run {run_id} | train.py | QUEUED")
+    finished(api, run_id)
+    wait_for_sync(lambda: api("GET", f"/runs/{run_id}/checkpoints").json()["checkpoints"][0]["summary"] or None)
+    listing = nothing(hub, token, tmp_path, "model", "ls", str(run_id))
+    assert listing.splitlines()[0].split() == ["CHECKPOINT", "LAST", "MODIFIED", "ELAPSED", "SUMMARY", "SIZE"]
+    assert "epoch-2.pt" in listing and "loss=0.5" in listing and "30.0 kB" in listing
+    assert f"run {run_id}: 4 checkpoints, 35.8 kB in total" in listing
+    wait_for_sync(lambda: api.run(run_id)["metric_summary"].get("acc"))
+    table = nothing(hub, token, tmp_path, "metrics", str(run_id))
+    assert [line.split() for line in table.splitlines()] == [
+        ["METRIC", "LATEST", "STEP", "MIN", "MAX", "POINTS"], ["acc", "0.5", "0", "0.5", "0.5", "1"],
+        ["loss", "0.333333", "3", "0.333333", "1", "3"], ["val_loss", "0.125", "0", "0.125", "0.125", "1"]]
+    removed = nothing(hub, token, tmp_path, "model", "rm", str(run_id), "epoch-*")
+    assert removed.startswith("removed epoch-1.pt, epoch-2.pt, epoch-3.pt")
+    assert f"run {run_id}: 1 checkpoint, 4.8 kB in total" in removed
+    assert "cli-exp" in nothing(hub, token, tmp_path, "experiments")
+    assert "still has 1 run" in nothing(hub, token, tmp_path, "experiments", "rm", "cli-exp", check=False)
+    assert nothing(hub, token, tmp_path, "rm", str(run_id)).strip() == f"run {run_id} deleted"
+    assert nothing(hub, token, tmp_path, "experiments", "rm", "cli-exp").strip() == "experiment cli-exp deleted"
+    assert "(no quota)" in nothing(hub, token, tmp_path, "storage")
