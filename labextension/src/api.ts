@@ -147,3 +147,80 @@ export async function experimentTensorboardUrl(owner: string, experiment: string
 }
 
 export const TERMINAL_STATES = new Set(['COMPLETE', 'STOPPED', 'FAIL TRAIN', 'CREATE FAILED']);
+
+/** Per metric on a run record: the latest value and the range seen. Values may be "NaN"/"Infinity" strings. */
+export interface IMetricSummary {
+  latest: number | string;
+  step: number;
+  min: number | string;
+  max: number | string;
+  count: number;
+}
+
+/** The tracking fields of a run record (`GET /api/runs`, `GET /api/runs/<id>`). */
+export interface ITrackedRun extends IRun {
+  hyperparameters: Record<string, string>;
+  metric_summary: Record<string, IMetricSummary>;
+  disk_bytes: number;
+}
+
+/** `GET /api/runs/<id>/metrics`: `series[name]` is `[step, wall_time, value]` in step order. */
+export interface IMetrics {
+  run: number;
+  summary: Record<string, IMetricSummary>;
+  points: number;
+  series: Record<string, [number, number, number | string][]>;
+  truncated: boolean;
+}
+
+export interface IExperiment {
+  name: string;
+  description: string;
+  runs: number;
+  runs_by_state: Record<string, number>;
+  last_activity: string | null;
+}
+
+export interface ICheckpoint {
+  checkpoint: string;
+  kind: string;
+  bytes: number;
+  last_modified: string;
+  elapsed_seconds: number | null;
+  step: number | null;
+  summary: Record<string, number | string>;
+}
+
+/** `GET` and `DELETE /api/runs/<id>/checkpoints`. */
+export interface ICheckpoints {
+  checkpoints: ICheckpoint[];
+  total_bytes: number;
+  removed?: string[];
+  freed_bytes?: number;
+}
+
+export interface IUsage {
+  name: string;
+  used_bytes: number;
+  quota_bytes: number | null;
+}
+
+/** `GET /api/storage`: the caller's use of their storage quota (null: none set) and their groups'. */
+export interface IStorage {
+  user: IUsage;
+  groups: IUsage[];
+}
+
+/** A metric value as a number; the service's "NaN"/"Infinity" strings become NaN/±Infinity. */
+export function metricNumber(value: number | string | null | undefined): number {
+  if (typeof value === 'number') {
+    return value;
+  }
+  if (value === 'Infinity') {
+    return Infinity;
+  }
+  if (value === '-Infinity') {
+    return -Infinity;
+  }
+  return value === null || value === undefined ? NaN : Number(value);
+}

@@ -1,6 +1,7 @@
 /**
- * The sidebar: the caller's headroom, the cluster's GPUs, and a list of runs
- * (mine by default, everyone's queue on demand) with per-run actions.
+ * The sidebar: the caller's storage use and headroom, the cluster's GPUs, a list of
+ * runs (mine by default, everyone's queue on demand) with per-run actions, and the
+ * experiment view (metric chart, runs table, checkpoints; see `trackingview.ts`).
  *
  * The server computes everything; this widget only renders `RunsModel`.
  */
@@ -8,7 +9,10 @@ import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
 import { experimentTensorboardUrl, NothingAPIError, requestAPI, tensorboardUrl, TERMINAL_STATES } from './api';
+import { el } from './dom';
 import { elapsed, IRow, PAGE_SIZE, RunsModel, View } from './model';
+import { TrackingModel } from './tracking';
+import { TrackingView } from './trackingview';
 
 const STATES = [
   'QUEUED',
@@ -25,23 +29,6 @@ export interface IPanelActions {
   openLogs(row: IRow): void;
 }
 
-function el<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  attrs: Record<string, string> = {},
-  ...children: (Node | string)[]
-): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (key === 'class') {
-      node.className = value;
-    } else {
-      node.setAttribute(key, value);
-    }
-  }
-  node.append(...children);
-  return node;
-}
-
 function stateClass(state: string): string {
   return 'nai-state nai-state-' + state.replace(/ /g, '-');
 }
@@ -49,7 +36,8 @@ function stateClass(state: string): string {
 export class RunsPanel extends Widget {
   constructor(
     readonly model: RunsModel,
-    private readonly _actions: IPanelActions
+    private readonly _actions: IPanelActions,
+    readonly tracking: TrackingModel = new TrackingModel()
   ) {
     super();
     this.id = 'nothing-runs';
@@ -75,14 +63,17 @@ export class RunsPanel extends Widget {
     this._prev.addEventListener('click', () => (this.model.offset = this.model.offset - PAGE_SIZE));
     this._next.addEventListener('click', () => (this.model.offset = this.model.offset + PAGE_SIZE));
     this._pager.append(this._prev, this._pageInfo, this._next);
+    this._tracking = new TrackingView(tracking);
     this.node.append(
       el('h2', { class: 'nai-title' }, 'GPU runs'),
+      this._tracking.storageNode,
       this._header,
       this._toggle,
       this._filterForm,
       this._error,
       this._list,
-      this._pager
+      this._pager,
+      this._tracking.node
     );
     model.changed.connect(this._render, this);
     this._render();
@@ -90,6 +81,8 @@ export class RunsPanel extends Widget {
 
   dispose(): void {
     this.model.changed.disconnect(this._render, this);
+    this._tracking.dispose();
+    this.tracking.dispose();
     super.dispose();
   }
 
@@ -287,6 +280,7 @@ export class RunsPanel extends Widget {
   }
 
   private _header: HTMLDivElement;
+  private _tracking: TrackingView;
   private _toggle: HTMLDivElement;
   private _error: HTMLDivElement;
   private _list: HTMLUListElement;
