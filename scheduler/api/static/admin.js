@@ -1,4 +1,5 @@
-// The GPU cluster admin page: shows /api/admin/overview and acts on the queue.
+// The GPU cluster admin page: shows /api/admin/overview (and storage use from
+// /api/storage?all=1) and acts on the queue.
 // The server computes everything; this script only renders it. It polls every
 // 5 s (backing off to 60 s on errors) and pauses while the tab is hidden.
 (function () {
@@ -50,6 +51,21 @@
     return el('a', { href, target: '_blank', rel: 'noopener' }, label);
   }
   function hours(v) { return v.toFixed(1); }
+  // Decimal units, as the sidebar shows them ("38.2 GB").
+  function bytes(n) {
+    const units = ['B', 'kB', 'MB', 'GB', 'TB', 'PB'];
+    let value = n;
+    let unit = 0;
+    while (Math.abs(value) >= 1000 && unit < units.length - 1) { value /= 1000; unit++; }
+    return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${units[unit]}`;
+  }
+  // "used / quota" of one user or group; "no quota set" for the quota when none is configured.
+  function storageCell(usage) {
+    if (!usage) return el('td', { 'data-storage': '' }, storageUnavailable ? 'unavailable' : '0 B / no quota set');
+    const quota = usage.quota_bytes === null || usage.quota_bytes === undefined ? 'no quota set' : bytes(usage.quota_bytes);
+    return el('td', { 'data-storage': usage.used_bytes }, `${bytes(usage.used_bytes)} / ${quota}`);
+  }
+  let storageUnavailable = false;
 
   // True while an admin is editing a priority: the queue table is then left as it is.
   function editingQueue() {
@@ -106,7 +122,10 @@
     }
   }
 
-  function render(data) {
+  function render(data, storage) {
+    const userStorage = new Map((storage && storage.users || []).map(u => [u.name, u]));
+    const groupStorage = new Map((storage && storage.all_groups || []).map(g => [g.name, g]));
+    storageUnavailable = storage === null;
     const t = data.totals;
     const totals = [
       ['GPUs', data.gpus.total], ['GPUs busy', data.gpus.busy], ['GPUs free', data.gpus.free],
@@ -140,18 +159,20 @@
     document.getElementById('nai-period').textContent =
       `Period ${data.period.start.slice(0, 10)} to ${data.period.end.slice(0, 10)}. ` +
       'Guarantees and budgets come from the quota configuration; "no quota set" where none is configured.';
-    fill('nai-users', data.users.map(u => el('tr', {},
+    fill('nai-users', data.users.map(u => el('tr', { 'data-user': u.name },
       el('td', {}, u.name), el('td', {}, u.gpus_in_use), el('td', {}, u.queued_runs), el('td', {}, hours(u.usage_gpu_hours)),
       el('td', {}, u.guaranteed_gpus === null ? 'no quota set' : u.guaranteed_gpus),
-      el('td', {}, u.gpu_hours_per_period === null ? 'no quota set' : u.gpu_hours_per_period))));
+      el('td', {}, u.gpu_hours_per_period === null ? 'no quota set' : u.gpu_hours_per_period),
+      storageCell(userStorage.get(u.name)))));
     fill('nai-groups', data.groups === null
-      ? [el('tr', {}, el('td', { colspan: '5' }, 'groups unavailable (the hub did not answer)'))]
+      ? [el('tr', {}, el('td', { colspan: '6' }, 'groups unavailable (the hub did not answer)'))]
       : !data.groups.length
-        ? [el('tr', {}, el('td', { colspan: '5' }, 'No groups on this hub.'))]
+        ? [el('tr', {}, el('td', { colspan: '6' }, 'No groups on this hub.'))]
         : data.groups.map(g => el('tr', {},
         el('td', {}, g.name), el('td', {}, g.members), el('td', {}, g.gpus_in_use),
         el('td', {}, hours(g.usage_gpu_hours)),
-        el('td', {}, g.guaranteed_gpus === null ? 'no quota set' : g.guaranteed_gpus))));
+        el('td', {}, g.guaranteed_gpus === null ? 'no quota set' : g.guaranteed_gpus),
+        storageCell(groupStorage.get(g.name)))));
     const idleRuns = data.zombie_runs.map(z =>
       `run ${z.run_id} (${z.owner}) on ${z.node} GPUs ${z.gpus.join(',')}: idle since ` +
       new Date(z.idle_since * 1000).toLocaleString());
@@ -189,7 +210,12 @@
   async function refresh() {
     clearTimeout(timer);
     try {
-      render(await request('GET', 'admin/overview'));
+      const [overview, storage] = await Promise.all([
+        request('GET', 'admin/overview'),
+        // Storage is a column, not the page: without it the rest still shows.
+        request('GET', 'storage?all=1').catch(() => null)
+      ]);
+      render(overview, storage);
       interval = BASE_INTERVAL;
     } catch (e) {
       showError('Could not load the cluster overview: ' + e.message);
