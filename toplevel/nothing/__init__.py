@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["report", "save"]
+__all__ = ["report", "save", "flush"]
 
 
 def __getattr__(name: str) -> Any:
