@@ -12,7 +12,6 @@ The scripts that run inside the pods are run for real, here, with this machine's
 from __future__ import annotations
 
 import asyncio
-import copy
 import gzip
 import io
 import json
@@ -557,7 +556,7 @@ async def test_jobs_that_ended_or_vanished_while_the_scheduler_was_down_are_repo
     executor.reattach(41, executor.parse_ref(41, f"ml/{SCOPE}-41"), run_paths(tmp_path, 41))  # removed by its TTL
     reports = dict([await cluster.report(), await cluster.report()])
     assert reports[42] == ExitStatus("entry", 0)
-    assert reports[41].phase == "lost"
+    assert reports[41].phase == "lost" and "the Job is gone" in reports[41].describe()
     await executor.stop()
 
 
@@ -846,7 +845,6 @@ def test_secret_manifests_hold_the_token_only_as_string_data():
     assert secret == {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "stringData": {"token": "tok"},
                       "metadata": {"name": f"{JOB42}-snapshot", "namespace": "ml", "annotations": {"nothing/owner": "alice"},
                                    "labels": job_manifest(options())["spec"]["template"]["metadata"]["labels"]}}
-    assert copy.deepcopy(secret) == secret
 
 
 # -- the real dispatcher on the fake cluster ---------------------------------------------------------

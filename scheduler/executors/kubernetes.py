@@ -233,10 +233,17 @@ class KubernetesExecutor(Executor):
                 self._key = path.read_bytes()
             except FileNotFoundError:
                 key = secrets.token_bytes(32)
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+                fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
                 with os.fdopen(fd, "wb") as f:
                     f.write(key)
-                self._key = key
+                try:
+                    os.link(temporary, path)  # whole or not at all; the first of two racing makers wins
+                except FileExistsError:
+                    pass
+                finally:
+                    temporary.unlink()
+                self._key = path.read_bytes()
         return self._key
 
     def options(self, launch: RunLaunch, paths: RunPaths, has_requirements: bool) -> KubeRunOptions:
@@ -539,9 +546,11 @@ class KubernetesExecutor(Executor):
         finished = job_status(job) if job.get("status") is not None else None
         if stopped and (finished is None or not finished.finished or deleted):
             return ExitStatus("killed", -stopped)
-        if finished is None or not finished.finished:
-            return KubeExitStatus("lost", None, detail="the Job was deleted outside the scheduler before it ended"
-                                  if deleted else "the Job ended without a status")
+        if finished is None:
+            return KubeExitStatus("lost", None, detail="the Job is gone (removed by its ttlSecondsAfterFinished or by "
+                                  "hand while the scheduler was not watching): how it ended is unknown")
+        if not finished.finished:
+            return KubeExitStatus("lost", None, detail="the Job was deleted outside the scheduler before it ended")
         if finished.phase == "succeeded":
             return ExitStatus("entry", 0)
         if finished.reason == "DeadlineExceeded":
