@@ -33,10 +33,11 @@ from referencing import Registry, Resource
 
 from nothing.scheduler.executors.base import ExitStatus
 from nothing.scheduler.executors.kube_api import KubeApi, KubeApiError
-from nothing.scheduler.executors.kube_objects import (FETCH_SCRIPT, LAUNCH_SCRIPT, KubeRunOptions, first_failure,
-                                                      job_manifest, job_status, label_value, manifests,
-                                                      parse_nodes, parse_quantity, pending_message, pod_exit,
-                                                      secret_manifest, service_manifest, snapshot_token)
+from nothing.scheduler.executors.kube_objects import (FETCH_SCRIPT, LAUNCH_SCRIPT, KubeRunOptions, job_manifest,
+                                                      label_value, manifests, secret_manifest, service_manifest,
+                                                      snapshot_token)
+from nothing.scheduler.executors.kube_status import (first_failure, job_status, parse_nodes, parse_quantity,
+                                                     pending_message, pod_exit)
 from nothing.scheduler.executors.kubernetes import KubeJobRef, KubernetesExecutor
 from nothing.scheduler.runenv import RunLaunch, RunPaths
 
@@ -647,7 +648,7 @@ async def test_a_multi_node_runs_log_lines_carry_their_rank(cluster, tmp_path):
 
 
 async def test_the_runs_log_is_never_written_through_a_planted_link(tmp_path):
-    from nothing.scheduler.executors.kubernetes import _append_log
+    from nothing.scheduler.executors.kube_logs import _append_log
     target = tmp_path / "elsewhere"
     target.write_text("")
     link = tmp_path / "output.log"

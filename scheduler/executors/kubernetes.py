@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import os
 import secrets
@@ -38,10 +37,11 @@ from ...common.backoff import Backoff
 from ..runenv import RunLaunch, RunPaths, build_environment, entry_argv
 from .base import Executor, ExitStatus, NodeInfo
 from .kube_api import KubeApi, KubeApiError
-from .kube_objects import (CONTAINER, FETCH_CONTAINER, JOB_NAME_LABEL, POD_ROOT, POD_SOURCE,
-                           KubeRunOptions, first_failure, job_manifest, job_status, label_value, owner_reference,
-                           parse_nodes, pending_message, pod_exit, pod_index, secret_manifest, service_manifest,
+from .kube_logs import follow_pod_log
+from .kube_objects import (CONTAINER, FETCH_CONTAINER, JOB_NAME_LABEL, POD_ROOT, POD_SOURCE, KubeRunOptions,
+                           job_manifest, label_value, owner_reference, secret_manifest, service_manifest,
                            snapshot_token)
+from .kube_status import first_failure, job_status, parse_nodes, pending_message, pod_exit, pod_index
 
 log = logging.getLogger(__name__)
 
@@ -610,34 +610,10 @@ class KubernetesExecutor(Executor):
                 task.cancel()
 
     async def _follow(self, pod: dict, rank: int | None, paths: RunPaths) -> None:
-        """Copy one pod's log into the run's log as it is written, resuming where the last copy stopped."""
         name, namespace = pod["metadata"]["name"], pod["metadata"].get("namespace") or self.namespace
-        position_file = paths.control / f"kube-log.{name}.pos"
-        last = await asyncio.to_thread(_read_position, position_file)
-        prefix = f"[rank {rank}] " if rank is not None else ""
-        delays = Backoff(initial=0.5, maximum=10.0).delays()
-        while True:
-            params = {"container": CONTAINER, "follow": "true", "timestamps": "true"}
-            if last:
-                params["sinceTime"] = last.partition(".")[0].removesuffix("Z") + "Z"
-            try:
-                async for lines in self.api.line_batches(self._core_path("pods", name, namespace) + "/log", params):
-                    batch = []
-                    for line in lines:
-                        stamp, _, text = line.partition(" ")
-                        if last and _stamp_key(stamp) <= _stamp_key(last):
-                            continue  # already copied (sinceTime has second resolution)
-                        batch.append(prefix + text)
-                        last = stamp
-                    if batch:  # one write per chunk the API sent
-                        await asyncio.to_thread(_append_log, paths.log, batch, position_file, last)
-            except KubeApiError as e:
-                if e.status == 404:
-                    return
-                log.debug("Following the log of pod %s: %s", name, e)
-            if self._container_ended(name):
-                return
-            await asyncio.sleep(next(delays))
+        await follow_pod_log(self.api, self._core_path("pods", name, namespace) + "/log", paths.log,
+                             paths.control / f"kube-log.{name}.pos", f"[rank {rank}] " if rank is not None else "",
+                             lambda: self._container_ended(name))
 
     def _container_ended(self, pod_name: str) -> bool:
         for pods in self._pods.values():
@@ -647,29 +623,3 @@ class KubernetesExecutor(Executor):
                            for c in (pod.get("status") or {}).get("containerStatuses") or ())
         return True  # the pod is gone
 
-
-def _stamp_key(stamp: str) -> tuple[str, int]:
-    """``2026-12-01T12:00:01.5Z`` as a sortable key (the API trims trailing zeros of the nanoseconds)."""
-    seconds, _, fraction = stamp.removesuffix("Z").partition(".")
-    return seconds, int((fraction + "000000000")[:9] or 0)
-
-
-def _read_position(path: Path) -> str:
-    try:
-        return json.loads(path.read_text()).get("last", "")
-    except (OSError, ValueError, AttributeError):
-        return ""
-
-
-def _append_log(log_path: Path, lines: list[str], position_file: Path, last: str) -> None:
-    """Append to the run's log (never through a link the run's account planted), then record how far."""
-    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    try:
-        if os.fstat(fd).st_nlink > 1:
-            raise OSError(f"{log_path} has other names (a hard link): not written")
-        os.write(fd, "".join(line + "\n" for line in lines).encode("utf-8", "replace"))
-    finally:
-        os.close(fd)
-    temporary = position_file.with_suffix(".tmp")
-    temporary.write_text(json.dumps({"last": last}))
-    temporary.replace(position_file)
