@@ -934,3 +934,68 @@ def test_pods_can_never_be_configured_to_run_as_root():
     from traitlets import TraitError
     with pytest.raises(TraitError, match="must not be root"):
         KubernetesExecutor(on_exit=None, api=FakeKubeApi(), default_uid=0)
+
+
+def kube_dispatcher(tmp_path: Path, fake: FakeKubeApi):
+    """A real dispatcher (database, helper processes) whose executor talks to ``fake``."""
+    from nothing.scheduler.db import Database
+    from nothing.scheduler.dispatcher import Dispatcher
+    from nothing.scheduler.policy import PriorityFifoPolicy
+    from nothing.scheduler.snapshot import SnapshotLimits
+
+    executor = KubernetesExecutor(None, api=fake, namespace="ml", image="nothingai/training:pytorch-gpu",
+                                  snapshot_url="http://sched/api/runs/{run_id}/snapshot", job_scope=SCOPE)
+    db = Database(f"sqlite:///{tmp_path / 'scheduler.sqlite'}")
+    db.upgrade()
+    dispatcher = Dispatcher(db, executor, PriorityFifoPolicy(), [], tmp_path / "runs", sys.executable,
+                            SnapshotLimits(64 * 1024**2), kill_grace_seconds=0.2)
+    dispatcher.inventory_interval = 0.05
+    return dispatcher
+
+
+def job_of(run_id: int, recorded_file: str) -> dict:
+    job = recorded(recorded_file)
+    job["metadata"]["name"] = f"{SCOPE}-{run_id}"
+    job["metadata"]["labels"]["nothing/run-id"] = str(run_id)
+    return job
+
+
+async def test_through_the_dispatcher_a_restart_re_attaches_and_a_cancel_stops_the_job(tmp_path):
+    from nothing.scheduler import store
+    from nothing.scheduler.states import RunState
+
+    from .helpers import make_archive, wait_for
+
+    fake = FakeKubeApi()
+    fake.objects["/api/v1/nodes"] = {n["metadata"]["name"]: n for n in recorded("nodes.json")["items"]}
+    values = dict(owner="alice", name="", experiment="default", entry_point="train.py", args=[],
+                  hyperparameters={}, gpus=2, cpus=1, memory_bytes=0, priority=0, max_seconds=None, snapshot_bytes=0)
+    first = kube_dispatcher(tmp_path, fake)
+    await first.start()
+    try:
+        a = await first.submit(values, make_archive({"train.py": "pass\n"}))
+        b = await first.submit(values, make_archive({"train.py": "pass\n"}))
+        await wait_for(lambda: a.state == b.state == RunState.RUNNING, 10, message="both runs submitted")
+        fake.emit(JOBS, "MODIFIED", job_of(a.id, "job-42-running.json"))
+        fake.emit(JOBS, "MODIFIED", job_of(b.id, "job-42-running.json"))
+    finally:
+        await first.stop()  # the scheduler goes away; the Jobs go on
+        first.db.close()
+    assert len(fake.made("POST", JOBS)) == 2
+
+    second = kube_dispatcher(tmp_path, fake)
+    await second.start()
+    try:
+        assert {r.id: r.state for r in second.active.values()} == {a.id: RunState.RUNNING, b.id: RunState.RUNNING}
+        await second.cancel(b.id, "alice")
+        assert ("DELETE", f"{JOBS}/{SCOPE}-{b.id}", {"propagationPolicy": "Foreground"}, None) in fake.made("DELETE")
+        fake.emit(JOBS, "DELETED", job_of(b.id, "job-42-deleting.json"))
+        fake.emit(JOBS, "MODIFIED", job_of(a.id, "job-42-complete.json"))
+        await wait_for(lambda: not second.active, 10, message="both runs to end")
+        rows = {i: await second.db.run(store.get_run, i) for i in (a.id, b.id)}
+        assert (rows[a.id].state, rows[a.id].reason) == (RunState.COMPLETE, "exited with code 0")
+        assert rows[b.id].state == RunState.STOPPED and rows[b.id].reason.startswith("cancelled by alice")
+        assert len(fake.made("POST", JOBS)) == 2  # none started twice
+    finally:
+        await second.stop()
+        second.db.close()
