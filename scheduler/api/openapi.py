@@ -13,6 +13,7 @@ from tornado import web
 from .. import __version__
 from ..spec import (MAX_ARGS, MAX_ENTRY_POINT_CHARS, MAX_HYPERPARAMETERS, MAX_MEMORY_BYTES, MAX_SECONDS,
                     MAX_VALUE_BYTES)
+from ..spec import MAX_NODES, MAX_PROCS_PER_NODE
 from ..orm import CLIENT_KEY_MAX
 from ..states import RunState
 from .base import MAX_ID, APIHandler
@@ -36,6 +37,9 @@ _COUNT = {"oneOf": [{"type": "integer"}, {"type": "string", "pattern": r"^[+-]?[
 def _errors(*codes: int) -> dict:
     ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     return {str(c): {"description": _ERROR_TEXT[c], "content": ref} for c in codes}
+
+
+_EXP = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
 def _json(ref: str, description: str = "ok") -> dict:
@@ -79,6 +83,22 @@ def _submission_schema() -> dict:
                          "description": "at most 365 days"},
             "group": {"type": "string", "description": "one of the caller's JupyterHub groups, charged for the run"},
             "preemptible": {"type": "boolean", "description": "may borrow idle GPUs; may be preempted"},
+            "nodes": {"type": "integer", "minimum": 1, "maximum": MAX_NODES,
+                      "description": "nodes of a distributed run, at most the cluster's (default 1)"},
+            "gpus_per_node": {**_COUNT, "description": "GPUs on each node; then gpus is nodes x gpus_per_node"},
+            "procs_per_node": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_PROCS_PER_NODE,
+                               "description": "processes on each node (default 1), each with its RANK"},
+            "torchrun": {"type": "boolean", "description": "start the entry point with torchrun on each node"},
+            "metrics": {"type": ["array", "null"], "maxItems": 50, "items": {
+                "type": "object", "required": ["name"], "additionalProperties": False, "properties": {
+                    "name": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_./\-]{0,99}$"},
+                    "regex": {"type": "string", "maxLength": 500, "description": "RE2; its first group (or the "
+                                                                                  "group 'value') is the number"},
+                    "goal": {"type": "string", "enum": ["", "maximize", "minimize"]}}},
+                "description": "metrics to read from the log (default: every name=value pair)"},
+            "checkpoint": {"type": ["string", "integer", "null"], "examples": ["12", "12:epoch-3.pt"],
+                           "description": "RUN or RUN:CHECKPOINT to start from, read-only in "
+                                          "EM_CHECKPOINT_INPUT_DIR"},
             "archive": {"type": "string", "contentEncoding": "base64",
                         "description": "the code snapshot, a .tar.gz (JSON submissions only)"},
         },
@@ -114,6 +134,10 @@ def document(prefix: str) -> dict:
                         "queue_position": {"type": ["integer", "null"]},
                         "gpus": {"type": "integer"},
                         "assigned_gpus": {"type": ["array", "null"], "items": {"type": "integer"}},
+                        "nodes": {"type": "integer"}, "gpus_per_node": {"type": "integer"},
+                        "procs_per_node": {"type": ["integer", "null"]}, "torchrun": {"type": "boolean"},
+                        "placement": {"type": "array", "description": "[[node, [GPU, ...]], ...]",
+                                      "items": {"type": "array"}},
                         "exit_code": {"type": ["integer", "null"]},
                         "submitted_at": {"type": ["string", "null"]}, "started_at": {"type": ["string", "null"]},
                         "ended_at": {"type": ["string", "null"]},
@@ -161,7 +185,43 @@ def document(prefix: str) -> dict:
                                 "spec": {"type": "string", "description": "Submission as JSON, without archive"},
                                 "archive": {"type": "string", "format": "binary"}}}}}}),
             },
-            "/runs/{run_id}": {"get": _op("One run", _json(run_ref), 404, parameters=[_ID])},
+            "/runs/{run_id}": {
+                "get": _op("One run", _json(run_ref), 404, parameters=[_ID]),
+                "delete": _op("Delete a run: its record, folder, log, checkpoints and metrics (an active run "
+                              "only with stop=true)", {"description": "deleted"}, 400, 404, 409, ok_code="204",
+                              parameters=[_ID, _query("stop", _BOOL)])},
+            "/runs/{run_id}/metrics": {"get": _op(
+                "The run's metric time series (JSON, or CSV with format=csv)", {"description": "the series"},
+                400, 404, parameters=[_ID, {**_query("name", {"type": "array", "items": {"type": "string"}}),
+                                            "explode": True},
+                                      _query("format", {"type": "string", "enum": ["json", "csv"]}),
+                                      _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000000})])},
+            "/runs/{run_id}/checkpoints": {
+                "get": _op("The run's checkpoints (NSML's model ls)", {"description": "the listing"}, 404,
+                           parameters=[_ID]),
+                "delete": _op("Delete checkpoints by name or shell pattern ('*': all)", {"description": "removed"},
+                              400, 404, parameters=[_ID, {**_query("name", {"type": "array", "items": {
+                                  "type": "string"}}), "explode": True}])},
+            "/experiments": {
+                "get": _op("My experiments with run counts (admins: all=1 or owner=NAME)",
+                           {"description": "the experiments"}, 400,
+                           parameters=[_query("all", _BOOL), _query("owner", {"type": "string"}),
+                                       _query("metric", {"type": "string"})]),
+                "post": _op("Create an experiment", {"description": "created"}, 400, 409, ok_code="201",
+                            requestBody={"required": True, "content": {"application/json": {"schema": {
+                                "type": "object", "required": ["name"], "properties": {
+                                    "name": _NAME, "description": {"type": "string"}}}}}})},
+            "/experiments/{name}": {
+                "get": _op("One experiment", {"description": "the experiment"}, 400, 404, parameters=[_EXP]),
+                "patch": _op("Rename or describe an experiment (its runs move along)", {"description": "changed"},
+                             400, 404, 409, parameters=[_EXP], requestBody={"required": True, "content": {
+                                 "application/json": {"schema": {"type": "object", "properties": {
+                                     "name": _NAME, "description": {"type": "string"}}}}}}),
+                "delete": _op("Delete an experiment that has no runs left", {"description": "deleted"}, 400, 404,
+                              409, ok_code="204", parameters=[_EXP])},
+            "/storage": {"get": _op("What my runs take on disk, against my and my groups' storage quotas "
+                                    "(admins: all=1)", {"description": "usage"}, 400,
+                                    parameters=[_query("all", _BOOL)])},
             "/runs/{run_id}/cancel": {"post": _op("Cancel a queued or running run", _json(run_ref), 404, 409, 413,
                                                   parameters=[_ID])},
             "/runs/{run_id}/events": {"get": _op("The run's state transitions with reasons",
