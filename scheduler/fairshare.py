@@ -309,6 +309,7 @@ class FairSharePolicy:
         fg = {g: (1 - w) * f for g, f in fg.items()}
         fu = {o: w * f for o, f in fu.items()}
         step, aging = cfg.priority_step, cfg.aging_seconds
+        keyed: list[tuple[tuple, PendingRun]]  # borrowing first when there are guarantees
         if book.has_guarantees:
             borrowing = book.borrowing
             keyed = [((borrowing(r), -(r.priority * step + fg[r.group] + fu[r.owner] + (now - r.submitted_at) / aging),

@@ -145,14 +145,14 @@ class QuotaBook:
                 return (f"QuotaHardCap: group {run.group} at its cap of {_gpus(gq.max_gpus)} "
                         f"({used} in use, this run needs {run.gpus})")
         if uq.gpu_hours_per_period is not None:
-            used = self.user_period.get(run.owner, 0.0) / 3600
-            if used >= uq.gpu_hours_per_period:
-                return (f"QuotaBudget: user {run.owner} has used {used:,.1f} of {uq.gpu_hours_per_period:,.1f} "
+            hours = self.user_period.get(run.owner, 0.0) / 3600
+            if hours >= uq.gpu_hours_per_period:
+                return (f"QuotaBudget: user {run.owner} has used {hours:,.1f} of {uq.gpu_hours_per_period:,.1f} "
                         f"GPU-hours this period; the budget renews in {_hours(self.period_ends - self.now)}")
         if gq.gpu_hours_per_period is not None:
-            used = self.group_period.get(run.group, 0.0) / 3600
-            if used >= gq.gpu_hours_per_period:
-                return (f"QuotaBudget: group {run.group} has used {used:,.1f} of {gq.gpu_hours_per_period:,.1f} "
+            hours = self.group_period.get(run.group, 0.0) / 3600
+            if hours >= gq.gpu_hours_per_period:
+                return (f"QuotaBudget: group {run.group} has used {hours:,.1f} of {gq.gpu_hours_per_period:,.1f} "
                         f"GPU-hours this period; the budget renews in {_hours(self.period_ends - self.now)}")
         if self.borrowing(run) and not run.preemptible:
             used = self.group_in_use.get(run.group, 0)

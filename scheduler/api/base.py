@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from tornado import httputil, web
+from tornado.http1connection import HTTP1Connection
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tornado.log import gen_log
 
 from ..auth import HubUserMixin, authenticate, is_admin, wants_html
 
-__all__ = ["APIHandler", "BoundedBodyMixin", "HubUserMixin", "authenticate", "is_admin", "hub_api", "loads_json",
+__all__ = ["APIHandler", "BoundedBodyMixin", "HandlerMixin", "HubUserMixin", "authenticate", "is_admin", "hub_api", "loads_json",
            "parse_id"]
 
 DEFAULT_MAX_BODY_BYTES = 1024**2
@@ -81,7 +82,10 @@ class BoundedBodyMixin(web.RequestHandler):
     handler reads ``body``.
     """
 
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    @property
+    def max_body_bytes(self) -> int:
+        """The largest request body this handler reads; a handler overrides it with a number or a property."""
+        return DEFAULT_MAX_BODY_BYTES
 
     def __init__(self, *args, **kwargs) -> None:
         self._body_chunks: list[bytes] = []
@@ -166,15 +170,19 @@ class BoundedBodyMixin(web.RequestHandler):
             raise error  # nothing to drain, too much to read, or the client waits to send it
         self._refusal = error
         self._discard_left = size
-        self.request.connection.set_max_body_size(size)
+        connection = self.request.connection
+        if isinstance(connection, HTTP1Connection):  # tornado's own server: always, here
+            connection.set_max_body_size(size)
 
     def data_received(self, chunk: bytes) -> None:
         if self._discard_left is not None:
             self._discard_left -= len(chunk)
             if self._discard_left <= 0:
                 # Answered before tornado sees the body end: it then closes, and the verb method never runs.
-                self.log_exception(type(self._refusal), self._refusal, None)
-                self.send_error(self._refusal.status_code, exc_info=(type(self._refusal), self._refusal, None))
+                refusal = self._refusal
+                assert refusal is not None  # set together with _discard_left
+                self.log_exception(type(refusal), refusal, None)
+                self.send_error(refusal.status_code, exc_info=(type(refusal), refusal, None))
             return
         self._body_received += len(chunk)
         if self._body_received > self.max_body_bytes:
@@ -257,3 +265,12 @@ class APIHandler(HubUserMixin, BoundedBodyMixin):
         if not _WHOLE.fullmatch(raw.strip()) or not low <= int(raw) <= high:
             raise web.HTTPError(400, f"?{name}= must be a whole number from {low} to {high}, not {raw!r}")
         return int(raw)
+
+
+
+# The handlers' mixins (``RunAccessMixin``, ``ClusterMixin``, ...) are only ever mixed into APIHandler subclasses:
+# type checkers see them as APIHandlers, while at run time they stay plain classes (one RequestHandler in the MRO).
+if TYPE_CHECKING:
+    HandlerMixin = APIHandler
+else:
+    HandlerMixin = object

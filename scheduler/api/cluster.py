@@ -25,7 +25,7 @@ from traitlets.config import Configurable
 from ..orm import Run
 from ..rundir import stored_code
 from ..states import RunState
-from .base import APIHandler, hub_api
+from .base import APIHandler, HandlerMixin, hub_api
 from .gpus import holder_ids, holder_kind
 from .runs import RunAccessMixin
 from .tensorboard import experiment_board_url, run_board_url
@@ -212,7 +212,7 @@ def sort_queue(runs) -> list:
     return sorted(runs, key=key)
 
 
-class ClusterMixin:
+class ClusterMixin(HandlerMixin):
     @property
     def view(self) -> ClusterView:
         return cluster_view(self.settings)

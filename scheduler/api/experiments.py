@@ -17,7 +17,7 @@ from ..dispatcher import utcnow
 from ..metrics import best_of, rules_from_json
 from ..spec import NAME
 from ..states import RunState
-from .base import APIHandler
+from .base import APIHandler, HandlerMixin
 
 MAX_DESCRIPTION = 10_000
 
@@ -64,7 +64,7 @@ def _better(metric: str, value: float, best: float, run) -> bool:
     return value < best if goal_of(metric, rules_from_json(run.metric_rules)) == "minimize" else value > best
 
 
-class _ExperimentMixin:
+class _ExperimentMixin(HandlerMixin):
     def whose(self) -> str | None:
         """The owner asked about: the caller, another user (admins), or None for everyone (admins, ?all=1)."""
         owner = self.get_argument("owner", None)

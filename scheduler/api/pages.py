@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from html import escape
 from pathlib import Path
+from typing import Any
 
 from tornado import web
 
@@ -122,8 +123,9 @@ def _page(title: str, body: str, prefix: str = "") -> str:
 class AdminStaticHandler(web.StaticFileHandler):
     """The page's script and style sheet (no authentication: they hold no data)."""
 
-    def initialize(self) -> None:  # the app's handler list holds (pattern, class) pairs only
-        super().initialize(path=STATIC_DIR)
+    def initialize(self, path: str = STATIC_DIR, *args: Any, **kwargs: Any) -> None:
+        # The app's handler list holds (pattern, class) pairs only: the folder is the default.
+        super().initialize(path, *args, **kwargs)
 
     def set_extra_headers(self, path: str) -> None:
         self.set_header("Cache-Control", "no-cache")

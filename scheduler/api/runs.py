@@ -24,7 +24,7 @@ from ..snapshot import SnapshotError
 from ..spec import SpecError, parse_submission
 from ..states import RunState
 from ..tracker import StorageQuotaExceeded
-from .base import APIHandler, loads_json, parse_id
+from .base import APIHandler, HandlerMixin, loads_json, parse_id
 
 LOG_CHUNK = 64 * 1024
 MAX_LIST_LIMIT = 1000
@@ -99,7 +99,7 @@ def idempotency_key(header: str | None) -> str | None:
     return key
 
 
-class RunAccessMixin:
+class RunAccessMixin(HandlerMixin):
     async def get_visible_run(self, run_id: str) -> Run:
         """The run, if the caller owns it or is an admin; 404 otherwise (even when it exists)."""
         row = await self.dispatcher.db.run(store.get_run, parse_id(run_id))
@@ -232,7 +232,7 @@ class RunsHandler(RunAccessMixin, APIHandler):
             raise web.HTTPError(400, "'archive' is not valid base64") from None
 
 
-class RunDeleteMixin:
+class RunDeleteMixin(HandlerMixin):
     async def delete_run(self, row: Run, stop: bool) -> None:
         """Remove a run: its rows, folder, log, TensorBoard files, checkpoints and metrics; 409 with the reason
         while it is active (unless ``stop``) or while something else needs it."""
@@ -428,7 +428,7 @@ def _write_archive(paths: RunPaths, files: list[tuple[str, int]]) -> str:
     return name
 
 
-class _FileStreamer:
+class _FileStreamer(HandlerMixin):
     async def stream_file(self, path: str, content_type: str, filename: str) -> None:
         self.set_header("Content-Type", content_type)
         self.set_header("Content-Disposition", content_disposition(filename))
