@@ -164,17 +164,24 @@ def held_runs(snapshot: ClusterSnapshot) -> dict[int, HeldRun]:
 
 def free_resources(snapshot: ClusterSnapshot) -> dict[str, _FreeNode]:
     """What each node has left once the running runs' allocations are taken away."""
-    free = {
-        n.name: _FreeNode(n, sorted(n.gpus), n.cpus, n.memory_bytes) for n in snapshot.nodes
-    }
+    taken: dict[str, list] = {}
     for alloc in snapshot.running:
-        node = free.get(alloc.node)
-        if node is None:
-            continue
-        held = set(alloc.gpus)
-        node.gpus = [g for g in node.gpus if g not in held]
-        node.cpus -= alloc.cpus
-        node.memory_bytes -= alloc.memory_bytes
+        t = taken.get(alloc.node)
+        if t is None:
+            taken[alloc.node] = [set(alloc.gpus), alloc.cpus, alloc.memory_bytes]
+        else:
+            t[0].update(alloc.gpus)
+            t[1] += alloc.cpus
+            t[2] += alloc.memory_bytes
+    free = {}
+    for n in snapshot.nodes:
+        t = taken.get(n.name)
+        if t is None:
+            free[n.name] = _FreeNode(n, sorted(n.gpus), n.cpus, n.memory_bytes)
+        else:
+            held = t[0]
+            free[n.name] = _FreeNode(n, [g for g in sorted(n.gpus) if g not in held], n.cpus - t[1],
+                                     n.memory_bytes - t[2])
     return free
 
 

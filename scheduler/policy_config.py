@@ -12,6 +12,7 @@ from typing import Any
 from .fairshare import FairShareConfig, FairSharePolicy
 from .policy import Policy, PriorityFifoPolicy
 from .quotas import Quota, Quotas
+from .servicefair import ServiceFairConfig, ServiceFairPolicy
 
 QUOTA_KEYS = {"guaranteed_gpus", "max_gpus", "gpu_hours_per_period", "fairshare", "storage_bytes"}
 TOP_KEYS = {"groups", "users", "default_group", "default_user", "period_days"}
@@ -46,10 +47,21 @@ def parse_quotas(raw: dict) -> Quotas:
     )
 
 
+POLICIES = ("fair-share", "fair-share-classic", "priority-fifo")
+
+
 def make_policy(name: str, quotas: Quotas, half_life_seconds: float, aging_seconds: float) -> Policy:
+    """The policy called ``name``.  ``fair-share`` (the default) is
+    ``servicefair.ServiceFairPolicy``: least attained service first, fair share,
+    quotas, gangs and held reservations; ``fair-share-classic`` is the earlier
+    ``fairshare.FairSharePolicy`` (fair share with aging and EASY backfill, no
+    preemption for service); ``priority-fifo`` is strict order."""
     if name == "priority-fifo":
         return PriorityFifoPolicy()
     if name == "fair-share":
+        return ServiceFairPolicy(ServiceFairConfig(half_life_seconds=half_life_seconds, aging_seconds=aging_seconds,
+                                                   quotas=quotas), name="fair-share")
+    if name == "fair-share-classic":
         return FairSharePolicy(FairShareConfig(half_life_seconds=half_life_seconds, aging_seconds=aging_seconds,
                                                quotas=quotas))
-    raise ValueError(f"unknown policy {name!r}; use fair-share or priority-fifo")
+    raise ValueError(f"unknown policy {name!r}; use {', '.join(POLICIES)}")

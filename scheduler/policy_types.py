@@ -30,7 +30,8 @@ class Allocation:
     (preempted) but still holds its GPUs.  ``attained_gpu_seconds`` is GPU time the
     run received in earlier attempts (before a preemption), not counting this one;
     ``estimated_end`` is the caller's guess of its end when there is no enforced
-    limit (a guess: the policy never trusts it to keep a reservation whole).
+    limit (a guess: the policy never trusts it to keep a reservation whole);
+    ``submitted_at``, when known, lets a policy tell how long the run has waited.
     """
 
     run_id: int
@@ -47,6 +48,7 @@ class Allocation:
     stopping: bool = False
     attained_gpu_seconds: float = 0.0
     estimated_end: float | None = None
+    submitted_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,7 @@ class HeldRun:
     parts: list[Allocation]
     attained_gpu_seconds: float = 0.0
     estimated_end: float | None = None
+    submitted_at: float | None = None
 
     def attained(self, now: float) -> float:
         """GPU time received so far: earlier attempts plus this one."""

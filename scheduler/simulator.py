@@ -146,6 +146,21 @@ def load_philly(path: Path, start: str, end: str, min_duration: float = 60.0,
     return [Job(i, s, d, g, c, f"vc-{c}") for i, (s, d, g, c) in enumerate(jobs)]
 
 
+def load_itp(path: Path, min_duration: float = 0.0) -> list[Job]:
+    """Jobs of one Microsoft ITP cluster (``raw/clusterNN.csv``: ``submission_time``
+    in seconds from the start of collection, ``duration``, ``num_gpu``), in submit
+    order.  The trace has no user or group column: every job is in group ``""``."""
+    jobs = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            duration, gpus = float(row["duration"]), int(row["num_gpu"])
+            if duration < max(min_duration, 1e-9) or gpus < 1:
+                continue
+            jobs.append((float(row["submission_time"]), duration, gpus))
+    jobs.sort()
+    return [Job(i, s, d, g) for i, (s, d, g) in enumerate(jobs)]
+
+
 def _part(total: int, gpus: tuple[int, ...], job: Job) -> int:
     """The CPUs or memory a node holds for its share of a multi-node job (as the policy placed it)."""
     return share(total, len(gpus), job.gpus) if job.gpus else total
@@ -328,7 +343,8 @@ def simulate(jobs: Sequence[Job], nodes: Sequence[Node], policy: Policy, *, name
                 est_end = None
             allocs = tuple(Allocation(job.job_id, job.owner, node, gpus, _part(job.cpus, gpus, job),
                                       _part(job.memory_bytes, gpus, job), job.group, job.preemptible, False, now, end,
-                                      attained_gpu_seconds=attained[job.job_id], estimated_end=est_end)
+                                      attained_gpu_seconds=attained[job.job_id], estimated_end=est_end,
+                                      submitted_at=job.submit)
                            for node, gpus in placed)
             attempts[job.job_id] += 1
             first_start.setdefault(job.job_id, now)

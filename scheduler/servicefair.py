@@ -1,0 +1,574 @@
+"""The platform's default policy: least attained service first, fair share, quotas, gangs, bounded waits.
+
+One pass of ``ServiceFairPolicy.decide`` is a pure, deterministic function of the
+snapshot (the live service and the simulator call the same code):
+
+1. **Order.**  Within one admin priority: *overdue* runs first (queued longer than
+   ``overdue_seconds`` since they were submitted or last preempted), oldest
+   first; then runs that fit in their group's guarantee before runs that would
+   borrow; then by *service class*, the run's attained GPU-time cut by
+   ``thresholds`` (a run that has not run yet is in class 0), which is
+   Tiresias's discretized 2D-LAS and needs no run time; then by fair share with
+   aging (``fairshare.fair_share_factors``), then submission.  Nothing here reads
+   a run time, so better estimates cannot reorder anything.
+2. **Start what fits**: the whole gang at once (best fit, fewest nodes; shaped
+   gangs on exactly their nodes), as long as it does not take GPUs kept for the
+   reserved run (below).  Quota caps, budgets and guarantees hold as in
+   ``quotas``; a run blocked by one waits with its reason and holds nobody up.
+3. **Preempt, only runs that said they checkpoint** (``preemptible=True``; never
+   notebook servers).  A queued run that does not fit may stop running
+   preemptible runs that rank below it, worst first (highest class, then the
+   heaviest fair-share user, newest), if that makes its gang fit: runs of a
+   higher service class (that is how short runs overtake long ones); for an
+   overdue run, any lower-ranked run; for the run that would hold the
+   reservation, runs of its class that started while it waited.  A run
+   is never preempted before it has run ``min_run_seconds`` in its attempt (so
+   it has checkpointed once and cannot thrash).  A group owed its guarantee
+   reclaims borrowed runs as ``fairshare`` does.
+4. **Reserve, and keep the reservation.**  The first run that can neither start
+   nor preempt gets the reservation (EASY backfill, ``placement.FreeMap``).  Runs
+   may use GPUs kept for it only if they will be gone in time: a time limit that
+   ends before the reserved start, or ``preemptible`` (the reserved run will stop
+   them), or, while the reserved run is not overdue, an estimated end before it.
+   Once it is overdue, estimates no longer count, and a one-node run's reservation
+   sits on the node with the most GPUs free already, which is the same node pass
+   after pass (nothing long is placed there, so its free GPUs only grow).
+
+**The wide-run bound.**  A run waits at most ``overdue_seconds`` plus the longest
+remaining run time of the runs holding its reserved node when it became overdue
+(plus ``min_run_seconds`` for preemptible ones): from then on nothing without a
+time limit that ends in time is placed there.  **When nothing is preemptible**
+steps 3's class preemption never fires: the policy is fair share with aging,
+EASY backfill and the held reservation; short runs no longer overtake long ones
+that have started, so the average completion time is that of a non-preemptive
+policy.
+
+Every waiting run gets a position, a reason saying what it waits for and behind
+whom, and an estimated start recomputed every pass; ``next_pass_at`` asks to be
+called again when a running run is due to change service class or a queued run
+to become overdue, so neither the order nor the estimates go stale.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from .fairshare import fair_share_factors
+from .placement import FreeMap, Release
+from .policy import (
+    ClusterSnapshot,
+    Decisions,
+    HeldRun,
+    PendingRun,
+    Preempt,
+    QueueEntry,
+    StartRun,
+    free_resources,
+    held_runs,
+    largest_node,
+    normalized,
+    shaped_capacity,
+    shaped_never_reason,
+    shaped_reason,
+    spans_nodes,
+)
+from .quotas import QuotaBook, Quotas
+from .usage import Usage, decayed_interval
+
+
+@dataclass(frozen=True)
+class ServiceFairConfig:
+    """Tuning of ``ServiceFairPolicy``; the service maps its traitlets onto this.
+
+    ``thresholds``: attained GPU-seconds where a run moves to the next service
+    class, e.g. ``(3600, 36000)``: under 1 GPU-hour, under 10, the rest.
+    ``min_run_seconds``: a run is not preempted before it has run this long in
+    its current attempt (set it to about the runs' checkpoint interval).
+    ``overdue_seconds``: a run queued this long goes ahead of every class and
+    its reservation is held strictly (the starvation bound).
+    ``half_life_seconds``, ``aging_seconds``, ``priority_step``, ``user_weight``:
+    fair share and aging, as in ``fairshare.FairShareConfig``.
+    ``default_run_seconds``: run time assumed when nothing better is known (for
+    backfill and estimated starts only).
+    ``max_reservation_attempts``, ``max_preemption_attempts``: bounds on the work
+    of one pass.  ``round_seconds``: ``next_pass_at`` is rounded up to a multiple
+    of this (class changes are acted on within one round, not to the second).
+    ``quotas``: guarantees, caps and budgets.
+    """
+
+    thresholds: tuple[float, ...] = (3600.0, 36000.0)
+    min_run_seconds: float = 600.0
+    overdue_seconds: float = 12 * 3600.0
+    half_life_seconds: float = 7 * 86400
+    aging_seconds: float = 4 * 3600
+    priority_step: float = 100.0
+    user_weight: float = 0.3
+    default_run_seconds: float = 3600.0
+    max_reservation_attempts: int = 16
+    max_preemption_attempts: int = 8
+    round_seconds: float = 300.0
+    estimate_starts: bool = True
+    quotas: Quotas = field(default_factory=Quotas)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(seconds, 0):.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def clock(t: float) -> str:
+    """``t`` as a UTC wall-clock time a person reads, e.g. ``14:05 UTC`` (a date when not today)."""
+    return time.strftime("%H:%M UTC", time.gmtime(t))
+
+
+def _when(t: float, now: float) -> str:
+    day = "" if int(t // 86400) == int(now // 86400) else time.strftime(" on %b %d", time.gmtime(t))
+    return f"about {clock(t)}{day} (in {_duration(t - now)})"
+
+
+class ServiceFairPolicy:
+    """Attained-service classes, fair share, quotas, gangs, held reservations (see the module docstring)."""
+
+    def __init__(self, config: ServiceFairConfig | None = None, name: str = "service-fair"):
+        self.config = config or ServiceFairConfig()
+        self.name = name
+
+    # ---------------------------------------------------------------- run times
+    def _typical(self, usage: Mapping[str, Usage], group: str) -> float:
+        u = usage.get(group)
+        if u is not None and u.typical_run_seconds:
+            return u.typical_run_seconds
+        return self.config.default_run_seconds
+
+    def run_seconds(self, run: PendingRun, usage: Mapping[str, Usage]) -> float:
+        """The limit, else the caller's estimate, else the group's typical run time."""
+        if run.max_seconds is not None:
+            return run.max_seconds
+        if run.estimated_seconds is not None:
+            return run.estimated_seconds
+        return self._typical(usage, run.group)
+
+    def expected_end(self, h: HeldRun, usage: Mapping[str, Usage], now: float) -> tuple[float, bool]:
+        """When a running run should give its GPUs back, and whether that is certain
+        (an enforced limit, or it is stopping); inf for notebook servers."""
+        if h.stopping:
+            return now, True
+        if h.expected_end is not None:
+            return max(h.expected_end, now), True
+        if h.is_notebook:
+            return math.inf, False
+        end = h.estimated_end if h.estimated_end is not None else h.started_at + self._typical(usage, h.group)
+        if end <= now:
+            end = now + max(now - h.started_at, 60.0)  # outlived its estimate: expect as long again
+        return end, False
+
+    def service_class(self, attained: float) -> int:
+        return bisect.bisect_right(self.config.thresholds, attained)
+
+    # ---------------------------------------------------------------- the pass
+    def decide(self, snapshot: ClusterSnapshot) -> Decisions:  # noqa: C901 (one pass, read top to bottom)
+        cfg, now = self.config, snapshot.now
+        quotas = snapshot.quotas or cfg.quotas
+        gusage = snapshot.group_usage
+        held = held_runs(snapshot)
+        ends = {rid: self.expected_end(h, gusage, now) for rid, h in held.items()}
+        book = QuotaBook(quotas, held, gusage, snapshot.user_usage, now)
+        node_gpus = largest_node(snapshot.nodes)
+        fm = FreeMap(free_resources(snapshot), node_gpus)
+        fg, fu = self._factors(snapshot, held, quotas)
+        ranked, due = self._order(snapshot, book, fg, fu)
+        victims: list[tuple[tuple, HeldRun]] | None = None
+        has_victims = any(h.preemptible and not h.stopping and not h.is_notebook for h in held.values())
+
+        starts: list[StartRun] = []
+        preempts: list[Preempt] = []
+        waiting: list[tuple[PendingRun, str, str, float]] = []
+        claimed: set[int] = set()
+        stopping = [h for h in held.values() if h.stopping]
+        capable: dict[tuple, list[str]] = {}
+        failed: set[tuple] = set()
+        memo: dict[tuple, tuple[int, str, str]] = {}
+        never_fits: set[tuple] = set()
+        head: tuple | None = None  # rank, run of the first run that could not start
+        head_reason = ""
+        head_overdue = False
+        reserve_tries = preempt_tries = 0
+        typical: dict[str, float] = {}
+
+        for rank, run in ranked:
+            if run.max_seconds is not None:
+                seconds = run.max_seconds
+            elif run.estimated_seconds is not None:
+                seconds = run.estimated_seconds
+            else:
+                seconds = typical.get(run.group)
+                if seconds is None:
+                    seconds = typical[run.group] = self._typical(gusage, run.group)
+            if book.active:
+                reason = book.blocked(run)
+                if reason is not None:
+                    waiting.append((run, "quota", reason, seconds))
+                    continue
+            if run.shaped:
+                form = (run.nodes, run.gpus_per_node, run.cpus, run.memory_bytes)
+                if form not in capable:
+                    capable[form] = shaped_capacity(snapshot.nodes, run)
+                if len(capable[form]) < run.nodes:
+                    waiting.append((run, "never", shaped_never_reason(run, capable[form]), seconds))
+                    continue
+            multi = spans_nodes(run, node_gpus)
+            # May it use GPUs kept for the reserved run?  Only if it is sure to be gone in time.
+            if run.max_seconds is not None:
+                by = now + run.max_seconds
+            elif run.preemptible:
+                by = -math.inf
+            else:
+                by = math.inf if head_overdue else None
+            key = (run.gpus, run.cpus, run.memory_bytes, run.nodes, run.gpus_per_node, seconds, by)
+            seen = memo.get(key)
+            may_preempt = has_victims and preempt_tries < cfg.max_preemption_attempts
+            reclaims = book.has_guarantees and book.within_share(run)
+            if seen is not None and seen[0] == fm.version and not may_preempt and not reclaims:
+                waiting.append((run, seen[1], seen[2], seconds))
+                continue
+            if run.gpus <= fm.total:
+                start = fm.place(run, now + seconds, multi, by)
+                if start is not None:
+                    starts.append(start)
+                    book.account(run)
+                    continue
+
+            # Preemption: guarantees first (a group owed its share), then service.
+            is_head = head is None
+            overdue = rank[1] == 0
+            shape = (*key[:5], fm.version, len(claimed))
+            if (may_preempt or reclaims) and shape not in failed:
+                if victims is None:
+                    victims = self._victims(held, fg, fu, now)
+                    has_victims = bool(victims)
+                if reclaims:
+                    cands = [h for _, h in victims if h.run_id not in claimed and h.run_id in book_borrowed(book)]
+                    why = "guarantee"
+                else:
+                    preempt_tries += 1
+                    since = run.submitted_at if is_head else None
+                    cands = [h for vr, h in victims
+                             if h.run_id not in claimed and self._outranks(rank, vr, overdue, since)]
+                    why = "service"
+                reclaim = fm.reclaim(run, multi, cands, [h for h in stopping if h.run_id not in claimed]) \
+                    if cands else None
+                if reclaim is None:
+                    failed.add(shape)
+                else:
+                    fm.hold(reclaim.nodes, run)
+                    book.account(run)
+                    claimed.update(h.run_id for h in reclaim.victims + reclaim.stopping)
+                    for h in reclaim.victims:
+                        preempts.append(Preempt(h.run_id, run.run_id, self._preempt_reason(run, h, why, now)))
+                    stops = reclaim.victims + reclaim.stopping
+                    ids = ", ".join(f"run {h.run_id}" for h in stops)
+                    waiting.append((run, "reclaim", f"Preempting: waiting for {ids} to stop and give back "
+                                                   f"{'its GPUs' if len(stops) == 1 else 'their GPUs'}", seconds))
+                    continue
+
+            if head is None:
+                head = (rank, run)
+                head_overdue = overdue
+            if (fm.reserved_for is None and reserve_tries < cfg.max_reservation_attempts
+                    and key[:5] not in never_fits):
+                reserve_tries += 1
+                reason = self._reserve(run, multi, overdue, held, ends, claimed, fm, now)
+                if reason is not None:
+                    head_reason = reason
+                    waiting.append((run, "head", reason, seconds))
+                    continue
+                never_fits.add(key[:5])
+            if fm.reserved_for is not None and fm.fits_now(run, multi, False):
+                if run.max_seconds is not None:
+                    why = f"its {_duration(run.max_seconds)} limit ends after that"
+                elif head_overdue:
+                    why = "it has no time limit and is not preemptible, and that run has waited too long to risk it"
+                else:
+                    why = f"its expected {_duration(seconds)} would run past that"
+                kind, reason = "reserved", (
+                    f"Reserved: the GPUs it could use are kept for run {fm.reserved_for}, "
+                    f"due to start {_when(fm.reserved_at, now)}; {why}")
+            else:
+                kind, reason = "resources", self._resources(run, fm, multi)
+                if head is not None and head[1].run_id != run.run_id:
+                    reason += f"; behind run {head[1].run_id}: {self._ahead_because(head[0], rank)}"
+                if key[:5] in never_fits and fm.reserved_for is None and not claimed:
+                    reason += "; estimate unknown: the runs holding the GPUs have no time limit or end"
+            memo[key] = (fm.version, kind, reason)
+            waiting.append((run, kind, reason, seconds))
+
+        del head_reason
+        entries = self._entries(waiting, fm, held, ends, claimed, now)
+        return Decisions(tuple(starts), entries, tuple(preempts), self._next_pass(snapshot, held, now, due))
+
+    # ---------------------------------------------------------------- order
+    def _factors(self, snapshot: ClusterSnapshot, held: dict[int, HeldRun],
+                 quotas: Quotas) -> tuple[dict[str, float], dict[str, float]]:
+        cfg, now = self.config, snapshot.now
+        hl = cfg.half_life_seconds
+        groups = {r.group for r in snapshot.queued} | {h.group for h in held.values()}
+        owners = {r.owner for r in snapshot.queued} | {h.owner for h in held.values()}
+        used = [(h, decayed_interval(h.gpus, h.started_at, now, now, hl)) for h in held.values()]
+        fg = fair_share_factors(snapshot.group_usage, ((h.group, u) for h, u in used), groups,
+                                {n: q.weight for n, q in quotas.groups.items()}, quotas.default_group.weight, now, hl)
+        fu = fair_share_factors(snapshot.user_usage, ((h.owner, u) for h, u in used), owners,
+                                {n: q.weight for n, q in quotas.users.items()}, quotas.default_user.weight, now, hl)
+        w = cfg.user_weight
+        return {g: (1 - w) * f for g, f in fg.items()}, {o: w * f for o, f in fu.items()}
+
+    def _order(self, snapshot: ClusterSnapshot, book: QuotaBook, fg: dict[str, float],
+               fu: dict[str, float]) -> tuple[list[tuple[tuple, PendingRun]], float]:
+        """(rank, run) in the order the pass considers them (a smaller rank goes
+        first), and the earliest time a run that is not overdue will be.
+
+        rank = (-priority, 0 if overdue else 1, -waited if overdue else borrowing, class, -score, submitted, id)."""
+        cfg, now = self.config, snapshot.now
+        step, aging, overdue_after = cfg.priority_step, cfg.aging_seconds, cfg.overdue_seconds
+        thresholds = cfg.thresholds
+        guarantees = book.has_guarantees
+        out = []
+        most = -math.inf
+        for r in snapshot.queued:
+            r = normalized(r)
+            waited = waited_so_far(r, now)
+            if waited < overdue_after and waited > most:
+                most = waited
+            if waited >= overdue_after:
+                rank = (-r.priority, 0, -waited, 0, 0.0, r.submitted_at, r.run_id)
+            else:
+                score = fg[r.group] + fu[r.owner] + (now - r.submitted_at) / aging
+                cls = bisect.bisect_right(thresholds, r.attained_gpu_seconds) if r.attained_gpu_seconds else 0
+                rank = (-r.priority, 1, float(guarantees and book.borrowing(r)), cls, -score, r.submitted_at,
+                        r.run_id)
+            out.append((rank, r))
+        del step
+        out.sort(key=lambda t: t[0])
+        return out, (now + overdue_after - most if most > -math.inf else math.inf)
+
+    def _victims(self, held: dict[int, HeldRun], fg: dict[str, float], fu: dict[str, float],
+                 now: float) -> list[tuple[tuple, HeldRun]]:
+        """Preemptible runs that have run long enough, worst first, each with its rank."""
+        cfg = self.config
+        thresholds, min_run, overdue = cfg.thresholds, cfg.min_run_seconds, cfg.overdue_seconds
+        keyed = []
+        for h in held.values():
+            if not h.preemptible or h.is_notebook or h.stopping:
+                continue
+            started = h.started_at
+            if now - started < min_run:
+                continue
+            if h.submitted_at is not None and h.gpus and (
+                    started - h.submitted_at - h.attained_gpu_seconds / h.gpus >= overdue):
+                continue  # it has waited its share already: not preempted again for service
+            cls = bisect.bisect_right(thresholds, h.attained_gpu_seconds + h.gpus * (now - started))
+            score = fg.get(h.group, 0.0) + fu.get(h.owner, 0.0)
+            keyed.append(((-cls, score, -started, -h.run_id), (0, 1, 0.0, cls, -score, started, h.run_id), h))
+        keyed.sort(key=lambda t: t[0])
+        return [(rank, h) for _, rank, h in keyed]
+
+    @staticmethod
+    def _outranks(rank: tuple, victim: tuple, overdue: bool, head_since: float | None) -> bool:
+        """May a queued run of ``rank`` preempt a running one of ``victim`` rank?
+
+        Admin priority counts first; a higher service class always yields; an overdue
+        run displaces any run that ranks below it; the run that would hold the
+        reservation (``head_since``: when it was submitted) displaces runs of its own
+        class that started while it waited (they backfilled in front of it)."""
+        if rank[0] != victim[0]:
+            return rank[0] < victim[0]
+        if victim[3] > rank[3] or overdue:
+            return True
+        return head_since is not None and victim[3] == rank[3] and victim[5] > head_since
+
+    @staticmethod
+    def _ahead_because(ahead: tuple, mine: tuple) -> str:
+        if ahead[0] != mine[0]:
+            return "admin priority"
+        if ahead[1] == 0:
+            return "it has waited longest (past the overdue bound)"
+        if ahead[2] != mine[2]:
+            return "it is within its group's guarantee"
+        if ahead[3] != mine[3]:
+            return "it has had less GPU time so far"
+        return "fair share and waiting time"
+
+    # ---------------------------------------------------------------- reservation
+    def _reserve(self, run: PendingRun, multi: bool, overdue: bool, held: dict[int, HeldRun],
+                 ends: dict[int, tuple[float, bool]], claimed: set[int], fm: FreeMap, now: float) -> str | None:
+        releases: list[Release] = []
+        for rid, h in held.items():
+            end = ends[rid][0]
+            if end == math.inf or rid in claimed:
+                continue
+            for p in h.parts:
+                releases.append((end, p.node, len(p.gpus), p.cpus, p.memory_bytes))
+        releases += fm.started
+        if overdue and not multi:
+            at = self._reserve_held(run, releases, fm)
+        else:
+            at = fm.reserve(run, releases, multi, 1)
+        if at is None:
+            return None
+        nodes = sorted(fm.caps)
+        last = [rid for rid, h in held.items() if rid not in claimed and ends[rid][0] == at
+                and any(p.node in fm.caps for p in h.parts)]
+        if at <= now or not last:
+            when = f"starts {_when(max(at, now), now)}"
+        else:
+            certain = all(ends[rid][1] for rid in last)
+            who = ", ".join(f"run {rid}" for rid in sorted(last)[:3])
+            when = f"starts when {who} {'ends' if len(last) == 1 else 'end'}, {_when(at, now)}"
+            if not certain:
+                when += " (estimated: no time limit, so the end is a guess from runs like it)"
+        how = "held: nothing that could delay it is placed there" if overdue else "backfill may use them"
+        return f"Reserved: {when} on {', '.join(nodes[:4])}{' and more' if len(nodes) > 4 else ''} ({how})"
+
+    @staticmethod
+    def _reserve_held(run: PendingRun, releases: list[Release], fm: FreeMap) -> float | None:
+        """A one-node reservation that stays put: on the node with the most GPUs free now
+        (then the earliest expected to fit), keeping every GPU free there for the run."""
+        by_node: dict[str, list[tuple[float, int]]] = {}
+        for end, name, g, _, _ in releases:
+            by_node.setdefault(name, []).append((end, g))
+        best: tuple | None = None
+        for name, n in fm.free.items():
+            if len(n.node.gpus) < run.gpus or n.node.cpus < run.cpus or (
+                    n.node.memory_bytes and n.node.memory_bytes < run.memory_bytes):
+                continue
+            have, at = len(n.gpus), -math.inf
+            for end, g in sorted(by_node.get(name, ())):
+                if have >= run.gpus:
+                    break
+                have, at = have + g, end
+            if have < run.gpus:
+                continue
+            cand = (-len(n.gpus), at, name)
+            if best is None or cand < best:
+                best = cand
+        if best is None:
+            return None
+        _, at, name = best
+        n = fm.free[name]
+        caps = {name: [len(n.gpus) - run.gpus, n.cpus - run.cpus, n.memory_bytes - run.memory_bytes]}
+        return fm._set_reservation(run, max(at, 0.0), caps)
+
+    # ---------------------------------------------------------------- reasons
+    @staticmethod
+    def _resources(run: PendingRun, fm: FreeMap, multi: bool) -> str:
+        if run.shaped:
+            return shaped_reason(run, fm.shaped_hosts(run))
+        gpus = f"{run.gpus} GPU{'s' if run.gpus != 1 else ''}"
+        if multi:
+            return f"Resources: needs {gpus} across nodes; {fm.total} free in the cluster"
+        most = fm.max_free()
+        if most < run.gpus:
+            return f"Resources: needs {gpus} on one node; {fm.total} free in the cluster, at most {most} on one node"
+        return (f"Resources: no node with {gpus} free also has {run.cpus} CPUs and "
+                f"{run.memory_bytes} bytes of memory free")
+
+    def _preempt_reason(self, run: PendingRun, h: HeldRun, why: str, now: float) -> str:
+        if why == "guarantee":
+            return (f"Preempted: group {run.group} needs its guaranteed GPUs back for run {run.run_id}; "
+                    f"this run was borrowing idle GPUs beyond group {h.group}'s guarantee")
+        return (f"Preempted for run {run.run_id}: this run has had {h.attained(now) / 3600:.1f} GPU-hours, "
+                f"run {run.run_id} {run.attained_gpu_seconds / 3600:.1f}; runs with less GPU time go first "
+                f"(it resumes from its last checkpoint)")
+
+    # ---------------------------------------------------------------- estimates
+    def _entries(self, waiting: list[tuple[PendingRun, str, str, float]], fm: FreeMap, held: dict[int, HeldRun],
+                 ends: dict[int, tuple[float, bool]], claimed: set[int], now: float) -> tuple[QueueEntry, ...]:
+        """Positions, reasons and estimated starts, recomputed from scratch every pass.
+
+        The queue is replayed in order on a pool of GPUs that come back when runs
+        are expected to end (node boundaries ignored; the reserved run gets its
+        reservation time).  Runs held by a quota or that can never fit get none."""
+        reserved_nodes = tuple(sorted(fm.caps))
+        if not self.config.estimate_starts:
+            return tuple(QueueEntry(r.run_id, i, reason, None, reserved_nodes if kind == "head" else ())
+                         for i, (r, kind, reason, _) in enumerate(waiting, 1))
+        heap = [now] * fm.total
+        for rid, h in held.items():
+            end = ends[rid][0]
+            if end != math.inf and rid not in claimed:
+                heap.extend([end] * h.gpus)
+        for end, _, g, _, _ in fm.started:
+            heap.extend([end] * g)
+        heapq.heapify(heap)
+        heappop, heappush, heapreplace = heapq.heappop, heapq.heappush, heapq.heapreplace
+        out = []
+        for i, (run, kind, reason, seconds) in enumerate(waiting, 1):
+            need = run.gpus
+            if kind in ("quota", "never"):
+                est = None
+            elif kind == "reclaim":
+                est = now
+                for _ in range(need):
+                    heappush(heap, now + seconds)
+            elif need <= 0:
+                est = now
+            elif need > len(heap):
+                est = None
+            elif need == 1:
+                est = max(now, heap[0])
+                heapreplace(heap, est + seconds)
+            else:
+                taken = [heappop(heap) for _ in range(need)]
+                est = max(now, taken[-1])
+                for _ in range(need):
+                    heappush(heap, est + seconds)
+            if kind == "head":
+                est = max(fm.reserved_at, now)
+            out.append(QueueEntry(run.run_id, i, reason, est, reserved_nodes if kind == "head" else ()))
+        return tuple(out)
+
+    def _next_pass(self, snapshot: ClusterSnapshot, held: dict[int, HeldRun], now: float,
+                   due: float) -> float | None:
+        """When the order may change with nothing else happening: a running run reaches
+        the next class or its minimum run time, a queued run becomes overdue (``due``)."""
+        if not snapshot.queued:
+            return None
+        cfg, best = self.config, due
+        thresholds, min_run = cfg.thresholds, cfg.min_run_seconds
+        for h in held.values():
+            if not h.preemptible or h.stopping or h.is_notebook or not h.gpus:
+                continue
+            if now - h.started_at < min_run:
+                best = min(best, h.started_at + min_run)
+                continue
+            att = h.attained_gpu_seconds + h.gpus * (now - h.started_at)
+            i = bisect.bisect_right(thresholds, att)
+            if i < len(thresholds):
+                best = min(best, now + (thresholds[i] - att) / h.gpus)
+        if best == math.inf:
+            return None
+        r = cfg.round_seconds
+        return math.ceil(best / r) * r if r > 0 else best + 1e-6
+
+
+def waited_so_far(run: PendingRun, now: float) -> float:
+    """How long ``run`` has waited in all since it was submitted (time it ran, in
+    earlier attempts, taken out)."""
+    ran = run.attained_gpu_seconds / run.gpus if run.gpus else 0.0
+    return now - run.submitted_at - ran
+
+
+def book_borrowed(book: QuotaBook) -> set[int]:
+    """Ids of the running runs that borrow beyond their group's guarantee (cached on the book)."""
+    cached = getattr(book, "_borrowed_ids", None)
+    if cached is None:
+        cached = {h.run_id for h in book.borrowed()}
+        book._borrowed_ids = cached
+    return cached
