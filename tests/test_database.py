@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -104,15 +105,22 @@ async def test_concurrent_work_shares_transactions_but_a_failure_stays_its_own(t
 
         commits = []
         event.listen(db.engine, "commit", lambda conn: commits.append(1))
-        busy = asyncio.ensure_future(db.run(lambda s: time.sleep(0.3)))  # the next five queue up meanwhile
-        await asyncio.sleep(0.05)
+        working = threading.Event()
+
+        def hold(session):
+            """A busy call: the database thread takes it alone, and the calls sent meanwhile wait together."""
+            working.set()
+            time.sleep(0.3)
+        busy = asyncio.ensure_future(db.run(hold))  # the next five queue up meanwhile
+        await wait_for(working.is_set, timeout=10, message="the database thread to take the busy call")
         assert await asyncio.gather(*(db.run(insert, k) for k in [10, 11, 12, 13, 14])) == [10, 11, 12, 13, 14]
         await busy
         assert len(commits) == 1, "five calls queued behind a busy one should share one transaction"
         await db.run(lambda s: s.execute(text("DELETE FROM t")))
 
-        busy = asyncio.ensure_future(db.run(lambda s: time.sleep(0.3)))
-        await asyncio.sleep(0.05)
+        working.clear()
+        busy = asyncio.ensure_future(db.run(hold))
+        await wait_for(working.is_set, timeout=10, message="the database thread to take the busy call")
         results = await asyncio.gather(*(db.run(insert, k) for k in [1, 2, 2, 3, 4]), return_exceptions=True)
         await busy
         assert results[:2] == [1, 2] and results[3:] == [3, 4]
