@@ -361,7 +361,8 @@ class Dispatcher:
                 pending = run.process is not None and run.state == S.RUNNING and \
                     self.executor.pending_reason(run.process)
                 if pending:
-                    run.reason = f"submitted as job {self.executor.ref_text(run.process)}; the cluster has not " \
+                    job = getattr(run.process, "job_id", None) or self.executor.ref_text(run.process)
+                    run.reason = f"submitted as job {job}; the cluster has not " \
                                  f"started it yet: {pending}"
 
     async def stop(self) -> None:

@@ -193,10 +193,10 @@ def test_parse_scontrol_job_refuses_output_without_a_job():
 
 
 RECORDED_NODES = [
-    SlurmNode("node1", "down", 4, "testgpu", 4, 4096, "Not responding", "DOWN+NOT_RESPONDING"),
-    SlurmNode("node2", "drained", 4, "testgpu", 4, 4096, "draining for a test", "MIXED+DRAIN"),
-    SlurmNode("node3", "drained", 4, "testgpu", 4, 4096, "test", "IDLE+DRAIN"),
-    SlurmNode("node4", "up", 4, "testgpu", 4, 4096, "", "IDLE"),
+    SlurmNode("node1", "down", 4, "testgpu", 4, 4096, "Not responding", "DOWN+NOT_RESPONDING", "127.0.0.1"),
+    SlurmNode("node2", "drained", 4, "testgpu", 4, 4096, "draining for a test", "MIXED+DRAIN", "127.0.0.1"),
+    SlurmNode("node3", "drained", 4, "testgpu", 4, 4096, "test", "IDLE+DRAIN", "127.0.0.1"),
+    SlurmNode("node4", "up", 4, "testgpu", 4, 4096, "", "IDLE", "127.0.0.1"),
 ]
 
 
@@ -431,7 +431,7 @@ async def test_drained_node_reads_as_drained_until_resumed(slurm):
 
     await run_command(scontrol_update_node_argv("node3", "DRAIN", "test"), env=slurm.env)
     try:
-        assert await node3() == SlurmNode("node3", "drained", 4, "testgpu", 4, 4096, "test", "IDLE+DRAIN")
+        assert await node3() == SlurmNode("node3", "drained", 4, "testgpu", 4, 4096, "test", "IDLE+DRAIN", "127.0.0.1")
     finally:
         await run_command(scontrol_update_node_argv("node3", "RESUME"), env=slurm.env)
     # Slurm reads a resumed node as not responding (so down) until its next ping answers, within a second here.
@@ -439,4 +439,4 @@ async def test_drained_node_reads_as_drained_until_resumed(slurm):
     while (node := await node3()).state != "up":
         assert node.state == "down" and time.monotonic() < deadline, node
         await asyncio.sleep(0.1)
-    assert node == SlurmNode("node3", "up", 4, "testgpu", 4, 4096, "", "IDLE")
+    assert node == SlurmNode("node3", "up", 4, "testgpu", 4, 4096, "", "IDLE", "127.0.0.1")

@@ -29,7 +29,8 @@ def test_submission_defaults():
     assert values == {"name": "", "experiment": "default", "entry_point": "train.py", "args": [],
                       "hyperparameters": {}, "gpus": 0, "cpus": 1, "memory_bytes": 0, "priority": 0,
                       "max_seconds": None, "group": "", "preemptible": False, "metric_rules": None,
-                      "checkpoint_run": None, "checkpoint_name": None}
+                      "checkpoint_run": None, "checkpoint_name": None,
+                      "nodes": 1, "gpus_per_node": 0, "procs_per_node": None, "torchrun": False}
 
 
 def test_runs_are_charged_to_one_of_the_users_groups():
@@ -78,3 +79,49 @@ def test_line_form_takes_options_anywhere_and_passes_what_follows_the_separator_
     ns = parse_run_args(parser, ["--gpus", "1", "train.py", "--hp", "lr=0.2", "--", "--epochs", "3", "--gpus", "9"])
     assert (ns.script, ns.script_args, ns.gpus, ns.hp) == ("train.py", ["--epochs", "3", "--gpus", "9"], 1, ["lr=0.2"])
     assert parse_hp(["a=1", "b.c=x=y"]) == {"a": "1", "b.c": "x=y"}
+
+
+def shape(body: dict, cluster_nodes: int = 3, gpus_per_node: int = 4) -> dict:
+    values = parse_submission(dict(body, entry_point="t.py"), gpus_per_node, 8, False, [], cluster_nodes=cluster_nodes)
+    return {k: values[k] for k in ("gpus", "nodes", "gpus_per_node", "procs_per_node", "torchrun")}
+
+
+def test_a_multi_node_shape_counts_its_gpus_on_every_node():
+    assert shape({"nodes": 2, "gpus_per_node": 4, "procs_per_node": 4, "torchrun": True}) == {
+        "gpus": 8, "nodes": 2, "gpus_per_node": 4, "procs_per_node": 4, "torchrun": True}
+    assert shape({"nodes": "3", "gpus_per_node": "1"}) == {
+        "gpus": 3, "nodes": 3, "gpus_per_node": 1, "procs_per_node": None, "torchrun": False}
+    # gpus that split evenly over the nodes give the shape; a consistent gpus is accepted
+    assert shape({"nodes": 2, "gpus": 6}) == {"gpus": 6, "nodes": 2, "gpus_per_node": 3, "procs_per_node": None,
+                                              "torchrun": False}
+    assert shape({"nodes": 2, "gpus_per_node": 2, "gpus": 4})["gpus"] == 4
+    # one node with a shape is a plain run of that many GPUs
+    assert shape({"gpus_per_node": 2}, cluster_nodes=1) == {
+        "gpus": 2, "nodes": 1, "gpus_per_node": 2, "procs_per_node": None, "torchrun": False}
+
+
+@pytest.mark.parametrize("body, cluster_nodes, message", [
+    ({"nodes": 2, "gpus_per_node": 1}, 1,
+     "asks for 2 nodes, but this cluster has only 1 node; a multi-node run needs that many nodes (ask for fewer, "
+     "or ask an admin to add nodes)"),
+    ({"nodes": 4, "gpus_per_node": 1}, 3, "asks for 4 nodes, but this cluster has only 3 nodes; "),
+    ({"nodes": 2}, 3, "a run on 2 nodes needs gpus_per_node (the GPUs it takes on each node, at least 1), "
+                      "e.g. nodes=2, gpus_per_node=1"),
+    ({"nodes": 2, "gpus": 3}, 3, "; 3 GPUs do not split evenly over 2 nodes"),
+    ({"nodes": 2, "gpus_per_node": 5}, 3, "asks for 5 GPUs per node, but the largest node has 4"),
+    ({"nodes": 2, "gpus_per_node": 2, "gpus": 3}, 3,
+     "gpus (3) must be nodes x gpus_per_node (2 x 2 = 4), or be left out"),
+    ({"gpus": 8}, 3, "asks for 8 GPUs, but the largest node has 4; to use several nodes ask for nodes and "
+                     "gpus_per_node, e.g. nodes=2, gpus_per_node=4"),
+    ({"gpus": 8}, 1, "asks for 8 GPUs, but the largest node has 4; multi-node runs are not available on this cluster"),
+    ({"nodes": 0}, 3, "nodes must be between 1 and 256, not 0"),
+    ({"nodes": 2, "gpus_per_node": 1, "procs_per_node": 0}, 3, "procs_per_node must be between 1 and 64, not 0"),
+    ({"procs_per_node": 65}, 3, "procs_per_node must be between 1 and 64, not 65"),
+    ({"procs_per_node": "two"}, 3, "procs_per_node must be a whole number, not 'two'"),
+    ({"torchrun": "yes"}, 3, "torchrun must be true or false, not 'yes'"),
+    ({"gpus_per_node": -1}, 3, "gpus_per_node must be at least 0, not -1"),
+])
+def test_a_shape_the_cluster_cannot_run_is_refused_with_the_reason(body, cluster_nodes, message):
+    with pytest.raises(SpecError) as e:
+        shape(body, cluster_nodes)
+    assert message in str(e.value)

@@ -163,7 +163,7 @@ def borrowable_gpus(dispatcher, quotas, free: int, group: str) -> int:
     used: dict[str, int] = {}
     for run in dispatcher.active.values():
         if run.state.holds_gpus:
-            used[run.group] = used.get(run.group, 0) + len(run.assigned_gpus)
+            used[run.group] = used.get(run.group, 0) + run.held_gpus
     held_back = sum(max(0, (q.guaranteed_gpus or 0) - used.get(name, 0)) for name, q in quotas.groups.items())
     if group not in quotas.groups and quotas.default_group.guaranteed_gpus:
         held_back += max(0, quotas.default_group.guaranteed_gpus - used.get(group, 0))
@@ -189,6 +189,7 @@ def queue_entry(run, viewer: str, admin: bool, visibility: str) -> dict[str, Any
         "gpus": run.gpus,
         "node": run.node,
         "assigned_gpus": list(run.assigned_gpus),
+        "placement": [[node, list(gpus)] for node, gpus in run.placements],
         "priority": run.priority,
         "queue_position": run.position,
         "reason": run.reason if (mine or admin) else _generic_reason(run),
@@ -233,7 +234,7 @@ class SummaryHandler(ClusterMixin, APIHandler):
         mine = [r for r in self.dispatcher.active.values() if r.owner == self.username]
         gpus = self.gpu_totals()
         quota = quota_for(self.scheduler, self.username, self.current_user.get("groups"))
-        in_use = sum(len(r.assigned_gpus) for r in mine if r.state.holds_gpus)
+        in_use = sum(r.held_gpus for r in mine if r.state.holds_gpus)
         self.write_json({
             "user": self.username,
             "admin": self.is_admin,
@@ -333,7 +334,7 @@ class AdminOverviewHandler(ClusterMixin, APIHandler):
         in_use: dict[str, int] = {}
         for run in dispatcher.active.values():
             if run.state.holds_gpus:
-                in_use[run.owner] = in_use.get(run.owner, 0) + len(run.assigned_gpus)
+                in_use[run.owner] = in_use.get(run.owner, 0) + run.held_gpus
         queued: dict[str, int] = {}
         for run in dispatcher.active.values():
             if not run.state.holds_gpus:

@@ -23,30 +23,39 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Mapping
 
-from traitlets import Float, List, Unicode
+from traitlets import Float, Integer, List, Unicode
 
-from ..runenv import RunLaunch, RunPaths, build_environment, entry_argv
+from ..runenv import RankLayout, RunLaunch, RunPaths, build_environment, entry_argv, rank_plan
 from .base import Executor, ExitStatus, NodeInfo
 from .slurm_commands import (SlurmCommandError, SlurmJobRequest, SlurmJobStatus, parse_job_names, parse_nodes,
                              parse_sbatch, parse_squeue, run_command, sbatch_argv, scancel_argv, sinfo_argv,
-                             slurm_command_env, squeue_argv, write_env_file)
+                             slurm_command_env, squeue_argv, srun_argv, write_env_file)
 
 JOB_SCRIPT = str(Path(__file__).with_name("slurmjob.sh"))
+RANK_SCRIPT = str(Path(__file__).with_name("slurmrank.py"))
+RANKS_DIR = "ranks"  # in the run's folder: rank-N.log and rank-N.exit.json of a distributed run
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class SlurmJobRef:
-    """A run's Slurm job."""
+    """A run's Slurm job; ``steps``: its processes are srun tasks (a distributed run).
+
+    A graceful stop signals the processes themselves: the batch script and its children for a run
+    on one node; the srun tasks (not srun: a SIGTERM makes srun SIGKILL its tasks) for the others.
+    """
 
     job_id: str
     run_id: int = 0
+    steps: bool = False
 
 
 class SlurmExecutor(Executor):
@@ -78,12 +87,28 @@ class SlurmExecutor(Executor):
     job_scope = Unicode(help="Prefix of the job names, so two schedulers on one cluster never mix their jobs.").tag(
         config=True)
 
+    master_port_base = Integer(
+        29500, help="""First port of the range the rendezvous of distributed runs use (``MASTER_PORT``,
+        torchrun's ``--rdzv-endpoint``, TensorFlow's workers at ``MASTER_PORT + 1 + rank``).
+
+        Each run gets a block of 64 ports in the range, chosen by its id, so runs that share a node
+        do not collide. Example: ``c.SlurmExecutor.master_port_base = 40000``""",
+    ).tag(config=True)
+
+    master_port_count = Integer(
+        4096, help="""Size of the port range of ``master_port_base`` (a multiple of 64); keep it free of other
+        services on the compute nodes. Example: ``c.SlurmExecutor.master_port_count = 8192``""",
+    ).tag(config=True)
+
     def __init__(self, on_exit, **kwargs):
         super().__init__(on_exit, **kwargs)
         self._waiting: dict[str, asyncio.Future] = {}
         self._last: dict[str, SlurmJobStatus] = {}
         self._poller: asyncio.Task | None = None
         self._wake = asyncio.Event()
+        # From the inventory: Slurm's order of the nodes (a job's node ids follow it) and their addresses.
+        self._node_order: dict[str, int] = {}
+        self._addresses: dict[str, str] = {}
 
     # ------------------------------------------------------------------ the commands
     @property
@@ -101,15 +126,32 @@ class SlurmExecutor(Executor):
         return f"{self.job_scope or 'nothing'}-{run_id}"
 
     def ref_text(self, ref: SlurmJobRef) -> str:
-        return ref.job_id
+        return f"{ref.job_id} steps" if ref.steps else ref.job_id
 
     def parse_ref(self, run_id: int, text: str | None) -> SlurmJobRef | None:
-        return SlurmJobRef(text, run_id) if text and text.isdigit() else None
+        job_id, _, kind = (text or "").partition(" ")
+        return SlurmJobRef(job_id, run_id, kind == "steps") if job_id.isdigit() else None
 
     async def inventory(self) -> list[NodeInfo]:
         result = await self._run(sinfo_argv())
+        nodes = parse_nodes(result.stdout)
+        self._node_order = {n.name: k for k, n in enumerate(nodes)}
+        self._addresses = {n.name: n.address for n in nodes if n.address}
         return [NodeInfo(n.name, n.gpus, n.cpus, n.memory_mb * 1024**2, n.state, n.gpu_model,
-                         n.reason or n.slurm_state) for n in parse_nodes(result.stdout)]
+                         n.reason or n.slurm_state) for n in nodes]
+
+    def master_port(self, run_id: int) -> int:
+        """The first port of the run's block of 64 in ``master_port_base`` + ``master_port_count``."""
+        blocks = max(1, self.master_port_count // 64)
+        return self.master_port_base + (run_id % blocks) * 64
+
+    def layout(self, launch: RunLaunch) -> tuple[RankLayout, tuple[str, ...]]:
+        """The run's nodes in Slurm's order (``SLURM_NODEID`` counts them so) and where its ranks reach them."""
+        placement = launch.placement or ((launch.node, launch.gpus),)
+        names = tuple(sorted((n for n, _ in placement), key=lambda n: (self._node_order.get(n, len(placement)), n)))
+        hosts = tuple(self._addresses.get(n, n) for n in names)
+        return RankLayout(hosts, launch.processes_per_node, self.master_port(launch.run_id), launch.torchrun,
+                          launch.run_id), names
 
     # ------------------------------------------------------------------ the primitives
     async def _start(self, launch: RunLaunch, paths: RunPaths, python: str):
@@ -120,6 +162,19 @@ class SlurmExecutor(Executor):
         base = {k: os.environ[k] for k in self.inherit_env if k in os.environ}
         env = build_environment(base, launch, paths, has_requirements)
         env.pop("CUDA_VISIBLE_DEVICES", None)  # Slurm sets it to the devices it gives the job
+        placement = launch.placement or ((launch.node, launch.gpus),)
+        command = entry_argv(python, launch)
+        nodelist, tasks_per_node = (launch.node,), 1
+        if launch.distributed:
+            layout, nodelist = self.layout(launch)
+            tasks_per_node = layout.tasks_per_node
+            # Every rank's variables and command, computed here; srun starts slurmrank.py once per task.
+            plan = rank_plan(python, launch, layout, nodelist)
+            await asyncio.to_thread(_write_plan, paths.root / RANKS_DIR, plan, launch.uid, launch.gid)
+            if self.slurm_conf:
+                env["SLURM_CONF"] = self.slurm_conf  # srun inside the job reads the same cluster's configuration
+            command = srun_argv(len(nodelist), tasks_per_node, [python, "-I", RANK_SCRIPT,
+                                                                str(paths.root / RANKS_DIR)])
         env_file = paths.control / "slurm.env"
         await asyncio.to_thread(write_env_file, env_file, env)
         extra = [*self.extra_sbatch_args]
@@ -129,19 +184,20 @@ class SlurmExecutor(Executor):
             extra += [f"--uid={launch.uid}", f"--gid={launch.gid}"]
         request = SlurmJobRequest(
             name=self.job_name(launch.run_id), script=Path(JOB_SCRIPT), workdir=paths.root, output=paths.log,
-            env_file=env_file, nodelist=(launch.node,), gpus_per_node=len(launch.gpus),
-            cpus_per_task=max(1, launch.cpus), memory_per_node_mb=-(-launch.memory_bytes // 1024**2),
+            env_file=env_file, nodelist=nodelist, gpus_per_node=max(len(g) for _, g in placement),
+            ntasks_per_node=tasks_per_node, cpus_per_task=max(1, launch.cpus // tasks_per_node),
+            memory_per_node_mb=-(-launch.memory_bytes // 1024**2),
             # Our own timer stops the run at its max time; Slurm's limit is the backstop, a minute later.
             time_limit_seconds=launch.max_seconds + 60 if launch.max_seconds else None, extra=tuple(extra))
         argv = sbatch_argv(request)
         argv += [str(paths.source), str(requirements) if has_requirements else "", python, str(paths.packages),
-                 str(paths.root / ".nothing-phase"), "--", *entry_argv(python, launch)]
+                 str(paths.root / ".nothing-phase"), "--", *command]
         try:
             result = await self._run(argv)
         finally:
             env_file.unlink(missing_ok=True)  # sbatch has read it
-        ref = SlurmJobRef(parse_sbatch(result.stdout), launch.run_id)
-        log.info("Run %s is Slurm job %s on %s", launch.run_id, ref.job_id, launch.node)
+        ref = SlurmJobRef(parse_sbatch(result.stdout), launch.run_id, launch.distributed)
+        log.info("Run %s is Slurm job %s on %s", launch.run_id, ref.job_id, ",".join(nodelist))
         return ref, ref
 
     async def _wait(self, ref: SlurmJobRef, paths: RunPaths) -> ExitStatus:
@@ -166,7 +222,7 @@ class SlurmExecutor(Executor):
         return status is not None and not status.finished
 
     async def _signal(self, ref: SlurmJobRef, sig: int) -> None:
-        argv = scancel_argv(ref.job_id) if sig == signal.SIGKILL else scancel_argv(ref.job_id, sig, full=True)
+        argv = scancel_argv(ref.job_id) if sig == signal.SIGKILL else scancel_argv(ref.job_id, sig, full=not ref.steps)
         await self._run(argv, check=False)
 
     async def recover(self, run_id: int, paths: RunPaths) -> SlurmJobRef | None:
@@ -176,7 +232,8 @@ class SlurmExecutor(Executor):
         status = parse_job_names(result.stdout).get(self.job_name(run_id))
         if status is None or status.finished:
             return None
-        return SlurmJobRef(status.job_id, run_id)
+        steps = paths is not None and (paths.root / RANKS_DIR / "plan.json").exists()
+        return SlurmJobRef(status.job_id, run_id, steps)
 
     async def leftovers(self, run_id: int) -> bool:
         ref = await self.recover(run_id, None)
@@ -255,5 +312,69 @@ class SlurmExecutor(Executor):
             return ExitStatus("timeout", None)
         if status.signal is not None:
             return ExitStatus("killed", -status.signal)
+        if phase != "requirements" and status.state != "CANCELLED":
+            failed = first_failed_rank(_read_rank_exits(paths.root / RANKS_DIR))
+            if failed is not None:
+                return failed
         return ExitStatus("requirements" if phase == "requirements" else "entry", status.exit_code)
 
+
+def first_failed_rank(records: Iterable[Mapping]) -> ExitStatus | None:
+    """The status of the rank of a distributed run that failed first, from the ranks' exit records
+    (``slurmrank.py``), or None if none failed.  Ranks that died of SIGTERM or SIGINT were stopped (by
+    us, or by srun after another rank failed) and are only blamed when no rank failed otherwise."""
+    records = list(records)
+    failed = sorted((r for r in records if r.get("exit_code")), key=lambda r: r.get("at", 0.0))
+    if not failed:
+        return None
+    stopped = (-signal.SIGTERM, -signal.SIGINT)
+    first = next((r for r in failed if r["exit_code"] not in stopped), None)
+    if first is None:
+        return ExitStatus("entry", failed[0]["exit_code"], detail="every rank was stopped")
+    what, number = ("rank", first["rank"]) if "rank" in first else ("node", first.get("node_rank", 0))
+    return ExitStatus("entry", first["exit_code"], detail=f"{what} {number} on {first['node']}")
+
+
+def _read_rank_exits(folder: Path) -> list[dict]:
+    records = []
+    for path in sorted(folder.glob("*.exit.json")):
+        try:
+            record = json.loads(path.read_text())
+            if isinstance(record, dict) and isinstance(record.get("exit_code"), int):
+                records.append(record)
+        except (OSError, ValueError):
+            continue
+    return records
+
+
+def _write_plan(folder: Path, plan: list[dict], uid: int | None, gid: int | None) -> None:
+    """The ranks' folder (the run's account's: the ranks write their logs there) with the plan in it.
+
+    The run's folder is its user's: nothing in it is followed if it is a link (folder descriptors,
+    ``O_NOFOLLOW``), so a planted link never makes the scheduler write or hand over anything else.
+    A requeued run starts again: the exit records of its earlier attempt must not speak for the new one.
+    """
+    parent = os.open(folder.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        try:
+            os.mkdir(folder.name, 0o700, dir_fd=parent)
+        except FileExistsError:
+            pass
+        fd = os.open(folder.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+    finally:
+        os.close(parent)
+    try:
+        owner = (uid, gid if gid is not None else -1) if uid is not None and uid != os.geteuid() else None
+        if owner:
+            os.fchown(fd, *owner)
+        for name in os.listdir(fd):
+            if name.endswith(".exit.json") or name == ".plan.json.tmp":
+                os.unlink(name, dir_fd=fd)
+        out = os.open(".plan.json.tmp", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=fd)
+        with os.fdopen(out, "wb") as f:
+            if owner:
+                os.fchown(f.fileno(), *owner)
+            f.write(json.dumps(plan, indent=1).encode())
+        os.replace(".plan.json.tmp", "plan.json", src_dir_fd=fd, dst_dir_fd=fd)
+    finally:
+        os.close(fd)

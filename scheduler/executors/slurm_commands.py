@@ -43,7 +43,7 @@ __all__ = [
     "CommandResult", "SlurmCommandError", "SlurmJobRequest", "SlurmJobStatus", "SlurmNode", "SlurmOutputError",
     "FINISHED_STATES", "env_file_content", "expand_hostlist", "node_state", "parse_gres", "parse_nodes", "parse_sbatch",
     "parse_scontrol_job", "parse_squeue", "run_command", "sbatch_argv", "scancel_argv",
-    "scontrol_job_argv", "scontrol_nodes_argv", "scontrol_update_node_argv", "sinfo_argv",
+    "scontrol_job_argv", "scontrol_nodes_argv", "scontrol_update_node_argv", "sinfo_argv", "srun_argv",
     "slurm_command_env", "squeue_argv", "write_env_file",
 ]
 
@@ -212,6 +212,22 @@ def slurm_command_env(base: Mapping[str, str], slurm_conf: str | None = None) ->
     if slurm_conf:
         env["SLURM_CONF"] = slurm_conf
     return env
+
+
+def srun_argv(nodes: int, tasks_per_node: int, command: Sequence[str], srun: str = "srun") -> list[str]:
+    """The srun, run inside the batch job, that starts ``tasks_per_node`` copies of ``command`` on each of its
+    ``nodes`` nodes (task ids node by node); any task that exits non-zero ends the others
+    (``--kill-on-bad-exit=1``), and the step waits for every task.
+
+    Example: ``srun --kill-on-bad-exit=1 --nodes=2 --ntasks-per-node=2 --ntasks=4 --distribution=block
+    python -I slurmrank.py /runs/7/ranks``
+    """
+    if nodes < 1 or tasks_per_node < 1:
+        raise ValueError(f"srun needs at least one node and one task per node, not {nodes} x {tasks_per_node}")
+    if not command:
+        raise ValueError("srun needs a command")
+    return [srun, "--kill-on-bad-exit=1", f"--nodes={nodes}", f"--ntasks-per-node={tasks_per_node}",
+            f"--ntasks={nodes * tasks_per_node}", "--distribution=block", *command]
 
 
 # -- signalling ----------------------------------------------------------------------------------
@@ -413,6 +429,7 @@ class SlurmNode:
     memory_mb: int
     reason: str = ""
     slurm_state: str = ""
+    address: str = ""  # NodeAddr: where processes on other nodes reach it ("" where Slurm does not say)
 
 
 _DOWN_WORDS = {"DOWN", "ERROR", "NOT_RESPONDING", "NO_RESPOND", "FAIL", "FAILING", "UNKNOWN", "FUTURE", "INVALID",
@@ -487,7 +504,7 @@ def _node_from_json(node: Mapping[str, Any]) -> SlurmNode:
     gpus, model = parse_gres(node.get("gres") or "")
     return SlurmNode(node["name"], node_state(words), gpus, model, int(_number(node.get("cpus")) or 0),
                      int(_number(node.get("real_memory")) or 0), _reason(node.get("reason") or ""),
-                     "+".join(w.upper() for w in words if w))
+                     "+".join(w.upper() for w in words if w), str(node.get("address") or ""))
 
 
 def _node_from_line(line: str) -> SlurmNode:
@@ -495,7 +512,8 @@ def _node_from_line(line: str) -> SlurmNode:
     gpus, model = parse_gres(fields.get("Gres", ""))
     state = fields.get("State", "")
     return SlurmNode(fields["NodeName"], node_state(state.split("+")), gpus, model, int(fields.get("CPUTot") or 0),
-                     int(fields.get("RealMemory") or 0), _reason(fields.get("Reason", "")), state)
+                     int(fields.get("RealMemory") or 0), _reason(fields.get("Reason", "")), state,
+                     _null(fields.get("NodeAddr", "")))
 
 
 def sinfo_argv(sinfo: str = "sinfo") -> list[str]:
