@@ -62,6 +62,16 @@ RUN_OPTIONS: tuple[argument, ...] = (
                   "name=value pair; nothing.report() values are always recorded)"),
     argument("--checkpoint", default=None, metavar="RUN[:CHECKPOINT]",
              help="start from another run's checkpoints (all, or one): read-only in $EM_CHECKPOINT_INPUT_DIR"),
+    argument("--nodes", type=int, default=1, metavar="N",
+             help="run on N nodes at once (distributed training; needs --gpus-per-node); every process gets "
+                  "MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK, LOCAL_RANK, NODE_RANK and TF_CONFIG"),
+    argument("--gpus-per-node", type=int, default=0, metavar="G",
+             help="GPUs on each node (the run takes N x G in all; --gpus may then be left out)"),
+    argument("--procs-per-node", type=int, default=None, metavar="P",
+             help="processes on each node, each with its own RANK (default 1); with --torchrun, its workers"),
+    argument("--torchrun", action="store_true",
+             help="start the entry point with torchrun on each node (--nnodes, --nproc-per-node, a c10d "
+                  "rendezvous on the first node, --node-rank)"),
 )
 SCRIPT = argument("script", nargs="?", help="the entry point, a file in the current folder")
 
@@ -156,7 +166,37 @@ def spec_from_options(ns: argparse.Namespace, entry_point: str, args: list[str] 
         spec["metrics"] = [parse_metric(m) for m in ns.metric]
     if getattr(ns, "checkpoint", None):
         spec["checkpoint"] = ns.checkpoint
+    spec.update(shape_from_options(ns))
     return spec
+
+
+def shape_from_options(ns: argparse.Namespace) -> dict[str, Any]:
+    """``--nodes``, ``--gpus-per-node``, ``--procs-per-node`` and ``--torchrun`` as submission fields (only those
+    given), checked as far as the client can: the service knows the cluster and checks the rest."""
+    nodes, per_node = getattr(ns, "nodes", 1), getattr(ns, "gpus_per_node", 0)
+    procs, torchrun = getattr(ns, "procs_per_node", None), getattr(ns, "torchrun", False)
+    if nodes < 1:
+        raise OptionError(f"--nodes must be at least 1, not {nodes}")
+    if per_node < 0:
+        raise OptionError(f"--gpus-per-node cannot be negative, not {per_node}")
+    if procs is not None and procs < 1:
+        raise OptionError(f"--procs-per-node must be at least 1, not {procs}")
+    if nodes > 1 and not per_node and (not ns.gpus or ns.gpus % nodes):
+        raise OptionError(f"--nodes {nodes} needs --gpus-per-node G (the GPUs on each node), e.g. --nodes {nodes} "
+                          "--gpus-per-node 1")
+    if per_node and ns.gpus and ns.gpus != nodes * per_node:
+        raise OptionError(f"--gpus {ns.gpus} is not --nodes x --gpus-per-node ({nodes} x {per_node}); leave "
+                          "--gpus out")
+    shape: dict[str, Any] = {}
+    if nodes != 1:
+        shape["nodes"] = nodes
+    if per_node:
+        shape["gpus_per_node"] = per_node
+    if procs is not None:
+        shape["procs_per_node"] = procs
+    if torchrun:
+        shape["torchrun"] = True
+    return shape
 
 
 def parse_metric(text: str) -> dict[str, str]:

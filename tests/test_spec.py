@@ -125,3 +125,26 @@ def test_a_shape_the_cluster_cannot_run_is_refused_with_the_reason(body, cluster
     with pytest.raises(SpecError) as e:
         shape(body, cluster_nodes)
     assert message in str(e.value)
+
+
+def test_multi_node_options_of_the_magic_and_the_cli_become_the_shape_the_service_accepts():
+    for parser in (make_parser("%%nothing_train", with_script=False), make_parser("nothing submit", with_script=True)):
+        ns = parse_run_args(parser, ["--nodes", "2", "--gpus-per-node", "4", "--procs-per-node", "4", "--torchrun"])
+        spec = spec_from_options(ns, "train.py")
+        assert {k: spec[k] for k in ("gpus", "nodes", "gpus_per_node", "procs_per_node", "torchrun")} == {
+            "gpus": 0, "nodes": 2, "gpus_per_node": 4, "procs_per_node": 4, "torchrun": True}
+        assert shape(spec) == {"gpus": 8, "nodes": 2, "gpus_per_node": 4, "procs_per_node": 4, "torchrun": True}
+    plain = spec_from_options(parse_run_args(make_parser("nothing submit", True), ["--gpus", "1"]), "t.py")
+    assert not {"nodes", "gpus_per_node", "procs_per_node", "torchrun"} & set(plain)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--nodes", "2"], "--nodes 2 needs --gpus-per-node G (the GPUs on each node), e.g. --nodes 2 --gpus-per-node 1"),
+    (["--nodes", "0"], "--nodes must be at least 1, not 0"),
+    (["--nodes", "2", "--gpus-per-node", "2", "--gpus", "3"], "--gpus 3 is not --nodes x --gpus-per-node (2 x 2)"),
+    (["--procs-per-node", "0"], "--procs-per-node must be at least 1, not 0"),
+])
+def test_the_client_refuses_a_shape_before_uploading(argv, message):
+    with pytest.raises(OptionError) as e:
+        spec_from_options(parse_run_args(make_parser("nothing submit", True), argv), "t.py")
+    assert message in str(e.value)
