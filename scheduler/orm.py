@@ -132,6 +132,8 @@ class Experiment(Base):
     name: Mapped[str] = mapped_column(String(255))
     description: Mapped[str] = mapped_column(Text, default="", server_default="")
     group: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    # The metric rules of its runs that name none; None: the default name=value reader.
+    metric_rules: Mapped[list | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
 

@@ -183,7 +183,8 @@ class Tracker(LoggingConfigurable):
             return None
         paths = RunPaths(Path(row.run_dir))
         return Followed(row.id, row.owner, row.group or "", paths, row.log_path,
-                        Reader(rules_from_json(row.metric_rules)), dict(row.metric_summary or {}),
+                        Reader(rules_from_json(row.metric_rules or row.experiment_rules)),
+                        dict(row.metric_summary or {}),
                         row.metric_points, row.log_read_offset, row.report_read_offset, row.disk_bytes,
                         checkpoints=dict(row.checkpoint_steps or {}))
 

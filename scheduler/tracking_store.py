@@ -44,10 +44,11 @@ def ensure_experiment(session: Session, owner: str, name: str, group: str, at: d
 
 
 def create_experiment(session: Session, owner: str, name: str, description: str, group: str,
-                      at: datetime) -> Experiment:
+                      at: datetime, metric_rules: list | None = None) -> Experiment:
     if get_experiment(session, owner, name) is not None:
         raise ExperimentExists(name)
-    row = Experiment(owner=owner, name=name, description=description, group=group, created_at=at, updated_at=at)
+    row = Experiment(owner=owner, name=name, description=description, group=group, created_at=at, updated_at=at,
+                     metric_rules=metric_rules)
     session.add(row)
     session.flush()
     return row
@@ -75,8 +76,11 @@ def experiment_runs(session: Session, owner: str | None, names: list[str] | None
     return list(session.execute(q))
 
 
+UNCHANGED: Any = object()
+
+
 def update_experiment(session: Session, owner: str, name: str, new_name: str | None, description: str | None,
-                      at: datetime) -> Experiment | None:
+                      at: datetime, metric_rules: Any = UNCHANGED) -> Experiment | None:
     """Rename and/or describe; a rename moves the runs along.  None when it does not exist."""
     row = get_experiment(session, owner, name)
     if row is None:
@@ -88,6 +92,8 @@ def update_experiment(session: Session, owner: str, name: str, new_name: str | N
         row.name = new_name
     if description is not None:
         row.description = description
+    if metric_rules is not UNCHANGED:
+        row.metric_rules = metric_rules
     row.updated_at = at
     session.flush()
     return row
@@ -108,11 +114,16 @@ def delete_experiment(session: Session, owner: str, name: str) -> bool:
 
 # ------------------------------------------------------------------ metrics
 def run_tracking(session: Session, run_id: int) -> Any:
-    """What the collector resumes from: offsets, rules, summary, points stored, disk bytes (None: no run)."""
+    """What the collector resumes from: offsets, rules, summary, points stored, disk bytes (None: no run).
+
+    A run that names no metric rules reads its experiment's (``experiment_rules``).
+    """
     return session.execute(select(
         Run.id, Run.owner, Run.group, Run.run_dir, Run.log_path, Run.metric_rules, Run.metric_summary,
         Run.metric_points, Run.log_read_offset, Run.report_read_offset, Run.disk_bytes, Run.state,
-        Run.started_at, Run.checkpoint_steps).where(Run.id == run_id)).first()
+        Run.started_at, Run.checkpoint_steps, Experiment.metric_rules.label("experiment_rules"))
+        .outerjoin(Experiment, (Experiment.owner == Run.owner) & (Experiment.name == Run.experiment))
+        .where(Run.id == run_id)).first()
 
 
 def recently_ended(session: Session, since: datetime) -> list[int]:

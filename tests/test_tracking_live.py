@@ -104,7 +104,9 @@ def test_metrics_from_stdout_and_report_are_stored_exactly_as_printed(hub):
     assert "garbage" not in series and "val_acc" not in series  # not name=number
     assert abs(series["lr"][0][1] - time.time()) < 120  # wall time of the report
     summary = api.run(run_id)["metric_summary"]
-    assert summary["loss"] == {"latest": 0.05, "step": 19, "min": 0.05, "max": 1.0, "count": 20}
+    assert summary["loss"] == {"latest": 0.05, "step": 19, "min": 0.05, "max": 1.0, "count": 20,
+                               "goal": "minimize", "best": 0.05}
+    assert summary["acc"]["goal"] == "maximize" and summary["acc"]["best"] == 19 / 20
     assert summary["grad"]["latest"] == 1.0 and summary["grad"]["min"] == 1.0  # NaN is never a min
 
     r = api("GET", f"/runs/{run_id}/metrics", params={"format": "csv", "name": "acc"})
@@ -159,7 +161,8 @@ def test_a_flood_of_metric_lines_and_names_is_bounded_and_the_service_keeps_answ
     summary = wait_for_sync(lambda: (lambda s: s if s.get("loss", {}).get("count") == 120000 else None)(
         api.run(run_id)["metric_summary"]), message="every loss point to be summarised")
     assert len(summary) == 100
-    assert summary["loss"] == {"latest": 119999, "step": 119999, "min": 0, "max": 119999, "count": 120000}
+    assert summary["loss"] == {"latest": 119999, "step": 119999, "min": 0, "max": 119999, "count": 120000,
+                               "goal": "minimize", "best": 0}
     assert api.run(run_id)["metric_summary"]["loss"]["count"] == 120000
     stored = metrics(api, run_id, name="loss", limit=1000000)
     assert len(stored["series"]["loss"]) == 50000  # the cap; the later names are summarised only
@@ -288,6 +291,23 @@ def test_experiments_are_made_by_runs_counted_renamed_and_deleted_only_when_empt
     assert api("DELETE", "/experiments/resnet50").status_code == 204
     assert [e["name"] for e in api("GET", "/experiments").json()["experiments"]] == ["vit"]
     assert api("POST", "/experiments", json={"name": "../x"}).status_code == 400
+
+
+def test_an_experiments_metric_rules_are_the_default_of_its_runs(hub):
+    _, api = user(hub)
+    r = api("POST", "/experiments", json={"name": "bert", "metrics": [{"name": "f1", "regex": r"F1 ([0-9.]+)",
+                                                                       "goal": "maximize"}]})
+    assert r.status_code == 201 and r.json()["metrics"][0]["name"] == "f1"
+    assert api("POST", "/experiments", json={"name": "x", "metrics": [{"name": "a", "regex": "("}]}).status_code == 400
+    default = submit(api, "print('F1 0.75 loss=3')", experiment="bert")
+    own = submit(api, "print('F1 0.75 loss=3')", experiment="bert", metrics=[{"name": "loss"}])
+    for run_id in (default, own):
+        finished(api, run_id)
+    assert wait_for_sync(lambda: metrics(api, default)["series"] or None) == {"f1": [[0, pytest.approx(time.time(),
+                                                                                     abs=120), 0.75]]}
+    assert set(wait_for_sync(lambda: metrics(api, own)["series"] or None)) == {"loss"}
+    r = api("PATCH", "/experiments/bert", json={"metrics": None})
+    assert r.status_code == 200 and r.json()["metrics"] is None
 
 
 def test_deleting_a_run_removes_its_rows_and_files_and_frees_the_disk(hub):

@@ -15,7 +15,7 @@ from tornado import web
 from .. import tracking_store as ts
 from ..dispatcher import utcnow
 from ..metrics import best_of, rules_from_json
-from ..spec import NAME
+from ..spec import NAME, SpecError, parse_metric_rules
 from ..states import RunState
 from .base import APIHandler, HandlerMixin
 
@@ -39,6 +39,21 @@ def check_description(value) -> str:
     return value
 
 
+def check_fields(body: dict) -> None:
+    unknown = set(body) - {"name", "description", "metrics"}
+    if unknown:
+        raise web.HTTPError(400, f"unknown field(s) {', '.join(sorted(map(str, unknown)))[:200]}; "
+                                 "allowed: name, description, metrics")
+
+
+def check_rules(raw) -> list | None:
+    """The experiment's default metric rules, checked as a run's are."""
+    try:
+        return parse_metric_rules(raw)
+    except SpecError as e:
+        raise web.HTTPError(400, str(e)) from None
+
+
 def experiment_model(row, runs: list, metric: str | None) -> dict:
     """An experiment with its runs counted by state, its last activity and (given ``metric``) the best value."""
     counts = Counter(r.state.value for r in runs)
@@ -46,6 +61,7 @@ def experiment_model(row, runs: list, metric: str | None) -> dict:
     model = {
         "owner": row.owner, "name": row.name, "description": row.description, "group": row.group,
         "state": "ACTIVE",  # the seed's states; ours is made at once
+        "metrics": row.metric_rules,
         "created_at": _iso(row.created_at), "last_activity": _iso(last), "runs": len(runs),
         "runs_by_state": {s.value: counts.get(s.value, 0) for s in RunState if counts.get(s.value)},
     }
@@ -91,15 +107,14 @@ class ExperimentsHandler(_ExperimentMixin, APIHandler):
 
     async def post(self):
         body = self.json_body()
-        unknown = set(body) - {"name", "description"}
-        if unknown:
-            raise web.HTTPError(400, f"unknown field(s) {', '.join(sorted(unknown))[:200]}; allowed: name, description")
+        check_fields(body)
         name = check_name(body.get("name"))
         description = check_description(body.get("description", ""))
+        rules = check_rules(body.get("metrics"))
         groups = self.current_user.get("groups") or []
         try:
             await self.dispatcher.db.run(ts.create_experiment, self.username, name, description,
-                                         sorted(groups)[0] if groups else "", utcnow())
+                                         sorted(groups)[0] if groups else "", utcnow(), rules)
         except ts.ExperimentExists:
             raise web.HTTPError(409, f"you already have an experiment called {name!r}") from None
         self.set_header("Location", f"{self.request.path.rstrip('/')}/{name}")
@@ -125,13 +140,12 @@ class ExperimentHandler(_ExperimentMixin, APIHandler):
     async def patch(self, name):
         owner = await self._own(name)
         body = self.json_body()
-        unknown = set(body) - {"name", "description"}
-        if unknown:
-            raise web.HTTPError(400, f"unknown field(s) {', '.join(sorted(unknown))[:200]}; allowed: name, description")
+        check_fields(body)
         new_name = check_name(body["name"], "new name") if "name" in body else None
         description = check_description(body["description"]) if "description" in body else None
+        rules = check_rules(body["metrics"]) if "metrics" in body else ts.UNCHANGED
         try:
-            await self.dispatcher.db.run(ts.update_experiment, owner, name, new_name, description, utcnow())
+            await self.dispatcher.db.run(ts.update_experiment, owner, name, new_name, description, utcnow(), rules)
         except ts.ExperimentExists:
             raise web.HTTPError(409, f"there is already an experiment called {new_name!r}") from None
         if new_name and new_name != name:

@@ -16,6 +16,7 @@ from tornado import iostream, web
 
 from .. import store, tracking_store
 from ..checkpoints import list_checkpoints
+from ..metrics import goal_of, rules_from_json
 from ..dispatcher import RunNotActive
 from ..orm import CLIENT_KEY_MAX, Run
 from ..rundir import remove_run_dir
@@ -69,7 +70,7 @@ def run_model(row: Run, live: dict | None = None) -> dict:
         "snapshot_bytes": row.snapshot_bytes,
         # What the run leaves behind: metric rules and summary (latest, min, max per metric), disk use.
         "metrics": getattr(row, "metric_rules", None),
-        "metric_summary": getattr(row, "metric_summary", None) or {},
+        "metric_summary": with_best(getattr(row, "metric_summary", None), getattr(row, "metric_rules", None)),
         "disk_bytes": getattr(row, "disk_bytes", None) or 0,
         "checkpoint": (f"{row.checkpoint_run}" + (f":{row.checkpoint_name}" if row.checkpoint_name else "")
                        if getattr(row, "checkpoint_run", None) is not None else None),
@@ -77,6 +78,16 @@ def run_model(row: Run, live: dict | None = None) -> dict:
     if live:
         model.update(live)
     return model
+
+
+def with_best(summary: dict | None, rules: list | None) -> dict:
+    """The summary with each metric's ``best`` and ``goal`` (a rule's goal, else lower is better for losses)."""
+    parsed = rules_from_json(rules)
+    out = {}
+    for name, entry in (summary or {}).items():
+        goal = goal_of(name, parsed)
+        out[name] = dict(entry, goal=goal, best=entry.get("min") if goal == "minimize" else entry.get("max"))
+    return out
 
 
 def _iso(value) -> str | None:

@@ -22,6 +22,8 @@ def upgrade() -> None:
         sa.Column("name", sa.String(255), nullable=False),
         sa.Column("description", sa.Text, nullable=False, server_default=""),
         sa.Column("group", sa.String(255), nullable=False, server_default=""),
+        # The metric rules of its runs that name none (EasyMaker's 지표 at the experiment's level).
+        sa.Column("metric_rules", sa.JSON, nullable=True),
         sa.Column("created_at", sa.DateTime, nullable=False),
         sa.Column("updated_at", sa.DateTime, nullable=False),
         sa.UniqueConstraint("owner", "name", name="uq_experiments_owner_name"),
