@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slurm
 
 # Every rank sends rank + 1 to rank 0 (listening on MASTER_ADDR:MASTER_PORT), which sends the sum back to all:
 # each rank writes what it saw and the agreed sum. EM_HP_FAIL_RANK exits that rank with EM_HP_FAIL_CODE before
-# the collective, once every rank has started (the others wait in it); EM_HP_HOLD keeps every rank alive afterwards until released.
+# the collective, once every rank has started (and the file EM_HP_WAIT_FOR exists; the others wait in it); EM_HP_HOLD keeps every rank alive afterwards until released.
 COLLECTIVE = r"""
 import json, os, socket, sys, time
 env = {k: os.environ.get(k) for k in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK",
@@ -32,6 +32,9 @@ open(os.path.join(os.environ["EM_MODEL_DIR"], f"pid-{rank}"), "w").write(str(os.
 if rank == int(os.environ.get("EM_HP_FAIL_RANK", "-1")):
     while not all(os.path.exists(os.path.join(os.environ["EM_MODEL_DIR"], f"pid-{r}")) for r in range(world)):
         time.sleep(0.02)  # every rank has started: the others are in the collective when this one fails
+    while os.environ.get("EM_HP_WAIT_FOR") and not os.path.exists(
+            os.path.join(os.environ["EM_SOURCE_DIR"], os.environ["EM_HP_WAIT_FOR"])):
+        time.sleep(0.02)
     print(f"rank {rank} fails on purpose", flush=True)
     sys.exit(int(os.environ["EM_HP_FAIL_CODE"]))
 addr, port = env["MASTER_ADDR"], int(env["MASTER_PORT"])

@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -42,6 +43,8 @@ from .slurm_commands import (SlurmCommandError, SlurmJobRequest, SlurmJobStatus,
 JOB_SCRIPT = str(Path(__file__).with_name("slurmjob.sh"))
 RANK_SCRIPT = str(Path(__file__).with_name("slurmrank.py"))
 RANKS_DIR = "ranks"  # in the run's folder: rank-N.log and rank-N.exit.json of a distributed run
+SUBMITTED = "slurm.submitted"  # in the run's control folder: when its current attempt was submitted
+CLOCK_SLACK = 5.0  # seconds the controller's clock (a job's submit time) may be behind the scheduler's
 log = logging.getLogger(__name__)
 
 
@@ -177,6 +180,9 @@ class SlurmExecutor(Executor):
                                                                 str(paths.root / RANKS_DIR)])
         env_file = paths.control / "slurm.env"
         await asyncio.to_thread(write_env_file, env_file, env)
+        # When this attempt was submitted: after a crash, a job of this name submitted since then is this
+        # attempt's (finished or not), never an earlier attempt's of a requeued run.
+        await asyncio.to_thread((paths.control / SUBMITTED).write_text, f"{time.time():.3f}\n")
         extra = [*self.extra_sbatch_args]
         if self.partition:
             extra.insert(0, f"--partition={self.partition}")
@@ -225,12 +231,21 @@ class SlurmExecutor(Executor):
         argv = scancel_argv(ref.job_id) if sig == signal.SIGKILL else scancel_argv(ref.job_id, sig, full=not ref.steps)
         await self._run(argv, check=False)
 
-    async def recover(self, run_id: int, paths: RunPaths) -> SlurmJobRef | None:
+    async def recover(self, run_id: int, paths: RunPaths | None) -> SlurmJobRef | None:
+        """The job of the run's current attempt, found by its name: one that is still going, or, where the
+        attempt's submission time is on record, one submitted since then even if it has already ended (it
+        ran while the scheduler was down: it is adopted and reported, never started again)."""
+        since = None
+        if paths is not None:
+            try:
+                since = float((paths.control / SUBMITTED).read_text()) - CLOCK_SLACK
+            except (OSError, ValueError):
+                pass
         result = await self._run(squeue_argv(), check=False)
         if result.returncode != 0:
             return None
-        status = parse_job_names(result.stdout).get(self.job_name(run_id))
-        if status is None or status.finished:
+        status = parse_job_names(result.stdout, since).get(self.job_name(run_id))
+        if status is None or (status.finished and since is None):
             return None
         steps = paths is not None and (paths.root / RANKS_DIR / "plan.json").exists()
         return SlurmJobRef(status.job_id, run_id, steps)
@@ -298,6 +313,7 @@ class SlurmExecutor(Executor):
             future.set_result(status if status is None or status.finished else None)
 
     def _exit_status(self, status: SlurmJobStatus | None, paths: RunPaths) -> ExitStatus:
+        (paths.control / SUBMITTED).unlink(missing_ok=True)  # this attempt is over
         if status is None:
             return ExitStatus("lost", None)
         try:

@@ -626,15 +626,18 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
         await asyncio.shield(proc.wait())
 
 
-def parse_job_names(text: str) -> dict[str, SlurmJobStatus]:
+def parse_job_names(text: str, submitted_since: float | None = None) -> dict[str, SlurmJobStatus]:
     """The jobs in ``squeue --json``'s output by job name (the newest job of each name), to find a job
-    whose id was never recorded (a submission whose answer was lost)."""
+    whose id was never recorded (a submission whose answer was lost); with ``submitted_since`` (seconds
+    since the epoch) only the jobs submitted since then."""
     try:
         jobs = json.loads(text)["jobs"]
     except (ValueError, KeyError, TypeError) as e:
         raise SlurmOutputError(f"squeue --json printed something else: {text[:200]!r}") from e
     named: dict[str, SlurmJobStatus] = {}
     for job in sorted(jobs, key=lambda j: int(_number(j.get("job_id")) or 0)):
+        if submitted_since is not None and (_number(job.get("submit_time")) or 0) < submitted_since:
+            continue
         if job.get("name"):
             named[str(job["name"])] = _job_from_json(job)
     return named
