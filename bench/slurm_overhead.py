@@ -1,18 +1,24 @@
-"""Our scheduler on Slurm against plain sbatch on the same Slurm: submit → job running, and a drain of trivial runs.
+"""Our scheduler on Slurm against plain sbatch on the same Slurm: start latency on 1 and 2 nodes, end → next
+start, and a drain of trivial runs.
 
 Starts the tests' loopback Slurm (3 nodes x 4 GRES GPUs, ``batch_sched_delay=0``) and, in one run, measures:
 
-- plain Slurm: ``sbatch`` of a script that stamps ``time.time()``; latency = stamp - submit time;
-- ours: ``Dispatcher.submit`` with the Slurm executor (the policy places, sbatch on that node); the same stamp;
-- draining N trivial runs through each.
+- submit → first rank running, idle cluster, one after the other: a 1-node run of one GPU (plain: ``sbatch`` of a
+  script that stamps ``time.time()``; ours: ``Dispatcher.submit``, the policy places, ``sbatch --nodelist``), and a
+  2-node run of one GPU per node (plain: ``sbatch --nodes=2`` whose script runs ``srun``; ours: ``nodes=2,
+  gpus_per_node=1``, srun of our rank launcher); latency = the first rank's stamp - the submit time;
+- end → next start: a run holding the whole cluster (3 nodes x 4 GPUs) stamps its end and exits while a second
+  such run waits; latency = the second's first stamp - the first's end stamp;
+- draining N trivial runs of one GPU each, all submitted at once, through each.
 
-    .venv/bin/python bench/slurm_overhead.py [--runs 20] [--drain 200]
+    .venv/bin/python bench/slurm_overhead.py [--runs 15] [--handoffs 8] [--drain 1000]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -29,7 +35,29 @@ from nothing.scheduler.snapshot import SnapshotLimits  # noqa: E402
 from tests.helpers import make_archive  # noqa: E402
 from tests.slurm import Slurm  # noqa: E402
 
-STAMP = "import os, time\nopen(os.path.join(os.environ['EM_MODEL_DIR'], 't'), 'w').write(repr(time.time()))\n"
+# Each rank (or the one process) stamps when it runs: t-<RANK>; with EM_HP_GO it then waits for that file in its
+# source folder and stamps its end (e-<RANK>) just before it exits.
+STAMP = """import os, time
+where = os.environ['EM_MODEL_DIR']
+rank = os.environ.get('RANK', '0')
+open(os.path.join(where, 't-' + rank), 'w').write(repr(time.time()))
+go = os.environ.get('EM_HP_GO')
+while go and not os.path.exists(os.path.join(os.environ['EM_SOURCE_DIR'], go)):
+    time.sleep(0.002)
+if go:
+    open(os.path.join(where, 'e-' + rank), 'w').write(repr(time.time()))
+"""
+
+# The plain side: the same stamps, by the batch script's one process or by each srun task.
+PLAIN = """import os, sys, time
+where, rank = sys.argv[1], os.environ.get('SLURM_PROCID', '0')
+open(os.path.join(where, 't-' + rank), 'w').write(repr(time.time()))
+go = sys.argv[2] if len(sys.argv) > 2 else ''
+while go and not os.path.exists(go):
+    time.sleep(0.002)
+if go:
+    open(os.path.join(where, 'e-' + rank), 'w').write(repr(time.time()))
+"""
 
 
 def pct(values, q):
@@ -37,20 +65,68 @@ def pct(values, q):
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
-def plain_sbatch(slurm: Slurm, root: Path, count: int) -> list[float]:
+def stamps(folder: Path, prefix: str, count: int) -> list[float] | None:
+    """The ``count`` stamps ``prefix-*`` in ``folder``, once all are written; else None."""
+    found = []
+    for path in folder.glob(prefix + "-*"):
+        text = path.read_text()
+        if not text:
+            return None
+        found.append(float(text))
+    return found if len(found) >= count else None
+
+
+def wait_stamps(folder: Path, prefix: str, count: int, timeout: float = 120) -> list[float]:
+    deadline = time.time() + timeout
+    while (found := stamps(folder, prefix, count)) is None:
+        if time.time() > deadline:
+            raise TimeoutError(f"no {count} {prefix} stamps in {folder}")
+        time.sleep(0.002)
+    return found
+
+
+def sbatch_plain(slurm: Slurm, root: Path, name: str, nodes: int, gpus_per_node: int, go: str = "") -> Path:
+    """Submits the plain job ``name`` (a folder of its own for its stamps) and returns that folder."""
+    folder = root / name
+    folder.mkdir()
+    (root / "plain.py").write_text(PLAIN)
+    command = f"{sys.executable} {root / 'plain.py'} {folder} {go}"
+    script = folder / "job.sh"
+    script.write_text("#!/bin/sh\n" + (f"exec srun --nodes={nodes} --ntasks-per-node=1 {command}\n" if nodes > 1
+                                       else f"exec {command}\n"))
+    subprocess.run(["sbatch", "--parsable", f"--nodes={nodes}", "--ntasks-per-node=1", f"--gres=gpu:{gpus_per_node}",
+                    f"--output={folder}/out", str(script)], env=slurm.env, check=True, capture_output=True)
+    return folder
+
+
+def plain_starts(slurm: Slurm, root: Path, count: int, nodes: int) -> list[float]:
     latencies = []
     for i in range(count):
-        stamp = root / f"plain-{i}"
-        script = root / f"plain-{i}.sh"
-        script.write_text(f"#!/bin/sh\nexec {sys.executable} -c \"import time; open('{stamp}', 'w')"
-                          f".write(repr(time.time()))\"\n")
         t0 = time.time()
-        subprocess.run(["sbatch", "--parsable", "--nodes=1", "--gres=gpu:1", f"--output={root}/plain-{i}.out",
-                        str(script)], env=slurm.env, check=True, capture_output=True)
-        while not stamp.exists() or not stamp.read_text():
-            time.sleep(0.005)
-        latencies.append(float(stamp.read_text()) - t0)
+        folder = sbatch_plain(slurm, root, f"plain-{nodes}n-{i}", nodes, 1)
+        latencies.append(min(wait_stamps(folder, "t", nodes)) - t0)
+        wait_idle(slurm)
     return latencies
+
+
+def plain_handoffs(slurm: Slurm, root: Path, count: int) -> list[float]:
+    latencies = []
+    for i in range(count):
+        go = root / f"go-{i}"
+        first = sbatch_plain(slurm, root, f"plain-hold-{i}", 3, 4, str(go))
+        wait_stamps(first, "t", 3)
+        second = sbatch_plain(slurm, root, f"plain-next-{i}", 3, 4)
+        time.sleep(0.3)  # the second is pending behind the first
+        go.touch()
+        latencies.append(min(wait_stamps(second, "t", 3)) - max(wait_stamps(first, "e", 3)))
+        wait_idle(slurm)
+    return latencies
+
+
+def wait_idle(slurm: Slurm) -> None:
+    while subprocess.run(["squeue", "--noheader", "--format=%i", "--states=PENDING,RUNNING,COMPLETING"],
+                         env=slurm.env, capture_output=True, text=True).stdout.strip():
+        time.sleep(0.02)
 
 
 def plain_drain(slurm: Slurm, root: Path, count: int) -> float:
@@ -60,68 +136,104 @@ def plain_drain(slurm: Slurm, root: Path, count: int) -> float:
     for _ in range(count):
         subprocess.run(["sbatch", "--parsable", "--nodes=1", "--gres=gpu:1", "--output=/dev/null", str(script)],
                        env=slurm.env, check=True, capture_output=True)
-    while subprocess.run(["squeue", "--noheader", "--format=%i"], env=slurm.env, capture_output=True,
-                         text=True).stdout.strip():
-        time.sleep(0.05)
+    wait_idle(slurm)
     return time.time() - t0
 
 
-async def ours(slurm: Slurm, root: Path, count: int, drain: int) -> tuple[list[float], float]:
+VALUES = dict(owner="bench", name="", experiment="default", entry_point="train.py", args=[], hyperparameters={},
+              gpus=1, cpus=1, memory_bytes=0, priority=0, max_seconds=None, snapshot_bytes=0)
+
+
+async def ours(slurm: Slurm, root: Path, count: int, handoffs: int, drain: int) -> dict:
     db = Database(f"sqlite:///{root / 'scheduler.sqlite'}")
     db.upgrade()
     executor = SlurmExecutor(on_exit=None, slurm_conf=str(slurm.conf), poll_interval=0.1)
     d = Dispatcher(db, executor, PriorityFifoPolicy(), [], root / "runs", sys.executable, SnapshotLimits(2**26))
     await d.start()
-    values = dict(owner="bench", name="", experiment="default", entry_point="train.py", args=[],
-                  hyperparameters={}, gpus=1, cpus=1, memory_bytes=0, priority=0, max_seconds=None,
-                  snapshot_bytes=0)
     archive = make_archive({"train.py": STAMP})
-    latencies = []
+    results: dict = {}
+
+    async def ended(*runs):
+        while any(r.id in d.active for r in runs):
+            await asyncio.sleep(0.01)
+
+    async def wait(folder: Path, prefix: str, n: int) -> list[float]:
+        while (found := stamps(folder, prefix, n)) is None:
+            await asyncio.sleep(0.002)
+        return found
+
     try:
-        for _ in range(count):
-            t0 = time.time()
-            run = await d.submit(dict(values), archive)
-            stamp = run.paths.model / "t"
-            while not stamp.exists() or not stamp.read_text():
-                await asyncio.sleep(0.005)
-            latencies.append(float(stamp.read_text()) - t0)
-            while run.id in d.active:
-                await asyncio.sleep(0.01)
+        for nodes in (1, 2):
+            shape = dict(nodes=2, gpus_per_node=1, gpus=2) if nodes == 2 else {}
+            latencies = []
+            for _ in range(count):
+                t0 = time.time()
+                run = await d.submit(dict(VALUES, **shape), archive)
+                latencies.append(min(await asyncio.wait_for(wait(run.paths.model, "t", nodes), 120)) - t0)
+                await ended(run)
+            results[f"start-{nodes}"] = latencies
+        gaps = []
+        whole = dict(VALUES, nodes=3, gpus_per_node=4, gpus=12, hyperparameters={"GO": "go"})
+        for _ in range(handoffs):
+            first = await d.submit(whole, archive)
+            await asyncio.wait_for(wait(first.paths.model, "t", 3), 120)
+            second = await d.submit(dict(VALUES, nodes=3, gpus_per_node=4, gpus=12), archive)
+            await asyncio.sleep(0.3)
+            (first.paths.source / "go").touch()
+            end = max(await asyncio.wait_for(wait(first.paths.model, "e", 3), 120))
+            gaps.append(min(await asyncio.wait_for(wait(second.paths.model, "t", 3), 120)) - end)
+            await ended(first, second)
+        results["handoff"] = gaps
         trivial = make_archive({"train.py": "pass\n"})
         t0 = time.time()
-        runs = [await d.submit(dict(values), trivial) for _ in range(drain)]
-        while any(r.id in d.active for r in runs):
-            await asyncio.sleep(0.05)
-        return latencies, time.time() - t0
+        runs = [await d.submit(dict(VALUES), trivial) for _ in range(drain)]
+        await ended(*runs)
+        results["drain"] = time.time() - t0
+        results["drain_failed"] = sum(1 for r in runs if r.state.value != "COMPLETE")
+        return results
     finally:
         await d.stop()
         db.close()
 
 
+def row(label: str, plain: list[float], mine: list[float]) -> list[str]:
+    ms = lambda v: f"{v * 1000:.0f} ms"  # noqa: E731
+    return [f"| {label}: plain Slurm | {ms(statistics.median(plain))} | {ms(pct(plain, 0.95))} |",
+            f"| {label}: NothingAI on Slurm | {ms(statistics.median(mine))} | {ms(pct(mine, 0.95))} |",
+            f"| {label}: added by NothingAI | {(statistics.median(mine) - statistics.median(plain)) * 1000:+.0f} ms | "
+            f"{(pct(mine, 0.95) - pct(plain, 0.95)) * 1000:+.0f} ms |"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--drain", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--handoffs", type=int, default=8)
+    parser.add_argument("--drain", type=int, default=1000)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="nothing-bench-slurm-"))
     root.chmod(0o711)
     slurm = Slurm(root / "slurm")
     slurm.start()
+    load = os.getloadavg()
     try:
-        plain = plain_sbatch(slurm, root, args.runs)
-        plain_total = plain_drain(slurm, root, args.drain)
-        ours_latency, ours_total = asyncio.run(ours(slurm, root, args.runs, args.drain))
+        plain = {f"start-{n}": plain_starts(slurm, root, args.runs, n) for n in (1, 2)}
+        plain["handoff"] = plain_handoffs(slurm, root, args.handoffs)
+        began = time.time()
+        plain["drain"] = plain_drain(slurm, root, args.drain)
+        print(f"plain drain done in {time.time() - began:.1f} s", file=sys.stderr)
+        mine = asyncio.run(ours(slurm, root, args.runs, args.handoffs, args.drain))
     finally:
         slurm.stop()
-    print(f"| submit → entry point running, 1 node, {args.runs} runs | p50 | p95 |")
+    print(f"load average at the start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
+    print("| latency | p50 | p95 |")
     print("|---|---|---|")
-    print(f"| plain sbatch | {statistics.median(plain) * 1000:.0f} ms | {pct(plain, 0.95) * 1000:.0f} ms |")
-    print(f"| NothingAI on Slurm | {statistics.median(ours_latency) * 1000:.0f} ms | "
-          f"{pct(ours_latency, 0.95) * 1000:.0f} ms |")
-    print(f"| added by NothingAI | {(statistics.median(ours_latency) - statistics.median(plain)) * 1000:+.0f} ms | "
-          f"{(pct(ours_latency, 0.95) - pct(plain, 0.95)) * 1000:+.0f} ms |")
+    lines = row(f"submit → first rank running, 1 node, {args.runs} runs", plain["start-1"], mine["start-1"])
+    lines += row(f"submit → first rank running, 2 nodes, {args.runs} runs", plain["start-2"], mine["start-2"])
+    lines += row(f"end → next start, 3 nodes x 4 GPUs, {args.handoffs} hand-offs", plain["handoff"], mine["handoff"])
+    print("\n".join(lines))
     print()
-    print(f"{args.drain} trivial runs drained: plain Slurm {plain_total:.1f} s, NothingAI on Slurm {ours_total:.1f} s")
+    print(f"{args.drain} trivial runs drained: plain Slurm {plain['drain']:.1f} s, NothingAI on Slurm "
+          f"{mine['drain']:.1f} s ({mine['drain_failed']} did not complete)")
 
 
 if __name__ == "__main__":
