@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from .policy_types import Allocation, HeldRun, Node, PendingRun
 
@@ -80,10 +80,10 @@ class Preempt:
     reason: str
 
 
-@dataclass(frozen=True)
-class QueueEntry:
+class QueueEntry(NamedTuple):
     """A run that keeps waiting.  ``reserved_nodes`` names the nodes kept for it
-    when it holds the reservation (empty otherwise)."""
+    when it holds the reservation (empty otherwise).  A named tuple, not a
+    dataclass: a pass makes one per queued run, and this is four times cheaper."""
 
     run_id: int
     position: int

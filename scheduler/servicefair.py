@@ -57,6 +57,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from .fairshare import fair_share_factors
 from .placement import FreeMap, Release
@@ -90,7 +91,21 @@ class ServiceFairConfig:
     ``min_run_seconds``: a run is not preempted before it has run this long in
     its current attempt (set it to about the runs' checkpoint interval).
     ``overdue_seconds``: a run queued this long goes ahead of every class and
-    its reservation is held strictly (the starvation bound).
+    its reservation is held strictly (the starvation bound).  With
+    ``overdue_factor`` > 0 the bound is tighter when the queue moves fast: a run
+    is overdue once it has waited ``overdue_factor`` times the median wait of the
+    runs queued now, but never less than ``overdue_min_seconds`` and never more
+    than ``overdue_seconds`` (so a long run squeezed out by a burst of short ones
+    on a quiet cluster is not left waiting for a day).
+    ``overdue_lane``: how many overdue runs (the longest-waiting) go ahead of
+    everything at once; 0 = all of them.  A small lane bounds waits without
+    turning an overloaded cluster into FIFO.
+    ``head_preempts_backfill``: the run that would hold the reservation may stop
+    preemptible runs of its class that started while it waited, once it has
+    waited ``head_preempt_after_seconds``.
+    ``preemptible_backfill``: preemptible runs may use GPUs kept for the reserved
+    run whatever their expected end (it will stop them); off, they obey the
+    reservation like every other run.
     ``half_life_seconds``, ``aging_seconds``, ``priority_step``, ``user_weight``:
     fair share and aging, as in ``fairshare.FairShareConfig``.
     ``default_run_seconds``: run time assumed when nothing better is known (for
@@ -103,7 +118,13 @@ class ServiceFairConfig:
 
     thresholds: tuple[float, ...] = (3600.0, 36000.0)
     min_run_seconds: float = 600.0
-    overdue_seconds: float = 12 * 3600.0
+    overdue_seconds: float = 24 * 3600.0
+    overdue_factor: float = 0.0
+    overdue_min_seconds: float = 1800.0
+    overdue_lane: int = 0
+    head_preempts_backfill: bool = True
+    head_preempt_after_seconds: float = 0.0
+    preemptible_backfill: bool = True
     half_life_seconds: float = 7 * 86400
     aging_seconds: float = 4 * 3600
     priority_step: float = 100.0
@@ -140,6 +161,7 @@ class ServiceFairPolicy:
     def __init__(self, config: ServiceFairConfig | None = None, name: str = "service-fair"):
         self.config = config or ServiceFairConfig()
         self.name = name
+
 
     # ---------------------------------------------------------------- run times
     def _typical(self, usage: Mapping[str, Usage], group: str) -> float:
@@ -184,7 +206,8 @@ class ServiceFairPolicy:
         node_gpus = largest_node(snapshot.nodes)
         fm = FreeMap(free_resources(snapshot), node_gpus)
         fg, fu = self._factors(snapshot, held, quotas)
-        ranked, due = self._order(snapshot, book, fg, fu)
+        overdue_after = self.overdue_after(snapshot)
+        ranked, due = self._order(snapshot, book, fg, fu, overdue_after)
         victims: list[tuple[tuple, HeldRun]] | None = None
         has_victims = any(h.preemptible and not h.stopping and not h.is_notebook for h in held.values())
 
@@ -202,16 +225,24 @@ class ServiceFairPolicy:
         head_overdue = False
         reserve_tries = preempt_tries = 0
         typical: dict[str, float] = {}
+        borrowed: set[int] | None = None
 
-        for rank, run in ranked:
+        tail_from = len(ranked)
+        for i, (rank, run) in enumerate(ranked):
+            if (fm.total == 0 and head is not None and not book.active and not run.shaped
+                    and (fm.reserved_for is not None or reserve_tries >= cfg.max_reservation_attempts)
+                    and (not has_victims or preempt_tries >= cfg.max_preemption_attempts)):
+                tail_from = i  # nothing is free and nothing more can be tried: the rest all wait
+                break
+            seconds: float
             if run.max_seconds is not None:
                 seconds = run.max_seconds
             elif run.estimated_seconds is not None:
                 seconds = run.estimated_seconds
+            elif run.group in typical:
+                seconds = typical[run.group]
             else:
-                seconds = typical.get(run.group)
-                if seconds is None:
-                    seconds = typical[run.group] = self._typical(gusage, run.group)
+                seconds = typical[run.group] = self._typical(gusage, run.group)
             if book.active:
                 reason = book.blocked(run)
                 if reason is not None:
@@ -226,19 +257,21 @@ class ServiceFairPolicy:
                     continue
             multi = spans_nodes(run, node_gpus)
             # May it use GPUs kept for the reserved run?  Only if it is sure to be gone in time.
+            by: float | None
             if run.max_seconds is not None:
                 by = now + run.max_seconds
-            elif run.preemptible:
+            elif run.preemptible and cfg.preemptible_backfill:
                 by = -math.inf
             else:
                 by = math.inf if head_overdue else None
             key = (run.gpus, run.cpus, run.memory_bytes, run.nodes, run.gpus_per_node, seconds, by)
             seen = memo.get(key)
-            may_preempt = has_victims and preempt_tries < cfg.max_preemption_attempts
             reclaims = book.has_guarantees and book.within_share(run)
-            if seen is not None and seen[0] == fm.version and not may_preempt and not reclaims:
-                waiting.append((run, seen[1], seen[2], seconds))
+            # Later runs rank no higher, so a shape that failed at this state fails again.
+            if seen is not None and seen[0] == fm.version and seen[1] == len(claimed) and not reclaims:
+                waiting.append((run, seen[2], seen[3], seconds))
                 continue
+            may_preempt = has_victims and preempt_tries < cfg.max_preemption_attempts
             if run.gpus <= fm.total:
                 start = fm.place(run, now + seconds, multi, by)
                 if start is not None:
@@ -252,14 +285,19 @@ class ServiceFairPolicy:
             shape = (*key[:5], fm.version, len(claimed))
             if (may_preempt or reclaims) and shape not in failed:
                 if victims is None:
-                    victims = self._victims(held, fg, fu, now)
+                    victims = self._victims(held, fg, fu, now, overdue_after)
                     has_victims = bool(victims)
                 if reclaims:
-                    cands = [h for _, h in victims if h.run_id not in claimed and h.run_id in book_borrowed(book)]
+                    if borrowed is None:
+                        borrowed = {h.run_id for h in book.borrowed()}
+                    cands = [h for _, h in victims if h.run_id not in claimed and h.run_id in borrowed]
                     why = "guarantee"
                 else:
                     preempt_tries += 1
-                    since = run.submitted_at if is_head else None
+                    # Only a wide head needs it: any GPU that frees serves a one-GPU run.
+                    since = run.submitted_at if (is_head and cfg.head_preempts_backfill and run.gpus > 1 and
+                                                 now - run.submitted_at
+                                                 >= cfg.head_preempt_after_seconds) else None
                     cands = [h for vr, h in victims
                              if h.run_id not in claimed and self._outranks(rank, vr, overdue, since)]
                     why = "service"
@@ -307,12 +345,41 @@ class ServiceFairPolicy:
                     reason += f"; behind run {head[1].run_id}: {self._ahead_because(head[0], rank)}"
                 if key[:5] in never_fits and fm.reserved_for is None and not claimed:
                     reason += "; estimate unknown: the runs holding the GPUs have no time limit or end"
-            memo[key] = (fm.version, kind, reason)
+            if head is not None and head[1] is not run:
+                memo[key] = (fm.version, len(claimed), kind, reason)
             waiting.append((run, kind, reason, seconds))
 
         del head_reason
+        if tail_from < len(ranked):
+            self._tail(ranked, tail_from, head, fm, node_gpus, waiting, typical, gusage)
         entries = self._entries(waiting, fm, held, ends, claimed, now)
         return Decisions(tuple(starts), entries, tuple(preempts), self._next_pass(snapshot, held, now, due))
+
+    def _tail(self, ranked: list[tuple[tuple, PendingRun]], start: int, head: tuple, fm: FreeMap, node_gpus: int,
+              waiting: list[tuple[PendingRun, str, str, float]], typical: dict[str, float],
+              gusage: Mapping[str, Usage]) -> None:
+        """The runs left once no GPU is free and nothing more can be tried: each waits for
+        resources, behind the first run that could not start (one reason per size and
+        rank difference, so a long queue costs little)."""
+        reasons: dict[tuple, str] = {}
+        head_rank, head_id = head[0], head[1].run_id
+        append = waiting.append
+        for rank, run in ranked[start:]:
+            if run.max_seconds is not None:
+                seconds = run.max_seconds
+            elif run.estimated_seconds is not None:
+                seconds = run.estimated_seconds
+            elif run.group in typical:
+                seconds = typical[run.group]
+            else:
+                seconds = typical[run.group] = self._typical(gusage, run.group)
+            why = (run.gpus, run.cpus, run.memory_bytes, run.shaped, rank[0] != head_rank[0], rank[1] == 0,
+                   rank[2] != head_rank[2], rank[3] != head_rank[3])
+            reason = reasons.get(why)
+            if reason is None:
+                reason = reasons[why] = (f"{self._resources(run, fm, spans_nodes(run, node_gpus))}; "
+                                         f"behind run {head_id}: {self._ahead_because(head_rank, rank)}")
+            append((run, "resources", reason, seconds))
 
     # ---------------------------------------------------------------- order
     def _factors(self, snapshot: ClusterSnapshot, held: dict[int, HeldRun],
@@ -329,40 +396,66 @@ class ServiceFairPolicy:
         w = cfg.user_weight
         return {g: (1 - w) * f for g, f in fg.items()}, {o: w * f for o, f in fu.items()}
 
-    def _order(self, snapshot: ClusterSnapshot, book: QuotaBook, fg: dict[str, float],
-               fu: dict[str, float]) -> tuple[list[tuple[tuple, PendingRun]], float]:
+    def overdue_after(self, snapshot: ClusterSnapshot) -> float:
+        """How long a run may wait before it is overdue, for this snapshot (see ``overdue_factor``)."""
+        cfg, now = self.config, snapshot.now
+        if cfg.overdue_factor <= 0 or not snapshot.queued:
+            return cfg.overdue_seconds
+        waits = sorted(now - r.submitted_at - (r.attained_gpu_seconds / r.gpus if r.gpus else 0.0)
+                       for r in snapshot.queued)
+        median = waits[(len(waits) - 1) // 2]
+        return min(cfg.overdue_seconds, max(cfg.overdue_min_seconds, cfg.overdue_factor * median))
+
+    def _order(self, snapshot: ClusterSnapshot, book: QuotaBook, fg: dict[str, float], fu: dict[str, float],
+               overdue_after: float) -> tuple[list[tuple[tuple, PendingRun]], float]:
         """(rank, run) in the order the pass considers them (a smaller rank goes
         first), and the earliest time a run that is not overdue will be.
 
         rank = (-priority, 0 if overdue else 1, -waited if overdue else borrowing, class, -score, submitted, id)."""
         cfg, now = self.config, snapshot.now
-        step, aging, overdue_after = cfg.priority_step, cfg.aging_seconds, cfg.overdue_seconds
+        aging = cfg.aging_seconds
         thresholds = cfg.thresholds
-        guarantees = book.has_guarantees
+        borrowing = book.borrowing if book.has_guarantees else None
+        bisect_right = bisect.bisect_right
+        fair: dict[tuple[str, str], float] = {}
         out = []
         most = -math.inf
+        lane = cfg.overdue_lane
+        late: list[tuple[tuple, tuple, PendingRun]] = []
         for r in snapshot.queued:
-            r = normalized(r)
-            waited = waited_so_far(r, now)
-            if waited < overdue_after and waited > most:
+            if r.gpus_per_node:
+                r = normalized(r)
+            att = r.attained_gpu_seconds
+            waited = now - r.submitted_at - (att / r.gpus if att and r.gpus else 0.0)
+            overdue = waited >= overdue_after
+            if not overdue and waited > most:
                 most = waited
-            if waited >= overdue_after:
-                rank = (-r.priority, 0, -waited, 0, 0.0, r.submitted_at, r.run_id)
+            if overdue and not lane:
+                out.append(((-r.priority, 0, -waited, 0, 0.0, r.submitted_at, r.run_id), r))
+                continue
+            pair = (r.group, r.owner)
+            f = fair.get(pair)
+            if f is None:
+                f = fair[pair] = fg[r.group] + fu[r.owner]
+            rank = (-r.priority, 1, 1.0 if borrowing is not None and borrowing(r) else 0.0,
+                    bisect_right(thresholds, att) if att else 0, -(f + (now - r.submitted_at) / aging),
+                    r.submitted_at, r.run_id)
+            if overdue:
+                late.append(((-r.priority, 0, -waited, 0, 0.0, r.submitted_at, r.run_id), rank, r))
             else:
-                score = fg[r.group] + fu[r.owner] + (now - r.submitted_at) / aging
-                cls = bisect.bisect_right(thresholds, r.attained_gpu_seconds) if r.attained_gpu_seconds else 0
-                rank = (-r.priority, 1, float(guarantees and book.borrowing(r)), cls, -score, r.submitted_at,
-                        r.run_id)
-            out.append((rank, r))
-        del step
-        out.sort(key=lambda t: t[0])
+                out.append((rank, r))
+        if late:
+            # Only the ``overdue_lane`` longest-waiting overdue runs go first; the others keep their place.
+            late.sort(key=itemgetter(0))
+            out += [(first, r) for first, _, r in late[:lane]] + [(rank, r) for _, rank, r in late[lane:]]
+        out.sort(key=itemgetter(0))
         return out, (now + overdue_after - most if most > -math.inf else math.inf)
 
     def _victims(self, held: dict[int, HeldRun], fg: dict[str, float], fu: dict[str, float],
-                 now: float) -> list[tuple[tuple, HeldRun]]:
+                 now: float, overdue: float) -> list[tuple[tuple, HeldRun]]:
         """Preemptible runs that have run long enough, worst first, each with its rank."""
         cfg = self.config
-        thresholds, min_run, overdue = cfg.thresholds, cfg.min_run_seconds, cfg.overdue_seconds
+        thresholds, min_run = cfg.thresholds, cfg.min_run_seconds
         keyed = []
         for h in held.values():
             if not h.preemptible or h.is_notebook or h.stopping:
@@ -375,6 +468,8 @@ class ServiceFairPolicy:
                 continue  # it has waited its share already: not preempted again for service
             cls = bisect.bisect_right(thresholds, h.attained_gpu_seconds + h.gpus * (now - started))
             score = fg.get(h.group, 0.0) + fu.get(h.owner, 0.0)
+            if h.submitted_at is not None:
+                score += (now - h.submitted_at) / cfg.aging_seconds  # its score were it queued again
             keyed.append(((-cls, score, -started, -h.run_id), (0, 1, 0.0, cls, -score, started, h.run_id), h))
         keyed.sort(key=lambda t: t[0])
         return [(rank, h) for _, rank, h in keyed]
@@ -391,7 +486,8 @@ class ServiceFairPolicy:
             return rank[0] < victim[0]
         if victim[3] > rank[3] or overdue:
             return True
-        return head_since is not None and victim[3] == rank[3] and victim[5] > head_since
+        # ...and only those that would rank below it if queued again, or they would take the GPUs back.
+        return head_since is not None and victim[3] == rank[3] and victim[5] > head_since and victim[4] > rank[4]
 
     @staticmethod
     def _ahead_because(ahead: tuple, mine: tuple) -> str:
@@ -509,17 +605,24 @@ class ServiceFairPolicy:
         heapq.heapify(heap)
         heappop, heappush, heapreplace = heapq.heappop, heapq.heappush, heapq.heapreplace
         out = []
+        append, make, size = out.append, tuple.__new__, len(heap)
         for i, (run, kind, reason, seconds) in enumerate(waiting, 1):
             need = run.gpus
+            if need == 1 and size and (kind == "resources" or kind == "reserved"):
+                est = heap[0] if heap[0] > now else now
+                heapreplace(heap, est + seconds)
+                append(make(QueueEntry, (run.run_id, i, reason, est, ())))
+                continue
             if kind in ("quota", "never"):
                 est = None
             elif kind == "reclaim":
                 est = now
                 for _ in range(need):
                     heappush(heap, now + seconds)
+                size += need
             elif need <= 0:
                 est = now
-            elif need > len(heap):
+            elif need > size:
                 est = None
             elif need == 1:
                 est = max(now, heap[0])
@@ -531,7 +634,7 @@ class ServiceFairPolicy:
                     heappush(heap, est + seconds)
             if kind == "head":
                 est = max(fm.reserved_at, now)
-            out.append(QueueEntry(run.run_id, i, reason, est, reserved_nodes if kind == "head" else ()))
+            append(make(QueueEntry, (run.run_id, i, reason, est, reserved_nodes if kind == "head" else ())))
         return tuple(out)
 
     def _next_pass(self, snapshot: ClusterSnapshot, held: dict[int, HeldRun], now: float,
@@ -564,11 +667,3 @@ def waited_so_far(run: PendingRun, now: float) -> float:
     ran = run.attained_gpu_seconds / run.gpus if run.gpus else 0.0
     return now - run.submitted_at - ran
 
-
-def book_borrowed(book: QuotaBook) -> set[int]:
-    """Ids of the running runs that borrow beyond their group's guarantee (cached on the book)."""
-    cached = getattr(book, "_borrowed_ids", None)
-    if cached is None:
-        cached = {h.run_id for h in book.borrowed()}
-        book._borrowed_ids = cached
-    return cached

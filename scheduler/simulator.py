@@ -201,7 +201,7 @@ def simulate(jobs: Sequence[Job], nodes: Sequence[Node], policy: Policy, *, name
              resume_after_preempt: bool = True, preempt_grace_seconds: float = 0.0,
              preemption_cost: PreemptionCost = PreemptionCost(),
              estimator: RuntimeEstimator | None = None, perfect_estimates: bool = False,
-             window: tuple[float, float] | None = None) -> SimulationReport:
+             round_seconds: float = 0.0, window: tuple[float, float] | None = None) -> SimulationReport:
     """Replay ``jobs`` on ``nodes`` under ``policy`` and measure the outcome.
 
     ``estimator``, when given, supplies every queued run's ``estimated_seconds``
@@ -211,6 +211,9 @@ def simulate(jobs: Sequence[Job], nodes: Sequence[Node], policy: Policy, *, name
     method (the SRTF oracle) is handed the true remaining work of every job: the
     only way a policy can see durations.  ``Decisions.next_pass_at`` is honoured:
     the simulator passes again then even if nothing else happened.
+    ``round_seconds`` > 0 passes only at multiples of it (scheduling rounds, as
+    the Pollux, Sia and Tiresias simulators have): what happened in between is
+    acted on at the round's end, the same for every policy; 0 passes at every event.
     """
     nodes = tuple(nodes)
     period = quotas.period_seconds if quotas else 30 * 86400
@@ -282,16 +285,18 @@ def simulate(jobs: Sequence[Job], nodes: Sequence[Node], policy: Policy, *, name
 
     while events:
         now = events[0][0]
+        if round_seconds > 0:
+            now = math.ceil(now / round_seconds) * round_seconds
         at, free, waiting = last_pass
         if waiting:
             idle_while_waiting += free * (now - at)
             waiting_seconds += waiting * (now - at)
             if free == 0:
                 waiting_while_full += waiting * (now - at)
-        while events and events[0][0] == now:
-            _, kind, _, job_id, attempt = heapq.heappop(events)
+        while events and events[0][0] <= now:
+            t, kind, _, job_id, attempt = heapq.heappop(events)
             if kind == _ARRIVE:
-                queued[job_id] = pending(by_id[job_id], now)
+                queued[job_id] = pending(by_id[job_id], t)
                 continue
             if kind == _WAKE:
                 continue
@@ -300,11 +305,11 @@ def simulate(jobs: Sequence[Job], nodes: Sequence[Node], policy: Policy, *, name
                 continue  # the end of an attempt that was preempted
             del running[job_id]
             snapshot_running = None
-            ran_now = now - r.start
+            ran_now = t - r.start
             finished = not any(a.stopping for a in r.allocs) or ran_now >= r.remaining
-            stop(r, now, finished)
+            stop(r, t, finished)
             if finished:
-                outcomes.append(JobOutcome(r.job, first_start[job_id], now, ran[job_id], preempted[job_id]))
+                outcomes.append(JobOutcome(r.job, first_start[job_id], t, ran[job_id], preempted[job_id]))
                 if estimator is not None:
                     j = r.job
                     # What the run needed, as its own log tells once it has ended (restarts not counted).
@@ -314,7 +319,7 @@ def simulate(jobs: Sequence[Job], nodes: Sequence[Node], policy: Policy, *, name
                 kept = preemption_cost.kept(ran_now) if resume_after_preempt else 0.0
                 lost_gpu_seconds += r.job.gpus * (ran_now - kept)
                 remaining[job_id] = r.remaining - kept + preemption_cost.restart_seconds
-                queued[job_id] = pending(r.job, now)
+                queued[job_id] = pending(r.job, t)
         if snapshot_running is None:
             snapshot_running = tuple(a for r in running.values() for a in r.allocs)
         snap = ClusterSnapshot(nodes, snapshot_running, tuple(queued.values()), now,
@@ -369,7 +374,7 @@ def simulate(jobs: Sequence[Job], nodes: Sequence[Node], policy: Policy, *, name
             heapq.heappush(events, (wake, _WAKE, seq, -1, 0))
             seq += 1
         last_pass = (now, total_gpus - len(busy), len(queued))
-    report = _report(name or getattr(policy, "name", type(policy).__name__), jobs, nodes, outcomes, segments,
+    report = _report(name or str(getattr(policy, "name", type(policy).__name__)), jobs, nodes, outcomes, segments,
                      pass_times, total_preemptions, window)
     return replace(report, idle_gpu_hours_while_waiting=idle_while_waiting / 3600,
                    waiting_while_full=waiting_while_full / waiting_seconds if waiting_seconds else 0.0,

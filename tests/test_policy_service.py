@@ -190,7 +190,7 @@ def test_an_overdue_runs_reservation_holds_nothing_that_could_delay_it_lands_the
     # Make one queued run overdue (submitted long ago), so it must get the strict reservation.
     if not snap.queued:
         return
-    runs = [replace(r, submitted_at=max(r.submitted_at, NOW - 3600)) for r in snap.queued]
+    runs = [replace(r, submitted_at=NOW - 60) for r in snap.queued]
     i = which % len(runs)
     runs[i] = replace(runs[i], submitted_at=NOW - CONFIG.overdue_seconds - 10, priority=1, attained_gpu_seconds=0.0)
     snap = replace(snap, queued=tuple(runs), quotas=Quotas())

@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from nothing.scheduler.estimates import RuntimeEstimator
 from nothing.scheduler.fairshare import FairSharePolicy
-from nothing.scheduler.policy import PriorityFifoPolicy
+from nothing.scheduler.policy import ClusterSnapshot, PendingRun, PriorityFifoPolicy
 from nothing.scheduler.quotas import Quota, Quotas
+from nothing.scheduler.reference import SrtfOracle, Tiresias2DLAS
+from nothing.scheduler.servicefair import ServiceFairPolicy
 from nothing.scheduler.simulator import (
     FREE_PREEMPTION,
     Job,
@@ -122,3 +125,61 @@ def test_the_philly_week_has_the_published_job_count():
     assert len(jobs) == 13408
     assert all(j.duration >= 60 and j.duration * j.gpus < 1000 * 3600 for j in jobs)
     assert [j.submit for j in jobs] == sorted(j.submit for j in jobs)
+
+
+def test_rounds_act_on_events_at_the_next_multiple_for_every_policy():
+    # Job 1 arrives at 5 s and job 0 ends at 100 s: with 60-s rounds they start at 60 and 120.
+    jobs = [Job(0, 0, 100, 1, "a"), Job(1, 5, 10, 1, "a"), Job(2, 70, 10, 1, "a")]
+    r = simulate(jobs, uniform_nodes(1, 1), PriorityFifoPolicy(), round_seconds=60)
+    assert [outcome(r, i).first_start for i in range(3)] == [0, 120, 180]
+    assert outcome(r, 0).end == 100  # ends are exact; only decisions wait for the round
+
+
+def test_tiresias_lets_a_new_job_overtake_one_that_has_had_more_service():
+    # Job 0 (1 GPU, long) passes the 1 GPU-hour threshold; job 1 arrives later and preempts it.
+    jobs = [Job(0, 0, 10_000, 1, "a", preemptible=True), Job(1, 4000, 100, 1, "b", preemptible=True)]
+    r = simulate(jobs, uniform_nodes(1, 1), Tiresias2DLAS(), preemption_cost=PreemptionCost(600, 60))
+    assert outcome(r, 1).first_start == 4000 and outcome(r, 1).end == 4100
+    a = outcome(r, 0)
+    # 4,000 s ran, 3,600 kept at the last checkpoint, 60 s restart: 10,000 - 3,600 + 60 more from 4,100.
+    assert (a.preemptions, a.end) == (1, 4100 + 10_000 - 3600 + 60)
+
+
+def test_tiresias_does_not_preempt_within_a_queue_or_runs_that_are_not_preemptible():
+    jobs = [Job(0, 0, 10_000, 1, "a"), Job(1, 4000, 100, 1, "b", preemptible=True)]
+    r = simulate(jobs, uniform_nodes(1, 1), Tiresias2DLAS())
+    assert r.preemptions == 0 and outcome(r, 1).first_start == 10_000
+    jobs = [Job(0, 0, 3000, 1, "a", preemptible=True), Job(1, 100, 100, 1, "b", preemptible=True)]
+    r = simulate(jobs, uniform_nodes(1, 1), Tiresias2DLAS())
+    assert r.preemptions == 0 and outcome(r, 1).first_start == 3000  # both stayed in the first queue
+
+
+def test_the_srtf_oracle_runs_the_shortest_remaining_job_first_and_needs_the_simulator():
+    jobs = [Job(0, 0, 1000, 1, "a", preemptible=True), Job(1, 10, 100, 1, "b", preemptible=True)]
+    r = simulate(jobs, uniform_nodes(1, 1), SrtfOracle(), preemption_cost=FREE_PREEMPTION)
+    assert (outcome(r, 1).first_start, outcome(r, 1).end, outcome(r, 0).end) == (10, 110, 1100)
+    with pytest.raises(RuntimeError, match="true durations"):
+        SrtfOracle().decide(ClusterSnapshot(uniform_nodes(1, 1), queued=(PendingRun(1, "u", 1),)))
+
+
+def test_the_default_policy_finishes_a_short_job_before_a_long_preemptible_one():
+    jobs = [Job(0, 0, 20_000, 1, "a", preemptible=True), Job(1, 5000, 300, 1, "b", preemptible=True)]
+    r = simulate(jobs, uniform_nodes(1, 1), ServiceFairPolicy(), preemption_cost=PreemptionCost(600, 60))
+    assert r.preemptions == 1 and outcome(r, 1).end <= 5000 + 300 + 300  # within one round of 5 min
+    assert r.completed == 2
+
+
+def test_estimates_learn_per_key_bound_by_the_limit_and_score_themselves():
+    est = RuntimeEstimator(min_samples=2)
+    assert est.estimate("ada", "vision").source == "default"
+    for s in (100, 200, 300):
+        est.learn("ada", "vision", s, experiment="mnist", entry_point="train.py")
+    e = est.estimate("ada", "vision", "mnist", "train.py")
+    assert (e.seconds, e.source, e.samples) == (200, "entry point", 3)
+    assert est.estimate("bob", "vision").source == "group"
+    assert est.estimate("ada", "vision", "mnist", "train.py", elapsed=250).seconds == 300  # outlived the median
+    assert est.estimate("ada", "vision", "mnist", "train.py", max_seconds=50).source == "limit"
+    est.learn("ada", "vision", 400, estimated=100)
+    est.learn("ada", "vision", 100, estimated=100)
+    err = est.error()
+    assert (err.runs, err.over_2x, err.median_factor) == (2, 0.5, 1.0)
