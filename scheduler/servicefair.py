@@ -225,7 +225,7 @@ class ServiceFairPolicy:
         head_overdue = False
         reserve_tries = preempt_tries = 0
         typical: dict[str, float] = {}
-        borrowed: set[int] | None = None
+        borrowed: list[HeldRun] | None = None
 
         tail_from = len(ranked)
         for i, (rank, run) in enumerate(ranked):
@@ -288,9 +288,10 @@ class ServiceFairPolicy:
                     victims = self._victims(held, fg, fu, now, overdue_after)
                     has_victims = bool(victims)
                 if reclaims:
+                    # A guarantee is taken back at once, newest borrowed run first (no minimum run time).
                     if borrowed is None:
-                        borrowed = {h.run_id for h in book.borrowed()}
-                    cands = [h for _, h in victims if h.run_id not in claimed and h.run_id in borrowed]
+                        borrowed = [h for h in book.borrowed() if not h.stopping]
+                    cands = [h for h in borrowed if h.run_id not in claimed]
                     why = "guarantee"
                 else:
                     preempt_tries += 1
