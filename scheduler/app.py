@@ -26,6 +26,7 @@ from . import __version__
 from .accounts import UnixAccounts
 from .api import default_handlers
 from .api.metrics import PrometheusMetrics
+from .datasets import Datasets
 from .tracker import Tracker
 from .db import Database
 from .dispatcher import Dispatcher
@@ -267,6 +268,8 @@ class NothingScheduler(Application):
         source = NvmlUtilization() if self.gpu_mode_in_use == "nvml" else NoUtilization()
         self.zombies = ZombieMonitor(self.dispatcher, source, parent=self)
         self.tracker = Tracker(self.db, self.dispatcher, parent=self)
+        self.datasets = Datasets(self.data_dir, parent=self)
+        self.datasets.files.prepare()
 
     def take_lock(self) -> None:
         """Own the data dir and database before touching either (see ``lock.py``); exit if that is refused."""

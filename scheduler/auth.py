@@ -17,6 +17,8 @@ from __future__ import annotations
 from jupyterhub.services.auth import HubOAuthenticated
 from tornado import web
 
+from .ownership import Principal
+
 from nothing.common.access import ADMIN_SCOPES, SERVICE_NAME
 
 # Pages of the service never show inside another site's frame (clickjacking).
@@ -70,6 +72,11 @@ class HubUserMixin(HubOAuthenticated):
     @property
     def is_admin(self) -> bool:
         return is_admin(self.current_user)
+
+    @property
+    def principal(self) -> Principal:
+        """The caller as the ownership rule sees them (``ownership.may``)."""
+        return Principal(self.username, frozenset(self.current_user.get("groups") or ()), self.is_admin)
 
     def set_cookie(self, name: str, value: str | bytes, *args, **kwargs) -> None:
         """Cookies these handlers set (OAuth state, XSRF) are SameSite=Lax unless a caller says otherwise."""

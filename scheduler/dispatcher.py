@@ -24,13 +24,14 @@ from . import store
 from .db import Database
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from .executors.base import Executor, ExitStatus, NodeInfo, ProcessRef
+from .executors.base import EngineRefused, Executor, ExitStatus, NodeInfo, ProcessRef
 from ..common.backoff import Backoff
 from .helper_process import HelperGone, HelperProcess
 from .policy import Allocation, ClusterSnapshot, Node, PendingRun, Policy, best_fit, free_resources
 from .quotas import Quotas
 from .rundir import (
-    create_run_dir, give_to_user, hand_over_checkpoints, prepare_checkpoint_input, remove_run_dir, stage_source,
+    create_run_dir, give_to_user, hand_over_checkpoints, prepare_checkpoint_input, prepare_dataset_mounts,
+    remove_run_dir, stage_source,
 )
 from .runenv import RunLaunch, RunPaths
 from .snapshot import SnapshotLimits
@@ -118,6 +119,7 @@ class ActiveRun:
     # --checkpoint RUN[:NAME]: whose checkpoints the run starts from.
     checkpoint_run: int | None = None
     checkpoint_name: str | None = None
+    datasets: tuple = ()  # [{"name", "dataset_id", "dataset", "version", "path"}]
     started_at: datetime | None = None
     process: Any = None  # the executor's reference to the run's job (``Executor.parse_ref``)
     job_text: str | None = None
@@ -145,6 +147,7 @@ class ActiveRun:
             procs_per_node=getattr(row, "procs_per_node", None), torchrun=bool(getattr(row, "torchrun", False)),
             placement=tuple((str(n), tuple(g)) for n, g in (getattr(row, "placement", None) or ())),
             checkpoint_run=getattr(row, "checkpoint_run", None), checkpoint_name=getattr(row, "checkpoint_name", None),
+            datasets=tuple(getattr(row, "datasets", None) or ()),
         )
         if run.state != S.CREATE_IN_PROGRESS:
             run.launched.set()
@@ -364,6 +367,17 @@ class Dispatcher:
                     job = getattr(run.process, "job_id", None) or self.executor.ref_text(run.process)
                     run.reason = f"submitted as job {job}; the cluster has not " \
                                  f"started it yet: {pending}"
+                    self._replace_if_unusable(run, job)
+
+    def _replace_if_unusable(self, run: ActiveRun, job: str) -> None:
+        """A job the engine holds back on a node that is no longer up goes back to the policy, to be placed anew."""
+        states = {i.name: i for i in self.node_infos or ()}
+        lost = [states[n] for n, _ in run.placements if n in states and states[n].state != "up"]
+        if lost:
+            why = ", ".join(f"{i.name} is {i.state}" + (f" ({i.reason})" if i.reason else "") for i in lost)
+            log.info("Run %s: job %s has not started and %s; placing it again", run.id, job, why)
+            self._spawn(self._request_stop(run, StopCause.PREEMPT,
+                                           f"the cluster had not started job {job} and {why}: placing it again"))
 
     async def stop(self) -> None:
         if self._inventory_task:
@@ -382,6 +396,17 @@ class Dispatcher:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def _wake_at(self, at: float | None) -> None:
+        """Pass again at ``at`` (epoch seconds) even if nothing happens, as the policy asked
+        (``Decisions.next_pass_at``: a run changes service class, estimates go stale)."""
+        timer = getattr(self, "_pass_timer", None)
+        if timer is not None:
+            timer.cancel()
+        self._pass_timer = None
+        if at is not None:
+            delay = min(max(at - epoch(utcnow()), 1.0), 3600.0)
+            self._pass_timer = asyncio.get_running_loop().call_later(delay, self.wake)
 
     def _spawn(self, coro) -> None:
         task = asyncio.ensure_future(coro)
@@ -479,6 +504,7 @@ class Dispatcher:
         started = time.perf_counter()
         decisions = self.policy.decide(self.snapshot())
         self._decide_seconds = time.perf_counter() - started
+        self._wake_at(getattr(decisions, "next_pass_at", None))
         unusable = self._unusable_nodes()
         for entry in decisions.waiting:
             run = self.active.get(entry.run_id)
@@ -556,8 +582,21 @@ class Dispatcher:
                            uid=account.uid if account else None, gid=account.gid if account else None,
                            unix_name=account.name if account else "", placement=run.placement,
                            procs_per_node=run.procs_per_node, torchrun=run.torchrun,
-                           **await self._checkpoint_input(run))
+                           **await self._read_only_inputs(run))
         return await self.executor.launch(launch, run.paths, self.python)
+
+    async def _read_only_inputs(self, run: ActiveRun) -> dict[str, Any]:
+        """What the run reads and must not change: its checkpoint input and its datasets, bound read-only."""
+        inputs = await self._checkpoint_input(run)
+        if not run.datasets:
+            return inputs
+        points = await self.launcher.call_idempotent(prepare_dataset_mounts, run.run_dir,
+                                                     [d["name"] for d in run.datasets])
+        binds = tuple(inputs.get("readonly_binds", ())) + tuple((d["path"], point)
+                                                                for d, point in zip(run.datasets, points))
+        return dict(inputs, readonly_binds=binds,
+                    datasets=tuple((d["name"], point, d["dataset"], d["version"])
+                                   for d, point in zip(run.datasets, points)))
 
     async def _checkpoint_input(self, run: ActiveRun) -> dict[str, Any]:
         """``--checkpoint``: the other run's checkpoints as this run's input, read-only where the executor can."""
@@ -622,13 +661,30 @@ class Dispatcher:
         self._check_caps(owner, group, gpus)
         if external:
             return await self._record_hold(owner, server, group, EXTERNAL_NODE, tuple(range(gpus)))
-        node = best_fit(free_resources(self.snapshot()), PendingRun(0, owner, gpus))
+        free = free_resources(self.snapshot())
+        try:
+            where = self.executor.notebook_placement()
+        except EngineRefused as e:
+            raise NotebookGpusUnavailable(str(e)) from None
+        if where is not None:  # an engine's cluster: notebooks run on one machine of it
+            node = free.get(where)
+            if node is None or len(node.gpus) < gpus:
+                have = len(node.gpus) if node is not None else 0
+                raise NotebookGpusUnavailable(
+                    f"the notebook asks for {gpus} GPU{'s' if gpus != 1 else ''} but {have} "
+                    f"{'is' if have == 1 else 'are'} free on {where}, the node notebooks run on; try fewer, or later")
+        else:
+            node = best_fit(free, PendingRun(0, owner, gpus))
         if node is None:
-            free = max((len(n.gpus) for n in free_resources(self.snapshot()).values()), default=0)
+            most = max((len(n.gpus) for n in free.values()), default=0)
             raise NotebookGpusUnavailable(
-                f"the notebook asks for {gpus} GPU{'s' if gpus != 1 else ''} but at most {free} "
-                f"{'is' if free == 1 else 'are'} free on one node now; try fewer, or later")
-        return await self._record_hold(owner, server, group, node.node.name, tuple(node.gpus[:gpus]))
+                f"the notebook asks for {gpus} GPU{'s' if gpus != 1 else ''} but at most {most} "
+                f"{'is' if most == 1 else 'are'} free on one node now; try fewer, or later")
+        try:
+            taken = await self.executor.hold_gpus(f"{owner}/{server}", node.node.name, gpus, tuple(node.gpus[:gpus]))
+        except EngineRefused as e:
+            raise NotebookGpusUnavailable(str(e)) from None
+        return await self._record_hold(owner, server, group, node.node.name, taken)
 
     async def _record_hold(self, owner: str, server: str, group: str, node: str, taken: tuple[int, ...]):
         now, secret = utcnow(), secrets.token_hex(32)
@@ -647,6 +703,11 @@ class Dispatcher:
         if hold is None or (release_token is not None and not hmac.compare_digest(release_token, hold.release_token)):
             return False
         del self.notebooks[(owner, server)]
+        if hold.node != EXTERNAL_NODE:
+            try:
+                await self.executor.release_gpus(f"{owner}/{server}")
+            except Exception:  # noqa: BLE001 - the hold ends here whatever the engine says; it is logged
+                log.exception("Could not release notebook %s/%s's GPUs in the engine", owner, server or "(default)")
         await self.db.run(store.remove_notebook_hold, owner, server)
         self._charge(owner, hold.group, len(hold.gpus), hold.allocated_at, utcnow(), finished=False)
         self.wake()

@@ -96,6 +96,8 @@ class Run(Base):
     procs_per_node: Mapped[int | None] = mapped_column(Integer, nullable=True)
     torchrun: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     placement: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    # --dataset NAME=REF: [{"name", "dataset_id", "dataset", "version"}], the exact versions it reads.
+    datasets: Mapped[list | None] = mapped_column(JSON, nullable=True)
 
     events: Mapped[list[RunEvent]] = relationship(
         back_populates="run", cascade="all, delete-orphan", order_by="RunEvent.id"
@@ -138,6 +140,48 @@ class Experiment(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime)
 
     __table_args__ = (UniqueConstraint("owner", "name", name="uq_experiments_owner_name"),)
+
+
+class Dataset(Base):
+    """Files a user or a group pushes once and every run reads, read-only; immutable versions.
+
+    ``namespace`` is the owner's user name, or ``group:<name>`` for a group's dataset;
+    names are unique within a namespace.
+    """
+
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(255), index=True)
+    group: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    namespace: Mapped[str] = mapped_column(String(300))
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+    versions: Mapped[list[DatasetVersion]] = relationship(
+        back_populates="dataset", cascade="all, delete-orphan", order_by="DatasetVersion.version")
+
+    __table_args__ = (UniqueConstraint("namespace", "name", name="uq_datasets_namespace_name"),)
+
+
+class DatasetVersion(Base):
+    """One immutable version: its files (stored once across versions) or a registered server folder."""
+
+    __tablename__ = "dataset_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    created_by: Mapped[str] = mapped_column(String(255))
+    files: Mapped[int] = mapped_column(BigInteger)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    source_path: Mapped[str | None] = mapped_column(String(4096), nullable=True)
+
+    dataset: Mapped[Dataset] = relationship(back_populates="versions")
+
+    __table_args__ = (UniqueConstraint("dataset_id", "version", name="uq_dataset_versions_dataset_version"),)
 
 
 class MetricPoint(Base):

@@ -116,6 +116,32 @@ def remove_run_dir(root: str) -> None:
     shutil.rmtree(RunPaths(Path(root)).mounts, ignore_errors=True)
 
 
+def _mount_root(paths: RunPaths) -> None:
+    """``<data>/mounts/<id>``, root's and passable (0711): modes set after the fact, the service's umask is 077."""
+    top = paths.mounts.parent
+    top.mkdir(mode=0o711, exist_ok=True)
+    top.chmod(0o711)
+    paths.mounts.mkdir(exist_ok=True)
+    paths.mounts.chmod(0o711)
+
+
+def prepare_dataset_mounts(root: str, names: list[str]) -> list[str]:
+    """Empty mount points ``<data>/mounts/<id>/datasets/<name>`` (root's, 0755) for a run's datasets."""
+    paths = RunPaths(Path(root))
+    _mount_root(paths)
+    folder = paths.mounts / "datasets"
+    _remove(folder)
+    folder.mkdir()
+    folder.chmod(0o755)
+    points = []
+    for name in names:
+        point = folder / name
+        point.mkdir()
+        point.chmod(0o755)
+        points.append(str(point))
+    return points
+
+
 def prepare_checkpoint_input(root: str, source_root: str, name: str | None,
                              bind: bool) -> tuple[tuple[tuple[str, str], ...], str]:
     """Make another run's checkpoints (all, or the one called ``name``) this run's input.
@@ -153,13 +179,9 @@ def prepare_checkpoint_input(root: str, source_root: str, name: str | None,
             os.close(fd)
             os.close(target)
         return (), ""
-    top = paths.mounts.parent
-    top.mkdir(mode=0o711, exist_ok=True)
-    top.chmod(0o711)
-    _remove(paths.mounts)
-    paths.mounts.mkdir()
-    paths.mounts.chmod(0o711)  # modes set after the fact: the service's umask is 077
+    _mount_root(paths)
     folder = paths.mounts / "checkpoints"
+    _remove(folder)
     folder.mkdir()
     folder.chmod(0o755)
     point = folder / name if name else folder

@@ -122,6 +122,8 @@ class RunLaunch:
     # (a mount namespace of the run's own), and EM_CHECKPOINT_INPUT_DIR when it is not the run's own folder.
     readonly_binds: tuple[tuple[str, str], ...] = ()
     checkpoint_input: str = ""
+    # --dataset: (name, where the run reads it, dataset, version) of each.
+    datasets: tuple[tuple[str, str, str, int], ...] = ()
 
     @property
     def distributed(self) -> bool:
@@ -161,7 +163,8 @@ def build_environment(base: dict[str, str], launch: RunLaunch, paths: RunPaths, 
             "EM_CHECKPOINT_INPUT_DIR": str(paths.checkpoint_input),
             "EM_TENSORBOARD_LOG_DIR": str(paths.tensorboard),
             "NOTHING_METRICS_FILE": str(paths.report_file),
-            "EM_DATASETS": "{}",
+            "EM_DATASETS": json.dumps([{"name": name, "path": path, "dataset": dataset, "version": version}
+                                       for name, path, dataset, version in launch.datasets]),
             "EM_HPS": json.dumps({k: str(v) for k, v in launch.hyperparameters.items()}),
             "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
             "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in launch.gpus),
@@ -170,6 +173,8 @@ def build_environment(base: dict[str, str], launch: RunLaunch, paths: RunPaths, 
     )
     if launch.checkpoint_input:
         env["EM_CHECKPOINT_INPUT_DIR"] = launch.checkpoint_input
+    for name, path, _, _ in launch.datasets:
+        env["EM_DATASET_" + name.upper()] = path
     if launch.unix_name:
         env["USER"] = env["LOGNAME"] = launch.unix_name
     for key, value in launch.hyperparameters.items():

@@ -16,6 +16,7 @@ import posixpath
 import re
 from typing import Any
 
+from .datasets import DatasetRefError, parse_refs
 from .metrics import RuleError, parse_rules, rules_to_json
 from ..common import spec as common_spec
 from ..common.spec import HP_KEY, ValueProblem
@@ -25,7 +26,7 @@ from .runenv import hp_env_name
 FIELDS = {
     "name", "experiment", "entry_point", "args", "hyperparameters",
     "gpus", "cpus", "memory", "priority", "max_time", "group", "preemptible",
-    "metrics", "checkpoint",
+    "metrics", "checkpoint", "datasets",
     "nodes", "gpus_per_node", "procs_per_node", "torchrun",
 }
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\- ]{0,99}")
@@ -40,6 +41,7 @@ MAX_HYPERPARAMETERS = 256
 # What the arguments and hyperparameters may take of the run's command line and environment
 # together: each hyperparameter is there three times (``--key value``, ``EM_HP_<KEY>``, ``EM_HPS``).
 MAX_LAUNCH_BYTES = 64 * 1024
+MAX_DATASETS = 10  # as EasyMaker
 
 
 class SpecError(ValueError):
@@ -209,8 +211,20 @@ def parse_submission(body: dict, max_gpus_per_node: int, max_cpus_per_node: int,
         "max_seconds": parse_duration(max_time) if max_time not in (None, "", 0) else None,
         **shape,
         "metric_rules": parse_metric_rules(body.get("metrics")),
+        "dataset_refs": parse_dataset_refs(body.get("datasets")),
         **parse_checkpoint(body.get("checkpoint")),
     }
+
+
+def parse_dataset_refs(raw: Any) -> list:
+    """``datasets``: ``{"train": "mnist:2"}`` → ``[(name, group, dataset, version)]``; resolved by the service."""
+    try:
+        refs = parse_refs(raw)
+    except DatasetRefError as e:
+        raise SpecError(str(e)) from None
+    if len(refs) > MAX_DATASETS:
+        raise SpecError(f"a run takes at most {MAX_DATASETS} datasets, not {len(refs)}")
+    return refs
 
 
 def parse_metric_rules(raw: Any) -> list | None:

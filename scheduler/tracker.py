@@ -29,6 +29,7 @@ from traitlets.config import LoggingConfigurable
 
 from . import tracking_store as ts
 from .checkpoints import disk_bytes
+from .dataset_store import bytes_by_namespace
 from .metrics import Reader, rules_from_json, summarize
 from .runenv import RunPaths
 from .states import RunState, StopCause
@@ -116,6 +117,8 @@ class Tracker(LoggingConfigurable):
         self.followed: dict[int, Followed] = {}
         self.user_bytes: dict[str, int] = {}
         self.group_bytes: dict[str, int] = {}
+        # Stored dataset versions by namespace (a user's name, or "group:<name>"): counted in the same quotas.
+        self.dataset_bytes: dict[str, int] = {}
         self._task: asyncio.Task | None = None
         self._pending_ends: set[int] = set()
         self._tasks: set[asyncio.Task] = set()
@@ -124,6 +127,7 @@ class Tracker(LoggingConfigurable):
     # ------------------------------------------------------------------ life cycle
     async def start(self) -> None:
         self.user_bytes, self.group_bytes = await self.db.run(ts.storage_by_owner_and_group)
+        self.dataset_bytes = await self.db.run(bytes_by_namespace)
         self.dispatcher.run_ended.append(self._on_run_ended)
         # Runs that ended while the service was down were not read a last time.
         since = self.dispatcher_now() - timedelta(days=1)
@@ -271,21 +275,30 @@ class Tracker(LoggingConfigurable):
         if group:
             self.group_bytes[group] = max(self.group_bytes.get(group, 0) - size, 0)
 
+    def add_dataset_bytes(self, namespace: str, delta: int) -> None:
+        self.dataset_bytes[namespace] = max(self.dataset_bytes.get(namespace, 0) + delta, 0)
+
+    def used(self, owner: str) -> int:
+        return self.user_bytes.get(owner, 0) + self.dataset_bytes.get(owner, 0)
+
+    def group_used(self, group: str) -> int:
+        return self.group_bytes.get(group, 0) + self.dataset_bytes.get(f"group:{group}", 0)
+
     def usage(self, owner: str, group: str) -> dict:
         """What ``owner`` (and ``group``) use and may use, in bytes (None: no quota)."""
         quotas = self.dispatcher.quotas
-        out = {"user": {"used_bytes": self.user_bytes.get(owner, 0), "quota_bytes": quotas.user(owner).storage_bytes}}
+        out = {"user": {"used_bytes": self.used(owner), "quota_bytes": quotas.user(owner).storage_bytes}}
         if group:
-            out["group"] = {"name": group, "used_bytes": self.group_bytes.get(group, 0),
+            out["group"] = {"name": group, "used_bytes": self.group_used(group),
                             "quota_bytes": quotas.group(group).storage_bytes}
         return out
 
     def over_quota(self, owner: str, group: str) -> str | None:
         """The sentence saying which storage quota ``owner``/``group`` is over, or None."""
         quotas = self.dispatcher.quotas
-        checks = [("you use", self.user_bytes.get(owner, 0), quotas.user(owner).storage_bytes, "your")]
+        checks = [("you use", self.used(owner), quotas.user(owner).storage_bytes, "your")]
         if group:
-            checks.append((f"group {group} uses", self.group_bytes.get(group, 0),
+            checks.append((f"group {group} uses", self.group_used(group),
                            quotas.group(group).storage_bytes, "its"))
         for who, used, limit, whose in checks:
             if limit is not None and used >= limit:

@@ -53,9 +53,18 @@ def seen(run):
     return json.loads((run.paths.source / "seen.json").read_text())
 
 
+def has_seen(run) -> bool:
+    """The run has written its whole seen.json (it may exist before its last byte is written)."""
+    try:
+        seen(run)
+    except (FileNotFoundError, ValueError):
+        return False
+    return True
+
+
 async def test_third_run_waits_with_position_until_gpus_free(dispatcher):
     runs = [await submit(dispatcher, HOLD, gpus=2) for _ in range(3)]
-    await wait_for(lambda: all((r.paths.source / "seen.json").exists() for r in runs[:2]), message="two runs running")
+    await wait_for(lambda: all(has_seen(r) for r in runs[:2]), message="two runs running")
     first, second, third = runs
     assert first.state == second.state == RunState.RUNNING
     assert third.state == RunState.QUEUED
@@ -66,7 +75,7 @@ async def test_third_run_waits_with_position_until_gpus_free(dispatcher):
 
     release(first)
     assert (await ended(dispatcher, first)).state == RunState.COMPLETE
-    await wait_for(lambda: (third.paths.source / "seen.json").exists(), message="third run to start")
+    await wait_for(lambda: has_seen(third), message="third run to start")
     third_devices = set(seen(third)["env"]["CUDA_VISIBLE_DEVICES"].split(","))
     assert third_devices == devices[0] and not third_devices & devices[1]
     release(second), release(third)
@@ -94,7 +103,7 @@ async def test_run_environment_follows_the_seed(dispatcher, monkeypatch):
     dispatcher.executor._base_environment = None
     run = await submit(dispatcher, HOLD, gpus=1, experiment="resnet", hyperparameters={"lr": "0.01", "batch_size": "32"},
                        args=["--flag"])
-    await wait_for(lambda: (run.paths.source / "seen.json").exists())
+    await wait_for(lambda: has_seen(run))
     info = seen(run)
     env = info["env"]
     root = run.paths.root
@@ -215,7 +224,7 @@ async def test_restart_reattaches_running_runs_and_keeps_queued_ones(tmp_path):
     await first.start()
     running = await submit(first, HOLD, gpus=2)
     queued = await submit(first, "print('second')", gpus=2)
-    await wait_for(lambda: (running.paths.source / "seen.json").exists())
+    await wait_for(lambda: has_seen(running))
     await first.stop()  # the service goes away; the run's process does not
     first.db.close()
     assert os.path.exists(f"/proc/{running.process.pid}")
@@ -240,7 +249,7 @@ async def test_run_whose_process_vanished_during_downtime_fails_with_a_reason(tm
     first = build_dispatcher(tmp_path)
     await first.start()
     run = await submit(first, HOLD)
-    await wait_for(lambda: (run.paths.source / "seen.json").exists())
+    await wait_for(lambda: has_seen(run))
     await first.stop()
     first.db.close()
     os.killpg(run.process.pid, signal.SIGKILL)
@@ -271,7 +280,7 @@ async def test_run_ids_continue_after_a_restart_and_a_stale_folder_is_replaced(t
 
 async def test_a_queued_run_keeps_its_code_packed_until_its_first_start(dispatcher):
     holder = await submit(dispatcher, HOLD, gpus=4)
-    await wait_for(lambda: (holder.paths.source / "seen.json").exists(), message="the holder running")
+    await wait_for(lambda: has_seen(holder), message="the holder running")
     waiting = await submit(dispatcher, "print('unpacked at start')", gpus=1)
     assert waiting.state == RunState.QUEUED
     assert waiting.paths.snapshot.is_file() and not waiting.paths.source.exists()

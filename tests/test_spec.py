@@ -29,7 +29,7 @@ def test_submission_defaults():
     assert values == {"name": "", "experiment": "default", "entry_point": "train.py", "args": [],
                       "hyperparameters": {}, "gpus": 0, "cpus": 1, "memory_bytes": 0, "priority": 0,
                       "max_seconds": None, "group": "", "preemptible": False, "metric_rules": None,
-                      "checkpoint_run": None, "checkpoint_name": None,
+                      "checkpoint_run": None, "checkpoint_name": None, "dataset_refs": [],
                       "nodes": 1, "gpus_per_node": 0, "procs_per_node": None, "torchrun": False}
 
 

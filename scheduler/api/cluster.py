@@ -426,6 +426,12 @@ def copy_spec(row: Run) -> dict[str, Any]:
         spec["group"] = row.group
     if row.preemptible:
         spec["preemptible"] = True
+    if getattr(row, "metric_rules", None):
+        spec["metrics"] = row.metric_rules
+    if getattr(row, "checkpoint_run", None) is not None:
+        spec["checkpoint"] = f"{row.checkpoint_run}" + (f":{row.checkpoint_name}" if row.checkpoint_name else "")
+    if row.datasets:  # the exact versions the run read
+        spec["datasets"] = {d["name"]: f"{d['dataset']}:{d['version']}" for d in row.datasets}
     return spec
 
 

@@ -14,11 +14,12 @@ from urllib.parse import quote
 
 from tornado import iostream, web
 
-from .. import store, tracking_store
+from .. import dataset_store, store, tracking_store
 from ..checkpoints import list_checkpoints
 from ..metrics import goal_of, rules_from_json
 from ..dispatcher import RunNotActive
 from ..orm import CLIENT_KEY_MAX, Run
+from ..ownership import may
 from ..rundir import remove_run_dir
 from ..runenv import RunPaths
 from ..snapshot import SnapshotError
@@ -72,6 +73,7 @@ def run_model(row: Run, live: dict | None = None) -> dict:
         "metrics": getattr(row, "metric_rules", None),
         "metric_summary": with_best(getattr(row, "metric_summary", None), getattr(row, "metric_rules", None)),
         "disk_bytes": getattr(row, "disk_bytes", None) or 0,
+        "datasets": [{k: d[k] for k in ("name", "dataset", "version")} for d in getattr(row, "datasets", None) or ()],
         "checkpoint": (f"{row.checkpoint_run}" + (f":{row.checkpoint_name}" if row.checkpoint_name else "")
                        if getattr(row, "checkpoint_run", None) is not None else None),
     }
@@ -114,14 +116,54 @@ class RunAccessMixin(HandlerMixin):
     async def get_visible_run(self, run_id: str) -> Run:
         """The run, if the caller owns it or is an admin; 404 otherwise (even when it exists)."""
         row = await self.dispatcher.db.run(store.get_run, parse_id(run_id))
-        if row is None or (row.owner != self.username and not self.is_admin):
+        if row is None or not may(self.principal, "see", row.owner):
             raise web.HTTPError(404, f"run {run_id} not found")
         return row
+
+    async def _resolve_datasets(self, refs: list) -> list | None:
+        """``--dataset`` entries as the exact versions the run will read; 400 naming what cannot be used.
+
+        ``NAME`` is the caller's own dataset (else the one of that name among their groups'),
+        ``GROUP/NAME`` a group's; without ``:VERSION``, the latest version now.
+        """
+        if not refs:
+            return None
+        if not self.dispatcher.executor.readonly_binds:
+            raise web.HTTPError(400, "datasets need an executor that binds them read-only into runs (the local "
+                                     "executor running as root); this cluster's cannot yet")
+        principal = self.principal
+        resolved = []
+        for alias, group, name, version in refs:
+            if group is not None:
+                row = await self.dispatcher.db.run(dataset_store.find_dataset, f"group:{group}", name)
+            else:
+                row = await self.dispatcher.db.run(dataset_store.find_dataset, principal.name, name)
+                if row is None:
+                    found = [r for g in sorted(principal.groups) if (r := await self.dispatcher.db.run(
+                        dataset_store.find_dataset, f"group:{g}", name)) is not None]
+                    if len(found) > 1:
+                        raise web.HTTPError(400, f"dataset {name!r} is in several of your groups ("
+                                                 f"{', '.join(r.group for r in found)}): write GROUP/{name}")
+                    row = found[0] if found else None
+            shown = f"{group}/{name}" if group else name
+            if row is None or not may(principal, "use", row.owner, row.group):
+                raise web.HTTPError(400, f"dataset {shown!r} not found")
+            versions = {v.version: v for v in row.versions}
+            if not versions:
+                raise web.HTTPError(400, f"dataset {shown!r} has no version yet: push its files first")
+            chosen = versions.get(version if version is not None else max(versions))
+            if chosen is None:
+                raise web.HTTPError(400, f"dataset {shown!r} has no version {version} (versions: "
+                                         f"{', '.join(map(str, sorted(versions)))})")
+            resolved.append({"name": alias, "dataset_id": row.id, "dataset": (f"{row.group}/" if row.group else "")
+                             + row.name, "version": chosen.version,
+                             "path": self.scheduler.datasets.version_path(row, chosen)})
+        return resolved
 
     async def _check_checkpoint_source(self, run_id: int, name: str | None) -> None:
         """``--checkpoint``: a run the caller may see, and the checkpoint, when named, one it has."""
         source = await self.dispatcher.db.run(store.get_run, run_id)
-        if source is None or (source.owner != self.username and not self.is_admin):
+        if source is None or not may(self.principal, "use", source.owner):
             raise web.HTTPError(400, f"checkpoint: run {run_id} not found")
         if name is not None:
             folder = RunPaths(Path(source.run_dir)).checkpoints
@@ -156,6 +198,7 @@ class RunAccessMixin(HandlerMixin):
             raise web.HTTPError(403, str(e)) from None
         if values.get("checkpoint_run") is not None:
             await self._check_checkpoint_source(values["checkpoint_run"], values.get("checkpoint_name"))
+        values["datasets"] = await self._resolve_datasets(values.pop("dataset_refs", []))
         if client_key is not None:
             values["client_key"] = client_key
         try:

@@ -135,10 +135,12 @@ class StorageHandler(APIHandler):
             if not self.is_admin:
                 raise web.HTTPError(403, "only admins may see everyone's storage")
             quotas = self.dispatcher.quotas
-            model["users"] = [{"name": u, "used_bytes": n, "quota_bytes": quotas.user(u).storage_bytes}
-                              for u, n in sorted(tracker.user_bytes.items())]
-            model["all_groups"] = [{"name": g, "used_bytes": n, "quota_bytes": quotas.group(g).storage_bytes}
-                                   for g, n in sorted(tracker.group_bytes.items())]
+            users = set(tracker.user_bytes) | {n for n in tracker.dataset_bytes if not n.startswith("group:")}
+            groups = set(tracker.group_bytes) | {n[6:] for n in tracker.dataset_bytes if n.startswith("group:")}
+            model["users"] = [{"name": u, "used_bytes": tracker.used(u), "quota_bytes": quotas.user(u).storage_bytes}
+                              for u in sorted(users)]
+            model["all_groups"] = [{"name": g, "used_bytes": tracker.group_used(g),
+                                    "quota_bytes": quotas.group(g).storage_bytes} for g in sorted(groups)]
         self.write_json(model)
 
 

@@ -29,6 +29,29 @@ def upgrade() -> None:
         sa.UniqueConstraint("owner", "name", name="uq_experiments_owner_name"),
     )
     op.create_table(
+        "datasets",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("owner", sa.String(255), nullable=False, index=True),
+        sa.Column("group", sa.String(255), nullable=False, server_default=""),
+        sa.Column("namespace", sa.String(300), nullable=False),
+        sa.Column("name", sa.String(255), nullable=False),
+        sa.Column("description", sa.Text, nullable=False, server_default=""),
+        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.UniqueConstraint("namespace", "name", name="uq_datasets_namespace_name"),
+    )
+    op.create_table(
+        "dataset_versions",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("dataset_id", sa.Integer, sa.ForeignKey("datasets.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("created_by", sa.String(255), nullable=False),
+        sa.Column("files", sa.BigInteger, nullable=False),
+        sa.Column("bytes", sa.BigInteger, nullable=False),
+        sa.Column("source_path", sa.String(4096), nullable=True),
+        sa.UniqueConstraint("dataset_id", "version", name="uq_dataset_versions_dataset_version"),
+    )
+    op.create_table(
         "metric_points",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
@@ -58,6 +81,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("procs_per_node", sa.Integer, nullable=True))
         batch.add_column(sa.Column("torchrun", sa.Boolean, nullable=False, server_default=sa.false()))
         batch.add_column(sa.Column("placement", sa.JSON, nullable=True))
+        # --dataset NAME=REF: [{"name", "dataset_id", "dataset", "version"}], the exact versions it reads.
+        batch.add_column(sa.Column("datasets", sa.JSON, nullable=True))
     # Every run belongs to an experiment: make one for each (owner, experiment name) already used.
     op.execute(
         "INSERT INTO experiments (owner, name, description, \"group\", created_at, updated_at) "
@@ -70,8 +95,10 @@ def downgrade() -> None:
     with op.batch_alter_table("runs") as batch:
         for column in ("metric_rules", "metric_summary", "metric_points", "log_read_offset", "report_read_offset",
                        "checkpoint_steps", "disk_bytes", "checkpoint_run", "checkpoint_name", "nodes", "gpus_per_node",
-                       "procs_per_node", "torchrun", "placement"):
+                       "procs_per_node", "torchrun", "placement", "datasets"):
             batch.drop_column(column)
     op.drop_index("ix_metric_points_run_name_step", "metric_points")
     op.drop_table("metric_points")
+    op.drop_table("dataset_versions")
+    op.drop_table("datasets")
     op.drop_table("experiments")

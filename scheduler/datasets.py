@@ -1,0 +1,93 @@
+"""Datasets as runs see them: settings, resolving ``--dataset train=mnist:2`` and mounting the versions.
+
+A run names up to ``max_per_run`` datasets, each under a name of its own
+(``train``); the submission is resolved here to exact versions, which the run
+record keeps.  At start each version is bound read-only into the run's own
+mount namespace at ``<data>/mounts/<run>/datasets/<name>`` (no copy: the time to
+start does not depend on the dataset's size), and the run finds it in
+``EM_DATASET_<NAME>`` with all of them in ``EM_DATASETS`` (the seed's appendix 4).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from traitlets import Integer, List, Unicode
+from traitlets.config import LoggingConfigurable
+
+from .dataset_files import DatasetFiles
+from .ownership import Principal, may
+
+ALIAS = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
+DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")
+_REF = re.compile(r"(?:(?P<group>[A-Za-z0-9][A-Za-z0-9_.\-]{0,99})/)?(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]{0,99})"
+                  r"(?::(?P<version>[0-9]{1,9}))?")
+
+
+class DatasetRefError(ValueError):
+    """A ``--dataset`` that cannot be used; the message says why."""
+
+
+def parse_refs(raw) -> list[tuple[str, str | None, str, int | None]]:
+    """``{"train": "mnist:2", "val": "vision/mnist"}`` or ``["train=mnist:2"]`` →
+    ``[(name, group or None, dataset, version or None)]``."""
+    if raw in (None, {}, []):
+        return []
+    if isinstance(raw, list):
+        pairs = []
+        for item in raw:
+            if not isinstance(item, str) or "=" not in item:
+                raise DatasetRefError(f"datasets must be NAME=DATASET[:VERSION] entries, not {str(item)[:60]!r}")
+            pairs.append(tuple(item.split("=", 1)))
+    elif isinstance(raw, dict):
+        pairs = list(raw.items())
+    else:
+        raise DatasetRefError("datasets must be an object of name: DATASET[:VERSION]")
+    out, seen = [], set()
+    for alias, ref in pairs:
+        if not isinstance(alias, str) or not ALIAS.fullmatch(alias):
+            raise DatasetRefError(f"dataset name {str(alias)[:40]!r} must be a letter then letters, digits or _ "
+                                  "(at most 32): it becomes EM_DATASET_<NAME>")
+        if alias.upper() in seen:
+            raise DatasetRefError(f"dataset name {alias!r} is given twice")
+        seen.add(alias.upper())
+        m = _REF.fullmatch(ref) if isinstance(ref, str) else None
+        if not m:
+            raise DatasetRefError(f"dataset {str(ref)[:80]!r} must be NAME, NAME:VERSION or GROUP/NAME[:VERSION]")
+        out.append((alias, m.group("group"), m.group("name"), int(m.group("version")) if m.group("version")
+                    else None))
+    return out
+
+
+def env_name(alias: str) -> str:
+    return "EM_DATASET_" + alias.upper()
+
+
+class Datasets(LoggingConfigurable):
+    allowed_roots = List(
+        Unicode(),
+        help="""Server folders datasets may be registered from without a copy (e.g. an NFS mount). A path is
+        allowed when it is under one of these once every link is resolved. Example:
+        ``c.Datasets.allowed_roots = ["/mnt/nfs/datasets"]``""",
+    ).tag(config=True)
+    max_per_run = Integer(10, help="Datasets one run may name (EasyMaker allows 10).").tag(config=True)
+    max_file_bytes = Integer(
+        1024**4, help="Largest single file of an upload, in bytes (the disk is the real limit)."
+    ).tag(config=True)
+    store_dir = Unicode(help="Where datasets are stored (default: <data_dir>/datasets).").tag(config=True)
+
+    def __init__(self, data_dir: str, **kwargs):
+        super().__init__(**kwargs)
+        self.files = DatasetFiles(self.store_dir or Path(data_dir) / "datasets")
+
+    @staticmethod
+    def visible(principal: Principal, row) -> bool:
+        return may(principal, "see", row.owner, row.group)
+
+    def describe_ref(self, row, version: int) -> str:
+        return (f"{row.group}/" if row.group else "") + f"{row.name}:{version}"
+
+    def version_path(self, row, version_row) -> str:
+        """What a run reads: the stored tree, or the registered server folder."""
+        return version_row.source_path or str(self.files.tree(row.id, version_row.version))
