@@ -265,3 +265,45 @@ def test_a_cut_off_upload_leaves_nothing_and_the_file_can_be_sent_again(hub):
     done = api("POST", f"/datasets/{data['id']}/uploads/{upload}/commit").json()
     assert done["latest"] == 1 and done["files"] == 2 and done["bytes"] == 2000
     assert not any(incoming.iterdir())
+
+
+@pytest.fixture
+def small_disk_hub():
+    """A hub whose dataset store is a 2 MB tmpfs: the disk fills during an upload."""
+    import subprocess
+
+    base = Path(tempfile.mkdtemp(prefix="nothing-datasets-full-"))
+    store = base / "store"
+    store.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(store)], check=True)
+    root = base / "hub"
+    root.mkdir()
+    config = root / "scheduler_config.py"
+    config.write_text(f"c.Datasets.store_dir = {str(store)!r}\n")
+    h = Hub(root, ["--NothingScheduler.gpu_mode=virtual", "--NothingScheduler.virtual_gpus=1",
+                   f"--NothingScheduler.config_file={config}"])
+    h.start()
+    h.store = store
+    try:
+        yield h
+    finally:
+        h.stop()
+        subprocess.run(["umount", str(store)], check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_disk_that_fills_during_an_upload_is_a_clear_refusal_and_loses_nothing(small_disk_hub):
+    hub = small_disk_hub
+    api = user(hub)
+    kept = push(api, "full", {"small.txt": b"s" * 1000})
+    upload = api("POST", f"/datasets/{kept['id']}/uploads").json()["upload"]
+    r = api("PUT", f"/datasets/{kept['id']}/uploads/{upload}/files", params={"path": "big.bin"},
+            data=os.urandom(3 * 1024 * 1024))
+    assert r.status_code == 413 and "disk is full" in r.json()["message"], r.text
+    assert not any((hub.store / "incoming").iterdir())
+    assert api("GET", f"/datasets/{kept['id']}/uploads/{upload}").json()["files"] == []
+    assert api("GET", f"/datasets/{kept['id']}").json()["versions"][0]["bytes"] == 1000
+    run_id = submit(api, "import os\nprint(open(os.environ['EM_DATASET_D'] + '/small.txt').read()[:3])",
+                    datasets={"d": "full"})
+    api.wait_state(run_id, "COMPLETE")
+    assert "sss" in api("GET", f"/runs/{run_id}/logs").text
