@@ -408,17 +408,6 @@ class Dispatcher:
             delay = min(max(at - epoch(utcnow()), 1.0), 3600.0)
             self._pass_timer = asyncio.get_running_loop().call_later(delay, self.wake)
 
-    def _wake_at(self, at: float | None) -> None:
-        """Pass again at ``at`` (epoch seconds) even if nothing happens, as the policy asked
-        (``Decisions.next_pass_at``: a run changes service class, estimates go stale)."""
-        timer = getattr(self, "_pass_timer", None)
-        if timer is not None:
-            timer.cancel()
-        self._pass_timer = None
-        if at is not None:
-            delay = min(max(at - epoch(utcnow()), 1.0), 3600.0)
-            self._pass_timer = asyncio.get_running_loop().call_later(delay, self.wake)
-
     def _spawn(self, coro) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -515,7 +504,6 @@ class Dispatcher:
         started = time.perf_counter()
         decisions = self.policy.decide(self.snapshot())
         self._decide_seconds = time.perf_counter() - started
-        self._wake_at(getattr(decisions, "next_pass_at", None))
         self._wake_at(getattr(decisions, "next_pass_at", None))
         unusable = self._unusable_nodes()
         for entry in decisions.waiting:
