@@ -1,4 +1,8 @@
-"""The platform's policy: quotas, fair share with aging, borrowing, gangs and backfill.
+"""The previous default policy (``fair-share-classic``): quotas, fair share with aging, borrowing, gangs, backfill.
+
+The default is now ``servicefair.ServiceFairPolicy``, which adds attained-service
+classes and a reservation that holds; this one stays for comparison and for
+sites that want no preemption for service.
 
 One pass of ``FairSharePolicy.decide`` is a pure function of the snapshot:
 

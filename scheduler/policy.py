@@ -8,7 +8,8 @@ estimated start time.
 
 This module holds the vocabulary shared by every policy (the snapshot and the
 decisions), the placement helpers, and ``PriorityFifoPolicy``, the strict-order
-baseline.  The platform's policy is ``fairshare.FairSharePolicy``.  Every field
+baseline.  The platform's policy is ``servicefair.ServiceFairPolicy`` (the
+earlier ``fairshare.FairSharePolicy`` stays as ``fair-share-classic``).  Every field
 added after the first version has a default, so older callers keep working.
 """
 
