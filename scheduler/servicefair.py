@@ -52,13 +52,12 @@ to become overdue, so neither the order nor the estimates go stale.
 from __future__ import annotations
 
 import bisect
-import heapq
 import math
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
 
+from .explain import ahead_because, duration, preempt_reason, queue_entries, resources_reason, when
 from .fairshare import fair_share_factors
 from .placement import FreeMap, Release
 from .policy import (
@@ -67,7 +66,6 @@ from .policy import (
     HeldRun,
     PendingRun,
     Preempt,
-    QueueEntry,
     StartRun,
     free_resources,
     held_runs,
@@ -75,7 +73,6 @@ from .policy import (
     normalized,
     shaped_capacity,
     shaped_never_reason,
-    shaped_reason,
     spans_nodes,
 )
 from .quotas import QuotaBook, Quotas
@@ -135,24 +132,6 @@ class ServiceFairConfig:
     round_seconds: float = 300.0
     estimate_starts: bool = True
     quotas: Quotas = field(default_factory=Quotas)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{max(seconds, 0):.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def clock(t: float) -> str:
-    """``t`` as a UTC wall-clock time a person reads, e.g. ``14:05 UTC`` (a date when not today)."""
-    return time.strftime("%H:%M UTC", time.gmtime(t))
-
-
-def _when(t: float, now: float) -> str:
-    day = "" if int(t // 86400) == int(now // 86400) else time.strftime(" on %b %d", time.gmtime(t))
-    return f"about {clock(t)}{day} (in {_duration(t - now)})"
 
 
 class ServiceFairPolicy:
@@ -218,9 +197,9 @@ class ServiceFairPolicy:
         stopping = [h for h in held.values() if h.stopping]
         capable: dict[tuple, list[str]] = {}
         failed: set[tuple] = set()
-        memo: dict[tuple, tuple[int, str, str]] = {}
+        memo: dict[tuple, tuple[int, int, str, str]] = {}
         never_fits: set[tuple] = set()
-        head: tuple | None = None  # rank, run of the first run that could not start
+        head: tuple[tuple, PendingRun] | None = None  # rank, run of the first run that could not start
         head_reason = ""
         head_overdue = False
         reserve_tries = preempt_tries = 0
@@ -311,7 +290,7 @@ class ServiceFairPolicy:
                     book.account(run)
                     claimed.update(h.run_id for h in reclaim.victims + reclaim.stopping)
                     for h in reclaim.victims:
-                        preempts.append(Preempt(h.run_id, run.run_id, self._preempt_reason(run, h, why, now)))
+                        preempts.append(Preempt(h.run_id, run.run_id, preempt_reason(run, h, why, now)))
                     stops = reclaim.victims + reclaim.stopping
                     ids = ", ".join(f"run {h.run_id}" for h in stops)
                     waiting.append((run, "reclaim", f"Preempting: waiting for {ids} to stop and give back "
@@ -332,18 +311,18 @@ class ServiceFairPolicy:
                 never_fits.add(key[:5])
             if fm.reserved_for is not None and fm.fits_now(run, multi, False):
                 if run.max_seconds is not None:
-                    why = f"its {_duration(run.max_seconds)} limit ends after that"
+                    why = f"its {duration(run.max_seconds)} limit ends after that"
                 elif head_overdue:
                     why = "it has no time limit and is not preemptible, and that run has waited too long to risk it"
                 else:
-                    why = f"its expected {_duration(seconds)} would run past that"
+                    why = f"its expected {duration(seconds)} would run past that"
                 kind, reason = "reserved", (
                     f"Reserved: the GPUs it could use are kept for run {fm.reserved_for}, "
-                    f"due to start {_when(fm.reserved_at, now)}; {why}")
+                    f"due to start {when(fm.reserved_at, now)}; {why}")
             else:
-                kind, reason = "resources", self._resources(run, fm, multi)
+                kind, reason = "resources", resources_reason(run, fm, multi)
                 if head is not None and head[1].run_id != run.run_id:
-                    reason += f"; behind run {head[1].run_id}: {self._ahead_because(head[0], rank)}"
+                    reason += f"; behind run {head[1].run_id}: {ahead_because(head[0], rank)}"
                 if key[:5] in never_fits and fm.reserved_for is None and not claimed:
                     reason += "; estimate unknown: the runs holding the GPUs have no time limit or end"
             if head is not None and head[1] is not run:
@@ -351,12 +330,12 @@ class ServiceFairPolicy:
             waiting.append((run, kind, reason, seconds))
 
         del head_reason
-        if tail_from < len(ranked):
+        if tail_from < len(ranked) and head is not None:
             self._tail(ranked, tail_from, head, fm, node_gpus, waiting, typical, gusage)
-        entries = self._entries(waiting, fm, held, ends, claimed, now)
+        entries = queue_entries(waiting, fm, held, ends, claimed, now, cfg.estimate_starts)
         return Decisions(tuple(starts), entries, tuple(preempts), self._next_pass(snapshot, held, now, due))
 
-    def _tail(self, ranked: list[tuple[tuple, PendingRun]], start: int, head: tuple, fm: FreeMap, node_gpus: int,
+    def _tail(self, ranked: list[tuple[tuple, PendingRun]], start: int, head: tuple[tuple, PendingRun], fm: FreeMap, node_gpus: int,
               waiting: list[tuple[PendingRun, str, str, float]], typical: dict[str, float],
               gusage: Mapping[str, Usage]) -> None:
         """The runs left once no GPU is free and nothing more can be tried: each waits for
@@ -378,8 +357,8 @@ class ServiceFairPolicy:
                    rank[2] != head_rank[2], rank[3] != head_rank[3])
             reason = reasons.get(why)
             if reason is None:
-                reason = reasons[why] = (f"{self._resources(run, fm, spans_nodes(run, node_gpus))}; "
-                                         f"behind run {head_id}: {self._ahead_because(head_rank, rank)}")
+                reason = reasons[why] = (f"{resources_reason(run, fm, spans_nodes(run, node_gpus))}; "
+                                         f"behind run {head_id}: {ahead_because(head_rank, rank)}")
             append((run, "resources", reason, seconds))
 
     # ---------------------------------------------------------------- order
@@ -490,18 +469,6 @@ class ServiceFairPolicy:
         # ...and only those that would rank below it if queued again, or they would take the GPUs back.
         return head_since is not None and victim[3] == rank[3] and victim[5] > head_since and victim[4] > rank[4]
 
-    @staticmethod
-    def _ahead_because(ahead: tuple, mine: tuple) -> str:
-        if ahead[0] != mine[0]:
-            return "admin priority"
-        if ahead[1] == 0:
-            return "it has waited longest (past the overdue bound)"
-        if ahead[2] != mine[2]:
-            return "it is within its group's guarantee"
-        if ahead[3] != mine[3]:
-            return "it has had less GPU time so far"
-        return "fair share and waiting time"
-
     # ---------------------------------------------------------------- reservation
     def _reserve(self, run: PendingRun, multi: bool, overdue: bool, held: dict[int, HeldRun],
                  ends: dict[int, tuple[float, bool]], claimed: set[int], fm: FreeMap, now: float) -> str | None:
@@ -523,15 +490,15 @@ class ServiceFairPolicy:
         last = [rid for rid, h in held.items() if rid not in claimed and ends[rid][0] == at
                 and any(p.node in fm.caps for p in h.parts)]
         if at <= now or not last:
-            when = f"starts {_when(max(at, now), now)}"
+            start = f"starts {when(max(at, now), now)}"
         else:
             certain = all(ends[rid][1] for rid in last)
             who = ", ".join(f"run {rid}" for rid in sorted(last)[:3])
-            when = f"starts when {who} {'ends' if len(last) == 1 else 'end'}, {_when(at, now)}"
+            start = f"starts when {who} {'ends' if len(last) == 1 else 'end'}, {when(at, now)}"
             if not certain:
-                when += " (estimated: no time limit, so the end is a guess from runs like it)"
+                start += " (estimated: no time limit, so the end is a guess from runs like it)"
         how = "held: nothing that could delay it is placed there" if overdue else "backfill may use them"
-        return f"Reserved: {when} on {', '.join(nodes[:4])}{' and more' if len(nodes) > 4 else ''} ({how})"
+        return f"Reserved: {start} on {', '.join(nodes[:4])}{' and more' if len(nodes) > 4 else ''} ({how})"
 
     @staticmethod
     def _reserve_held(run: PendingRun, releases: list[Release], fm: FreeMap) -> float | None:
@@ -561,82 +528,6 @@ class ServiceFairPolicy:
         n = fm.free[name]
         caps = {name: [len(n.gpus) - run.gpus, n.cpus - run.cpus, n.memory_bytes - run.memory_bytes]}
         return fm._set_reservation(run, max(at, 0.0), caps)
-
-    # ---------------------------------------------------------------- reasons
-    @staticmethod
-    def _resources(run: PendingRun, fm: FreeMap, multi: bool) -> str:
-        if run.shaped:
-            return shaped_reason(run, fm.shaped_hosts(run))
-        gpus = f"{run.gpus} GPU{'s' if run.gpus != 1 else ''}"
-        if multi:
-            return f"Resources: needs {gpus} across nodes; {fm.total} free in the cluster"
-        most = fm.max_free()
-        if most < run.gpus:
-            return f"Resources: needs {gpus} on one node; {fm.total} free in the cluster, at most {most} on one node"
-        return (f"Resources: no node with {gpus} free also has {run.cpus} CPUs and "
-                f"{run.memory_bytes} bytes of memory free")
-
-    def _preempt_reason(self, run: PendingRun, h: HeldRun, why: str, now: float) -> str:
-        if why == "guarantee":
-            return (f"Preempted: group {run.group} needs its guaranteed GPUs back for run {run.run_id}; "
-                    f"this run was borrowing idle GPUs beyond group {h.group}'s guarantee")
-        return (f"Preempted for run {run.run_id}: this run has had {h.attained(now) / 3600:.1f} GPU-hours, "
-                f"run {run.run_id} {run.attained_gpu_seconds / 3600:.1f}; runs with less GPU time go first "
-                f"(it resumes from its last checkpoint)")
-
-    # ---------------------------------------------------------------- estimates
-    def _entries(self, waiting: list[tuple[PendingRun, str, str, float]], fm: FreeMap, held: dict[int, HeldRun],
-                 ends: dict[int, tuple[float, bool]], claimed: set[int], now: float) -> tuple[QueueEntry, ...]:
-        """Positions, reasons and estimated starts, recomputed from scratch every pass.
-
-        The queue is replayed in order on a pool of GPUs that come back when runs
-        are expected to end (node boundaries ignored; the reserved run gets its
-        reservation time).  Runs held by a quota or that can never fit get none."""
-        reserved_nodes = tuple(sorted(fm.caps))
-        if not self.config.estimate_starts:
-            return tuple(QueueEntry(r.run_id, i, reason, None, reserved_nodes if kind == "head" else ())
-                         for i, (r, kind, reason, _) in enumerate(waiting, 1))
-        heap = [now] * fm.total
-        for rid, h in held.items():
-            end = ends[rid][0]
-            if end != math.inf and rid not in claimed:
-                heap.extend([end] * h.gpus)
-        for end, _, g, _, _ in fm.started:
-            heap.extend([end] * g)
-        heapq.heapify(heap)
-        heappop, heappush, heapreplace = heapq.heappop, heapq.heappush, heapq.heapreplace
-        out = []
-        append, make, size = out.append, tuple.__new__, len(heap)
-        for i, (run, kind, reason, seconds) in enumerate(waiting, 1):
-            need = run.gpus
-            if need == 1 and size and (kind == "resources" or kind == "reserved"):
-                est = heap[0] if heap[0] > now else now
-                heapreplace(heap, est + seconds)
-                append(make(QueueEntry, (run.run_id, i, reason, est, ())))
-                continue
-            if kind in ("quota", "never"):
-                est = None
-            elif kind == "reclaim":
-                est = now
-                for _ in range(need):
-                    heappush(heap, now + seconds)
-                size += need
-            elif need <= 0:
-                est = now
-            elif need > size:
-                est = None
-            elif need == 1:
-                est = max(now, heap[0])
-                heapreplace(heap, est + seconds)
-            else:
-                taken = [heappop(heap) for _ in range(need)]
-                est = max(now, taken[-1])
-                for _ in range(need):
-                    heappush(heap, est + seconds)
-            if kind == "head":
-                est = max(fm.reserved_at, now)
-            append(make(QueueEntry, (run.run_id, i, reason, est, reserved_nodes if kind == "head" else ())))
-        return tuple(out)
 
     def _next_pass(self, snapshot: ClusterSnapshot, held: dict[int, HeldRun], now: float,
                    due: float) -> float | None:

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from nothing.scheduler.policy import Allocation, ClusterSnapshot, Decisions, Node, PendingRun, QueueEntry
 from nothing.scheduler.policy_config import make_policy
 from nothing.scheduler.quotas import Quota, Quotas
-from nothing.scheduler.servicefair import ServiceFairConfig, ServiceFairPolicy, clock, waited_so_far
+from nothing.scheduler.explain import clock
+from nothing.scheduler.servicefair import ServiceFairConfig, ServiceFairPolicy, waited_so_far
 from nothing.scheduler.usage import Usage
 
 NOW = 1_000_000.0
