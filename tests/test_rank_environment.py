@@ -9,6 +9,7 @@ import pytest
 from nothing.scheduler.executors.base import ExitStatus
 from nothing.scheduler.executors.slurm import first_failed_rank
 from nothing.scheduler.executors.slurm_commands import srun_argv
+from nothing.scheduler.states import RunState
 from nothing.scheduler.runenv import RankLayout, RunLaunch, rank_environment, rank_plan, tf_config, torchrun_argv
 
 TWO_BY_TWO = RankLayout(("10.0.0.1", "10.0.0.2"), procs_per_node=2, master_port=29564, run_id=7)
@@ -107,3 +108,17 @@ def test_the_rank_that_failed_first_speaks_for_the_run():
     assert first_failed_rank(stopped).describe() == "every rank was stopped: killed by SIGTERM"
     launcher = [{"node_rank": 1, "node": "n2", "exit_code": -9, "at": 1.0}]
     assert first_failed_rank(launcher).describe() == "node 1 on n2: killed by SIGKILL"
+
+
+async def test_the_local_executor_refuses_ranks_it_cannot_launch_and_runs_one_node_runs_as_before(dispatcher):
+    from .test_dispatcher import ended, submit
+
+    for shape in (dict(procs_per_node=2), dict(torchrun=True)):
+        run = await submit(dispatcher, "print('ran')", gpus=0, **shape)
+        done = await ended(dispatcher, run)
+        assert (done.state, done.reason) == (RunState.CREATE_FAILED, (
+            "could not start the run's process: the local executor starts one process per run: --procs-per-node "
+            "above 1 and --torchrun need an engine that launches ranks (c.NothingScheduler.executor = \"slurm\")"))
+    plain = await submit(dispatcher, "import os; print('rank', os.environ.get('RANK'))", gpus=1, procs_per_node=1)
+    done = await ended(dispatcher, plain)
+    assert done.state == RunState.COMPLETE and "rank None" in plain.paths.log.read_text()

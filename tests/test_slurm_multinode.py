@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from nothing.scheduler import store
 from nothing.scheduler.states import RunState
 
 from .helpers import make_archive, wait_for
@@ -207,3 +208,36 @@ async def test_nodes_drained_while_a_two_node_run_waits_show_why_and_it_runs_on_
         finally:
             for node in ("node1", "node2", "node3"):
                 slurm.run("scontrol", "update", f"NodeName={node}", "State=RESUME", check=False)
+
+
+async def test_a_run_slurm_holds_back_on_a_node_that_is_then_drained_is_placed_again_on_the_others(tmp_path, slurm):
+    async with slurm_dispatcher(tmp_path, slurm) as d:
+        ours = await d.submit(values(gpus=4, hyperparameters={"HOLD": "1"}), make_archive({"train.py": WHERE}))
+        await started(ours)
+        free = sorted({"node1", "node2", "node3"} - {ours.node})
+        # Someone else's job (outside our scheduler) takes every GPU of one free node: our policy cannot see it.
+        script = tmp_path / "other.sh"
+        script.write_text("#!/bin/sh\nexec sleep 300\n")
+        other = slurm.run("sbatch", "--parsable", f"--nodelist={free[0]}", "--gres=gpu:4", "--output=/dev/null",
+                          str(script)).stdout.strip()
+        try:
+            await wait_for(lambda: json.loads(slurm.run("squeue", "--json").stdout)["jobs"] and any(
+                str(j["job_id"]) == other and j["job_state"] == "RUNNING"
+                for j in json.loads(slurm.run("squeue", "--json").stdout)["jobs"]), message="the other job to run")
+            gang = await d.submit(values(gpus=4, nodes=2, gpus_per_node=2), make_archive({"train.py": COLLECTIVE}))
+            await wait_for(lambda: "the cluster has not started it yet: Resources" in gang.reason,
+                           message="Slurm to hold the gang back")
+            assert sorted(n for n, _ in gang.placement) == free
+            slurm.run("scontrol", "update", f"NodeName={free[0]}", "State=DRAIN", "Reason=bad fan")
+            began = time.monotonic()
+            await wait_for(lambda: gang.state == RunState.QUEUED, message="the gang to go back to the queue")
+            assert time.monotonic() - began < 10  # a job Slurm has not started is cancelled at once
+            (ours.paths.source / "release").touch()
+            row = await ended(d, gang)
+            assert row.state == RunState.COMPLETE, row.reason
+            assert sorted(n for n, _ in row.placement) == sorted([ours.node, free[1]])
+            events = [e.reason for e in await d.db.run(store.run_events, gang.id)]
+            assert any(f"{free[0]} is drained (bad fan): placing it again" in e for e in events), events
+        finally:
+            slurm.run("scancel", other, check=False)
+            slurm.run("scontrol", "update", f"NodeName={free[0]}", "State=RESUME", check=False)

@@ -121,6 +121,10 @@ class NodeInfo:
 ExitCallback = Callable[[int, ExitStatus], Awaitable[None]]
 
 
+class EngineRefused(RuntimeError):
+    """The engine cannot do what was asked now; the message is its reason, for a person."""
+
+
 def read_exit_file(path: Path) -> ExitStatus | None:
     """The exit record a run's parent left (written whole, then renamed into place), or None."""
     try:
@@ -195,6 +199,21 @@ class Executor(LoggingConfigurable):
 
     def set_scope(self, data_dir: str) -> None:
         """Called once with the scheduler's data folder, to keep this scheduler's jobs apart from others'."""
+
+    def notebook_placement(self) -> str | None:
+        """The node notebook servers' GPU holds go on, where the engine owns the nodes and notebooks run on
+        one machine (the hub's); None where the policy may choose any node (the local engine: its one node).
+        Raises :class:`EngineRefused` (with the reason) where notebooks cannot hold GPUs at all."""
+        return None
+
+    async def hold_gpus(self, key: str, node: str, gpus: int, chosen: tuple[int, ...]) -> tuple[int, ...]:
+        """Reserve ``gpus`` GPUs on ``node`` for a notebook (``key``) in the engine too, so that nothing the
+        engine starts gets them; returns the device indices the notebook uses (``chosen``, the policy's, where
+        the scheduler alone hands out devices).  Raises :class:`EngineRefused` with the engine's reason."""
+        return chosen
+
+    async def release_gpus(self, key: str) -> None:
+        """Give back what :meth:`hold_gpus` reserved for ``key`` (nothing happens if it holds nothing)."""
 
     def tracking_note(self) -> str:
         """A sentence for the run's events when this engine cannot hold all of a run's processes, else ""."""

@@ -113,6 +113,9 @@ class LocalExecutor(Executor):
         return cgroups.job(f"{self.cgroup_scope or 'run'}-run-{run_id}") if cgroups else None
 
     async def _start(self, launch: RunLaunch, paths: RunPaths, python: str):
+        if launch.distributed:
+            raise ValueError("the local executor starts one process per run: --procs-per-node above 1 and "
+                             "--torchrun need an engine that launches ranks (c.NothingScheduler.executor = \"slurm\")")
         helper: HelperProcess = self.helper
         requirements = paths.source / "requirements.txt"
         has_requirements = requirements.is_file()

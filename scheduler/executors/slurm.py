@@ -35,10 +35,11 @@ from typing import Iterable, Mapping
 from traitlets import Float, Integer, List, Unicode
 
 from ..runenv import RankLayout, RunLaunch, RunPaths, build_environment, entry_argv, rank_plan
-from .base import Executor, ExitStatus, NodeInfo
+from .base import EngineRefused, Executor, ExitStatus, NodeInfo
 from .slurm_commands import (SlurmCommandError, SlurmJobRequest, SlurmJobStatus, parse_job_names, parse_nodes,
-                             parse_sbatch, parse_squeue, run_command, sbatch_argv, scancel_argv, sinfo_argv,
-                             slurm_command_env, squeue_argv, srun_argv, write_env_file)
+                             hold_sbatch_argv, parse_gpu_indices, parse_sbatch, parse_squeue, run_command, sbatch_argv, scancel_argv,
+                             scontrol_job_details_argv, sinfo_argv, slurm_command_env, squeue_argv, srun_argv,
+                             write_env_file)
 
 JOB_SCRIPT = str(Path(__file__).with_name("slurmjob.sh"))
 RANK_SCRIPT = str(Path(__file__).with_name("slurmrank.py"))
@@ -89,6 +90,21 @@ class SlurmExecutor(Executor):
 
     job_scope = Unicode(help="Prefix of the job names, so two schedulers on one cluster never mix their jobs.").tag(
         config=True)
+
+    notebook_node = Unicode(
+        "", help="""The Slurm name of the machine notebook servers run on (the hub's), where they hold GPUs.
+
+        Notebooks stay on that machine (as without Slurm); a notebook's GPUs are held there by a
+        placeholder Slurm job (``sbatch --nodelist=<it> --gres=gpu:N`` of a ``sleep``), so that no Slurm job
+        is given the same devices, and the notebook sees the devices Slurm gave the placeholder. Empty: the
+        hub's machine is not a Slurm node, and notebooks cannot hold GPUs (runs still can).
+        Example: ``c.SlurmExecutor.notebook_node = "gpu1"``""",
+    ).tag(config=True)
+
+    notebook_hold_timeout = Float(
+        20.0, help="""Seconds to wait for Slurm to start a notebook's placeholder job before giving up (a notebook
+        does not queue: a person is waiting). Example: ``c.SlurmExecutor.notebook_hold_timeout = 30``""",
+    ).tag(config=True)
 
     master_port_base = Integer(
         29500, help="""First port of the range the rendezvous of distributed runs use (``MASTER_PORT``,
@@ -155,6 +171,50 @@ class SlurmExecutor(Executor):
         hosts = tuple(self._addresses.get(n, n) for n in names)
         return RankLayout(hosts, launch.processes_per_node, self.master_port(launch.run_id), launch.torchrun,
                           launch.run_id), names
+
+    # ------------------------------------------------------------------ notebooks
+    def notebook_placement(self) -> str | None:
+        if not self.notebook_node:
+            raise EngineRefused("notebooks run on the hub's machine, which is not a node of the Slurm cluster here "
+                                "(c.SlurmExecutor.notebook_node is not set): start the server without GPUs, or "
+                                "submit the work as a run")
+        return self.notebook_node
+
+    def hold_name(self, key: str) -> str:
+        return f"{self.job_scope or 'nothing'}-notebook-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+    async def hold_gpus(self, key: str, node: str, gpus: int, chosen: tuple[int, ...]) -> tuple[int, ...]:
+        """A placeholder job holding the GPUs on ``node``; the indices Slurm gave it are the notebook's."""
+        await self.release_gpus(key)  # a placeholder left by an earlier hold of the same server
+        extra = ((f"--partition={self.partition}",) if self.partition else ()) + tuple(self.extra_sbatch_args)
+        argv = hold_sbatch_argv(self.hold_name(key), node, gpus, extra)
+        job_id = parse_sbatch((await self._run(argv)).stdout)
+        deadline = asyncio.get_running_loop().time() + self.notebook_hold_timeout
+        while True:
+            status = await self._status(job_id)
+            if status is not None and status.state == "RUNNING":
+                break
+            if status is None or status.finished or asyncio.get_running_loop().time() > deadline:
+                await self._run(scancel_argv(job_id), check=False)
+                why = status.reason if status is not None and status.reason else "it did not start"
+                raise EngineRefused(f"Slurm did not give the notebook {gpus} GPU{'s' if gpus != 1 else ''} on {node} "
+                                    f"within {self.notebook_hold_timeout:g} s: {why}")
+            await asyncio.sleep(0.1)
+        details = await self._run(scontrol_job_details_argv(job_id))
+        indices = parse_gpu_indices(details.stdout).get(node, ())
+        if len(indices) != gpus:
+            await self._run(scancel_argv(job_id), check=False)
+            raise EngineRefused(f"Slurm's placeholder job {job_id} on {node} holds GPUs {indices}, not {gpus}")
+        log.info("Notebook %s holds GPUs %s on %s through Slurm job %s", key, indices, node, job_id)
+        return indices
+
+    async def release_gpus(self, key: str) -> None:
+        result = await self._run(squeue_argv(), check=False)
+        if result.returncode != 0:
+            raise SlurmCommandError(squeue_argv(), result.returncode, result.stderr)
+        status = parse_job_names(result.stdout).get(self.hold_name(key))
+        if status is not None and not status.finished:
+            await self._run(scancel_argv(status.job_id), check=False)
 
     # ------------------------------------------------------------------ the primitives
     async def _start(self, launch: RunLaunch, paths: RunPaths, python: str):
@@ -228,6 +288,11 @@ class SlurmExecutor(Executor):
         return status is not None and not status.finished
 
     async def _signal(self, ref: SlurmJobRef, sig: int) -> None:
+        status = await self._status(ref.job_id)
+        if status is not None and status.state == "PENDING":
+            # Nothing of it runs yet, so there is nothing to stop gracefully, and scancel --signal of a pending
+            # job waits (retrying) until it starts: end it.
+            sig = signal.SIGKILL
         argv = scancel_argv(ref.job_id) if sig == signal.SIGKILL else scancel_argv(ref.job_id, sig, full=not ref.steps)
         await self._run(argv, check=False)
 

@@ -43,7 +43,7 @@ __all__ = [
     "CommandResult", "SlurmCommandError", "SlurmJobRequest", "SlurmJobStatus", "SlurmNode", "SlurmOutputError",
     "FINISHED_STATES", "env_file_content", "expand_hostlist", "node_state", "parse_gres", "parse_nodes", "parse_sbatch",
     "parse_scontrol_job", "parse_squeue", "run_command", "sbatch_argv", "scancel_argv",
-    "scontrol_job_argv", "scontrol_nodes_argv", "scontrol_update_node_argv", "sinfo_argv", "srun_argv",
+    "hold_sbatch_argv", "scontrol_job_argv", "scontrol_job_details_argv", "parse_gpu_indices", "scontrol_nodes_argv", "scontrol_update_node_argv", "sinfo_argv", "srun_argv",
     "slurm_command_env", "squeue_argv", "write_env_file",
 ]
 
@@ -160,6 +160,21 @@ def sbatch_argv(request: SlurmJobRequest, sbatch: str = "sbatch") -> list[str]:
              f"--export-file={request.env_file}", "--kill-on-invalid-dep=yes", "--no-requeue",
              *request.extra, str(request.script)]
     return argv
+
+
+def hold_sbatch_argv(name: str, node: str, gpus: int, extra: Sequence[str] = (), sbatch: str = "sbatch") -> list[str]:
+    """The sbatch of a placeholder job that holds ``gpus`` GPUs on ``node`` until it is cancelled (a notebook's,
+    which runs outside Slurm): Slurm then gives no other job those devices.
+
+    Example: ``sbatch --parsable --job-name=nb-1 --nodelist=gpu1 --nodes=1 --ntasks=1 --cpus-per-task=1
+    --gres=gpu:2 --output=/dev/null --error=/dev/null --chdir=/ --no-requeue --wrap=exec sleep infinity``
+    """
+    _validate(SlurmJobRequest(name, Path("/"), Path("/"), Path("/dev/null"), Path("/dev/null"), (node,), gpus))
+    if gpus < 1:
+        raise ValueError(f"a placeholder job holds at least one GPU, not {gpus}")
+    return [sbatch, "--parsable", f"--job-name={name}", f"--nodelist={node}", "--nodes=1", "--ntasks=1",
+            "--cpus-per-task=1", f"--gres=gpu:{gpus}", "--output=/dev/null", "--error=/dev/null", "--chdir=/",
+            "--no-requeue", *extra, "--wrap=exec sleep infinity"]
 
 
 def env_file_content(environment: Mapping[str, str]) -> bytes:
@@ -409,6 +424,31 @@ def parse_scontrol_job(text: str) -> SlurmJobStatus:
         code, sig = (None, sig) if sig else (code, None)
     return SlurmJobStatus(fields["JobId"], state, _null(fields.get("Reason", "")),
                           tuple(expand_hostlist(_null(fields.get("NodeList", "")))), code, sig)
+
+
+def scontrol_job_details_argv(job_id: str, scontrol: str = "scontrol") -> list[str]:
+    """``scontrol show job -d -o ID``: with, per node, the GRES indices the job holds (``GRES=gpu:a100:2(IDX:0-1)``)."""
+    return [*scontrol_job_argv(job_id, scontrol)[:3], "--details", *scontrol_job_argv(job_id, scontrol)[3:]]
+
+
+_NODE_GRES = re.compile(r"(?:^|\s)Nodes=(\S+)\s[^\n]*?GRES=(\S*)")
+
+
+def parse_gpu_indices(text: str) -> dict[str, tuple[int, ...]]:
+    """The GPU indices (``IDX``) a job holds on each of its nodes, from :func:`scontrol_job_details_argv`'s output."""
+    held: dict[str, tuple[int, ...]] = {}
+    for nodes, gres in _NODE_GRES.findall(text):
+        indices: list[int] = []
+        for item in _split_top(gres):
+            match = re.match(r"gpu(?::[^:(]+)?(?::\d+)?\(IDX:([0-9,\-]+)\)", item)
+            if not match:
+                continue
+            for part in match.group(1).split(","):
+                low, _, high = part.partition("-")
+                indices.extend(range(int(low), int(high or low) + 1))
+        for node in expand_hostlist(nodes):
+            held[node] = tuple(indices)
+    return held
 
 
 # -- nodes ----------------------------------------------------------------------------------------
