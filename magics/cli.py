@@ -32,6 +32,20 @@ def _submit(client: NothingClient, argv: list[str]) -> int:
     return 0
 
 
+def _dataset(client: NothingClient, args: argparse.Namespace) -> int:
+    from . import datasets
+
+    if args.dataset_command == "push":
+        print(datasets.push(client, args.name, args.path, group=args.group, description=args.description).summary())
+    elif args.dataset_command == "ls":
+        print(datasets.listing(client.datasets()))
+    elif args.dataset_command == "show":
+        print(datasets.details(client, args.dataset))
+    else:
+        print(datasets.remove(client, args.dataset))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="nothing", description="Queue and watch runs on the shared GPUs.")
@@ -72,6 +86,17 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("value", nargs="?", help="the new name (rename) or the description (create, describe)")
     exp.add_argument("--metric", help="show each experiment's best value of this metric (ls)")
     sub.add_parser("storage", help="what your runs take on disk, against your storage quota")
+    data = sub.add_parser("dataset", help="datasets: push a file or folder as a new version, ls, show, rm")
+    data_sub = data.add_subparsers(dest="dataset_command", required=True)
+    data_push = data_sub.add_parser("push", help="upload PATH as the next version of NAME (made if new)")
+    data_push.add_argument("name")
+    data_push.add_argument("path")
+    data_push.add_argument("--group", default=None, help="the group that owns it (a new dataset)")
+    data_push.add_argument("--description", default="", help="what it holds (a new dataset)")
+    data_sub.add_parser("ls", help="your datasets and your groups'")
+    data_sub.add_parser("show", help="versions, sizes, files, and the runs that use it").add_argument(
+        "dataset", metavar="NAME[:VERSION]")
+    data_sub.add_parser("rm", help="delete a dataset or one version").add_argument("dataset", metavar="NAME[:VERSION]")
 
     if argv[:1] == ["submit"]:
         command, rest = "submit", argv[1:]
@@ -106,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"run {args.run} has no outputs")
             for f in written:
                 print(f)
+        elif command == "dataset":
+            return _dataset(client, args)
         elif command in ("rm", "metrics", "model", "experiments", "storage"):
             return tracking_command(client, command, args)
         elif command == "gpus":

@@ -251,6 +251,52 @@ class NothingClient:
     def storage(self) -> dict:
         return self._request("GET", "/storage", retry=True).json()
 
+    # ---------------------------------------------------------------- datasets (push: see .datasets)
+    def datasets(self, everyone: bool = False) -> list[dict]:
+        """The caller's own datasets and their groups' (``everyone``: all of them, admins)."""
+        return self._request("GET", "/datasets", params={"all": "1"} if everyone else {}, retry=True).json()["datasets"]
+
+    def dataset(self, dataset_id: int) -> dict:
+        return self._request("GET", f"/datasets/{int(dataset_id)}", retry=True).json()
+
+    def dataset_version(self, dataset_id: int, version: int) -> dict:
+        return self._request("GET", f"/datasets/{int(dataset_id)}/versions/{int(version)}", retry=True).json()
+
+    def create_dataset(self, name: str, group: str | None = None, description: str = "") -> dict:
+        body = {"name": name, "description": description, **({"group": group} if group else {})}
+        return self._request("POST", "/datasets", json=body).json()
+
+    def delete_dataset(self, dataset_id: int, version: int | None = None) -> None:
+        path = f"/datasets/{int(dataset_id)}" + (f"/versions/{int(version)}" if version is not None else "")
+        self._request("DELETE", path)
+
+    def open_upload(self, dataset_id: int) -> str:
+        return self._request("POST", f"/datasets/{int(dataset_id)}/uploads").json()["upload"]
+
+    def offer_upload_file(self, dataset_id: int, upload: str, path: str, sha256: str, size: int) -> bool:
+        """Add a file by its content's hash; False when the store does not have it (then send it)."""
+        try:
+            self._request("POST", f"/datasets/{int(dataset_id)}/uploads/{upload}/files", retry=True,
+                          params={"path": path, "sha256": sha256, "size": size})
+        except NothingError as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
+
+    def put_upload_file(self, dataset_id: int, upload: str, path: str, local: str | Path, sha256: str) -> dict:
+        """Stream one file from disk (``requests`` reads the open file in blocks; never all of it at once)."""
+        with open(local, "rb") as f:
+            return self._request("PUT", f"/datasets/{int(dataset_id)}/uploads/{upload}/files", params={"path": path},
+                                 data=f, headers={"X-Content-SHA256": sha256},
+                                 timeout=(self.timeout, None)).json()
+
+    def commit_upload(self, dataset_id: int, upload: str) -> dict:
+        return self._request("POST", f"/datasets/{int(dataset_id)}/uploads/{upload}/commit").json()
+
+    def abandon_upload(self, dataset_id: int, upload: str) -> None:
+        self._request("DELETE", f"/datasets/{int(dataset_id)}/uploads/{upload}")
+
     def wait(self, run_id: int, timeout: float | None = None, interval: float = 0.5) -> dict:
         """Poll until the run ends; returns its final record."""
         deadline = None if timeout is None else time.monotonic() + timeout

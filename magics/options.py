@@ -62,6 +62,9 @@ RUN_OPTIONS: tuple[argument, ...] = (
                   "name=value pair; nothing.report() values are always recorded)"),
     argument("--checkpoint", default=None, metavar="RUN[:CHECKPOINT]",
              help="start from another run's checkpoints (all, or one): read-only in $EM_CHECKPOINT_INPUT_DIR"),
+    argument("--dataset", action="append", default=[], metavar="NAME=DATASET[:VERSION]",
+             help="a dataset to read, repeatable (at most 10), e.g. --dataset train=mnist:2 or "
+                  "--dataset val=vision/mnist: mounted read-only at $EM_DATASET_<NAME> (all in $EM_DATASETS)"),
     argument("--nodes", type=int, default=1, metavar="N",
              help="run on N nodes at once (distributed training; needs --gpus-per-node); every process gets "
                   "MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK, LOCAL_RANK, NODE_RANK and TF_CONFIG"),
@@ -166,8 +169,32 @@ def spec_from_options(ns: argparse.Namespace, entry_point: str, args: list[str] 
         spec["metrics"] = [parse_metric(m) for m in ns.metric]
     if getattr(ns, "checkpoint", None):
         spec["checkpoint"] = ns.checkpoint
+    if getattr(ns, "dataset", None):
+        spec["datasets"] = parse_datasets(ns.dataset)
     spec.update(shape_from_options(ns))
     return spec
+
+
+MAX_DATASETS = 10
+_DATASET_OPTION = re.compile(r"([A-Za-z][A-Za-z0-9_]{0,31})=((?:[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}/)?"
+                             r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}(?::[0-9]{1,9})?)")
+
+
+def parse_datasets(items: list[str]) -> dict[str, str]:
+    """``--dataset train=mnist:2`` (repeatable) → the submission's ``{"train": "mnist:2"}``; the service resolves
+    the names to exact versions (and says which one it does not find)."""
+    if len(items) > MAX_DATASETS:
+        raise OptionError(f"a run takes at most {MAX_DATASETS} datasets, not {len(items)}")
+    out: dict[str, str] = {}
+    for item in items:
+        m = _DATASET_OPTION.fullmatch(item)
+        if not m:
+            raise OptionError(f"--dataset takes NAME=DATASET[:VERSION] (NAME: a letter, then letters, digits or _; "
+                              f"it becomes $EM_DATASET_<NAME>), e.g. --dataset train=mnist:2, not {item[:80]!r}")
+        if m.group(1).upper() in {k.upper() for k in out}:
+            raise OptionError(f"--dataset {m.group(1)} is given twice")
+        out[m.group(1)] = m.group(2)
+    return out
 
 
 def shape_from_options(ns: argparse.Namespace) -> dict[str, Any]:

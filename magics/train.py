@@ -193,6 +193,37 @@ class NothingMagics(Magics):
     @line_magic
     @_usage
     @magic_arguments()
+    @argument("action", choices=["push", "ls", "show", "rm"], help="push NAME PATH, ls, show NAME[:VERSION], "
+              "rm NAME[:VERSION]")
+    @argument("name", nargs="?", default=None, help="the dataset: NAME, NAME:VERSION or GROUP/NAME[:VERSION]")
+    @argument("path", nargs="?", default=None, help="push: the file or folder to upload as the next version")
+    @argument("--group", default=None, help="push: the group that owns a new dataset")
+    @argument("--description", default="", help="push: what a new dataset holds")
+    def nothing_dataset(self, line: str):
+        """Datasets: push a file or folder as a new version (unchanged files are not sent again), list, show, rm.
+
+        A run reads one with ``%%nothing_train --dataset train=NAME[:VERSION]`` at ``$EM_DATASET_TRAIN``.
+        """
+        from . import datasets
+
+        ns = parse_argstring(self.nothing_dataset, line)
+        if ns.action == "ls":
+            print(datasets.listing(self.client.datasets()))
+            return
+        if not ns.name:
+            raise OptionError(f"%nothing_dataset {ns.action} needs the dataset's name")
+        if ns.action == "push":
+            if not ns.path:
+                raise OptionError("%nothing_dataset push NAME PATH: PATH is the file or folder to upload")
+            print(datasets.push(self.client, ns.name, ns.path, group=ns.group, description=ns.description).summary())
+        elif ns.action == "show":
+            print(datasets.details(self.client, ns.name))
+        else:
+            print(datasets.remove(self.client, ns.name))
+
+    @line_magic
+    @_usage
+    @magic_arguments()
     @argument("run", help="the run's id")
     def nothing_watch(self, line: str):
         """Show the live widget of a run again (e.g. after reopening the notebook)."""
