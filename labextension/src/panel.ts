@@ -9,6 +9,7 @@ import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
 import { experimentTensorboardUrl, NothingAPIError, requestAPI, tensorboardUrl, TERMINAL_STATES } from './api';
+import { DatasetsModel, DatasetsView } from './datasets';
 import { el } from './dom';
 import { elapsed, IRow, PAGE_SIZE, RunsModel, View } from './model';
 import { TrackingModel } from './tracking';
@@ -37,7 +38,8 @@ export class RunsPanel extends Widget {
   constructor(
     readonly model: RunsModel,
     private readonly _actions: IPanelActions,
-    readonly tracking: TrackingModel = new TrackingModel()
+    readonly tracking: TrackingModel = new TrackingModel(),
+    readonly datasets: DatasetsModel = new DatasetsModel()
   ) {
     super();
     this.id = 'nothing-runs';
@@ -64,6 +66,7 @@ export class RunsPanel extends Widget {
     this._next.addEventListener('click', () => (this.model.offset = this.model.offset + PAGE_SIZE));
     this._pager.append(this._prev, this._pageInfo, this._next);
     this._tracking = new TrackingView(tracking);
+    this._datasets = new DatasetsView(datasets);
     this.node.append(
       el('h2', { class: 'nai-title' }, 'GPU runs'),
       this._tracking.storageNode,
@@ -73,7 +76,8 @@ export class RunsPanel extends Widget {
       this._error,
       this._list,
       this._pager,
-      this._tracking.node
+      this._tracking.node,
+      this._datasets.node
     );
     model.changed.connect(this._render, this);
     this._render();
@@ -83,6 +87,8 @@ export class RunsPanel extends Widget {
     this.model.changed.disconnect(this._render, this);
     this._tracking.dispose();
     this.tracking.dispose();
+    this._datasets.dispose();
+    this.datasets.dispose();
     super.dispose();
   }
 
@@ -281,6 +287,7 @@ export class RunsPanel extends Widget {
 
   private _header: HTMLDivElement;
   private _tracking: TrackingView;
+  private _datasets: DatasetsView;
   private _toggle: HTMLDivElement;
   private _error: HTMLDivElement;
   private _list: HTMLUListElement;
