@@ -156,6 +156,32 @@ def test_metric_view_overlays_the_printed_points_and_the_table_sorts_and_deletes
         context.close()
         hub.hub_api("DELETE", f"/users/{name}/server")
 
+    # Another user's sidebar shows none of it: no experiment, no curve, no run.
+    stranger, _ = make_user("stranger")
+    r = hub.hub_api("POST", f"/users/{stranger}/server")
+    assert r.status_code in (201, 202), r.text
+    wait_for_sync(lambda: hub.hub_api("GET", f"/users/{stranger}").json()["servers"].get("", {}).get("ready"),
+                  timeout=60, message="the other user's server")
+    context, page = login(browser, hub, stranger)
+    try:
+        page.goto(f"{hub.url}/user/{stranger}/lab?reset")
+        tab = page.locator("li.lm-TabBar-tab[data-id='nothing-runs']")
+        tab.wait_for(timeout=60_000)
+        if "lm-mod-current" not in (tab.get_attribute("class") or ""):
+            tab.click()
+        panel = page.locator("#nothing-runs")
+        expect(panel.locator("[data-fact='storage']")).to_have_text(re.compile(r"^you use \d"), timeout=30_000)
+        view = panel.get_by_role("region", name="Experiments")
+        expect(view).to_be_visible()
+        expect(view.locator("option[value='sweep']")).to_have_count(0)
+        expect(panel.locator("path.nai-curve")).to_have_count(0)
+        for run_id in runs.values():
+            expect(panel.locator(f"[data-run-id='{run_id}']")).to_have_count(0)
+        assert "lr-0.3" not in panel.inner_text() and "sweep" not in panel.inner_text()
+    finally:
+        context.close()
+        hub.hub_api("DELETE", f"/users/{stranger}/server")
+
 
 def teardown_module(module):
     """Keep the docs' copies of the screenshots fresh when the run made them."""
