@@ -28,6 +28,7 @@ from .api import default_handlers
 from .api.metrics import PrometheusMetrics
 from .datasets import Datasets
 from .tracker import Tracker
+from .tuning import TuningController
 from .db import Database
 from .dispatcher import Dispatcher
 from .executors.local import LocalExecutor
@@ -64,7 +65,8 @@ class NothingScheduler(Application):
     description = "The NothingAI GPU scheduler (a JupyterHub service)."
     version = __version__
     aliases = aliases
-    classes = [LocalExecutor, SlurmExecutor, UnixAccounts, ZombieMonitor, TensorBoardManager, Tracker, PrometheusMetrics]
+    classes = [LocalExecutor, SlurmExecutor, UnixAccounts, ZombieMonitor, TensorBoardManager, Tracker, TuningController,
+               PrometheusMetrics]
 
     config_file = Unicode("", help="A Python config file to load, e.g. nothing_scheduler_config.py").tag(config=True)
 
@@ -268,6 +270,7 @@ class NothingScheduler(Application):
         source = NvmlUtilization() if self.gpu_mode_in_use == "nvml" else NoUtilization()
         self.zombies = ZombieMonitor(self.dispatcher, source, parent=self)
         self.tracker = Tracker(self.db, self.dispatcher, parent=self)
+        self.tunings = TuningController(self, parent=self)
         self.datasets = Datasets(self.data_dir, parent=self)
         self.datasets.files.prepare()
 
@@ -334,6 +337,7 @@ class NothingScheduler(Application):
                               for i in self.dispatcher.node_infos}
         self.zombies.start()
         await self.tracker.start()
+        await self.tunings.start()
         url = urlparse(self.service_url)
         # A client that stops sending half-way through an upload does not hold its connection for ever.
         server = HTTPServer(self.make_app(), max_body_size=self.max_snapshot_bytes * 2 + 1024**2, xheaders=True,
@@ -353,6 +357,7 @@ class NothingScheduler(Application):
             await asyncio.gather(watch, return_exceptions=True)
         server.stop()
         await self.zombies.stop()
+        await self.tunings.stop()
         await self.tracker.stop()
         await self.dispatcher.stop()
         await self.tensorboards.stop_all()

@@ -215,3 +215,56 @@ class NotebookGpus(Base):
     release_token: Mapped[str] = mapped_column(String(64))
 
     __table_args__ = (UniqueConstraint("owner", "server", name="uq_notebook_gpus_owner_server"),)
+
+
+class Tuning(Base):
+    """A hyperparameter tuning (EasyMaker's 하이퍼파라미터 튜닝): its settings, state and where its code is.
+
+    The search itself is an Optuna study (``study_name``) in its own SQLite file; see docs/tuning.md.
+    """
+
+    __tablename__ = "tunings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(255), index=True)
+    group: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    name: Mapped[str] = mapped_column(String(255), default="")
+    experiment: Mapped[str] = mapped_column(String(255), default="default")
+    state: Mapped[str] = mapped_column(String(64), index=True)
+    state_detail: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # TuningSpec.to_json(), and the run fields every trial gets (entry point, args, CPUs ...).
+    spec: Mapped[dict] = mapped_column(JSON)
+    trial_fields: Mapped[dict] = mapped_column(JSON)
+    # Whose groups the owner had at creation (trials are submitted with them, after restarts too).
+    owner_groups: Mapped[list] = mapped_column(JSON, default=list)
+    archive_path: Mapped[str] = mapped_column(String(4096))
+    study_name: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+    trials: Mapped[list[TuningTrial]] = relationship(
+        back_populates="tuning", cascade="all, delete-orphan", order_by="TuningTrial.number")
+
+
+class TuningTrial(Base):
+    """One trial of a tuning: the Optuna trial number, its suggestion and the run that tries it."""
+
+    __tablename__ = "tuning_trials"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tuning_id: Mapped[int] = mapped_column(ForeignKey("tunings.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    run_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    params: Mapped[dict] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(32))
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Set before the run is stopped by median stopping, so its end reads EARLY_STOPPED after a restart too.
+    early_stop: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+    tuning: Mapped[Tuning] = relationship(back_populates="trials")
+
+    __table_args__ = (UniqueConstraint("tuning_id", "number", name="uq_tuning_trials_tuning_number"),)

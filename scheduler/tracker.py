@@ -174,6 +174,15 @@ class Tracker(LoggingConfigurable):
                 if f is not None:
                     await self._collect(f, final=True)
 
+    async def read_ended(self, run_id: int) -> None:
+        """Read an ended run's files a last time now, if not yet done (a tuning reads its objective next)."""
+        async with self._lock:
+            if run_id in self._pending_ends:
+                self._pending_ends.discard(run_id)
+                f = self.followed.pop(run_id, None) or await self._load(run_id)
+                if f is not None:
+                    await self._collect(f, final=True)
+
     async def flush(self, run_id: int) -> None:
         """Read a run's files now (the API calls it so a query sees what was just printed)."""
         async with self._lock:

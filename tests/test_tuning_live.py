@@ -1,0 +1,168 @@
+"""Hyperparameter tunings in a live service: real Optuna studies of a noisy analytic function, each trial a run.
+
+The trial maximises ``-(x-3)^2`` (plus a little noise) and prints ``score=...``; the optimum is x = 3.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from .helpers import make_archive, wait_for_sync
+from .hub import Hub
+from .test_tracking_live import user
+
+pytestmark = pytest.mark.hub
+
+TRIAL = textwrap.dedent("""
+    import os, random
+    x = float(os.environ["EM_HP_X"])
+    print(f"score={-(x - 3) ** 2 + random.gauss(0, 0.01)}", flush=True)
+""")
+FAILING = "raise SystemExit(3)\n"
+STEPS = textwrap.dedent("""
+    import os, time
+    x = float(os.environ["EM_HP_X"])
+    for step in range(8):
+        print(f"score={-(x - 3) ** 2 - 1 / (step + 1)}", flush=True)
+        time.sleep(0.4)
+""")
+
+
+@pytest.fixture(scope="module")
+def hub():
+    base = Path(tempfile.mkdtemp(prefix="nothing-tuning-hub-"))
+    root = base / "hub"
+    root.mkdir()
+    config = root / "scheduler_config.py"
+    config.write_text("c.Tracker.interval = 0.2\nc.TuningController.interval = 0.3\n")
+    h = Hub(root, ["--NothingScheduler.gpu_mode=virtual", "--NothingScheduler.virtual_gpus=4",
+                   "--NothingScheduler.node_cpus=16", "--NothingScheduler.kill_grace_seconds=2",
+                   f"--NothingScheduler.config_file={config}"])
+    h.start()
+    yield h
+    h.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def create(api, code=TRIAL, **over):
+    spec = {"name": "quad", "strategy": "random", "random_seed": 1, "entry_point": "train.py", "cpus": 0,
+            "hyperparameter_spec": [{"name": "x", "type": "double", "min": 0, "max": 6}],
+            "metrics": [{"name": "score", "regex": r"score=(\S+)"}],
+            "objective": {"metric": "score", "goal": "maximize"},
+            "resources": {"max_trials": 12, "parallel_trials": 3}}
+    spec.update(over)
+    r = api("POST", "/tunings", data={"spec": json.dumps(spec)},
+            files={"archive": ("code.tar.gz", make_archive({"train.py": code}), "application/gzip")})
+    assert r.status_code != 500, r.text
+    return r
+
+
+@pytest.fixture(autouse=True)
+def hub_log_on_failure(hub, request):
+    yield
+    if getattr(request.node, "rep_call", None) is None or request.node.rep_call.failed:
+        print(hub.log()[-6000:])
+
+
+def wait_ended(api, tuning_id, timeout=120):
+    return wait_for_sync(lambda: (lambda t: t if t["state"] in ("COMPLETE", "STOPPED", "FAIL HYPERPARAMETER TUNING")
+                                  else None)(api("GET", f"/tunings/{tuning_id}").json()),
+                         timeout=timeout, interval=0.3, message=f"tuning {tuning_id} to end")
+
+
+@pytest.mark.parametrize("strategy, trials, tolerance", [("random", 16, 0.5), ("bayesian", 16, 0.5)])
+def test_each_strategy_finds_the_optimum_within_tolerance(hub, strategy, trials, tolerance):
+    _, api = user(hub, strategy)
+    r = create(api, strategy=strategy, resources={"max_trials": trials, "parallel_trials": 4})
+    assert r.status_code == 201, r.text
+    t = wait_ended(api, r.json()["id"], timeout=240)
+    assert (t["state"], t["state_detail"]) == ("COMPLETE", "MaxTrialsReached"), t
+    assert t["trials"]["total"] == trials and t["trials"]["by_state"] == {"SUCCEEDED": trials}
+    assert abs(float(t["best_trial"]["hyperparameters"]["x"]) - 3) < tolerance, t["best_trial"]
+    runs = api("GET", "/runs", params={"experiment": "default"}).json()["runs"]
+    assert len(runs) == trials and {r["owner"] for r in runs} == {t["owner"]}
+
+
+def test_grid_enumerates_exactly_the_grid_and_ends_suggestion_end_reached(hub):
+    _, api = user(hub, "grid")
+    r = create(api, strategy="grid", hyperparameter_spec=[{"name": "x", "type": "double", "min": 1, "max": 5,
+                                                           "step": 1}], resources={"max_trials": 50,
+                                                                                    "parallel_trials": 2})
+    assert r.status_code == 201, r.text
+    t = wait_ended(api, r.json()["id"])
+    assert (t["state"], t["state_detail"]) == ("COMPLETE", "SuggestionEndReached"), t
+    trials = api("GET", f"/tunings/{t['id']}/trials").json()["trials"]
+    assert sorted(float(x["hyperparameters"]["x"]) for x in trials) == [1, 2, 3, 4, 5]
+    assert t["best_trial"]["hyperparameters"] == {"x": "3.0"}
+
+
+def test_a_target_value_ends_goal_reached(hub):
+    _, api = user(hub, "goal")
+    r = create(api, strategy="grid", hyperparameter_spec=[{"name": "x", "type": "int", "min": 3, "max": 9}],
+               objective={"metric": "score", "goal": "maximize", "target": -0.5},
+               resources={"max_trials": 7, "parallel_trials": 1})
+    t = wait_ended(api, r.json()["id"])
+    assert (t["state"], t["state_detail"]) == ("COMPLETE", "GoalReached"), t
+    assert t["trials"]["total"] < 7
+
+
+def test_max_failed_trials_ends_fail_hyperparameter_tuning(hub):
+    _, api = user(hub, "failing")
+    r = create(api, code=FAILING, resources={"max_trials": 10, "max_failed_trials": 2, "parallel_trials": 1})
+    t = wait_ended(api, r.json()["id"])
+    assert t["state"] == "FAIL HYPERPARAMETER TUNING", t
+    assert t["trials"]["by_state"] == {"FAILED": 2}
+
+
+def test_median_stopping_stops_bad_trials_early_but_not_the_best(hub):
+    _, api = user(hub, "median")
+    r = create(api, code=STEPS, strategy="grid",
+               hyperparameter_spec=[{"name": "x", "type": "double", "min": 0, "max": 3, "step": 0.5}],
+               early_stopping={"name": "median", "min_trainings_required": 1, "start_step": 2},
+               resources={"max_trials": 7, "parallel_trials": 1}, random_seed=0)
+    assert r.status_code == 201, r.text
+    t = wait_ended(api, r.json()["id"], timeout=240)
+    trials = api("GET", f"/tunings/{t['id']}/trials").json()["trials"]
+    stopped = [x for x in trials if x["state"] == "EARLY_STOPPED"]
+    assert len(stopped) >= 2, trials
+    best = max((x for x in trials if x["state"] == "SUCCEEDED"), key=lambda x: x["objective"])
+    assert float(best["hyperparameters"]["x"]) == 3.0
+
+
+@pytest.mark.parametrize("over, message", [
+    ({"strategy": "annealing"}, "unknown strategy"),
+    ({"hyperparameter_spec": [{"name": "x", "type": "int", "min": 9, "max": 1}]}, "greater than max"),
+    ({"strategy": "grid"}, "needs a step"),
+    ({"objective": {"metric": "loss", "goal": "minimize"}}, "not among the metrics"),
+    ({"resources": {"max_trials": 100000}}, "max_trials"),
+    ({"resources": {"parallel_trials": 5, "gpus_per_trial": 1}}, "above your cap"),
+    ({"metrics": [{"name": "score", "regex": "(a"}]}, "does not compile"),
+    ({"entry_point": "../x.py"}, ""),
+])
+def test_bad_input_is_a_4xx_and_leaves_nothing(hub, over, message):
+    _, api = user(hub, "bad")
+    r = create(api, **over)
+    assert 400 <= r.status_code < 500 and message in r.json()["message"], r.text
+    assert api("GET", "/tunings").json()["tunings"] == []
+    assert api("GET", "/runs").json()["total"] == 0
+
+
+def test_stop_copy_and_delete(hub):
+    _, api = user(hub, "ops")
+    r = create(api, code=STEPS, resources={"max_trials": 4, "parallel_trials": 2})
+    tid = r.json()["id"]
+    assert api("DELETE", f"/tunings/{tid}").status_code == 409
+    assert api("POST", f"/tunings/{tid}/stop").status_code == 200
+    t = wait_ended(api, tid)
+    assert t["state"] == "STOPPED"
+    c = api("POST", f"/tunings/{tid}/copy", json={"name": "again", "resources": {"max_trials": 1}})
+    assert c.status_code == 201, c.text
+    assert c.json()["name"] == "again" and c.json()["strategy"] == "random"
+    assert api("DELETE", f"/tunings/{tid}").status_code == 204
+    assert api("GET", f"/tunings/{tid}").status_code == 404
