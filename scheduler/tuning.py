@@ -377,6 +377,9 @@ class TuningController(LoggingConfigurable):
                 continue
             live = self.dispatcher.active.get(t.run_id)
             run = runs.get(t.run_id)
+            if live is None and run is not None:  # ended: its files read a last time before the objective is
+                await self.scheduler.tracker.read_ended(t.run_id)
+                run = await self.db.run(store.get_run, t.run_id)
             run_state = live.state.value if live is not None else (run.state.value if run else "FAIL TRAIN")
             cause = (live.stop_cause if live is not None else (run.stop_cause if run else None))
             objective = _objective(run, spec) if live is None else None
