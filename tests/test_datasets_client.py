@@ -157,3 +157,37 @@ def test_bad_dataset_options_are_refused_before_anything_is_sent(option, message
     ns = parse_run_args(make_parser("nothing submit", True), ["t.py", *option])
     with pytest.raises(OptionError, match=re.escape(message)):
         spec_from_options(ns, "t.py")
+
+
+README = (Path(__file__).parent.parent / "README.md").read_text()
+
+
+def readme_dataset_commands() -> list[str]:
+    """The commands of the README's "Datasets" section, verbatim, in order."""
+    section = README.split("\n## Datasets\n", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block, "the README's Datasets section has no bash block"
+    return [line for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_the_readme_dataset_examples_work_verbatim(hub, tmp_path):
+    import shlex
+
+    hub.create_user("dsreadme")
+    token = hub.token_for("dsreadme")
+    client = NothingClient(f"{hub.url}/services/nothing/", token)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "labels.txt").write_text("seven\n")
+    (tmp_path / "train.py").write_text(
+        "import os\nprint('read', open(os.path.join(os.environ['EM_DATASET_TRAIN'], 'labels.txt')).read().strip())\n")
+    commands = readme_dataset_commands()
+    assert commands[0] == "nothing dataset push mnist ./data" and any("--dataset train=mnist" in c for c in commands)
+    for command in commands:
+        out = nothing(hub, token, tmp_path, *shlex.split(command)[1:]).stdout
+        if command.startswith("nothing submit "):
+            run_id = int(re.search(r"Run (\d+)", out).group(1))
+            assert client.wait(run_id, timeout=60)["state"] == "COMPLETE", client.logs(run_id)[0]
+            assert "read seven" in client.logs(run_id)[0]
+        elif command.startswith("nothing dataset show "):
+            assert "used by: run" in out, out
+    assert client.datasets() == []
