@@ -143,7 +143,7 @@ class TuningsHandler(_TuningMixin, APIHandler):
         self.write_json({"tunings": [tuning_model(r) for r in rows]})
 
     async def post(self):
-        body, archive = RunsHandler._submission(self)  # type: ignore[arg-type]  # the same two forms as a run
+        body, archive = RunsHandler._submission(self)  # the same two forms as a run
         self.write_json(await self.create_tuning(body, archive), status=201)
 
 
@@ -189,7 +189,7 @@ class TuningCopyHandler(_TuningMixin, APIHandler):
 
     async def post(self, tuning_id):
         row = await self.visible(tuning_id)
-        overrides = self.json_body() if self.request.body else {}
+        overrides = self.json_body() if self.body else {}
         body = copy.deepcopy(tuning_model(row))
         settings = {k: body[k] for k in ("description", "experiment", "strategy", "random_seed",
                                          "hyperparameter_spec", "objective", "resources", "early_stopping")}
