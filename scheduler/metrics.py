@@ -27,6 +27,8 @@ MAX_RULES = 50
 MAX_PATTERN_CHARS = 500
 MAX_NAME_CHARS = 100
 MAX_LINE_BYTES = 64 * 1024
+MAX_REPORT_LINE_BYTES = 4 * 1024**2  # report() writes up to 500 reports per line
+MAX_REPORTS_PER_LINE = 10_000
 MAX_METRIC_NAMES = 100
 NAME = _re.compile(r"[A-Za-z_][A-Za-z0-9_./\-]{0,99}")
 _NUMBER = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:[Nn]a[Nn]|[Ii]nf(?:inity)?)"
@@ -174,16 +176,20 @@ class Reader:
         return points
 
     def report_lines(self, lines: list[bytes]) -> tuple[list[Point], list[tuple[str, int, float]]]:
-        """Points and registered checkpoints ``(name, step, at)`` in ``report()``'s JSON lines; junk is skipped."""
+        """Points and registered checkpoints ``(name, step, at)`` in ``report()``'s JSON lines (a report, or an
+        array of them, per line); junk is skipped."""
         points: list[Point] = []
         checkpoints = []
+        records = []
         for raw in lines:
-            if len(raw) > MAX_LINE_BYTES:
+            if len(raw) > MAX_REPORT_LINE_BYTES:
                 continue
             try:
-                record = json.loads(raw)
-            except ValueError:
+                parsed = json.loads(raw)
+            except (ValueError, RecursionError):
                 continue
+            records.extend(parsed[:MAX_REPORTS_PER_LINE] if isinstance(parsed, list) else [parsed])
+        for record in records:
             if not isinstance(record, dict):
                 continue
             step = record.get("step")

@@ -19,8 +19,9 @@ from .orm import Experiment, MetricPoint, Run, RunEvent
 from .states import ACTIVE
 
 _INSERT_POINT = insert(MetricPoint)
+_INSERT_SQLITE = "INSERT INTO metric_points (run_id, name, step, at, value) VALUES (?, ?, ?, ?, ?)"
 # Points written per statement: small enough that other work on the database thread never waits long.
-POINT_CHUNK = 5000
+POINT_CHUNK = 2000
 
 
 class ExperimentHasRuns(Exception):
@@ -139,11 +140,16 @@ def store_points(session: Session, run_id: int, points: list, summary: dict, sto
                  report_offset: int, checkpoint_steps: dict | None = None) -> None:
     """The points, the new summary and how far the files were read, in one transaction: a crash
     between reading and writing reads the same bytes again, and never stores a point twice."""
+    sqlite = session.get_bind().dialect.name == "sqlite"
     for i in range(0, len(points), POINT_CHUNK):
-        session.execute(_INSERT_POINT, [
-            {"run_id": run_id, "name": p.name, "step": p.step, "at": p.at, "value": _db_value(p.value)}
-            for p in points[i:i + POINT_CHUNK]
-        ])
+        chunk = points[i:i + POINT_CHUNK]
+        if sqlite:  # the driver's executemany of tuples: several times cheaper per row than the Core insert
+            session.connection().exec_driver_sql(
+                _INSERT_SQLITE, [(run_id, p.name, p.step, p.at, _db_value(p.value)) for p in chunk])
+        else:
+            session.execute(_INSERT_POINT, [
+                {"run_id": run_id, "name": p.name, "step": p.step, "at": p.at, "value": _db_value(p.value)}
+                for p in chunk])
     values = dict(metric_summary=summary, metric_points=stored, log_read_offset=log_offset,
                   report_read_offset=report_offset)
     if checkpoint_steps is not None:

@@ -70,10 +70,11 @@ def test_long_lines_junk_and_too_many_names_are_bounded():
 def test_report_lines_keep_nan_and_infinity_and_skip_junk():
     lines = [json.dumps({"step": 3, "at": 5.0, "metrics": {"loss": 0.5, "bad": "NaN", "up": "Infinity"}}).encode(),
              b"{not json", b"[1, 2]", json.dumps({"step": True, "metrics": {"x": 1, "flag": True}}).encode(),
-             json.dumps({"step": 4, "checkpoint": "epoch-4.pt"}).encode()]
+             json.dumps({"step": 4, "checkpoint": "epoch-4.pt"}).encode(),
+             json.dumps([{"step": 5, "metrics": {"loss": 0.25}}, {"step": 6, "metrics": {"loss": 0.125}}]).encode()]
     points, checkpoints = Reader().report_lines(lines)
     assert [(p.name, p.step, p.at) for p in points] == [("loss", 3, 5.0), ("bad", 3, 5.0), ("up", 3, 5.0),
-                                                       ("x", 0, 0.0)]
+                                                       ("x", 0, 0.0), ("loss", 5, 0.0), ("loss", 6, 0.0)]
     assert math.isnan(points[1].value) and points[2].value == math.inf
     assert checkpoints == [("epoch-4.pt", 4, 0.0)]
 

@@ -292,9 +292,13 @@ class UploadFileHandler(_UploadMixin, APIHandler):
         connection = self.request.connection
         if isinstance(connection, HTTP1Connection):
             connection.set_max_body_size(self.max_body_bytes)
+            # The server's body timeout is for code snapshots; a file may take long, but not for ever:
+            # at least 1 MB/s.
+            connection.set_body_timeout(300 + (self.declared_length() or 0) / 1e6)
         self._fd, self._temp = await asyncio.to_thread(self.datasets.files.incoming)
         self._digest, self._received = hashlib.sha256(), 0
         self._pending: list[bytes] = []
+        self._pending_bytes = 0
         self._write_error: str | None = None
 
     async def data_received(self, chunk: bytes):  # type: ignore[override]  # tornado awaits what it returns
@@ -305,11 +309,12 @@ class UploadFileHandler(_UploadMixin, APIHandler):
             self._write_error = self._write_error or "too large"
             return
         self._pending.append(chunk)
-        if sum(len(c) for c in self._pending) >= WRITE_BATCH:
+        self._pending_bytes += len(chunk)
+        if self._pending_bytes >= WRITE_BATCH:
             await self._flush()
 
     async def _flush(self) -> None:
-        batch, self._pending = b"".join(self._pending), []
+        batch, self._pending, self._pending_bytes = b"".join(self._pending), [], 0
         if not batch or self._write_error:
             return
 
