@@ -97,6 +97,8 @@ class ServiceFairConfig:
     ``overdue_lane``: how many overdue runs (the longest-waiting) go ahead of
     everything at once; 0 = all of them.  A small lane bounds waits without
     turning an overloaded cluster into FIFO.
+    ``protect_overdue``: a run that had waited past the bound before it started is
+    not preempted again for service.
     ``head_preempts_backfill``: the run that would hold the reservation may stop
     preemptible runs of its class that started while it waited, once it has
     waited ``head_preempt_after_seconds``.
@@ -119,6 +121,7 @@ class ServiceFairConfig:
     overdue_factor: float = 0.0
     overdue_min_seconds: float = 1800.0
     overdue_lane: int = 0
+    protect_overdue: bool = True
     head_preempts_backfill: bool = True
     head_preempt_after_seconds: float = 0.0
     preemptible_backfill: bool = True
@@ -443,7 +446,7 @@ class ServiceFairPolicy:
             started = h.started_at
             if now - started < min_run:
                 continue
-            if h.submitted_at is not None and h.gpus and (
+            if cfg.protect_overdue and h.submitted_at is not None and h.gpus and (
                     started - h.submitted_at - h.attained_gpu_seconds / h.gpus >= overdue):
                 continue  # it has waited its share already: not preempted again for service
             cls = bisect.bisect_right(thresholds, h.attained_gpu_seconds + h.gpus * (now - started))
