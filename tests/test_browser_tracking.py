@@ -84,7 +84,7 @@ def test_metric_view_overlays_the_printed_points_and_the_table_sorts_and_deletes
         expect(panel.locator("[data-fact='storage']")).to_have_text(re.compile(r"^you use \d"), timeout=30_000)
 
         view = panel.get_by_role("region", name="Experiments")
-        expect(view.get_by_label("Experiment", exact=True)).to_have_value("sweep", timeout=30_000)
+        expect(view.get_by_label("Experiment to compare", exact=True)).to_have_value("sweep", timeout=30_000)
         expect(view.get_by_label("Metric", exact=True)).to_have_value("loss", timeout=30_000)
         paths = panel.locator("svg.nai-chart-svg path.nai-curve")
         expect(paths).to_have_count(2, timeout=30_000)

@@ -34,7 +34,7 @@ export class TrackingView {
   constructor(readonly model: TrackingModel) {
     this.storageNode = el('div', { class: 'nai-storage', 'data-fact': 'storage', 'aria-live': 'polite' });
     this.node = el('section', { class: 'nai-tracking', 'aria-label': 'Experiments' });
-    this._experiment = el('select', { id: 'nai-experiment', 'aria-label': 'Experiment' });
+    this._experiment = el('select', { id: 'nai-experiment', 'aria-label': 'Experiment to compare' });
     this._metric = el('select', { id: 'nai-metric', 'aria-label': 'Metric' });
     this._smoothing = el('input', {
       type: 'range',
@@ -58,7 +58,7 @@ export class TrackingView {
       el(
         'div',
         { class: 'nai-tracking-controls' },
-        el('label', { for: 'nai-experiment' }, 'Experiment'),
+        el('label', { for: 'nai-experiment' }, 'Experiment to compare'),
         this._experiment,
         el('label', { for: 'nai-metric' }, 'Metric'),
         this._metric,
