@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -224,6 +225,7 @@ def main() -> None:
         mine = asyncio.run(ours(slurm, root, args.runs, args.handoffs, args.drain))
     finally:
         slurm.stop()
+        shutil.rmtree(root, ignore_errors=True)
     print(f"load average at the start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
     print("| latency | p50 | p95 |")
     print("|---|---|---|")
