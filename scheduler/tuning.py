@@ -128,12 +128,20 @@ def deletion_blockers(session: Session, tuning_id: int) -> list[str]:
 
 
 # ---------------------------------------------------------------- Optuna (on its own thread)
-def make_sampler(spec: TuningSpec) -> optuna.samplers.BaseSampler:
+def make_sampler(spec: TuningSpec, asked: int = 0) -> optuna.samplers.BaseSampler:
+    """The strategy's sampler; ``asked`` is how many trials the study already has (a study loaded after a restart).
+
+    A seeded sampler made again would replay its first suggestions, so a loaded study's
+    random and TPE samplers are seeded with ``random_seed + asked``: the same tuning restarted
+    at the same point suggests the same values, and never one it already ran. The grid sampler
+    skips the points its study has already visited by itself.
+    """
     if spec.strategy == "grid":
         return optuna.samplers.GridSampler({h.name: h.grid() for h in spec.hyperparameters}, seed=spec.random_seed)
+    seed = (spec.random_seed + asked) % 2**32 if spec.random_seed is not None else None
     if spec.strategy == "bayesian":
-        return optuna.samplers.TPESampler(seed=spec.random_seed)
-    return optuna.samplers.RandomSampler(seed=spec.random_seed)
+        return optuna.samplers.TPESampler(seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)
 
 
 def make_pruner(spec: TuningSpec) -> optuna.pruners.BasePruner:
@@ -183,6 +191,9 @@ class Studies:
         if study is None:
             study = optuna.create_study(storage=self.storage(), study_name=name, sampler=make_sampler(spec),
                                         pruner=make_pruner(spec), direction=spec.goal, load_if_exists=True)
+            asked = len(study.get_trials(deepcopy=False))
+            if asked:  # loaded after a restart: continue the suggestions, do not replay them
+                study.sampler = make_sampler(spec, asked)
             self._studies[name] = study
         return study
 

@@ -166,3 +166,47 @@ def test_stop_copy_and_delete(hub):
     assert c.json()["name"] == "again" and c.json()["strategy"] == "random"
     assert api("DELETE", f"/tunings/{tid}").status_code == 204
     assert api("GET", f"/tunings/{tid}").status_code == 404
+
+
+SLOW = textwrap.dedent("""
+    import os, time
+    x = float(os.environ["EM_HP_X"])
+    time.sleep(1.5)
+    print(f"score={-(x - 3) ** 2}", flush=True)
+""")
+
+
+def test_a_sigkilled_scheduler_during_parallel_trials_runs_each_trial_once(hub):
+    """After the restart: max_trials trials in all, each Optuna number and each suggestion once, every run a trial."""
+    import os
+    import signal
+
+    from .test_restart import _pid_or_none
+
+    _, api = user(hub, "restart")
+    r = create(api, code=SLOW, resources={"max_trials": 8, "parallel_trials": 3})
+    assert r.status_code == 201, r.text
+    tid = r.json()["id"]
+    wait_for_sync(lambda: api("GET", f"/tunings/{tid}").json()["trials"]["by_state"].get("RUNNING", 0) >= 2,
+                  timeout=60, interval=0.1, message="two trials to run")
+    old = hub.scheduler_pid()
+    os.kill(old, signal.SIGKILL)
+    wait_for_sync(lambda: _pid_or_none(hub.scheduler_pid) not in (old, None), timeout=30, interval=0.05,
+                  message="the supervisor to start the scheduler again")
+    wait_for_sync(lambda: _answers(api, f"/tunings/{tid}"), timeout=30, message="the API to answer again")
+
+    t = wait_ended(api, tid, timeout=180)
+    assert (t["state"], t["state_detail"]) == ("COMPLETE", "MaxTrialsReached"), t
+    trials = api("GET", f"/tunings/{tid}/trials").json()["trials"]
+    assert sorted(x["number"] for x in trials) == list(range(8)), trials
+    assert len({x["hyperparameters"]["x"] for x in trials}) == 8, trials
+    assert {x["state"] for x in trials} == {"SUCCEEDED"}, trials
+    runs = api("GET", "/runs", params={"limit": 100}).json()["runs"]
+    assert sorted(r["id"] for r in runs) == sorted(x["run_id"] for x in trials), (runs, trials)
+
+
+def _answers(api, path) -> bool:
+    try:
+        return api("GET", path, timeout=5).status_code == 200
+    except Exception:  # noqa: BLE001 - the service is starting
+        return False
