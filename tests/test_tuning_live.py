@@ -210,3 +210,43 @@ def _answers(api, path) -> bool:
         return api("GET", path, timeout=5).status_code == 200
     except Exception:  # noqa: BLE001 - the service is starting
         return False
+
+
+DATA = textwrap.dedent("""
+    import os
+    x = float(os.environ["EM_HP_X"])
+    offset = float(open(os.path.join(os.environ["EM_DATASET_TRAIN"], "offset.txt")).read())
+    print(f"score={offset - (x - 3) ** 2}", flush=True)
+""")
+
+
+def test_trials_read_the_tunings_datasets_at_the_version_resolved_at_creation(hub):
+    from .test_datasets_live import push
+
+    _, api = user(hub, "data")
+    data = push(api, "offsets", {"offset.txt": b"100"})
+    r = create(api, code=DATA, datasets={"train": "offsets"}, resources={"max_trials": 3, "parallel_trials": 1})
+    assert r.status_code == 201, r.text
+    push(api, "offsets", {"offset.txt": b"-100"}, dataset_id=data["id"])  # version 2, after the tuning was made
+    t = wait_ended(api, r.json()["id"])
+    assert t["trials"]["by_state"] == {"SUCCEEDED": 3}, t
+    trials = api("GET", f"/tunings/{t['id']}/trials").json()["trials"]
+    assert all(x["objective"] > 90 for x in trials), trials
+    for x in trials:
+        assert api.run(x["run_id"])["datasets"] == [{"name": "train", "dataset": "offsets", "version": 1}]
+
+
+@pytest.mark.parametrize("datasets, message", [
+    ({"train": "absent"}, "dataset 'absent' not found"),
+    ({"train": "offsets2:7"}, "has no version 7"),
+    ({"bad name": "offsets2"}, "must be a letter"),
+])
+def test_a_tuning_with_a_dataset_a_run_could_not_use_is_refused_and_leaves_nothing(hub, datasets, message):
+    from .test_datasets_live import push
+
+    _, api = user(hub, "baddata")
+    push(api, "offsets2", {"offset.txt": b"1"})
+    r = create(api, code=DATA, datasets=datasets)
+    assert 400 <= r.status_code < 500 and message in r.json()["message"], r.text
+    assert api("GET", "/tunings").json()["tunings"] == []
+    assert api("GET", "/runs").json()["total"] == 0
