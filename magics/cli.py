@@ -11,6 +11,7 @@ from pathlib import Path
 from .client import NothingClient, NothingError
 from .failure import explain
 from .tracking_cli import tracking_command
+from .tuning import add_tune_parser, make_tune_parser, parse_tune_args, status_text, tune_command, tuning_from_options
 from .options import OptionError, check_syntax, make_parser, parse_run_args, spec_from_options
 from .snapshot import SnapshotTooLarge, build_snapshot
 from .widget import status_line
@@ -29,6 +30,25 @@ def _submit(client: NothingClient, argv: list[str]) -> int:
     spec = spec_from_options(ns, script.relative_to(cwd).as_posix(), ns.script_args)
     archive, _ = build_snapshot(cwd, int(os.environ.get("NOTHING_MAX_SNAPSHOT_BYTES", 100 * 1024**2)))
     print(status_line(client.submit(spec, archive)))
+    return 0
+
+
+def _tune_submit(client: NothingClient, argv: list[str]) -> int:
+    if argv[:1] in (["-h"], ["--help"]):
+        print(make_tune_parser("nothing tune submit").format_help())
+        return 0
+    ns = parse_tune_args(argv)
+    if not ns.script:
+        raise OptionError("nothing tune submit needs a script: nothing tune submit train.py --param x:double:0:1 ...")
+    cwd = Path.cwd().resolve()
+    script = (cwd / ns.script).resolve()
+    if not script.is_file() or not script.is_relative_to(cwd):
+        raise OptionError(f"{ns.script} is not a file in the current folder {cwd}")
+    if script.suffix == ".py":
+        check_syntax(script.read_text(errors="replace"), ns.script, ns.script)
+    spec = tuning_from_options(ns, script.relative_to(cwd).as_posix(), ns.script_args)
+    archive, _ = build_snapshot(cwd, int(os.environ.get("NOTHING_MAX_SNAPSHOT_BYTES", 100 * 1024**2)))
+    print(status_text(client.submit_tuning(spec, archive)))
     return 0
 
 
@@ -98,8 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         "dataset", metavar="NAME[:VERSION]")
     data_sub.add_parser("rm", help="delete a dataset or one version").add_argument("dataset", metavar="NAME[:VERSION]")
 
+    add_tune_parser(sub)
+
     if argv[:1] == ["submit"]:
         command, rest = "submit", argv[1:]
+    elif argv[:2] == ["tune", "submit"]:
+        command, rest = "tune-submit", argv[2:]
     else:
         args = parser.parse_args(argv)
         command, rest = args.command, None
@@ -107,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         client = NothingClient()
         if command == "submit":
             return _submit(client, rest)
+        if command == "tune-submit":
+            return _tune_submit(client, rest)
+        if command == "tune":
+            return tune_command(client, args)
         if command == "runs":
             found = client.runs(everyone=args.all, states=args.state)
             if args.json:

@@ -168,6 +168,34 @@ class NothingClient:
     def gpus(self) -> dict:
         return self._request("GET", "/gpus", retry=True).json()
 
+    def submit_tuning(self, spec: dict[str, Any], archive: bytes) -> dict:
+        """Create a tuning (not retried: a tuning has no Idempotency-Key, a second attempt would make a second)."""
+        import json
+
+        if len(archive) <= JSON_SUBMISSION_MAX_BYTES:
+            body = dict(spec, archive=base64.b64encode(archive).decode("ascii"))
+            return self._request("POST", "/tunings", json=body).json()
+        files = {"archive": ("snapshot.tar.gz", archive, "application/gzip")}
+        return self._request("POST", "/tunings", data={"spec": json.dumps(spec)}, files=files).json()
+
+    def tunings(self) -> list[dict]:
+        return self._request("GET", "/tunings", retry=True).json()["tunings"]
+
+    def tuning(self, tuning_id: int) -> dict:
+        return self._request("GET", f"/tunings/{int(tuning_id)}", retry=True).json()
+
+    def tuning_trials(self, tuning_id: int) -> list[dict]:
+        return self._request("GET", f"/tunings/{int(tuning_id)}/trials", retry=True).json()["trials"]
+
+    def stop_tuning(self, tuning_id: int) -> dict:
+        return self._request("POST", f"/tunings/{int(tuning_id)}/stop").json()
+
+    def copy_tuning(self, tuning_id: int, overrides: dict[str, Any] | None = None) -> dict:
+        return self._request("POST", f"/tunings/{int(tuning_id)}/copy", json=overrides or {}).json()
+
+    def delete_tuning(self, tuning_id: int) -> None:
+        self._request("DELETE", f"/tunings/{int(tuning_id)}")
+
     def logs(self, run_id: int, tail: int | None = None, offset: int | None = None) -> tuple[str, int, str]:
         """Returns ``(text, next_offset, run_state)``."""
         params = {}

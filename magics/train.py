@@ -23,6 +23,7 @@ from .options import (DESCRIPTION, OptionError, cell_run_name, check_syntax, par
                       spec_from_options)
 from .run import RunHandle
 from .snapshot import CELL_ENTRY_POINT, SnapshotTooLarge, build_snapshot
+from .tuning import TUNE_DESCRIPTION, tune_options
 from .widget import gpu_text, status_line
 
 DEFAULT_MAX_SNAPSHOT_BYTES = 100 * 1024**2
@@ -129,6 +130,51 @@ class NothingMagics(Magics):
         handle = RunHandle(self.client.submit(spec, archive), self.client)
         self.shell.user_ns["nothing_last_run"] = handle
         self._show(handle)
+
+    @line_cell_magic
+    @_usage
+    @_exact_options
+    @magic_arguments()
+    @kwds(usage="nothing_tune SCRIPT --param NAME:TYPE:SPEC [options] [-- script arguments]",
+          description=TUNE_DESCRIPTION,
+          epilog="As a cell magic, %%nothing_tune [options] [-- arguments] tunes the cell. See docs/tuning.md.")
+    @tune_options
+    @run_options(with_script=True)
+    def nothing_tune(self, line: str, cell: str | None = None):
+        """Tune hyperparameters with Optuna; every trial is a run on the shared GPUs."""
+        from .tuning import status_text, tuning_from_options
+
+        if line.strip() in ("-h", "--help"):
+            print(self.nothing_tune.parser.format_help())
+            return
+        prog = "%%nothing_tune" if cell is not None else "%nothing_tune"
+        ns = parse_run_args(self.nothing_tune.parser, shlex.split(line), prog=prog)
+        entry, args, code = self._code(ns, cell, prog)
+        spec = tuning_from_options(ns, entry, args)
+        max_bytes = int(os.environ.get("NOTHING_MAX_SNAPSHOT_BYTES", DEFAULT_MAX_SNAPSHOT_BYTES))
+        archive, _ = build_snapshot(Path.cwd(), max_bytes, cell_code=code)
+        tuning = self.client.submit_tuning(spec, archive)
+        self.shell.user_ns["nothing_last_tuning"] = tuning
+        print(status_text(tuning))
+
+    def _code(self, ns, cell: str | None, prog: str) -> tuple[str, list[str], str | None]:
+        """The entry point, its arguments and the cell's code (None for a script), checked before any upload."""
+        if cell is not None and ns.script:
+            raise OptionError(f"{prog}: unknown option {ns.script}; the cell is the code: arguments for it go after --")
+        cwd = Path.cwd().resolve()
+        if cell is None:
+            if not ns.script:
+                raise OptionError(f"{prog} needs a script (e.g. {prog} train.py ...), or use the cell form %{prog}")
+            script = (cwd / ns.script).resolve()
+            if not script.is_file() or not script.is_relative_to(cwd):
+                raise OptionError(f"{ns.script} is not a file in the notebook's folder {cwd}")
+            if script.suffix == ".py":
+                check_syntax(script.read_text(errors="replace"), ns.script, ns.script)
+            return script.relative_to(cwd).as_posix(), ns.script_args, None
+        if not cell.strip():
+            raise OptionError(f"the cell is empty: put the training code below {prog}")
+        check_syntax(cell, CELL_ENTRY_POINT, "the cell")
+        return CELL_ENTRY_POINT, ns.script_args, cell
 
     @line_magic
     @_usage
