@@ -32,10 +32,10 @@ from tornado.iostream import StreamClosedError
 
 from ..common.backoff import Backoff
 
-FORWARD_REQUEST_HEADERS = ("Accept", "Content-Type", "Idempotency-Key")
+FORWARD_REQUEST_HEADERS = ("Accept", "Content-Type", "Idempotency-Key", "If-None-Match")
 RETRY_SECONDS = 30.0
 _CANCEL = re.compile(r"runs/\d+/cancel/?")
-FORWARD_RESPONSE_HEADERS = ("Content-Type", "Content-Disposition", "X-Log-Offset", "X-Run-State", "Location")
+FORWARD_RESPONSE_HEADERS = ("Content-Type", "Content-Disposition", "X-Log-Offset", "X-Run-State", "Location", "ETag")
 
 
 def service_url() -> str | None:

@@ -230,6 +230,9 @@ class Dispatcher:
         self.run_ended: list[Callable[[int], None]] = []
         # Called with each scheduling pass's duration in seconds (the service's Prometheus histogram).
         self.pass_done: list[Callable[[float], None]] = []
+        # Bumped on every change the views show (a submission, a transition, a run leaving ``active``, a pass
+        # that moved the queue, notebook GPUs): the API's ETags and view caches are keyed on it.
+        self.view_version = 0
         self._next_id = 1
         self._decide_seconds = 0.0
         self._wake = asyncio.Event()
@@ -331,6 +334,7 @@ class Dispatcher:
                 run = self.active.get(t.run_id)
                 if run is not None and run.state.is_terminal:
                     self.active.pop(t.run_id, None)
+                    self.view_version += 1
                     for listener in self.run_ended:
                         listener(t.run_id)
 
@@ -466,6 +470,7 @@ class Dispatcher:
         run = ActiveRun.from_row(row)
         run.submitted_row = row
         self.active[run.id] = run
+        self.view_version += 1
         self.wake()
         return run
 
@@ -506,11 +511,16 @@ class Dispatcher:
         self._decide_seconds = time.perf_counter() - started
         self._wake_at(getattr(decisions, "next_pass_at", None))
         unusable = self._unusable_nodes()
+        moved = False
         for entry in decisions.waiting:
             run = self.active.get(entry.run_id)
             if run is not None:
-                run.position, run.estimated_start = entry.position, entry.estimated_start
-                run.reason = f"{entry.reason}; {unusable}" if unusable else entry.reason
+                reason = f"{entry.reason}; {unusable}" if unusable else entry.reason
+                if (run.position, run.estimated_start, run.reason) != (entry.position, entry.estimated_start, reason):
+                    run.position, run.estimated_start, run.reason = entry.position, entry.estimated_start, reason
+                    moved = True
+        if moved:
+            self.view_version += 1
         for preempt in getattr(decisions, "preemptions", ()):
             victim = self.active.get(preempt.run_id)
             if victim is not None and victim.state == S.RUNNING:
@@ -620,6 +630,7 @@ class Dispatcher:
         check_transition(run.state, target)
         t = store.Transition(run.id, run.state, target, reason, at, fields)
         run.state, run.reason = target, reason
+        self.view_version += 1
         return t
 
     def _end(self, run: ActiveRun, target: RunState, reason: str, at: datetime, **fields) -> store.Transition:
@@ -693,6 +704,7 @@ class Dispatcher:
                                                                release_token=secret))
         hold = NotebookHold(row.id, owner, server, group, node, taken, now, secret)
         self.notebooks[(owner, server)] = hold
+        self.view_version += 1
         log.info("Notebook %s/%s holds GPUs %s on %s", owner, server or "(default)", taken, hold.node)
         self.wake()
         return hold
@@ -703,6 +715,7 @@ class Dispatcher:
         if hold is None or (release_token is not None and not hmac.compare_digest(release_token, hold.release_token)):
             return False
         del self.notebooks[(owner, server)]
+        self.view_version += 1
         if hold.node != EXTERNAL_NODE:
             try:
                 await self.executor.release_gpus(f"{owner}/{server}")

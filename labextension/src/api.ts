@@ -93,14 +93,14 @@ function url(path: string): string {
  * @throws NothingAPIError when the answer is not 2xx (the service's message) or the
  *   server cannot be reached (status 0).
  */
-export async function fetchAPI(path: string, init: RequestInit = {}): Promise<Response> {
+export async function fetchAPI(path: string, init: RequestInit = {}, accept: number[] = []): Promise<Response> {
   let response: Response;
   try {
     response = await ServerConnection.makeRequest(url(path), init, settings);
   } catch (error) {
     throw new NothingAPIError(`cannot reach the notebook server: ${error}`, 0);
   }
-  if (!response.ok) {
+  if (!response.ok && !accept.includes(response.status)) {
     let message = response.statusText;
     try {
       message = (await response.json()).message || message;
@@ -116,6 +116,35 @@ export async function fetchAPI(path: string, init: RequestInit = {}): Promise<Re
 export async function requestAPI<T>(path: string, init: RequestInit = {}): Promise<T> {
   const response = await fetchAPI(URLExt.join('api', path), init);
   return (await response.json()) as T;
+}
+
+/** The last answer per path with its ETag, for conditional requests (a few paths per view). */
+const seenAnswers = new Map<string, { etag: string; value: unknown }>();
+const SEEN_ANSWERS_MAX = 50;
+
+/**
+ * A GET that sends `If-None-Match` with the ETag last seen for `path`; on `304 Not Modified`
+ * it returns the answer seen then, which the service did not build or send again.
+ *
+ * @throws NothingAPIError as `requestAPI` does.
+ */
+export async function requestConditional<T>(path: string): Promise<T> {
+  const seen = seenAnswers.get(path);
+  const headers: Record<string, string> = seen ? { 'If-None-Match': seen.etag } : {};
+  const response = await fetchAPI(URLExt.join('api', path), { headers }, [304]);
+  if (response.status === 304 && seen) {
+    return seen.value as T;
+  }
+  const value = (await response.json()) as T;
+  const etag = response.headers.get('ETag');
+  seenAnswers.delete(path);
+  if (etag) {
+    seenAnswers.set(path, { etag, value });
+    if (seenAnswers.size > SEEN_ANSWERS_MAX) {
+      seenAnswers.delete(seenAnswers.keys().next().value as string);
+    }
+  }
+  return value;
 }
 
 let configPromise: Promise<IServiceConfig> | null = null;

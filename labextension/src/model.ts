@@ -6,7 +6,7 @@
 import { Poll } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { IQueueEntry, IRun, ISummary, NothingAPIError, requestAPI } from './api';
+import { IQueueEntry, IRun, ISummary, NothingAPIError, requestAPI, requestConditional } from './api';
 
 export type View = 'mine' | 'everyone';
 
@@ -75,6 +75,8 @@ export class RunsModel {
     if (value !== this._view) {
       this._view = value;
       this._rows = [];
+      this._offset = 0;
+      this._total = null;
       this._changed.emit();
       void this.refresh();
     }
@@ -96,7 +98,7 @@ export class RunsModel {
     void this.refresh();
   }
 
-  /** Index of the first row shown in "My runs". */
+  /** Index of the first row shown (each view is paged by the server). */
   get offset(): number {
     return this._offset;
   }
@@ -110,7 +112,7 @@ export class RunsModel {
     }
   }
 
-  /** How many of my runs match the filters, over all pages (null before the first answer). */
+  /** How many rows the view has over all pages: my runs matching the filters, or everyone's active runs. */
   get total(): number | null {
     return this._total;
   }
@@ -136,8 +138,10 @@ export class RunsModel {
   private async _refresh(): Promise<void> {
     const view = this._view;
     const query = runsQuery(this._filters, this._offset);
+    const offset = this._offset;
     try {
-      const summaryRequest = requestAPI<ISummary>('summary');
+      // Unchanged since the last tick: the service answers 304 and the last answer is used.
+      const summaryRequest = requestConditional<ISummary>('summary');
       let rows: IRow[];
       if (view === 'mine') {
         const [summary, runs] = await Promise.all([
@@ -153,13 +157,19 @@ export class RunsModel {
       } else {
         const [summary, queue] = await Promise.all([
           summaryRequest,
-          requestAPI<{ runs: IQueueEntry[] }>('queue')
+          requestConditional<{ runs: IQueueEntry[]; total: number }>(
+            `queue?limit=${PAGE_SIZE}&offset=${offset}`
+          )
         ]);
         rows = queue.runs.map(fromQueue);
+        if (view === this._view && offset === this._offset) {
+          this._total = queue.total;
+        }
         this._summary = summary;
       }
       // An answer for a view, filter or page left meanwhile is dropped.
-      if (view === this._view && (view !== 'mine' || query === runsQuery(this._filters, this._offset))) {
+      const current = view !== 'mine' || query === runsQuery(this._filters, this._offset);
+      if (view === this._view && offset === this._offset && current) {
         this._rows = rows;
       }
       this._error = null;

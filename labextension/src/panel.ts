@@ -119,7 +119,7 @@ export class RunsPanel extends Widget {
     this._error.textContent = this.model.error ? `Cannot load runs: ${this.model.error}` : '';
     const mine = this.model.view === 'mine';
     this._filterForm.hidden = !mine;
-    this._renderPager(mine);
+    this._renderPager();
     const rows = this.model.rows;
     if (!rows.length) {
       const filtered = Object.values(this.model.filters).some(v => v);
@@ -164,10 +164,10 @@ export class RunsPanel extends Widget {
     return form;
   }
 
-  private _renderPager(mine: boolean): void {
+  private _renderPager(): void {
     const total = this.model.total;
-    this._pager.hidden = !mine || total === null || total <= PAGE_SIZE;
-    if (!mine || total === null) {
+    this._pager.hidden = total === null || total <= PAGE_SIZE;
+    if (total === null) {
       return;
     }
     const first = Math.min(total, this.model.offset + 1);

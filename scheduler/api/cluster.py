@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import func, or_, select, update
 from tornado import web
-from traitlets import Float, Unicode, validate
+from traitlets import Bool, Float, Unicode, validate
 from traitlets.config import Configurable
 
 from ..orm import Run
@@ -29,6 +29,7 @@ from .base import APIHandler, HandlerMixin, hub_api
 from .gpus import holder_ids, holder_kind
 from .runs import RunAccessMixin
 from .tensorboard import experiment_board_url, run_board_url
+from .views import not_modified, page_bounds, queue_views, summary_etag
 
 
 class ClusterView(Configurable):
@@ -54,6 +55,15 @@ class ClusterView(Configurable):
         30 * 86400,
         help="""Length of the usage period for GPU-hours, aligned on the Unix epoch (the quota
         module's budget period should match).  Example: ``c.ClusterView.period_seconds = 7 * 86400``
+        """,
+    ).tag(config=True)
+
+    cache_views = Bool(
+        True,
+        help="""Answer ``/api/summary`` and ``/api/queue`` from state versioned by the dispatcher: ETags,
+        ``304 Not Modified`` on ``If-None-Match``, each queue page serialized once per version.  Off: every
+        request rebuilds its answer (as before; only for comparing in ``bench/views.py``).
+        Example: ``c.ClusterView.cache_views = False``
         """,
     ).tag(config=True)
 
@@ -228,6 +238,9 @@ class SummaryHandler(ClusterMixin, APIHandler):
     """``GET /api/summary``: the caller's headroom and the cluster's GPUs, for the sidebar header."""
 
     async def get(self):
+        if self.view.cache_views and not_modified(self, summary_etag(
+                self.dispatcher.view_version, self.username, self.is_admin, self.current_user.get("groups"))):
+            return
         now = utcnow()
         start, end = period_bounds(now, self.view.period_seconds)
         used = await self.dispatcher.db.run(gpu_hours_by_owner, start, now)
@@ -256,10 +269,19 @@ class SummaryHandler(ClusterMixin, APIHandler):
 
 
 class QueueHandler(ClusterMixin, APIHandler):
-    """``GET /api/queue``: every active run (mine=1: only the caller's), names hidden as ``ClusterView`` says."""
+    """``GET /api/queue``: every active run (mine=1: only the caller's), names hidden as ``ClusterView`` says.
+
+    Paged with ``limit`` (default: all) and ``offset``; ``total`` counts the runs of every page.  With
+    ``ClusterView.cache_views`` the answer is versioned (``ETag``, ``304`` on ``If-None-Match``) and each page
+    is built once per view version (``views.QueueViews``).
+    """
 
     async def get(self):
         only_mine = self.get_argument("mine", "0") in ("1", "true")
+        limit, offset = page_bounds(self.get_argument("limit", None), self.get_argument("offset", None))
+        if self.view.cache_views:
+            await self._cached(only_mine, limit, offset)
+            return
         runs = [r for r in self.dispatcher.active.values() if not only_mine or r.owner == self.username]
         names = await self.dispatcher.db.run(_names, [r.id for r in runs])
         entries = []
@@ -268,8 +290,30 @@ class QueueHandler(ClusterMixin, APIHandler):
             if entry["experiment"] is not None:
                 entry["name"] = names.get(run.id, "")
             entries.append(entry)
+        total, entries = len(entries), entries[offset:offset + limit] if limit is not None else entries[offset:]
         self.write_json({"runs": entries, "gpus": self.gpu_totals(),
-                         "visibility": "full" if self.is_admin else self.view.others_visibility})
+                         "visibility": "full" if self.is_admin else self.view.others_visibility,
+                         "total": total, "offset": offset, "limit": limit})
+
+    async def _cached(self, only_mine: bool, limit: int | None, offset: int) -> None:
+        views = queue_views(self.settings, sort_queue)
+        state = views.current(self.dispatcher)
+        view_class = "full" if self.is_admin else self.view.others_visibility
+        if not_modified(self, views.tag(state.version, self.username, view_class, only_mine, limit, offset)):
+            return
+
+        def build(runs: list, names: dict[int, str]) -> dict:
+            entries = []
+            for run in runs:
+                entry = queue_entry(run, self.username, self.is_admin, self.view.others_visibility)
+                if entry["experiment"] is not None:
+                    entry["name"] = names.get(run.id, "")
+                entries.append(entry)
+            return {"runs": entries, "gpus": self.gpu_totals(), "visibility": view_class}
+
+        body = await views.page(state, self.username, view_class, only_mine, limit, offset, build,
+                                lambda ids: self.dispatcher.db.run(_names, ids))
+        self.finish(body)
 
 
 def _names(session, ids: list[int]) -> dict[int, str]:
@@ -393,6 +437,7 @@ async def set_priority(dispatcher, run_id: int, priority: int) -> None:
         raise LookupError(run_id)
     await dispatcher.db.run(set_priority_row, run_id, priority)
     run.priority = priority
+    dispatcher.view_version += 1
     dispatcher.wake()
 
 

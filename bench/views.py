@@ -1,0 +1,181 @@
+"""Benchmark of the sidebar's views at scale: N open sidebars polling while 10,000 runs wait.
+
+Starts a real JupyterHub with its proxy and the scheduler (2 virtual GPUs, SQLite), fills
+both GPUs with one run that holds them, and queues 10,000 one-GPU runs behind it.  Then,
+for each N, N simulated sidebars poll what the sidebar polls in the "everyone" view
+(``GET /api/summary`` and ``GET /api/queue``) every 3 s through the proxy with a user's
+token, while one submitter submits a run every 0.25 s; the figures are the scheduler
+process's CPU (``/proc/<pid>/stat``, user + system) over the window and the submissions'
+latency.
+
+``--client old`` polls as the sidebar did before views were cached (the whole queue, no
+``If-None-Match``); ``--client new`` as it does now (the first page of 50, ``If-None-Match``
+with the last ETag).  ``--no-cache`` starts the service with ``ClusterView.cache_views=False``.
+
+    .venv/bin/python bench/views.py [--queued 10000] [--window 20] [--client new] [--no-cache]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.loadgen import json_submission, submit_burst  # noqa: E402
+from bench.spine import HOLD, pct  # noqa: E402
+from tests.helpers import make_archive  # noqa: E402
+from tests.hub import Hub  # noqa: E402
+
+INTERVAL = 3.0  # the sidebar's poll interval (RunsModel's default)
+USERS = 5  # sidebars belong to this many users, so per-user answers differ
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _exchange(reader, writer, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    writer.write(request)
+    status = int((await reader.readline()).split()[1])
+    headers: dict[str, str] = {}
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if "content-length" in headers:
+        body = await reader.readexactly(int(headers["content-length"]))
+    elif headers.get("transfer-encoding") == "chunked":
+        chunks = []
+        while size := int((await reader.readline()).strip(), 16):
+            chunks.append(await reader.readexactly(size))
+            await reader.readline()
+        await reader.readline()
+        body = b"".join(chunks)
+    else:
+        body = b""
+    return status, headers, body
+
+
+class Sidebar:
+    """One browser tab's sidebar: a keep-alive connection polling summary and queue."""
+
+    def __init__(self, base: str, token: str, client: str, stats: dict):
+        self.parts = urlsplit(base)
+        self.token, self.client, self.stats = token, client, stats
+        self.etags: dict[str, str] = {}
+
+    def request(self, path: str) -> bytes:
+        conditional = f"If-None-Match: {self.etags[path]}\r\n" if self.client == "new" and path in self.etags else ""
+        return (f"GET {self.parts.path}/{path} HTTP/1.1\r\nHost: {self.parts.netloc}\r\n"
+                f"Authorization: token {self.token}\r\n{conditional}\r\n").encode()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        reader, writer = await asyncio.open_connection(self.parts.hostname, self.parts.port)
+        queue = "queue?limit=50&offset=0" if self.client == "new" else "queue"
+        await asyncio.sleep(random.uniform(0, INTERVAL))
+        try:
+            while not stop.is_set():
+                for path in ("summary", queue):
+                    status, headers, body = await _exchange(reader, writer, self.request(path))
+                    self.stats[status] = self.stats.get(status, 0) + 1
+                    self.stats["bytes"] += len(body)
+                    if "etag" in headers:
+                        self.etags[path] = headers["etag"]
+                try:
+                    await asyncio.wait_for(stop.wait(), INTERVAL)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            writer.close()
+
+
+async def submitter(url: str, token: str, archive: bytes, stop: asyncio.Event, latencies: list[float]) -> None:
+    parts = urlsplit(url)
+    body, content_type = json_submission({"entry_point": "train.py", "gpus": 1, "cpus": 0}, archive)
+    request = (f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: token {token}\r\n"
+               f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    try:
+        while not stop.is_set():
+            started = time.perf_counter()
+            status, _, answer = await _exchange(reader, writer, request)
+            if status != 201:
+                raise RuntimeError(f"submission refused: {status} {answer[:200]!r}")
+            latencies.append(time.perf_counter() - started)
+            await asyncio.sleep(0.25)
+    finally:
+        writer.close()
+
+
+async def window(hub: Hub, tokens: list[str], n: int, seconds: float, client: str, pid: int) -> dict:
+    stop = asyncio.Event()
+    stats: dict = {"bytes": 0}
+    latencies: list[float] = []
+    sidebars = [Sidebar(hub.api_url, tokens[i % len(tokens)], client, stats) for i in range(n)]
+    tasks = [asyncio.ensure_future(s.run(stop)) for s in sidebars]
+    await asyncio.sleep(INTERVAL)  # every sidebar has polled once (the first answers are full ones)
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    stats_before = dict(stats)
+    sub = asyncio.ensure_future(submitter(hub.api_url + "/runs", tokens[0], make_archive({"train.py": "pass\n"}),
+                                          stop, latencies))
+    await asyncio.sleep(seconds)
+    cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
+    stop.set()
+    await asyncio.gather(sub, *tasks)
+    polls = {k: v - stats_before.get(k, 0) for k, v in stats.items()}
+    return {"n": n, "cpu": cpu, "latencies": latencies, "polls": polls}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--queued", type=int, default=10000)
+    parser.add_argument("--window", type=float, default=20.0)
+    parser.add_argument("--sidebars", default="0,20,100")
+    parser.add_argument("--client", choices=("old", "new"), default="new")
+    parser.add_argument("--no-cache", action="store_true")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="nothing-bench-views-"))
+    extra = ["--ClusterView.cache_views=False"] if args.no_cache else []
+    hub = Hub(root, ["--NothingScheduler.gpu_mode=virtual", "--NothingScheduler.virtual_gpus=2",
+                     "--NothingScheduler.node_cpus=64", "--NothingScheduler.log_level=WARN", *extra])
+    hub.start()
+    try:
+        names = [f"viewer{i}" for i in range(USERS)]
+        for name in names:
+            hub.create_user(name)
+        tokens = [hub.token_for(name) for name in names]
+        archive = make_archive({"train.py": HOLD})
+        holder = asyncio.run(submit_burst(hub.service_url + "api/runs", tokens[1],
+                                          {"entry_point": "train.py", "gpus": 2, "cpus": 0}, archive, 1, 1))
+        started = time.time()
+        for i, token in enumerate(tokens):  # the queue, spread over the users
+            asyncio.run(submit_burst(hub.service_url + "api/runs", token, {"entry_point": "train.py", "gpus": 1,
+                                     "cpus": 0}, make_archive({"train.py": "pass\n"}),
+                                     args.queued // USERS + (i < args.queued % USERS), 16))
+        print(f"queued {args.queued} runs behind run {holder.ids[0]} in {time.time() - started:.0f} s", flush=True)
+        pid = hub.scheduler_pid()
+        results = []
+        for n in (int(x) for x in args.sidebars.split(",")):
+            result = asyncio.run(window(hub, tokens, n, args.window, args.client, pid))
+            lat = result["latencies"]
+            print(json.dumps({"sidebars": n, "client": args.client, "cache": not args.no_cache,
+                              "cpu_percent_of_a_core": round(100 * result["cpu"], 1),
+                              "submit_p50_ms": round(1000 * statistics.median(lat), 1),
+                              "submit_p99_ms": round(1000 * pct(lat, 99), 1), "submits": len(lat),
+                              "responses": result["polls"]}), flush=True)
+            results.append(result)
+    finally:
+        hub.stop()
+
+
+if __name__ == "__main__":
+    main()
