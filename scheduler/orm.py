@@ -248,6 +248,27 @@ class Tuning(Base):
         back_populates="tuning", cascade="all, delete-orphan", order_by="TuningTrial.number")
 
 
+class TrainingTemplate(Base):
+    """A training template (EasyMaker's 학습 템플릿): a run's or a tuning's settings and, optionally, its code.
+
+    ``settings`` holds submission fields (entry point, hyperparameters, resources, metrics,
+    datasets, tuning fields); a run or a tuning made from it overrides any of them. See docs/templates.md.
+    """
+
+    __tablename__ = "training_templates"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(255), index=True)
+    group: Mapped[str] = mapped_column(String(255), default="", server_default="", index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    settings: Mapped[dict] = mapped_column(JSON)
+    archive_path: Mapped[str | None] = mapped_column(String(4096), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+    __table_args__ = (UniqueConstraint("owner", "name", name="uq_training_templates_owner_name"),)
+
+
 class TuningTrial(Base):
     """One trial of a tuning: the Optuna trial number, its suggestion and the run that tries it."""
 

@@ -251,7 +251,9 @@ class RunsHandler(RunAccessMixin, APIHandler):
 
     async def post(self):
         key = idempotency_key(self.request.headers.get("Idempotency-Key"))
-        body, archive = self._submission()
+        from .templates import apply_template
+
+        body, archive = await apply_template(self, *self._submission(), kind="run")
         try:
             run = await self.queue_submission(body, archive, client_key=key)
         except store.DuplicateSubmission as e:  # a retry: 200 with the run the first attempt made
@@ -271,6 +273,8 @@ class RunsHandler(RunAccessMixin, APIHandler):
             if not isinstance(body, dict):
                 raise web.HTTPError(400, "the 'spec' field must be a JSON object")
             if not files.get("archive"):
+                if "template" in body:
+                    return body, b""  # the template's code
                 raise web.HTTPError(400, "a multipart submission needs an 'archive' file (a .tar.gz of the code)")
             return body, files["archive"][0]["body"]
         content_type = self.request.headers.get("Content-Type", "")
@@ -278,6 +282,8 @@ class RunsHandler(RunAccessMixin, APIHandler):
             raise web.HTTPError(400, "the form has no readable fields: send 'spec' (JSON) and 'archive' (a file)")
         body = self.json_body()
         encoded = body.pop("archive", None)
+        if encoded is None and "template" in body:
+            return body, b""  # the template's code
         if not isinstance(encoded, str):
             raise web.HTTPError(400, "a JSON submission needs 'archive': the code as a base64-encoded .tar.gz")
         try:

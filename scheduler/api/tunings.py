@@ -143,7 +143,9 @@ class TuningsHandler(_TuningMixin, APIHandler):
         self.write_json({"tunings": [tuning_model(r) for r in rows]})
 
     async def post(self):
-        body, archive = RunsHandler._submission(self)  # the same two forms as a run
+        from .templates import apply_template
+
+        body, archive = await apply_template(self, *RunsHandler._submission(self), kind="tuning")
         self.write_json(await self.create_tuning(body, archive), status=201)
 
 
