@@ -11,6 +11,7 @@ One module-scoped hub with its own users and groups (``ownership`` is the rule u
 from __future__ import annotations
 
 import hashlib
+import re
 import json
 import shutil
 import tempfile
@@ -120,7 +121,7 @@ def check_denial(api: Api, caller: str, method: str, path: str, response: reques
     twin_path, message = path + "/", response.json()["message"]
     for real, missing in hidden:
         twin_path = twin_path.replace(real + "/", missing + "/")
-        message = message.replace(real[1:], missing[1:])
+        message = re.sub(rf"\b{re.escape(real[1:])}\b", missing[1:], message)  # whole ids, not digits of others
     twin = call(api, method, twin_path.rstrip("/"), **kwargs)
     assert twin.status_code == 404, (path, twin.text)
     assert message == twin.json()["message"], (response.text, twin.text)

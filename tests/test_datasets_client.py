@@ -100,8 +100,9 @@ def test_a_file_whose_transfer_fails_is_sent_again_alone(hub, tmp_path):
 
     hub.create_user("dsretry")
     client, sent = counting_client(hub, hub.token_for("dsretry"))
-    (tmp_path / "x.txt").write_text("x")
-    (tmp_path / "y.txt").write_text("y")
+    # Contents no other test stored: the store keeps each content once, for every user of the hub.
+    (tmp_path / "x.txt").write_text(f"x {tmp_path}")
+    (tmp_path / "y.txt").write_text(f"y {tmp_path}")
     real, failed = client.put_upload_file, []
 
     def flaky(dataset_id, upload, path, local, sha256):

@@ -67,15 +67,34 @@ _ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*\Z")
 
 # Fetches the snapshot with the run's token and unpacks it; argv: URL, destination folder.  Fixed text: nothing
 # of the user's reaches it except as data.  tarfile's "data" filter refuses links out of the folder,
-# absolute names, devices and setuid bits (Python >= 3.11.4 / 3.12).
+# absolute names, devices and setuid bits (Python >= 3.11.4 / 3.12); on older Pythons only regular files
+# and folders with relative names inside the folder are written (the service checked the archive at submit).
 FETCH_SCRIPT = """\
-import os, sys, tarfile, urllib.request
+import os, shutil, sys, tarfile, urllib.request
 url, dest = sys.argv[1], sys.argv[2]
 request = urllib.request.Request(url, headers={"Authorization": "token " + os.environ["NOTHING_SNAPSHOT_TOKEN"]})
+def unpack(archive):
+    if hasattr(tarfile, "data_filter"):
+        archive.extractall(dest, filter="data")
+        return
+    for member in archive:
+        parts = member.name.split("/")
+        if member.name.startswith("/") or ".." in parts:
+            raise ValueError("unsafe name in the snapshot: %r" % member.name)
+        target = os.path.join(dest, *[p for p in parts if p not in ("", ".")])
+        if member.isdir():
+            os.makedirs(target, exist_ok=True)
+        elif member.isfile():
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with archive.extractfile(member) as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out)
+            os.chmod(target, member.mode & 0o755)
+        else:
+            raise ValueError("the snapshot holds a link or device: %r" % member.name)
 try:
     with urllib.request.urlopen(request, timeout=300) as response:
         with tarfile.open(fileobj=response, mode="r|gz") as archive:
-            archive.extractall(dest, filter="data")
+            unpack(archive)
 except Exception as e:
     message = "could not fetch the code snapshot: %s" % (e,)
     print(message, file=sys.stderr)
