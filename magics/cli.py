@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .client import NothingClient, NothingError
 from .failure import explain
+from .templates import add_template_parser, template_command
 from .tracking_cli import tracking_command
 from .tuning import add_tune_parser, make_tune_parser, parse_tune_args, status_text, tune_command, tuning_from_options
 from .options import OptionError, check_syntax, make_parser, parse_run_args, spec_from_options
@@ -19,6 +20,9 @@ from .widget import status_line
 
 def _submit(client: NothingClient, argv: list[str]) -> int:
     ns = parse_run_args(make_parser("nothing submit", with_script=True), argv)
+    if not ns.script and ns.template:  # the template's code and entry point
+        print(status_line(client.submit(spec_from_options(ns, "", ns.script_args), b"")))
+        return 0
     if not ns.script:
         raise OptionError("nothing submit needs a script: nothing submit train.py [--gpus N] [-- script args]")
     cwd = Path.cwd().resolve()
@@ -38,6 +42,9 @@ def _tune_submit(client: NothingClient, argv: list[str]) -> int:
         print(make_tune_parser("nothing tune submit").format_help())
         return 0
     ns = parse_tune_args(argv)
+    if not ns.script and ns.template:  # the template's code and entry point
+        print(status_text(client.submit_tuning(tuning_from_options(ns, "", ns.script_args), b"")))
+        return 0
     if not ns.script:
         raise OptionError("nothing tune submit needs a script: nothing tune submit train.py --param x:double:0:1 ...")
     cwd = Path.cwd().resolve()
@@ -119,11 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     data_sub.add_parser("rm", help="delete a dataset or one version").add_argument("dataset", metavar="NAME[:VERSION]")
 
     add_tune_parser(sub)
+    add_template_parser(sub)
 
     if argv[:1] == ["submit"]:
         command, rest = "submit", argv[1:]
     elif argv[:2] == ["tune", "submit"]:
         command, rest = "tune-submit", argv[2:]
+    elif argv[:2] == ["template", "save"] and len(argv) > 2:
+        args = parser.parse_args(argv[:3])
+        command, rest = "template", argv[3:]
     else:
         args = parser.parse_args(argv)
         command, rest = args.command, None
@@ -135,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             return _tune_submit(client, rest)
         if command == "tune":
             return tune_command(client, args)
+        if command == "template":
+            return template_command(client, args, rest or [])
         if command == "runs":
             found = client.runs(everyone=args.all, states=args.state)
             if args.json:

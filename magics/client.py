@@ -178,6 +178,23 @@ class NothingClient:
         files = {"archive": ("snapshot.tar.gz", archive, "application/gzip")}
         return self._request("POST", "/tunings", data={"spec": json.dumps(spec)}, files=files).json()
 
+    def templates(self) -> list[dict]:
+        return self._request("GET", "/templates", retry=True).json()["templates"]
+
+    def template(self, ref: str | int) -> dict:
+        return self._request("GET", f"/templates/{quote(str(ref), safe='')}", retry=True).json()
+
+    def save_template(self, body: dict[str, Any], archive: bytes | None = None) -> dict:
+        if archive is not None:
+            body = dict(body, archive=base64.b64encode(archive).decode("ascii"))
+        return self._request("POST", "/templates", json=body).json()
+
+    def copy_template(self, ref: str | int, overrides: dict[str, Any] | None = None) -> dict:
+        return self._request("POST", f"/templates/{quote(str(ref), safe='')}/copy", json=overrides or {}).json()
+
+    def delete_template(self, ref: str | int) -> None:
+        self._request("DELETE", f"/templates/{quote(str(ref), safe='')}")
+
     def tunings(self) -> list[dict]:
         return self._request("GET", "/tunings", retry=True).json()["tunings"]
 

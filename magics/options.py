@@ -75,6 +75,9 @@ RUN_OPTIONS: tuple[argument, ...] = (
     argument("--torchrun", action="store_true",
              help="start the entry point with torchrun on each node (--nnodes, --nproc-per-node, a c10d "
                   "rendezvous on the first node, --node-rank)"),
+    argument("--template", default=None, metavar="NAME",
+             help="start from a training template (nothing template ls): its settings and code, with the options "
+                  "given here replacing its fields (--hp key by key); a script or the cell replaces its code"),
 )
 SCRIPT = argument("script", nargs="?", help="the entry point, a file in the current folder")
 
@@ -122,7 +125,29 @@ def parse_run_args(parser: argparse.ArgumentParser, argv: list[str], prog: str |
         raise OptionError(f"{prog}: unknown option {' '.join(unknown)}; arguments for the code go after "
                           f"--, e.g. {where} -- {' '.join(unknown)}")
     ns.script_args = rest
+    ns.given = {a.dest for a in parser._actions
+                if any(t == o or t.startswith(o + "=") for o in a.option_strings for t in own)}
     return ns
+
+
+# Which submission fields each option sets (for --template: only the options given replace its fields).
+OPTION_FIELDS = {"gpus": "gpus", "cpus": "cpus", "memory": "memory", "name": "name", "experiment": "experiment",
+                 "hp": "hyperparameters", "max_time": "max_time", "priority": "priority",
+                 "preemptible": "preemptible", "group": "group", "metric": "metrics", "checkpoint": "checkpoint",
+                 "dataset": "datasets", "nodes": "nodes", "gpus_per_node": "gpus_per_node",
+                 "procs_per_node": "procs_per_node", "torchrun": "torchrun"}
+
+
+def only_given(spec: dict[str, Any], ns: argparse.Namespace) -> dict[str, Any]:
+    """With ``--template``: the fields of the options given (and the code's), so that defaults do not replace
+    the template's."""
+    given = getattr(ns, "given", set())
+    keep = {OPTION_FIELDS[d] for d in given if d in OPTION_FIELDS}
+    if spec.get("entry_point"):
+        keep |= {"entry_point", "args"}
+    elif spec.get("args"):
+        keep.add("args")
+    return {"template": ns.template, **{k: v for k, v in spec.items() if k in keep}}
 
 
 def parse_hp(pairs: list[str]) -> dict[str, str]:
@@ -172,7 +197,7 @@ def spec_from_options(ns: argparse.Namespace, entry_point: str, args: list[str] 
     if getattr(ns, "dataset", None):
         spec["datasets"] = parse_datasets(ns.dataset)
     spec.update(shape_from_options(ns))
-    return spec
+    return only_given(spec, ns) if getattr(ns, "template", None) else spec
 
 
 MAX_DATASETS = 10

@@ -105,6 +105,11 @@ class NothingMagics(Magics):
             raise OptionError(f"%%nothing_train: unknown option {ns.script}; the cell is the code: arguments for it "
                               f"go after --, e.g. %%nothing_train [options] -- {ns.script}")
         cwd = Path.cwd()
+        if cell is None and not ns.script and ns.template:  # the template's code and entry point
+            handle = RunHandle(self.client.submit(spec_from_options(ns, "", ns.script_args), b""), self.client)
+            self.shell.user_ns["nothing_last_run"] = handle
+            self._show(handle)
+            return
         if cell is None:
             if not ns.script:
                 raise OptionError("%nothing_train needs a script (e.g. %nothing_train train.py --gpus 1 -- "
@@ -149,10 +154,13 @@ class NothingMagics(Magics):
             return
         prog = "%%nothing_tune" if cell is not None else "%nothing_tune"
         ns = parse_run_args(self.nothing_tune.parser, shlex.split(line), prog=prog)
-        entry, args, code = self._code(ns, cell, prog)
-        spec = tuning_from_options(ns, entry, args)
-        max_bytes = int(os.environ.get("NOTHING_MAX_SNAPSHOT_BYTES", DEFAULT_MAX_SNAPSHOT_BYTES))
-        archive, _ = build_snapshot(Path.cwd(), max_bytes, cell_code=code)
+        if cell is None and not ns.script and ns.template:  # the template's code and entry point
+            spec, archive = tuning_from_options(ns, "", ns.script_args), b""
+        else:
+            entry, args, code = self._code(ns, cell, prog)
+            spec = tuning_from_options(ns, entry, args)
+            max_bytes = int(os.environ.get("NOTHING_MAX_SNAPSHOT_BYTES", DEFAULT_MAX_SNAPSHOT_BYTES))
+            archive, _ = build_snapshot(Path.cwd(), max_bytes, cell_code=code)
         tuning = self.client.submit_tuning(spec, archive)
         self.shell.user_ns["nothing_last_tuning"] = tuning
         print(status_text(tuning))

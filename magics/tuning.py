@@ -110,14 +110,15 @@ def parse_early_stopping(text: str | None) -> dict[str, Any] | None:
 def tuning_from_options(ns: argparse.Namespace, entry_point: str, args: list[str] | None = None) -> dict[str, Any]:
     """The JSON tuning for the service (as docs/tuning.md), checked here as far as the client can."""
     run = spec_from_options(ns, entry_point, args)
+    template = run.pop("template", None)
     other = sorted(k for k in run if k not in _TRIAL_FIELDS | {"gpus", "max_time", "name", "experiment", "metrics"})
     if other:
         raise OptionError(f"a tuning's trials are single-node runs: {', '.join(other)} do not apply")
-    if not ns.param:
+    if not ns.param and not template:
         raise OptionError("give the hyperparameters to tune, e.g. --param lr:double:1e-4:1e-1:log")
     metrics = run.get("metrics") or []
     objective = ns.objective or (metrics[0]["name"] if len(metrics) == 1 else None)
-    if not objective:
+    if not objective and not template:
         raise OptionError("--objective METRIC names the metric to optimise (e.g. --objective loss --goal minimize)")
     if ns.max_trials < 1 or ns.parallel < 1 or (ns.max_failed is not None and ns.max_failed < 1):
         raise OptionError("--max-trials, --parallel and --max-failed must be at least 1")
@@ -140,7 +141,32 @@ def tuning_from_options(ns: argparse.Namespace, entry_point: str, args: list[str
             body[key] = value
     if metrics:
         body["metrics"] = metrics
-    return body
+    return _only_given(body, ns, template) if template else body
+
+
+# For --template: which tuning fields (and which of its resources) each option sets.
+_TUNE_FIELDS = {"strategy": "strategy", "seed": "random_seed", "param": "hyperparameter_spec",
+                "objective": "objective", "early_stopping": "early_stopping", "description": "description"}
+_RESOURCE_FIELDS = {"max_trials": "max_trials", "parallel": "parallel_trials", "max_failed": "max_failed_trials",
+                    "total_time": "max_time", "gpus": "gpus_per_trial", "max_time": "max_time_per_trial"}
+
+
+def _only_given(body: dict[str, Any], ns: argparse.Namespace, template: str) -> dict[str, Any]:
+    """The fields of the options given: the template's stand for the rest (the service merges them)."""
+    given = getattr(ns, "given", set())
+    if {"goal", "target"} & given and "objective" not in given:
+        raise OptionError("with --template, --goal and --target go with --objective METRIC (the objective is "
+                          "replaced whole)")
+    out: dict[str, Any] = {"template": template}
+    out.update({k: v for k, v in body.items() if k in _TRIAL_FIELDS | {"name", "experiment", "metrics"}})
+    if "experiment" not in given:
+        out.pop("experiment", None)
+    out.update({field: body[field] for dest, field in _TUNE_FIELDS.items() if dest in given and field in body})
+    resources = {field: body["resources"][field] for dest, field in _RESOURCE_FIELDS.items()
+                 if dest in given and field in body["resources"]}
+    if resources:
+        out["resources"] = resources
+    return out
 
 
 def make_tune_parser(prog: str) -> argparse.ArgumentParser:
