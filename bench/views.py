@@ -84,7 +84,8 @@ class Sidebar:
         await asyncio.sleep(random.uniform(0, INTERVAL))
         try:
             while not stop.is_set():
-                for path in ("summary", queue):
+                summary = "summary?my_active=0" if self.client == "new" else "summary"
+                for path in (summary, queue):
                     status, headers, body = await _exchange(reader, writer, self.request(path))
                     self.stats[status] = self.stats.get(status, 0) + 1
                     self.stats["bytes"] += len(body)

@@ -69,6 +69,10 @@ def test_queue_pages_answer_304_until_a_run_is_submitted_or_ends(hub, make_user)
         assert extra in ids(after) and after.json()["total"] == before.json()["total"] + 1
         changed = bob("GET", "/summary", headers={"If-None-Match": summary.headers["ETag"]})
         assert changed.status_code == 200 and changed.json()["my_runs"]["queued"] == 2
+        header = bob("GET", "/summary", params={"my_active": "0"})
+        assert "my_active" not in header.json() and header.json()["my_runs"] == changed.json()["my_runs"]
+        assert header.headers["ETag"] != changed.headers["ETag"]
+        assert [e["id"] for e in changed.json()["my_active"]] == [bobs, extra]
 
         # A run that ends leaves the view under a new ETag.
         seen = bob("GET", "/queue")

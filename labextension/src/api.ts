@@ -62,7 +62,8 @@ export interface ISummary {
   guaranteed_gpus: number | null;
   borrowable_gpus: number;
   usage_gpu_hours: number;
-  my_active: IQueueEntry[];
+  /** Absent when asked for with `my_active=0`. */
+  my_active?: IQueueEntry[];
 }
 
 export interface IServiceConfig {

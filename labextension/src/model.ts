@@ -141,14 +141,15 @@ export class RunsModel {
     const offset = this._offset;
     try {
       // Unchanged since the last tick: the service answers 304 and the last answer is used.
-      const summaryRequest = requestConditional<ISummary>('summary');
+      // "Everyone" shows only the header of the summary: not my active runs' details.
+      const summaryRequest = requestConditional<ISummary>(view === 'mine' ? 'summary' : 'summary?my_active=0');
       let rows: IRow[];
       if (view === 'mine') {
         const [summary, runs] = await Promise.all([
           summaryRequest,
           requestAPI<{ runs: IRun[]; total: number }>(query)
         ]);
-        const live = new Map(summary.my_active.map(e => [e.id, e]));
+        const live = new Map((summary.my_active ?? []).map(e => [e.id, e]));
         rows = runs.runs.map(r => fromRun(r, live.get(r.id)));
         if (query === runsQuery(this._filters, this._offset)) {
           this._total = runs.total;

@@ -235,18 +235,39 @@ class ClusterMixin(HandlerMixin):
 
 
 class SummaryHandler(ClusterMixin, APIHandler):
-    """``GET /api/summary``: the caller's headroom and the cluster's GPUs, for the sidebar header."""
+    """``GET /api/summary``: the caller's headroom and the cluster's GPUs, for the sidebar header.
+
+    ``my_active=0`` leaves out ``my_active`` (the "everyone" view needs only the header).  With
+    ``ClusterView.cache_views``: an ``ETag`` and ``304`` on ``If-None-Match``, and what every caller shares
+    (GPU totals, the queue's length, the caller's runs by owner) computed once per view version.
+    """
 
     async def get(self):
-        if self.view.cache_views and not_modified(self, summary_etag(
-                self.dispatcher.view_version, self.username, self.is_admin, self.current_user.get("groups"))):
-            return
+        with_active = self.get_argument("my_active", "1") not in ("0", "false")
+        groups = self.current_user.get("groups")
+        state = None
+        if self.view.cache_views:
+            if not_modified(self, summary_etag(self.dispatcher.view_version, self.username, self.is_admin, groups,
+                                               with_active=with_active)):
+                return
+            state = queue_views(self.settings, sort_queue).current(self.dispatcher)
         now = utcnow()
         start, end = period_bounds(now, self.view.period_seconds)
         used = await self.dispatcher.db.run(gpu_hours_by_owner, start, now)
-        mine = [r for r in self.dispatcher.active.values() if r.owner == self.username]
-        gpus = self.gpu_totals()
-        quota = quota_for(self.scheduler, self.username, self.current_user.get("groups"))
+        active = self.dispatcher.active.values()
+        quota = quota_for(self.scheduler, self.username, groups)
+        quotas, group = getattr(self.scheduler, "quotas", None), quota["group"] or ""
+        if state is None:
+            mine = sort_queue([r for r in active if r.owner == self.username])
+            gpus = self.gpu_totals()
+            queue_length = sum(r.state == RunState.QUEUED for r in active)
+            borrowable = borrowable_gpus(self.dispatcher, quotas, gpus["free"], group)
+        else:
+            mine = state.runs(self.username)
+            gpus = state.memo("gpus", self.gpu_totals)
+            queue_length = state.memo("queue_length", lambda: sum(r.state == RunState.QUEUED for r in active))
+            borrowable = state.memo(("borrowable", group),
+                                    lambda: borrowable_gpus(self.dispatcher, quotas, gpus["free"], group))
         in_use = sum(r.held_gpus for r in mine if r.state.holds_gpus)
         self.write_json({
             "user": self.username,
@@ -255,16 +276,16 @@ class SummaryHandler(ClusterMixin, APIHandler):
             "my_gpus_in_use": in_use,
             "my_runs": {"queued": sum(r.state == RunState.QUEUED for r in mine),
                         "running": sum(r.state.holds_gpus for r in mine)},
-            "queue_length": sum(r.state == RunState.QUEUED for r in self.dispatcher.active.values()),
+            "queue_length": queue_length,
             "guaranteed_gpus": quota["guaranteed_gpus"],
             "group": quota["group"],
-            "borrowable_gpus": borrowable_gpus(self.dispatcher, getattr(self.scheduler, "quotas", None),
-                                               gpus["free"], quota["group"] or ""),
+            "borrowable_gpus": borrowable,
             "quota_source": quota["source"],
             "usage_gpu_hours": round(used.get(self.username, 0.0), 6),
             "period": {"start": _iso(start), "end": _iso(end)},
             # Live queue facts of the caller's active runs (position, reason, estimated start).
-            "my_active": [queue_entry(r, self.username, self.is_admin, "full") for r in sort_queue(mine)],
+            **({"my_active": [queue_entry(r, self.username, self.is_admin, "full") for r in mine]}
+               if with_active else {}),
         })
 
 

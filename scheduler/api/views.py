@@ -55,11 +55,13 @@ def not_modified(handler: web.RequestHandler, tag: str) -> bool:
     return False
 
 
-def summary_etag(version: int, user: str, admin: bool, groups: list[str] | None, now: float | None = None) -> str:
-    """The summary's ETag: the view version, who asks (their groups decide the quota) and a usage period."""
+def summary_etag(version: int, user: str, admin: bool, groups: list[str] | None, now: float | None = None,
+                 with_active: bool = True) -> str:
+    """The summary's ETag: the view version, who asks (their groups decide the quota), a usage period and
+    whether ``my_active`` is in it."""
     bucket = int((time.time() if now is None else now) // SUMMARY_USAGE_SECONDS)
     who = viewer_key(user + "\0" + ",".join(sorted(groups or ())))
-    return etag("s", version, who, int(admin), bucket)
+    return etag("s", version, who, int(admin), int(with_active), bucket)
 
 
 def page_bounds(limit: str | None, offset: str | None) -> tuple[int | None, int]:
@@ -77,20 +79,31 @@ def page_bounds(limit: str | None, offset: str | None) -> tuple[int | None, int]
 
 
 class _Version:
-    """What one view version shares between requests: the sorted queue, per-user filters, serialized pages."""
+    """What one view version shares between requests: the sorted queue, runs by owner, serialized pages and
+    values every caller shares (``memo``)."""
 
     def __init__(self, version: int, order: list):
         self.version = version
         self.order = order
-        self.mine: dict[str, list] = {}
+        self.by_owner: dict[str, list] | None = None
         self.pages: dict[tuple, str] = {}
+        self._memo: dict[Any, Any] = {}
 
-    def runs(self, viewer: str | None) -> list:
-        if viewer is None:
+    def runs(self, owner: str | None) -> list:
+        """The queue in view order; with ``owner``, only that owner's runs (indexed once per version)."""
+        if owner is None:
             return self.order
-        if viewer not in self.mine:
-            self.mine[viewer] = [r for r in self.order if r.owner == viewer]
-        return self.mine[viewer]
+        if self.by_owner is None:
+            self.by_owner = {}
+            for run in self.order:
+                self.by_owner.setdefault(run.owner, []).append(run)
+        return self.by_owner.get(owner, [])
+
+    def memo(self, key: Any, make: Callable[[], Any]) -> Any:
+        """``make()`` once per version (a value that depends only on the dispatcher's state)."""
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
 
 
 class QueueViews:
