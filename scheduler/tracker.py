@@ -65,7 +65,8 @@ def read_new(path: str, offset: int, limit: int, final: bool) -> tuple[list[byte
         os.close(fd)
     if not data:
         return [], offset
-    cut = len(data) if final else data.rfind(b"\n") + 1
+    at_end = offset + len(data) >= st.st_size
+    cut = len(data) if final and at_end else data.rfind(b"\n") + 1
     if cut == 0:
         if len(data) < limit:
             return [], offset
@@ -98,7 +99,7 @@ class Tracker(LoggingConfigurable):
         10.0, help="Seconds between measurements of a running run's folder on disk (for storage quotas)."
     ).tag(config=True)
     read_limit = Integer(
-        8 * 1024**2, help="Bytes read from one run's log or report file per pass: a run printing without pause "
+        4 * 1024**2, help="Bytes read from one run's log or report file per pass: a run printing without pause "
                           "cannot keep the others waiting; the rest is read at the next pass."
     ).tag(config=True)
     max_points_per_run = Integer(
@@ -212,6 +213,19 @@ class Tracker(LoggingConfigurable):
 
     # ------------------------------------------------------------------ reading
     async def _collect(self, f: Followed, final: bool, measure: bool = True) -> None:
+        while await self._collect_once(f, final) and final:
+            pass  # an ended run is read to its end, read_limit bytes at a time
+        now = time.monotonic()
+        if final or (measure and now - f.measured_at >= self.disk_interval):
+            f.measured_at = now
+            size = await asyncio.to_thread(disk_bytes, str(f.paths.root))
+            await self.set_size(f.run_id, f.owner, f.group, f.disk, size)
+            f.disk = size
+            if not final:
+                await self._check_quota(f)
+
+    async def _collect_once(self, f: Followed, final: bool) -> bool:
+        """One read of the run's files and the store of what it found; whether anything was read."""
         points, log_offset, report_offset, checkpoints = await asyncio.to_thread(self._read, f, final)
         if log_offset != f.log_offset or report_offset != f.report_offset:
             room = max(self.max_points_per_run - f.stored, 0)
@@ -227,14 +241,8 @@ class Tracker(LoggingConfigurable):
             f.summary, f.stored, f.log_offset, f.report_offset = summary, f.stored + len(kept), log_offset, report_offset
             if registered is not None:
                 f.checkpoints = registered
-        now = time.monotonic()
-        if final or (measure and now - f.measured_at >= self.disk_interval):
-            f.measured_at = now
-            size = await asyncio.to_thread(disk_bytes, str(f.paths.root))
-            await self.set_size(f.run_id, f.owner, f.group, f.disk, size)
-            f.disk = size
-            if not final:
-                await self._check_quota(f)
+            return True
+        return False
 
     def _read(self, f: Followed, final: bool):
         lines, log_offset = read_new(f.log_path, f.log_offset, self.read_limit, final)

@@ -21,7 +21,7 @@ from .states import ACTIVE
 _INSERT_POINT = insert(MetricPoint)
 _INSERT_SQLITE = "INSERT INTO metric_points (run_id, name, step, at, value) VALUES (?, ?, ?, ?, ?)"
 # Points written per statement: small enough that other work on the database thread never waits long.
-POINT_CHUNK = 2000
+POINT_CHUNK = 500
 
 
 class ExperimentHasRuns(Exception):

@@ -99,3 +99,11 @@ def test_files_are_read_in_whole_lines_never_through_a_link(tmp_path):
     assert read_new(str(link), 0, 1024, final=True) == ([], 0)
     log.write_bytes(b"x=1\n")  # truncated by the run: read on from its new end
     assert read_new(str(log), 15, 1024, final=False) == ([], 4)
+
+
+def test_a_final_read_past_the_limit_still_stops_at_whole_lines(tmp_path):
+    log = tmp_path / "output.log"
+    log.write_bytes(b"a=1\nbb=22\nccc=333")
+    assert read_new(str(log), 0, 6, final=True) == ([b"a=1", b""], 4)  # more follows: not the end yet
+    assert read_new(str(log), 4, 6, final=True) == ([b"bb=22", b""], 10)
+    assert read_new(str(log), 10, 7, final=True) == ([b"ccc=333"], 17)  # the end: the last line counts

@@ -90,7 +90,7 @@ class CheckpointsHandler(RunAccessMixin, APIHandler):
         entries = await asyncio.to_thread(list_checkpoints, str(_paths(row).checkpoints))
         steps = [s for s in ((row.checkpoint_steps or {}).get(c["name"], c["name_step"]) for c in entries)
                  if isinstance(s, int) and s >= 0]
-        at_steps = await self.dispatcher.db.run(ts.metrics_at_steps, row.id, steps)
+        at_steps = await self.dispatcher.db.run(ts.metrics_at_steps, row.id, steps) if row.metric_points else {}
         return checkpoint_listing(row, entries, at_steps)
 
     async def get(self, run_id):
