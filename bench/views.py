@@ -4,9 +4,9 @@ Starts a real JupyterHub with its proxy and the scheduler (2 virtual GPUs, SQLit
 both GPUs with one run that holds them, and queues 10,000 one-GPU runs behind it.  Then,
 for each N, N simulated sidebars poll what the sidebar polls in the "everyone" view
 (``GET /api/summary`` and ``GET /api/queue``) every 3 s through the proxy with a user's
-token, while one submitter submits a run every 0.25 s; the figures are the scheduler
-process's CPU (``/proc/<pid>/stat``, user + system) over the window and the submissions'
-latency.
+token: first 10 s with nothing changing (the "quiet" CPU), then a window in which one
+submitter submits a run every 0.25 s; the figures are the scheduler process's CPU
+(``/proc/<pid>/stat``, user + system) in both and the submissions' latency.
 
 ``--client old`` polls as the sidebar did before views were cached (the whole queue, no
 ``If-None-Match``); ``--client new`` as it does now (the first page of 50, ``If-None-Match``
@@ -117,13 +117,17 @@ async def submitter(url: str, token: str, archive: bytes, stop: asyncio.Event, l
         writer.close()
 
 
-async def window(hub: Hub, tokens: list[str], n: int, seconds: float, client: str, pid: int) -> dict:
+async def window(hub: Hub, tokens: list[str], n: int, seconds: float, client: str, pid: int,
+                 quiet: float = 10.0) -> dict:
     stop = asyncio.Event()
     stats: dict = {"bytes": 0}
     latencies: list[float] = []
     sidebars = [Sidebar(hub.api_url, tokens[i % len(tokens)], client, stats) for i in range(n)]
     tasks = [asyncio.ensure_future(s.run(stop)) for s in sidebars]
     await asyncio.sleep(INTERVAL)  # every sidebar has polled once (the first answers are full ones)
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    await asyncio.sleep(quiet)  # nothing changes: what the open sidebars alone cost
+    quiet_cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
     cpu0, t0 = cpu_seconds(pid), time.monotonic()
     stats_before = dict(stats)
     sub = asyncio.ensure_future(submitter(hub.api_url + "/runs", tokens[0], make_archive({"train.py": "pass\n"}),
@@ -133,7 +137,7 @@ async def window(hub: Hub, tokens: list[str], n: int, seconds: float, client: st
     stop.set()
     await asyncio.gather(sub, *tasks)
     polls = {k: v - stats_before.get(k, 0) for k, v in stats.items()}
-    return {"n": n, "cpu": cpu, "latencies": latencies, "polls": polls}
+    return {"n": n, "cpu": cpu, "quiet_cpu": quiet_cpu, "latencies": latencies, "polls": polls}
 
 
 def main() -> None:
@@ -169,6 +173,7 @@ def main() -> None:
             result = asyncio.run(window(hub, tokens, n, args.window, args.client, pid))
             lat = result["latencies"]
             print(json.dumps({"sidebars": n, "client": args.client, "cache": not args.no_cache,
+                              "quiet_cpu_percent_of_a_core": round(100 * result["quiet_cpu"], 1),
                               "cpu_percent_of_a_core": round(100 * result["cpu"], 1),
                               "submit_p50_ms": round(1000 * statistics.median(lat), 1),
                               "submit_p99_ms": round(1000 * pct(lat, 99), 1), "submits": len(lat),

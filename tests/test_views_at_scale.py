@@ -20,8 +20,8 @@ def test_queue_pages_answer_304_until_a_run_is_submitted_or_ends(hub, make_user)
     _, carol = make_user("vc")
     wait_all_gpus_free(alice)
     big = alice.submit({"hold.py": GATED}, entry_point="hold.py", name="secret-big", gpus=4).json()["id"]
-    queued = [alice.submit({"hold.py": GATED}, entry_point="hold.py", name=f"secret-{i}", gpus=1).json()["id"]
-              for i in range(3)]
+    queued = [alice.submit({"hold.py": GATED}, entry_point="hold.py", name=f"secret-{i}", gpus=1,
+                           experiment="views-exp").json()["id"] for i in range(3)]
     bobs = bob.submit({"hold.py": GATED}, entry_point="hold.py", name="bobs-own", gpus=1).json()["id"]
     mine = [big, *queued, bobs]
     try:
@@ -57,6 +57,13 @@ def test_queue_pages_answer_304_until_a_run_is_submitted_or_ends(hub, make_user)
         assert by_carol[bobs]["owner"] == bob_name and by_carol[bobs]["reason"] == "waiting"
         assert by_alice[queued[0]]["name"] == "secret-0" and by_alice[bobs]["name"] is None
         assert ids(bob("GET", "/queue", params={"mine": "1", "limit": 10})) == [bobs]
+
+        # Renaming an experiment changes what the queue shows: a new ETag with the new name.
+        named = alice("GET", "/queue")
+        assert alice("PATCH", "/experiments/views-exp", json={"name": "views-exp2"}).status_code == 200
+        renamed = alice("GET", "/queue", headers={"If-None-Match": named.headers["ETag"]})
+        assert renamed.status_code == 200
+        assert {r["id"]: r for r in renamed.json()["runs"]}[queued[0]]["experiment"] == "views-exp2"
 
         # A submission makes a new version: the old ETag no longer matches and the run is in the answer.
         summary = bob("GET", "/summary")

@@ -152,6 +152,7 @@ class ExperimentHandler(_ExperimentMixin, APIHandler):
             for run in self.dispatcher.active.values():  # queued runs show the new name at once
                 if run.owner == owner and run.experiment == name:
                     run.experiment = new_name
+            self.dispatcher.view_version += 1  # the cached queue views show experiments
         self.write_json((await self.listed(owner, None, [new_name or name]))[0])
 
     async def delete(self, name):
