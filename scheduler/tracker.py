@@ -166,23 +166,36 @@ class Tracker(LoggingConfigurable):
         async with self._lock:
             for run in list(self.dispatcher.active.values()):
                 if run.state in FOLLOWED and run.id not in self.followed:
-                    await self._follow(run.id)
+                    await self._guarded(run.id, self._follow(run.id))
             for f in list(self.followed.values()):
-                await self._collect(f, final=False)
-            ended, self._pending_ends = self._pending_ends, set()
-            for run_id in ended:
-                f = self.followed.pop(run_id, None) or await self._load(run_id)
-                if f is not None:
-                    await self._collect(f, final=True)
+                await self._guarded(f.run_id, self._collect(f, final=False))
+            for run_id in list(self._pending_ends):
+                await self._guarded(run_id, self._finish(run_id))
+
+    async def _guarded(self, run_id: int, work) -> None:
+        """One run's reading; its failure (a run deleted meanwhile, a database refusal) is logged and retried at
+        the next pass, and never keeps the other runs from being read."""
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001
+            log.exception("Run %s: reading its metrics failed; retrying at the next pass", run_id)
+
+    async def _finish(self, run_id: int) -> None:
+        """The last read of an ended run; it stays pending until that read has succeeded."""
+        f = self.followed.pop(run_id, None) or await self._load(run_id)
+        if f is not None:
+            self.followed[run_id] = f  # kept until the last read is stored
+            await self._collect(f, final=True)
+            self.followed.pop(run_id, None)
+        self._pending_ends.discard(run_id)
 
     async def read_ended(self, run_id: int) -> None:
         """Read an ended run's files a last time now, if not yet done (a tuning reads its objective next)."""
         async with self._lock:
             if run_id in self._pending_ends:
-                self._pending_ends.discard(run_id)
-                f = self.followed.pop(run_id, None) or await self._load(run_id)
-                if f is not None:
-                    await self._collect(f, final=True)
+                await self._finish(run_id)
 
     async def flush(self, run_id: int) -> None:
         """Read a run's files now (the API calls it so a query sees what was just printed)."""
