@@ -227,12 +227,18 @@ class Studies:
         if study.get_trials(deepcopy=False)[number].state != optuna.trial.TrialState.RUNNING:
             return  # told before the service stopped
         self.report(name, spec, number, points)
-        if state == "complete":
-            study.tell(number, value)
-        elif state == "pruned":
-            study.tell(number, state=optuna.trial.TrialState.PRUNED)
-        else:
-            study.tell(number, state=optuna.trial.TrialState.FAIL)
+        try:
+            if state == "complete":
+                study.tell(number, value)
+            elif state == "pruned":
+                study.tell(number, state=optuna.trial.TrialState.PRUNED)
+            else:
+                study.tell(number, state=optuna.trial.TrialState.FAIL)
+        except RuntimeError as e:
+            # GridSampler stops the study when its grid is done: allowed only inside optimize(); the trial is
+            # told by then, and the controller ends the tuning (SuggestionEndReached) itself.
+            if "Study.stop" not in str(e):
+                raise
 
     def delete(self, name: str) -> None:
         self._studies.pop(name, None)
@@ -387,6 +393,8 @@ class TuningController(LoggingConfigurable):
             if t.state not in ts.TRIAL_ACTIVE or t.run_id is None:
                 continue
             live = self.dispatcher.active.get(t.run_id)
+            if live is not None and live.state.is_terminal:
+                continue  # its end is being committed: judged once it has left ``active`` and its files are read
             run = runs.get(t.run_id)
             if live is None and run is not None:  # ended: its files read a last time before the objective is
                 await self.scheduler.tracker.read_ended(t.run_id)
