@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -13,8 +12,8 @@ from .failure import explain
 from .templates import add_template_parser, template_command
 from .tracking_cli import tracking_command
 from .tuning import add_tune_parser, make_tune_parser, parse_tune_args, status_text, tune_command, tuning_from_options
-from .options import OptionError, check_syntax, make_parser, parse_run_args, spec_from_options
-from .snapshot import SnapshotTooLarge, build_snapshot
+from .options import OptionError, make_parser, parse_run_args, script_snapshot, spec_from_options
+from .snapshot import SnapshotTooLarge
 from .widget import status_line
 
 
@@ -25,15 +24,8 @@ def _submit(client: NothingClient, argv: list[str]) -> int:
         return 0
     if not ns.script:
         raise OptionError("nothing submit needs a script: nothing submit train.py [--gpus N] [-- script args]")
-    cwd = Path.cwd().resolve()
-    script = (cwd / ns.script).resolve()
-    if not script.is_file() or not script.is_relative_to(cwd):
-        raise OptionError(f"{ns.script} is not a file in the current folder {cwd}")
-    if script.suffix == ".py":
-        check_syntax(script.read_text(errors="replace"), ns.script, ns.script)
-    spec = spec_from_options(ns, script.relative_to(cwd).as_posix(), ns.script_args)
-    archive, _ = build_snapshot(cwd, int(os.environ.get("NOTHING_MAX_SNAPSHOT_BYTES", 100 * 1024**2)))
-    print(status_line(client.submit(spec, archive)))
+    entry, archive = script_snapshot(ns.script)
+    print(status_line(client.submit(spec_from_options(ns, entry, ns.script_args), archive)))
     return 0
 
 
@@ -47,15 +39,8 @@ def _tune_submit(client: NothingClient, argv: list[str]) -> int:
         return 0
     if not ns.script:
         raise OptionError("nothing tune submit needs a script: nothing tune submit train.py --param x:double:0:1 ...")
-    cwd = Path.cwd().resolve()
-    script = (cwd / ns.script).resolve()
-    if not script.is_file() or not script.is_relative_to(cwd):
-        raise OptionError(f"{ns.script} is not a file in the current folder {cwd}")
-    if script.suffix == ".py":
-        check_syntax(script.read_text(errors="replace"), ns.script, ns.script)
-    spec = tuning_from_options(ns, script.relative_to(cwd).as_posix(), ns.script_args)
-    archive, _ = build_snapshot(cwd, int(os.environ.get("NOTHING_MAX_SNAPSHOT_BYTES", 100 * 1024**2)))
-    print(status_text(client.submit_tuning(spec, archive)))
+    entry, archive = script_snapshot(ns.script)
+    print(status_text(client.submit_tuning(tuning_from_options(ns, entry, ns.script_args), archive)))
     return 0
 
 

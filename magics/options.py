@@ -9,14 +9,16 @@ Platform options go anywhere before a ``--``; everything after it is the script'
 from __future__ import annotations
 
 import argparse
+import os
 import re
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument
 
 from ..common.spec import HP_KEY, ValueProblem, parse_duration, parse_memory
+from .snapshot import build_snapshot
 
 
 class OptionError(ValueError):
@@ -257,6 +259,19 @@ def parse_metric(text: str) -> dict[str, str]:
     if not name.strip():
         raise OptionError(f"--metric {text!r}: give a name, e.g. --metric loss or --metric 'acc=acc: ([0-9.]+)'")
     return {"name": name.strip(), "regex": regex} if sep and regex else {"name": name.strip()}
+
+
+def script_snapshot(script: str) -> tuple[str, bytes]:
+    """A terminal command's ``SCRIPT``: its path in the current folder, checked (a file there that compiles),
+    and that folder as the code snapshot (``NOTHING_MAX_SNAPSHOT_BYTES``, 100 MiB by default)."""
+    cwd = Path.cwd().resolve()
+    path = (cwd / script).resolve()
+    if not path.is_file() or not path.is_relative_to(cwd):
+        raise OptionError(f"{script} is not a file in the current folder {cwd}")
+    if path.suffix == ".py":
+        check_syntax(path.read_text(errors="replace"), script, script)
+    archive, _ = build_snapshot(cwd, int(os.environ.get("NOTHING_MAX_SNAPSHOT_BYTES", 100 * 1024**2)))
+    return path.relative_to(cwd).as_posix(), archive
 
 
 def check_syntax(code: str, filename: str, what: str) -> None:

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-from pathlib import Path
 
 from .client import NothingClient
-from .options import OptionError, check_syntax, spec_from_options
-from .snapshot import build_snapshot
+from .options import script_snapshot, spec_from_options
 from .tracking_cli import table
 from .tuning import parse_tune_args, tuning_from_options
 
@@ -28,14 +25,7 @@ def settings_from_args(argv: list[str]) -> tuple[dict, bytes | None, str]:
     ns.template = "-"  # only the options given count, as when starting from a template
     entry, code = "", None
     if ns.script:
-        cwd = Path.cwd().resolve()
-        script = (cwd / ns.script).resolve()
-        if not script.is_file() or not script.is_relative_to(cwd):
-            raise OptionError(f"{ns.script} is not a file in the current folder {cwd}")
-        if script.suffix == ".py":
-            check_syntax(script.read_text(errors="replace"), ns.script, ns.script)
-        entry = script.relative_to(cwd).as_posix()
-        code, _ = build_snapshot(cwd, int(os.environ.get("NOTHING_MAX_SNAPSHOT_BYTES", 100 * 1024**2)))
+        entry, code = script_snapshot(ns.script)
     if ns.given & _TUNE_DESTS:
         settings = tuning_from_options(ns, entry, ns.script_args)
     else:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-import shutil
 import stat
+
+from .rundir import remove_path
 
 MAX_PATTERNS = 100
 _STEP_IN_NAME = re.compile(r"([0-9]{1,18})")
@@ -109,12 +110,8 @@ def remove_checkpoints(folder: str, patterns: list[str]) -> list[tuple[str, int]
             continue
         path = os.path.join(folder, name)
         freed = disk_bytes(path)
-        try:
-            if stat.S_ISDIR(os.lstat(path).st_mode):
-                shutil.rmtree(path)
-            else:
-                os.unlink(path)
-        except FileNotFoundError:
-            continue
+        if not os.path.lexists(path):
+            continue  # removed meanwhile
+        remove_path(path)
         removed.append((os.fsencode(name).decode("utf-8", "replace"), freed))
     return removed

@@ -26,6 +26,8 @@ a trace preemptible for them, as their papers assume.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import bisect
 import math
 from collections.abc import Callable
@@ -51,18 +53,20 @@ from .policy import (
 )
 
 
-class PreemptivePriority:
+class PreemptivePriority(ABC):
     """Rank, start what fits, preempt strictly lower-ranked runs for what does not."""
 
     name = "preemptive-priority"
     #: Runs that may look for victims in one pass (each look costs a walk over the nodes).
     max_reclaims_per_pass = 64
 
+    @abstractmethod
     def rank_queued(self, run: PendingRun, now: float) -> tuple:
-        raise NotImplementedError
+        """The order of a queued run (lower first); each reference policy says what it ranks by."""
 
+    @abstractmethod
     def rank_running(self, h: HeldRun, now: float) -> tuple:
-        raise NotImplementedError
+        """The same order for a running run, so that the two compare (``outranks``)."""
 
     def outranks(self, queued: tuple, running: tuple) -> bool:
         """Whether a queued run of rank ``queued`` may preempt a running one of rank ``running``."""

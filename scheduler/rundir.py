@@ -66,7 +66,7 @@ def stage_source(root: str, limits: SnapshotLimits, uid: int | None = None, gid:
     if paths.source.is_dir():
         return  # started before (a preempted run starts again where it was)
     staging = paths.root / "src.unpacking"
-    _remove(staging)
+    remove_path(staging)
     data = _read_own_file(paths.snapshot)
     os.mkdir(staging, 0o700)
     try:
@@ -82,7 +82,7 @@ def stage_source(root: str, limits: SnapshotLimits, uid: int | None = None, gid:
             os.close(fd)
         staging.rename(paths.source)
     except BaseException:
-        _remove(staging)
+        remove_path(staging)
         raise
     paths.snapshot.unlink()
 
@@ -130,7 +130,7 @@ def prepare_dataset_mounts(root: str, names: list[str]) -> list[str]:
     paths = RunPaths(Path(root))
     _mount_root(paths)
     folder = paths.mounts / "datasets"
-    _remove(folder)
+    remove_path(folder)
     folder.mkdir()
     folder.chmod(0o755)
     points = []
@@ -181,7 +181,7 @@ def prepare_checkpoint_input(root: str, source_root: str, name: str | None,
         return (), ""
     _mount_root(paths)
     folder = paths.mounts / "checkpoints"
-    _remove(folder)
+    remove_path(folder)
     folder.mkdir()
     folder.chmod(0o755)
     point = folder / name if name else folder
@@ -210,7 +210,7 @@ def hand_over_checkpoints(root: str) -> None:
         if not os.listdir(source):
             return
         staging = paths.root / "checkpoint-input.next"
-        _remove(staging)
+        remove_path(staging)
         os.mkdir(staging, 0o700)
         target = os.open(staging, _DIR_FLAGS)
         try:
@@ -218,11 +218,11 @@ def hand_over_checkpoints(root: str) -> None:
         finally:
             os.close(target)
     except BaseException:
-        _remove(paths.root / "checkpoint-input.next")
+        remove_path(paths.root / "checkpoint-input.next")
         raise
     finally:
         os.close(source)
-    _remove(paths.checkpoint_input)
+    remove_path(paths.checkpoint_input)
     staging.rename(paths.checkpoint_input)
 
 
@@ -314,7 +314,7 @@ def _read_own_file(path: Path) -> bytes:
         return f.read()
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path | str) -> None:
     """Remove ``path`` whatever it is, never following a link (``rmtree`` works through descriptors)."""
     try:
         if stat.S_ISDIR(os.lstat(path).st_mode):

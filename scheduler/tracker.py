@@ -30,6 +30,7 @@ from traitlets.config import LoggingConfigurable
 from . import tracking_store as ts
 from .checkpoints import disk_bytes
 from .dataset_store import bytes_by_namespace
+from .dispatcher import utcnow
 from .metrics import Reader, rules_from_json, summarize
 from .runenv import RunPaths
 from .states import RunState, StopCause
@@ -131,7 +132,7 @@ class Tracker(LoggingConfigurable):
         self.dataset_bytes = await self.db.run(bytes_by_namespace)
         self.dispatcher.run_ended.append(self._on_run_ended)
         # Runs that ended while the service was down were not read a last time.
-        since = self.dispatcher_now() - timedelta(days=1)
+        since = utcnow() - timedelta(days=1)
         self._pending_ends.update(await self.db.run(ts.recently_ended, since))
         self._task = asyncio.ensure_future(self._loop())
 
@@ -142,11 +143,6 @@ class Tracker(LoggingConfigurable):
                 await self._task
             except asyncio.CancelledError:
                 pass
-
-    @staticmethod
-    def dispatcher_now():
-        from .dispatcher import utcnow
-        return utcnow()
 
     def _on_run_ended(self, run_id: int) -> None:
         self._pending_ends.add(run_id)

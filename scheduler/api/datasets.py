@@ -76,6 +76,13 @@ class DatasetMixin(HandlerMixin):
         except StorageQuotaExceeded as e:
             raise web.HTTPError(403, str(e)) from None
 
+    async def registered(self, path) -> tuple[str, int, int]:
+        """A server folder under ``c.Datasets.allowed_roots``: ``(real path, files, bytes)``; 400 otherwise."""
+        try:
+            return await asyncio.to_thread(registered_folder, path, list(self.datasets.allowed_roots))
+        except DatasetFileError as e:
+            raise web.HTTPError(400, str(e)) from None
+
     def refuse_in_use(self, what: str, users: list) -> None:
         shown = ", ".join(f"run {i} ({s.value})" for i, s in users[:10])
         raise web.HTTPError(409, f"{what} is used by {shown}: deleting it would fail them (wait for them to end, "
@@ -110,7 +117,7 @@ class DatasetsHandler(DatasetMixin, APIHandler):
         path = body.get("path")
         if path is not None and not self.is_admin:
             raise web.HTTPError(403, "only admins may register a server folder as a dataset")
-        folder = await self._registered(path) if path is not None else None
+        folder = await self.registered(path) if path is not None else None
         try:
             row = await self.dispatcher.db.run(ds.create_dataset, self.username, group, name, description, utcnow())
         except ds.DatasetExists:
@@ -122,12 +129,6 @@ class DatasetsHandler(DatasetMixin, APIHandler):
             row = await self.dispatcher.db.run(ds.get_dataset, row.id)
         self.set_header("Location", f"{self.request.path.rstrip('/')}/{row.id}")
         self.write_json(dataset_model(row), status=201)
-
-    async def _registered(self, path) -> tuple[str, int, int]:
-        try:
-            return await asyncio.to_thread(registered_folder, path, list(self.datasets.allowed_roots))
-        except DatasetFileError as e:
-            raise web.HTTPError(400, str(e)) from None
 
 
 class DatasetHandler(DatasetMixin, APIHandler):
@@ -168,7 +169,7 @@ class VersionsHandler(DatasetMixin, APIHandler):
         if not self.is_admin:
             raise web.HTTPError(403, "only admins may register a server folder as a dataset version")
         body = self.json_body()
-        folder = await DatasetsHandler._registered(self, body.get("path"))
+        folder = await self.registered(body.get("path"))
         version = await self.dispatcher.db.run(ds.next_version, row.id)
         await self.dispatcher.db.run(ds.add_version, row.id, version, self.username, folder[1], folder[2],
                                      folder[0], utcnow())

@@ -176,15 +176,14 @@ class RunAccessMixin(HandlerMixin):
         active = self.dispatcher.active.get(row.id)
         return run_model(row, active.live_fields() if active else None)
 
-    async def queue_submission(self, body: dict, archive: bytes, what: str = "the code snapshot",
-                               client_key: str | None = None):
-        """Check a submission and queue it as the caller's run; every refusal is a 4xx with the reason.
-
-        With ``client_key``, a repeat of the caller's earlier submission raises ``store.DuplicateSubmission``.
-        """
+    async def checked_submission(self, body: dict, archive: bytes, what: str = "the code snapshot",
+                                 is_admin: bool | None = None) -> dict:
+        """The values of a run the caller may queue (a run, or a tuning's trial), with its datasets resolved;
+        every refusal a 4xx with the reason: the spec, the snapshot's size, storage quotas, the checkpoint source."""
         sched = self.scheduler
         try:
-            values = parse_submission(body, sched.max_gpus_per_node, sched.max_cpus_per_node, self.is_admin,
+            values = parse_submission(body, sched.max_gpus_per_node, sched.max_cpus_per_node,
+                                      self.is_admin if is_admin is None else is_admin,
                                       self.current_user.get("groups") or [], cluster_nodes=len(sched.inventory))
         except SpecError as e:
             raise web.HTTPError(400, str(e)) from None
@@ -199,6 +198,15 @@ class RunAccessMixin(HandlerMixin):
         if values.get("checkpoint_run") is not None:
             await self._check_checkpoint_source(values["checkpoint_run"], values.get("checkpoint_name"))
         values["datasets"] = await self._resolve_datasets(values.pop("dataset_refs", []))
+        return values
+
+    async def queue_submission(self, body: dict, archive: bytes, what: str = "the code snapshot",
+                               client_key: str | None = None):
+        """Check a submission and queue it as the caller's run; every refusal is a 4xx with the reason.
+
+        With ``client_key``, a repeat of the caller's earlier submission raises ``store.DuplicateSubmission``.
+        """
+        values = await self.checked_submission(body, archive, what)
         if client_key is not None:
             values["client_key"] = client_key
         try:

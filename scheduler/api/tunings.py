@@ -20,8 +20,7 @@ from .. import tuning as tc
 from .. import tuning_spec as ts
 from ..dispatcher import utcnow
 from ..ownership import may
-from ..spec import SpecError, parse_submission
-from ..tracker import StorageQuotaExceeded
+from ..spec import SpecError
 from .base import APIHandler, parse_id
 from .runs import RunAccessMixin, RunsHandler, submission_body_bytes
 
@@ -95,25 +94,14 @@ class _TuningMixin(RunAccessMixin):
         return min(cap, total) if cap is not None else total
 
     async def create_tuning(self, body: dict, archive: bytes) -> dict:
-        sched = self.scheduler
         try:
             spec, trial_fields = ts.parse_tuning(body, self.gpu_cap())
-            # Every trial is a run: its fields must pass a run's checks (here with the first suggestion).
-            values = parse_submission(ts.trial_body(spec, trial_fields, 0, ts.sample_params(spec)),
-                                      sched.max_gpus_per_node, sched.max_cpus_per_node, False,
-                                      self.current_user.get("groups") or [], cluster_nodes=len(sched.inventory))
         except SpecError as e:
             raise web.HTTPError(400, str(e)) from None
-        if len(archive) > sched.max_snapshot_bytes:
-            raise web.HTTPError(413, f"the code snapshot is {len(archive)} bytes; the limit is "
-                                     f"{sched.max_snapshot_bytes} bytes (add large files to .nothingignore)")
-        try:
-            sched.tracker.check_submission(self.username, values["group"])
-        except StorageQuotaExceeded as e:
-            raise web.HTTPError(403, str(e)) from None
-        if values.get("checkpoint_run") is not None:
-            await self._check_checkpoint_source(values["checkpoint_run"], values.get("checkpoint_name"))
-        trial_fields["_datasets"] = await self._resolve_datasets(values.get("dataset_refs", []))
+        # Every trial is a run: its fields must pass a run's checks (here with the first suggestion).
+        values = await self.checked_submission(ts.trial_body(spec, trial_fields, 0, ts.sample_params(spec)),
+                                               archive, is_admin=False)
+        trial_fields["_datasets"] = values["datasets"]
         now = utcnow()
         row_values = {
             "owner": self.username, "group": values["group"], "name": spec.name, "experiment": spec.experiment,
