@@ -37,3 +37,14 @@ spec="."
 if [ ! -x .venv/chp/node_modules/.bin/configurable-http-proxy ]; then
   npm install --silent --no-audit --no-fund --prefix .venv/chp configurable-http-proxy@5 >/dev/null
 fi
+# The serving runtime (.venv/serving): KServe, numpy and scikit-learn apart from the platform's packages, as a
+# KServe image holds them; model servers and batch inference run under it (NothingScheduler.runtime_python), as
+# their owner's account, so its interpreter too must be one every account can run.
+if ! .venv/serving/bin/python -c "import kserve" 2>/dev/null; then
+  serving_python=$(.venv/bin/python -c 'import sys; print(sys._base_executable)')
+  others_can_run "$serving_python" || serving_python="$python"
+  "$serving_python" -m venv .venv/serving
+  .venv/serving/bin/python -m pip install --quiet --disable-pip-version-check \
+    -r scheduler/serving_runtime/requirements.txt 2>&1 | grep -v "is ignored: it is neither" || true
+  .venv/serving/bin/python -c "import kserve, numpy, sklearn"  # fail loudly if the install did not work
+fi
