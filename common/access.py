@@ -14,3 +14,7 @@ SERVICE_NAME = "nothing"
 # OAuth cookie of an admin has ``admin-ui`` (``oauth_client_allowed_scopes``; the hub
 # drops it for everyone else), and a token created with only the access scope has neither.
 ADMIN_SCOPES = frozenset({"admin:users", "admin-ui"})
+
+# Calling endpoints (``/serve/...``) and nothing else of the service; narrowed to one endpoint with the
+# filter ``!service=endpoint-NAME`` (JupyterHub allows filters only on its own kinds of objects).
+INFERENCE_SCOPE = "custom:nothing:inference"

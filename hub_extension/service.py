@@ -10,7 +10,7 @@ import json
 import sys
 from typing import Any
 
-from nothing.common.access import ADMIN_SCOPES, SERVICE_NAME
+from nothing.common.access import ADMIN_SCOPES, INFERENCE_SCOPE, SERVICE_NAME
 
 __all__ = ["ADMIN_SCOPES", "SERVER_TOKEN_SCOPES", "SERVICE_COOKIE_OPTIONS", "SERVICE_NAME", "configure_hub",
            "platform_roles", "scheduler_service"]
@@ -60,7 +60,7 @@ def platform_roles(name: str = SERVICE_NAME) -> list[dict[str, Any]]:
         {
             "name": "user",
             "description": "Standard user privileges, plus submitting runs to the GPU scheduler",
-            "scopes": ["self", f"access:services!service={name}"],
+            "scopes": ["self", f"access:services!service={name}", INFERENCE_SCOPE],
         },
         {
             "name": "nothing-scheduler",
@@ -80,6 +80,9 @@ def configure_hub(c, *, data_dir: str, service_port: int, scheduler_args: list[s
     ours = {r["name"] for r in platform_roles()}
     c.JupyterHub.services = [s for s in services if s.get("name") != SERVICE_NAME] + [service]
     c.JupyterHub.load_roles = [r for r in roles if r["name"] not in ours] + platform_roles()
+    scopes = dict(c.JupyterHub.custom_scopes) if "custom_scopes" in c.JupyterHub else {}
+    scopes[INFERENCE_SCOPE] = {"description": "Call the NothingAI endpoints you may use, and nothing else"}
+    c.JupyterHub.custom_scopes = scopes
     c.Spawner.server_token_scopes = SERVER_TOKEN_SCOPES
     env = dict(c.Spawner.environment) if "environment" in c.Spawner else {}
     env["NOTHING_SERVICE_URL"] = f"{service['url']}/services/{SERVICE_NAME}/"

@@ -25,14 +25,18 @@ MODEL_INPUT = "model"  # the read-only input's name: EM_DATASET_MODEL in the run
 
 
 @lru_cache(maxsize=1)
-def runtime_archive() -> bytes:
-    """The runtime's files as a run's code snapshot (packed once per process: they do not change)."""
+def _runtime_files() -> tuple[tuple[str, bytes], ...]:
+    return tuple((name, (RUNTIME_DIR / name).read_bytes()) for name in RUNTIME_FILES)
+
+
+def runtime_archive(extra: dict[str, bytes] | None = None) -> bytes:
+    """The runtime's files as a run's code snapshot, with ``extra`` files (a replica's secret: the run's folder
+    is its owner's alone, where a command line or an environment could be read by others or shown)."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name in RUNTIME_FILES:
-            data = (RUNTIME_DIR / name).read_bytes()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
+        for name, data in (*_runtime_files(), *(extra or {}).items()):
             info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o644
+            info.size, info.mode = len(data), 0o600 if extra and name in extra else 0o644
             tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
 
@@ -46,7 +50,8 @@ def model_input(model: Model) -> dict[str, Any]:
 async def submit_runtime_run(scheduler, *, owner: str, owner_groups: list[str], group: str, kind: str,
                              parent_id: int, client_key: str, name: str, entry_point: str, args: list[str],
                              model: Model, gpus: int, cpus: int, memory_bytes: int,
-                             max_seconds: int | None = None, inputs: tuple[dict, ...] = ()) -> int:
+                             max_seconds: int | None = None, inputs: tuple[dict, ...] = (),
+                             files: dict[str, bytes] | None = None) -> int:
     """Queue one runtime run as ``owner``'s and return its id; the same ``client_key`` again returns the same run.
 
     Raises ``SpecError`` for resources no node has, and ``StorageQuotaExceeded`` when the owner's storage is full.
@@ -61,7 +66,7 @@ async def submit_runtime_run(scheduler, *, owner: str, owner_groups: list[str], 
         body["max_time"] = f"{max_seconds}s"
     values = parse_submission(body, scheduler.max_gpus_per_node, scheduler.max_cpus_per_node, False, owner_groups,
                               cluster_nodes=len(scheduler.inventory))
-    archive = runtime_archive()
+    archive = runtime_archive(files)
     values.pop("dataset_refs", None)
     values.update(owner=owner, snapshot_bytes=len(archive), client_key=client_key, kind=kind, parent_id=parent_id,
                   datasets=[model_input(model), *inputs])

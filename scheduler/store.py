@@ -126,8 +126,8 @@ def run_by_client_key(session: Session, owner: str, client_key: str) -> Run | No
 
 
 def _run_filters(owner: str | None, states: list[RunState] | None, experiment: str | None,
-                 since: datetime | None) -> list:
-    conditions = []
+                 since: datetime | None, kind: str | None = "train") -> list:
+    conditions = [] if kind is None else [Run.kind == kind]
     if owner is not None:
         conditions.append(Run.owner == owner)
     if states:
@@ -140,17 +140,18 @@ def _run_filters(owner: str | None, states: list[RunState] | None, experiment: s
 
 
 def list_runs(session: Session, owner: str | None, states: list[RunState] | None, limit: int, offset: int,
-              experiment: str | None = None, since: datetime | None = None) -> list[Run]:
+              experiment: str | None = None, since: datetime | None = None, kind: str | None = "train") -> list[Run]:
     """One page of runs, newest first: ``experiment`` matches exactly, ``since`` keeps runs submitted at or
-    after it (naive UTC)."""
-    query = select(Run).where(*_run_filters(owner, states, experiment, since))
+    after it (naive UTC), ``kind`` is training runs by default (None: every kind)."""
+    query = select(Run).where(*_run_filters(owner, states, experiment, since, kind))
     return list(session.scalars(query.order_by(Run.id.desc()).limit(limit).offset(offset)))
 
 
 def count_runs(session: Session, owner: str | None, states: list[RunState] | None, experiment: str | None = None,
-               since: datetime | None = None) -> int:
+               since: datetime | None = None, kind: str | None = "train") -> int:
     """How many runs ``list_runs`` with the same filters has over all its pages."""
-    return session.scalar(select(func.count()).select_from(Run).where(*_run_filters(owner, states, experiment, since)))
+    return session.scalar(select(func.count()).select_from(Run).where(
+        *_run_filters(owner, states, experiment, since, kind)))
 
 
 def usage_history(session: Session, since: datetime) -> list[tuple]:

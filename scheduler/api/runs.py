@@ -35,9 +35,15 @@ MAX_LOG_OFFSET = 2**53
 MAX_TAIL_LINES = 10**6
 
 
+# ?kind=: training runs (the default), model-server replicas, batch inference jobs, or all of them.
+RUN_KINDS = ("train", "serving", "batch", "all")
+
+
 def run_model(row: Run, live: dict | None = None) -> dict:
     model = {
         "id": row.id,
+        "kind": getattr(row, "kind", None) or "train",
+        "parent_id": getattr(row, "parent_id", None),
         "owner": row.owner,
         "name": row.name,
         "experiment": row.experiment,
@@ -253,8 +259,12 @@ class RunsHandler(RunAccessMixin, APIHandler):
         offset = self.query_int("offset", 0, 0, MAX_LIST_OFFSET)
         experiment = self.get_argument("experiment", None) or None
         since = parse_since(self.get_argument("since", None))
-        rows = await self.dispatcher.db.run(store.list_runs, owner, states, limit, offset, experiment, since)
-        total = await self.dispatcher.db.run(store.count_runs, owner, states, experiment, since)
+        kind: str | None = self.get_argument("kind", "train")
+        if kind not in RUN_KINDS:
+            raise web.HTTPError(400, f"?kind= is one of {', '.join(RUN_KINDS)}, not {str(kind)[:40]!r}")
+        kind = None if kind == "all" else kind
+        rows = await self.dispatcher.db.run(store.list_runs, owner, states, limit, offset, experiment, since, kind)
+        total = await self.dispatcher.db.run(store.count_runs, owner, states, experiment, since, kind)
         self.write_json({"runs": [self.model(r) for r in rows], "total": total, "limit": limit, "offset": offset})
 
     async def post(self):
