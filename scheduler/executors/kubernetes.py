@@ -110,6 +110,11 @@ class KubernetesExecutor(Executor):
     python = Unicode("python3", help="The Python of the image (runs the entry point and the launcher).").tag(
         config=True)
 
+    serving_image = Unicode("", help="""Container image the model servers of endpoints run in (the serving runtime:
+        ``python`` with KServe and the model frameworks, as ``.venv/serving`` holds them elsewhere); each stage
+        resource becomes a Deployment of it (``kube_serving``). Empty: endpoints cannot be served on Kubernetes.
+        Example: ``c.KubernetesExecutor.serving_image = "nothingai/serving:kserve-0.21"``""").tag(config=True)
+
     service_account = Unicode("", help="""Service account of the runs' pods (empty: the namespace's default).
         Its API token is not mounted either way. Example: ``"nothing-run"``""").tag(config=True)
 
