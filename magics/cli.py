@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .client import NothingClient, NothingError
 from .failure import explain
+from .models import add_model_parser, model_command
 from .templates import add_template_parser, template_command
 from .tracking_cli import tracking_command
 from .tuning import add_tune_parser, make_tune_parser, parse_tune_args, status_text, tune_command, tuning_from_options
@@ -86,12 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     met.add_argument("--name", action="append", default=[], help="only this metric (repeatable)")
     met.add_argument("--points", action="store_true", help="every point (step, time, value), not the summary")
     met.add_argument("--csv", action="store_true", help="every point as CSV")
-    model = sub.add_parser("model", help="a run's checkpoints (as NSML's model ls / model rm)")
-    model_sub = model.add_subparsers(dest="model_command", required=True)
-    model_sub.add_parser("ls", help="list a run's checkpoints").add_argument("run", type=int)
-    model_rm = model_sub.add_parser("rm", help='delete checkpoints by name or shell pattern ("*": all)')
-    model_rm.add_argument("run", type=int)
-    model_rm.add_argument("checkpoint", nargs="+")
+    add_model_parser(sub)
     exp = sub.add_parser("experiments", help="your experiments (ls, create, rename, describe, rm)")
     exp.add_argument("action", nargs="?", default="ls", choices=["ls", "create", "rename", "describe", "rm"])
     exp.add_argument("name", nargs="?")
@@ -159,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f)
         elif command == "dataset":
             return _dataset(client, args)
-        elif command in ("rm", "metrics", "model", "experiments", "storage"):
+        elif command == "model":
+            return model_command(client, args)
+        elif command in ("rm", "metrics", "experiments", "storage"):
             return tracking_command(client, command, args)
         elif command == "gpus":
             info = client.gpus()

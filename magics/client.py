@@ -213,6 +213,33 @@ class NothingClient:
     def delete_tuning(self, tuning_id: int) -> None:
         self._request("DELETE", f"/tunings/{int(tuning_id)}")
 
+    def models(self, everyone: bool = False) -> list[dict]:
+        """The caller's models and their groups' (``everyone``: all of them, admins)."""
+        return self._request("GET", "/models", params={"all": "1"} if everyone else {}, retry=True).json()["models"]
+
+    def model(self, ref: str | int) -> dict:
+        return self._request("GET", f"/models/{quote(str(ref), safe='')}", retry=True).json()
+
+    def create_model(self, body: dict[str, Any], archive: bytes | None = None) -> dict:
+        """Make a model; with ``archive`` (the folder as a .tar.gz) it is the upload. Not retried: a second
+        attempt would be refused as a duplicate name, hiding the first one's answer."""
+        import json
+
+        wait = (self.timeout, None)  # the service copies the whole artifact before it answers
+        if archive is None:
+            return self._request("POST", "/models", json=body, timeout=wait).json()
+        if len(archive) <= JSON_SUBMISSION_MAX_BYTES:
+            source = {"upload": base64.b64encode(archive).decode("ascii")}
+            return self._request("POST", "/models", json=dict(body, source=source), timeout=wait).json()
+        files = {"archive": ("model.tar.gz", archive, "application/gzip")}
+        return self._request("POST", "/models", data={"spec": json.dumps(body)}, files=files, timeout=wait).json()
+
+    def update_model(self, ref: str | int, changes: dict[str, Any]) -> dict:
+        return self._request("PATCH", f"/models/{quote(str(ref), safe='')}", json=changes).json()
+
+    def delete_model(self, ref: str | int) -> None:
+        self._request("DELETE", f"/models/{quote(str(ref), safe='')}")
+
     def logs(self, run_id: int, tail: int | None = None, offset: int | None = None) -> tuple[str, int, str]:
         """Returns ``(text, next_offset, run_state)``."""
         params = {}

@@ -27,6 +27,7 @@ from .accounts import UnixAccounts
 from .api import default_handlers
 from .api.metrics import PrometheusMetrics
 from .datasets import Datasets
+from .models import Models
 from .tracker import Tracker
 from .tuning import TuningController
 from .db import Database
@@ -66,7 +67,7 @@ class NothingScheduler(Application):
     version = __version__
     aliases = aliases
     classes = [LocalExecutor, SlurmExecutor, UnixAccounts, ZombieMonitor, TensorBoardManager, Tracker, TuningController,
-               PrometheusMetrics]
+               PrometheusMetrics, Models]
 
     config_file = Unicode("", help="A Python config file to load, e.g. nothing_scheduler_config.py").tag(config=True)
 
@@ -273,6 +274,8 @@ class NothingScheduler(Application):
         self.tunings = TuningController(self, parent=self)
         self.datasets = Datasets(self.data_dir, parent=self)
         self.datasets.files.prepare()
+        self.models = Models(self.data_dir, parent=self)
+        self.models.prepare()
 
     def take_lock(self) -> None:
         """Own the data dir and database before touching either (see ``lock.py``); exit if that is refused."""

@@ -15,6 +15,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from .models import models_made_from_run
 from .orm import Experiment, MetricPoint, Run, RunEvent
 from .states import ACTIVE
 
@@ -197,8 +198,7 @@ def _checkpoint_users(session: Session, run_id: int) -> list[str]:
 
 
 # What keeps a run from being deleted: each rule returns sentences naming what is in the way.
-# The models issue adds "model M was made from it" here.
-RUN_DELETION_RULES: list = [_checkpoint_users]
+RUN_DELETION_RULES: list = [_checkpoint_users, models_made_from_run]
 
 
 def run_deletion_blockers(session: Session, run_id: int) -> list[str]:

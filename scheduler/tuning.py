@@ -37,6 +37,7 @@ from traitlets.config import LoggingConfigurable
 from . import store
 from . import tuning_spec as ts
 from .dispatcher import RunNotActive, utcnow
+from .models import models_made_from_tuning
 from .orm import Run, Tuning, TuningTrial
 from .spec import SpecError, parse_submission
 from .states import StopCause
@@ -123,8 +124,8 @@ def delete_tuning(session: Session, tuning_id: int) -> None:
 
 
 def deletion_blockers(session: Session, tuning_id: int) -> list[str]:
-    """Why a tuning cannot be deleted: the models made from its best trial, once models exist (none yet)."""
-    return []
+    """Why a tuning cannot be deleted: the models made from its best trial."""
+    return models_made_from_tuning(session, tuning_id)
 
 
 # ---------------------------------------------------------------- Optuna (on its own thread)

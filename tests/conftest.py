@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,10 @@ async def dispatcher(tmp_path):
     d.db.close()
 
 
+# The server folder the session's hub lets models be registered from (tests/test_models_live.py).
+MODELS_ALLOWED_ROOT = Path(tempfile.gettempdir()) / "nothing-test-models-allowed"
 SCHEDULER_TEST_ARGS = [
+    f"--Models.allowed_roots={MODELS_ALLOWED_ROOT}",
     "--NothingScheduler.gpu_mode=virtual",
     "--NothingScheduler.virtual_gpus=4",
     "--NothingScheduler.node_cpus=16",

@@ -32,7 +32,9 @@ OUTPUTS = ("import os\nprint('line one')\nprint('line two')\n"
 # Deleting runs by random id would delete other tests' runs in the shared hub; the fuzz user's own run
 # must stay for the operations after it.  Deletion has its own tests (test_tracking_live).
 ADMIN_SKIPS = {"POST /runs/{run_id}/cancel", "POST /runs/{run_id}/priority", "DELETE /notebooks",
-               "DELETE /runs/{run_id}", "DELETE /runs/{run_id}/checkpoints"}
+               "DELETE /runs/{run_id}", "DELETE /runs/{run_id}/checkpoints",
+               # A model an admin made from another test's run would keep that run from being deleted.
+               "POST /models", "DELETE /models/{ref}"}
 USER_SKIPS = {"DELETE /runs/{run_id}"}
 
 

@@ -40,6 +40,8 @@ def _errors(*codes: int) -> dict:
 
 
 _EXP = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+_MODEL_REF = {"name": "ref", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1},
+              "description": "the model's id or name"}
 
 
 def _json(ref: str, description: str = "ok") -> dict:
@@ -105,6 +107,50 @@ def _submission_schema() -> dict:
     }
 
 
+def _model_schemas() -> dict:
+    """The model (``/models``) as created and as answered; the limits are ``scheduler/models.py``'s."""
+    from .. import models as md
+    from ..serving_runtime.artifacts import FRAMEWORKS
+
+    text = {"type": "string"}
+    tags = {"type": "object", "maxProperties": md.MAX_TAGS,
+            "propertyNames": {"minLength": 1, "maxLength": md.MAX_TAG_KEY},
+            "additionalProperties": {"type": "string", "maxLength": md.MAX_TAG_VALUE}}
+    name = {"type": "string", "pattern": r"^(?![0-9]+$)[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"}
+    source = {"oneOf": [
+        {"type": "object", "additionalProperties": False, "required": ["run"], "properties": {
+            "run": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+            "path": {"type": "string", "maxLength": md.MAX_PATH_CHARS,
+                     "description": "a folder inside the run's folder (default: model, its EM_MODEL_DIR)"}}},
+        {"type": "object", "additionalProperties": False, "required": ["tuning"], "properties": {
+            "tuning": {"type": "integer", "minimum": 0, "maximum": MAX_ID}}},
+        {"type": "object", "additionalProperties": False, "required": ["upload"], "properties": {
+            "upload": {"type": "string", "contentEncoding": "base64", "description": "the folder as a .tar.gz"}}},
+        {"type": "object", "additionalProperties": False, "required": ["server_path"], "properties": {
+            "server_path": {"type": "string", "description": "a folder under c.Models.allowed_roots"}}}]}
+    return {
+        "ModelCreate": {"type": "object", "additionalProperties": False, "required": ["name", "framework", "source"],
+                        "properties": {
+                            "name": name, "description": {"type": "string", "maxLength": md.MAX_DESCRIPTION},
+                            "framework": {"type": "string", "enum": list(FRAMEWORKS)},
+                            "framework_version": {"type": "string", "maxLength": md.MAX_FRAMEWORK_VERSION},
+                            "tags": tags, "group": {"type": "string", "description": "one of the caller's groups"},
+                            "source": source}},
+        "ModelChange": {"type": "object", "additionalProperties": False, "minProperties": 1, "properties": {
+            "name": name, "description": {"type": "string", "maxLength": md.MAX_DESCRIPTION}, "tags": tags}},
+        "Model": {"type": "object", "properties": {
+            "id": {"type": "integer"}, "owner": text, "group": text, "name": text, "description": text,
+            "framework": text, "framework_version": text,
+            "format": {"type": "string", "enum": ["savedmodel", "pytorch", "mar", "python"]},
+            "artifact_path": text, "size_bytes": {"type": "integer"}, "tags": {"type": "object"},
+            "source": {"type": "object", "properties": {
+                "kind": {"type": "string", "enum": list(md.SOURCE_KINDS)},
+                "run_id": {"type": ["integer", "null"]}, "run_name": {"type": ["string", "null"]},
+                "tuning_id": {"type": ["integer", "null"]}, "path": text}},
+            "created_at": text, "updated_at": text}},
+    }
+
+
 def document(prefix: str) -> dict:
     run_ref = "#/components/schemas/Run"
     obj = {"type": "object"}
@@ -122,6 +168,7 @@ def document(prefix: str) -> dict:
                 "Error": {"type": "object", "required": ["status", "message"],
                           "properties": {"status": {"type": "integer"}, "message": {"type": "string"}}},
                 "Submission": _submission_schema(),
+                **_model_schemas(),
                 "Run": {
                     "type": "object",
                     "properties": {
@@ -219,6 +266,29 @@ def document(prefix: str) -> dict:
                                      "name": _NAME, "description": {"type": "string"}}}}}}),
                 "delete": _op("Delete an experiment that has no runs left", {"description": "deleted"}, 400, 404,
                               409, ok_code="204", parameters=[_EXP])},
+            "/models": {
+                "get": _op("My models and my groups' (admins: all=1)", {"description": "the models", "content": {
+                    "application/json": {"schema": {"type": "object", "properties": {"models": {
+                        "type": "array", "items": {"$ref": "#/components/schemas/Model"}}}}}}}, 400,
+                    parameters=[_query("all", _BOOL)]),
+                "post": _op("Make a model from a COMPLETE run, a COMPLETE tuning's best trial, an upload or a server "
+                            "folder (the artifact is copied and checked)", _json("#/components/schemas/Model",
+                                                                                  "created"),
+                            400, 404, 409, 413, ok_code="201", requestBody={"required": True, "content": {
+                                "application/json": {"schema": {"$ref": "#/components/schemas/ModelCreate"}},
+                                "multipart/form-data": {"schema": {
+                                    "type": "object", "required": ["spec", "archive"], "properties": {
+                                        "spec": {"type": "string", "description": "ModelCreate without source"},
+                                        "archive": {"type": "string", "format": "binary"}}}}}})},
+            "/models/{ref}": {
+                "get": _op("One model (by id, or by name: mine, else my group's)", _json("#/components/schemas/Model"),
+                           400, 404, parameters=[_MODEL_REF]),
+                "patch": _op("Change a model's name, description or tags (owner, admins)",
+                             _json("#/components/schemas/Model"), 400, 404, 409, 413, parameters=[_MODEL_REF],
+                             requestBody={"required": True, "content": {"application/json": {"schema": {
+                                 "$ref": "#/components/schemas/ModelChange"}}}}),
+                "delete": _op("Delete a model and its artifact, unless an endpoint or a batch inference uses it",
+                              {"description": "deleted"}, 400, 404, 409, ok_code="204", parameters=[_MODEL_REF])},
             "/storage": {"get": _op("What my runs take on disk, against my and my groups' storage quotas "
                                     "(admins: all=1)", {"description": "usage"}, 400,
                                     parameters=[_query("all", _BOOL)])},
