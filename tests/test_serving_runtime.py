@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -202,10 +203,11 @@ def test_the_runtime_files_packed_into_runs_exist_and_import_only_the_stdlib_kse
 
 
 def start_server(runtime: Path, model_dir: Path, port_file: Path, name: str = "linear",
-                 framework: str = "python", fmt: str = "python") -> subprocess.Popen:
-    return subprocess.Popen([str(runtime), str(RUNTIME_DIR / "model_server.py"), "--name", name, "--framework",
-                             framework, "--format", fmt, "--port-file", str(port_file)],
-                            env={**os.environ, "EM_DATASET_MODEL": str(model_dir)}, cwd=RUNTIME_DIR,
+                 source: Path = RUNTIME_DIR) -> subprocess.Popen:
+    """``model_server.py`` run from ``source`` (its working folder), as the platform runs a replica."""
+    return subprocess.Popen([str(runtime), str(source / "model_server.py"), "--name", name, "--framework", "python",
+                             "--format", "python", "--port-file", str(port_file)],
+                            env={**os.environ, "EM_DATASET_MODEL": str(model_dir)}, cwd=source,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -268,6 +270,30 @@ def test_a_body_without_instances_is_a_400_saying_what_is_expected(server):
     response = requests.post(f"{server['url']}/v1/models/linear:predict", json={"rows": [[1, 1]]}, timeout=10)
     assert response.status_code == 400
     assert "instances" in response.json()["error"]
+
+
+def test_a_replica_given_a_secret_answers_only_requests_that_carry_it(runtime, tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in RUNTIME_FILES:
+        shutil.copy(RUNTIME_DIR / name, source / name)
+    (source / "replica.token").write_text("s3cret\n")
+    process = start_server(runtime, write(tmp_path / "m", {"handler.py": PYTHON_HANDLER}), tmp_path / "port.json",
+                           name="double", source=source)
+    try:
+        where = wait_for_port_file(process, tmp_path / "port.json")
+        url = f"http://{where['host']}:{where['port']}"
+        predict = f"{url}/v1/models/double:predict"
+        assert requests.post(predict, json={"instances": [1]}, timeout=10).status_code == 403
+        assert requests.get(f"{url}/v2/health/ready", timeout=10).status_code == 403
+        wrong = requests.post(predict, json={"instances": [1]}, headers={"X-Nothing-Replica": "guess"}, timeout=10)
+        assert wrong.status_code == 403
+        right = requests.post(predict, json={"instances": [1, 2.5]}, headers={"X-Nothing-Replica": "s3cret"},
+                              timeout=10)
+        assert right.json() == {"predictions": [2, 5.0]}
+    finally:
+        process.kill()
+        process.wait(timeout=10)
 
 
 def test_a_handler_whose_load_raises_exits_nonzero_with_the_reason_last_on_stderr(runtime, tmp_path):
@@ -387,16 +413,16 @@ def test_jsonl_lines_keep_their_line_numbers_and_a_bad_line_is_an_error_record(r
 
 def test_a_batch_past_the_timeout_gets_timeout_errors_while_the_other_records_succeed(runtime, sklearn_model,
                                                                                      tmp_path):
-    source = write(tmp_path / "in", {"r.jsonl": "\n".join(json.dumps(x) for x in
-                                                          [[1, 0], [2, 0], [0, -1], [3, 0], [4, 0], [5, 0]])})
+    records = [[1, 0], [0, -1], [2, 0], [3, 0], [4, 0], [5, 0]]  # the first worker's share: 1, slow, 2
+    source = write(tmp_path / "in", {"r.jsonl": "\n".join(json.dumps(x) for x in records)})
     started = time.monotonic()
     result = batch(runtime, sklearn_model, source, tmp_path / "out", "--input-type", "jsonl", "--batch-size", "1",
                    "--timeout", "1.5", "--workers", "2")
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - started < 30  # the slow record sleeps 60 s: its worker was killed, not awaited
     lines = results(tmp_path / "out" / "r.jsonl.result.jsonl")
-    assert lines[2] == {"index": 2, "line": 3, "error": "timeout after 1.5s"}
-    assert [r["prediction"] for i, r in enumerate(lines) if i != 2] == [expected([n, 0]) for n in (1, 2, 3, 4, 5)]
+    assert lines[1] == {"index": 1, "line": 2, "error": "timeout after 1.5s"}
+    assert [r["prediction"] for i, r in enumerate(lines) if i != 1] == [expected([n, 0]) for n in (1, 2, 3, 4, 5)]
 
 
 def test_max_seconds_ends_the_job_with_status_3_and_no_partial_result_file(runtime, sklearn_model, tmp_path):

@@ -38,6 +38,8 @@ EXIT_OK, EXIT_LOAD_FAILED, EXIT_NO_INPUT, EXIT_TIMED_OUT = 0, 1, 2, 3
 DEFAULT_INCLUDE = {"json": "**/*.json", "jsonl": "**/*.jsonl"}
 SUMMARY = "_summary.json"
 RESULT_SUFFIX = ".result.jsonl"
+READ_AHEAD = 20_000  # records parsed before the workers ask for them
+CHUNK_BATCHES, CHUNK_RECORDS = 8, 256  # batches sent to a worker at once: up to 8, up to about 256 records
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -195,7 +197,7 @@ class InputFile:
         self.remaining -= 1
 
     def write(self, output: Path) -> None:
-        lines = "".join(json.dumps(r, ensure_ascii=False, default=plain) + "\n" for r in self.results)
+        lines = "".join(encode(r) + "\n" for r in self.results)
         write_atomically(output / (self.relative + RESULT_SUFFIX), lines)
         self.results = []
 
@@ -205,6 +207,9 @@ def plain(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"a prediction of type {type(value).__name__} is not JSON")
+
+
+encode = json.JSONEncoder(ensure_ascii=False, default=plain).encode  # one encoder: json.dumps(default=) makes one per call
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -226,29 +231,52 @@ class Batch:
 
 
 class Feed:
-    """Records of the input files in order, cut into batches (which may span files); files are read only as
-    the workers need their records, and each result file is written as soon as its last record is answered."""
+    """Records of the input files in order, cut into batches (which may span files).  Files are read whole, in
+    order, as the workers need their records and a little ahead (while the workers load the model or predict);
+    each result file is written as soon as its last record is answered."""
 
-    def __init__(self, root: Path, files: list[str], input_type: str, batch_size: int, output: Path):
+    def __init__(self, root: Path, files: list[str], input_type: str, batch_size: int, output: Path,
+                 read_ahead: int):
         self.root, self.unread, self.input_type = root, deque(files), input_type
-        self.batch_size, self.output = batch_size, output
+        self.batch_size, self.output, self.read_ahead = batch_size, output, read_ahead
         self.queue: deque[tuple[InputFile, int, Any]] = deque()
+        self.returned: deque[Batch] = deque()  # batches a killed worker had not started: first to go again
         self.open: list[InputFile] = []
         self.done: dict[str, dict] = {}
         self.records = self.errors = 0
 
-    def next_batch(self) -> Batch | None:
-        while len(self.queue) < self.batch_size and self.unread:
-            file = InputFile(self.unread.popleft(), self.input_type)
-            file.read(self.root)
-            self.open.append(file)
-            self.queue.extend((file, slot, instance) for slot, instance in file.pending)
-            file.pending = []
-        self.finish()
-        if not self.queue:
-            return None
-        taken = [self.queue.popleft() for _ in range(min(self.batch_size, len(self.queue)))]
-        return Batch([(file, slot) for file, slot, _ in taken], [instance for _, _, instance in taken])
+    def read_next(self) -> bool:
+        """Read one more file if fewer than ``read_ahead`` records wait; whether one was read."""
+        if not self.unread or len(self.queue) >= self.read_ahead:
+            return False
+        file = InputFile(self.unread.popleft(), self.input_type)
+        file.read(self.root)
+        self.open.append(file)
+        self.queue.extend((file, slot, instance) for slot, instance in file.pending)
+        file.pending = []
+        return True
+
+    def next_batches(self, count: int) -> list[Batch]:
+        batches = [self.returned.popleft() for _ in range(min(count, len(self.returned)))]
+        while len(batches) < count:
+            while len(self.queue) < self.batch_size and self.read_next():
+                pass
+            if not self.queue:
+                break
+            taken = [self.queue.popleft() for _ in range(min(self.batch_size, len(self.queue)))]
+            batches.append(Batch([(file, slot) for file, slot, _ in taken], [instance for _, _, instance in taken]))
+        return batches
+
+    def share(self, chunk: int, workers: int) -> int:
+        """How many batches to send an idle worker: a whole chunk while there is plenty, an even share of what
+        is left at the end (so one worker does not take it all while the others wait)."""
+        if self.unread:
+            return chunk
+        left = len(self.returned) + -(-len(self.queue) // self.batch_size)
+        return max(1, min(chunk, -(-left // workers)))
+
+    def give_back(self, batches: list[Batch]) -> None:
+        self.returned.extendleft(reversed(batches))
 
     def finish(self) -> None:
         """Write out every open file whose records are all answered."""
@@ -266,11 +294,12 @@ class Feed:
 
     @property
     def exhausted(self) -> bool:
-        return not self.unread and not self.queue and not self.open
+        return not self.unread and not self.queue and not self.returned and not self.open
 
 
 def worker_main(conn, model_dir: Path, framework: str, fmt: str, name: str) -> None:
-    """A worker process: load the model, say ready, then answer batches until the pipe closes."""
+    """A worker process: load the model, say ready, then answer each batch of every chunk it is sent, one
+    message per batch, until the pipe closes."""
     import loaders
 
     try:
@@ -285,17 +314,22 @@ def worker_main(conn, model_dir: Path, framework: str, fmt: str, name: str) -> N
     conn.send(("ready",))
     while True:
         try:
-            instances = conn.recv()
+            chunk = conn.recv()
         except (EOFError, OSError):
             return
-        try:
-            conn.send(("result", predictor.predict(instances)))
-        except Exception as e:
-            conn.send(("error", f"{type(e).__name__}: {e}"))
+        for instances in chunk:
+            try:
+                conn.send(("result", predictor.predict(instances)))
+            except Exception as e:
+                conn.send(("error", f"{type(e).__name__}: {e}"))
 
 
 class Worker:
-    """One model process and the batch it is working on."""
+    """One model process and the batches sent to it, the first of which it is working on.
+
+    A worker is sent several batches at once (a chunk) so it never waits on the main process between them;
+    the main process sends only to a worker that has answered all it was sent, so neither ever blocks
+    writing to the other while that one writes too."""
 
     def __init__(self, context, load_args: tuple):
         self.conn, child = context.Pipe()
@@ -303,12 +337,13 @@ class Worker:
         self.process.start()
         child.close()
         self.ready = False
-        self.batch: Batch | None = None
-        self.deadline = 0.0
+        self.sent: deque[Batch] = deque()
+        self.deadline = 0.0  # when the batch it is working on times out
 
-    def send(self, batch: Batch, timeout: float) -> None:
-        self.batch, self.deadline = batch, time.monotonic() + timeout
-        self.conn.send(batch.instances)
+    def send(self, batches: list[Batch], timeout: float) -> None:
+        self.sent.extend(batches)
+        self.deadline = time.monotonic() + timeout
+        self.conn.send([batch.instances for batch in batches])
 
     def kill(self) -> None:
         self.process.kill()
@@ -320,6 +355,9 @@ class LoadFailed(Exception):
     pass
 
 
+Finished = list[tuple[Batch, "list | None", "str | None"]]
+
+
 class Pool:
     """``size`` workers; a killed or dead one is replaced by a fresh process loading the model again."""
 
@@ -327,53 +365,57 @@ class Pool:
         self.context = multiprocessing.get_context("spawn")
         self.load_args, self.timeout = load_args, timeout
         self.workers = [Worker(self.context, load_args) for _ in range(size)]
+        self.first_ready: float | None = None  # when the model was first loaded (monotonic)
 
     def busy(self) -> bool:
-        return any(w.batch for w in self.workers)
+        return any(w.sent for w in self.workers)
 
     def idle(self) -> list[Worker]:
-        return [w for w in self.workers if w.ready and w.batch is None]
+        return [w for w in self.workers if w.ready and not w.sent]
 
-    def replace(self, worker: Worker) -> None:
-        worker.kill()
-        self.workers[self.workers.index(worker)] = Worker(self.context, self.load_args)
-
-    def step(self, until: float | None) -> None:
-        """Wait for answers (at most until ``until``, or a batch's deadline), record them, enforce timeouts."""
+    def step(self, until: float | None, block: bool = True) -> tuple[Finished, list[Batch]]:
+        """Wait for answers (at most until ``until`` or a batch's deadline; not at all unless ``block``), enforce
+        timeouts and replace dead workers.  Returns the batches finished, with their predictions or error, and
+        those a replaced worker had not started (to be sent again)."""
         now = time.monotonic()
-        deadlines = [w.deadline for w in self.workers if w.batch] + ([until] if until else [])
-        timeout = max(0.0, min(deadlines) - now) if deadlines else None
+        deadlines = [w.deadline for w in self.workers if w.sent] + ([until] if until else [])
+        timeout = (max(0.0, min(deadlines) - now) if deadlines else None) if block else 0
         wait([w.conn for w in self.workers] + [w.process.sentinel for w in self.workers], timeout)
+        finished: Finished = []
+        returned: list[Batch] = []
         for worker in list(self.workers):
             try:
                 while worker.conn.poll():
-                    self.receive(worker, worker.conn.recv())
+                    self.receive(worker, worker.conn.recv(), finished)
             except (EOFError, OSError):
                 pass
             if not worker.process.is_alive():
                 code = worker.process.exitcode
                 if not worker.ready:
                     raise LoadFailed(f"a model worker exited with status {code} while loading the model")
-                if worker.batch:
-                    worker.batch.answer(error=f"the model worker died (exit status {code})")
-                self.replace(worker)
-            elif worker.batch and time.monotonic() >= worker.deadline:
-                worker.batch.answer(error=f"timeout after {self.timeout:g}s")
-                self.replace(worker)
+                self.replace(worker, f"the model worker died (exit status {code})", finished, returned)
+            elif worker.sent and time.monotonic() >= worker.deadline:
+                self.replace(worker, f"timeout after {self.timeout:g}s", finished, returned)
+        return finished, returned
 
-    def receive(self, worker: Worker, message: tuple) -> None:
+    def receive(self, worker: Worker, message: tuple, finished: Finished) -> None:
         kind = message[0]
         if kind == "load-error":
             raise LoadFailed(message[1])
         if kind == "ready":
             worker.ready = True
+            self.first_ready = self.first_ready or time.monotonic()
             return
-        batch, worker.batch = worker.batch, None
-        assert batch is not None
-        if kind == "result":
-            batch.answer(predictions=message[1])
-        else:
-            batch.answer(error=message[1])
+        batch = worker.sent.popleft()
+        worker.deadline = time.monotonic() + self.timeout  # the next batch starts now
+        finished.append((batch, message[1], None) if kind == "result" else (batch, None, message[1]))
+
+    def replace(self, worker: Worker, reason: str, finished: Finished, returned: list[Batch]) -> None:
+        if worker.sent:
+            finished.append((worker.sent.popleft(), None, reason))
+            returned.extend(worker.sent)
+        worker.kill()
+        self.workers[self.workers.index(worker)] = Worker(self.context, self.load_args)
 
     def close(self) -> None:
         for worker in self.workers:
@@ -392,39 +434,48 @@ def run(args: argparse.Namespace) -> int:
               + (f" and not --exclude {' '.join(args.exclude)}" if args.exclude else ""), file=sys.stderr)
         return EXIT_NO_INPUT
     args.output.mkdir(parents=True, exist_ok=True)
-    feed = Feed(args.input, files, args.input_type, args.batch_size, args.output)
+    chunk = min(CHUNK_BATCHES, max(1, CHUNK_RECORDS // args.batch_size))
+    feed = Feed(args.input, files, args.input_type, args.batch_size, args.output,
+                read_ahead=max(READ_AHEAD, 2 * chunk * args.batch_size * args.workers))
     pool = Pool(args.workers, (args.model_dir, args.framework, args.fmt, args.name), args.timeout)
     timed_out = False
+    finished: Finished = []
     try:
-        waiting: Batch | None = None
         while True:
+            # Idle workers get their next batches first; the main process records answers, writes result files
+            # and reads ahead while they predict.
             for worker in pool.idle():
-                waiting = waiting or feed.next_batch()
-                if waiting is None:
+                batches = feed.next_batches(feed.share(chunk, args.workers))
+                if not batches:
                     break
-                worker.send(waiting, args.timeout)
-                waiting = None
+                worker.send(batches, args.timeout)
+            for batch, predictions, error in finished:
+                batch.answer(predictions, error)
             feed.finish()
-            if waiting is None and feed.exhausted and not pool.busy():
+            if feed.exhausted and not pool.busy():
                 break
             if until and time.monotonic() >= until:
                 timed_out = True
                 break
-            pool.step(until)
+            finished, returned = pool.step(until, block=not feed.read_next())
+            feed.give_back(returned)
     except LoadFailed as e:
         print(f"batch_infer: cannot load model {args.name!r}: {e}", file=sys.stderr, flush=True)
         return EXIT_LOAD_FAILED
     finally:
         pool.close()
-    write_summary(args, feed, len(files), time.monotonic() - started, timed_out)
+    load_seconds = pool.first_ready - started if pool.first_ready else None
+    write_summary(args, feed, len(files), time.monotonic() - started, load_seconds, timed_out)
     return EXIT_TIMED_OUT if timed_out else EXIT_OK
 
 
-def write_summary(args: argparse.Namespace, feed: Feed, matched: int, seconds: float, timed_out: bool) -> None:
+def write_summary(args: argparse.Namespace, feed: Feed, matched: int, seconds: float, load_seconds: float | None,
+                  timed_out: bool) -> None:
     summary = {
         "model": args.name, "input_type": args.input_type, "batch_size": args.batch_size, "workers": args.workers,
         "files": len(feed.done), "files_matched": matched, "records": feed.records, "errors": feed.errors,
-        "seconds": round(seconds, 3), "records_per_second": round(feed.records / seconds, 1) if seconds else 0.0,
+        "seconds": round(seconds, 3), "load_seconds": None if load_seconds is None else round(load_seconds, 3),
+        "records_per_second": round(feed.records / seconds, 1) if seconds else 0.0,
         "timed_out": timed_out, "per_file": dict(sorted(feed.done.items())),
     }
     write_atomically(args.output / SUMMARY, json.dumps(summary, indent=1) + "\n")
