@@ -1,7 +1,8 @@
 /**
  * The sidebar: the caller's storage use and headroom, the cluster's GPUs, a list of
- * runs (mine by default, everyone's queue on demand) with per-run actions, and the
- * experiment view (metric chart, runs table, checkpoints; see `trackingview.ts`).
+ * runs (mine by default, everyone's queue on demand) with per-run actions, the
+ * experiment view (metric chart, runs table, checkpoints; see `trackingview.ts`), datasets, and
+ * models, endpoints and batch inferences (`servingview.ts`).
  *
  * The server computes everything; this widget only renders `RunsModel`.
  */
@@ -12,6 +13,8 @@ import { experimentTensorboardUrl, NothingAPIError, requestAPI, tensorboardUrl, 
 import { DatasetsModel, DatasetsView } from './datasets';
 import { el } from './dom';
 import { elapsed, IRow, PAGE_SIZE, RunsModel, View } from './model';
+import { ServingModel } from './serving';
+import { ServingView } from './servingview';
 import { TrackingModel } from './tracking';
 import { TrackingView } from './trackingview';
 
@@ -39,7 +42,8 @@ export class RunsPanel extends Widget {
     readonly model: RunsModel,
     private readonly _actions: IPanelActions,
     readonly tracking: TrackingModel = new TrackingModel(),
-    readonly datasets: DatasetsModel = new DatasetsModel()
+    readonly datasets: DatasetsModel = new DatasetsModel(),
+    readonly serving: ServingModel = new ServingModel()
   ) {
     super();
     this.id = 'nothing-runs';
@@ -67,6 +71,7 @@ export class RunsPanel extends Widget {
     this._pager.append(this._prev, this._pageInfo, this._next);
     this._tracking = new TrackingView(tracking);
     this._datasets = new DatasetsView(datasets);
+    this._serving = new ServingView(serving);
     this.node.append(
       el('h2', { class: 'nai-title' }, 'GPU runs'),
       this._tracking.storageNode,
@@ -77,7 +82,8 @@ export class RunsPanel extends Widget {
       this._list,
       this._pager,
       this._tracking.node,
-      this._datasets.node
+      this._datasets.node,
+      ...this._serving.nodes
     );
     model.changed.connect(this._render, this);
     this._render();
@@ -89,6 +95,8 @@ export class RunsPanel extends Widget {
     this.tracking.dispose();
     this._datasets.dispose();
     this.datasets.dispose();
+    this._serving.dispose();
+    this.serving.dispose();
     super.dispose();
   }
 
@@ -288,6 +296,7 @@ export class RunsPanel extends Widget {
   private _header: HTMLDivElement;
   private _tracking: TrackingView;
   private _datasets: DatasetsView;
+  private _serving: ServingView;
   private _toggle: HTMLDivElement;
   private _error: HTMLDivElement;
   private _list: HTMLUListElement;

@@ -1,5 +1,6 @@
 // The GPU cluster admin page: shows /api/admin/overview (and storage use from
-// /api/storage?all=1) and acts on the queue.
+// /api/storage?all=1, every endpoint from /api/endpoints?all=1 with the busiest stages
+// of the last hour) and acts on the queue.
 // The server computes everything; this script only renders it. It polls every
 // 5 s (backing off to 60 s on errors) and pauses while the tab is hidden.
 (function () {
@@ -184,6 +185,63 @@
     document.getElementById('nai-updated').textContent = 'updated ' + new Date().toLocaleTimeString();
   }
 
+  // Endpoints (/api/endpoints?all=1) and the busiest stages of the last hour from each stage's stats.
+  // Statistics are one request per stage, so they are fetched at most every STATS_INTERVAL and for
+  // at most MAX_STATS_STAGES stages (the first endpoints'); the note says when some were left out.
+  const STATS_INTERVAL = 30000;
+  const MAX_STATS_STAGES = 100;
+  const TOP_ENDPOINTS = 10;
+  let statsAt = 0;
+  let statsKeys = '';
+  let topRows = [];
+
+  function ms(v) {
+    if (v === null || v === undefined) return '—';
+    return v >= 1000 ? (v / 1000).toFixed(1) + ' s' : (v >= 10 ? Math.round(v) : Number(v.toPrecision(2))) + ' ms';
+  }
+
+  function renderEndpoints(endpoints) {
+    if (endpoints === null) {
+      fill('nai-endpoints', [el('tr', {}, el('td', { colspan: '8' }, 'endpoints unavailable'))]);
+      return;
+    }
+    fill('nai-endpoints', endpoints.length ? endpoints.map(e => {
+      const resources = e.stages.flatMap(s => s.resources);
+      const ready = resources.reduce((n, r) => n + r.ready_replicas, 0);
+      const wanted = resources.reduce((n, r) => n + r.replicas, 0);
+      return el('tr', { 'data-endpoint': e.name },
+        el('td', {}, e.name), el('td', {}, e.group ? `${e.owner} (group ${e.group})` : e.owner),
+        el('td', { class: 'nai-state nai-state-' + e.state.replace(/ /g, '_'), title: e.reason || '' }, e.state),
+        el('td', {}, dash(e.default_stage)),
+        el('td', {}, e.stages.map(s => `${s.name} ${s.state}`).join(', ')),
+        el('td', { 'data-replicas': `${ready}/${wanted}` }, `${ready} / ${wanted}`),
+        el('td', { 'data-gpus': e.gpus }, e.gpus),
+        el('td', {}, el('code', {}, e.url)));
+    }) : [el('tr', {}, el('td', { colspan: '8' }, 'No endpoints.'))]);
+  }
+
+  async function refreshTopEndpoints(endpoints) {
+    const stages = endpoints.flatMap(e => e.stages.map(s => [e.name, s.name]));
+    const keys = stages.map(k => k.join('/')).join('\n');
+    if (Date.now() - statsAt < STATS_INTERVAL && keys === statsKeys) return;
+    const asked = stages.slice(0, MAX_STATS_STAGES);
+    const answers = await Promise.all(asked.map(([e, s]) =>
+      request('GET', `endpoints/${encodeURIComponent(e)}/stages/${encodeURIComponent(s)}/stats?minutes=60`)
+        .catch(() => null)));
+    statsAt = Date.now();
+    statsKeys = keys;
+    topRows = answers.filter(a => a !== null && a.total.requests > 0)
+      .sort((a, b) => b.total.requests - a.total.requests).slice(0, TOP_ENDPOINTS);
+    document.getElementById('nai-endpoints-note').textContent =
+      `${endpoints.length} endpoint(s); statistics of the last hour, refreshed every ${STATS_INTERVAL / 1000} s` +
+      (stages.length > asked.length ? ` (the first ${asked.length} of ${stages.length} stages)` : '') +
+      (answers.some(a => a === null) ? '; some stages\' statistics could not be read' : '') + '.';
+    fill('nai-top-endpoints', topRows.length ? topRows.map(a => el('tr', { 'data-top': `${a.endpoint}/${a.stage}` },
+      el('td', {}, a.endpoint), el('td', {}, a.stage), el('td', { 'data-requests': a.total.requests }, a.total.requests),
+      el('td', {}, a.total.errors), el('td', {}, ms(a.total.p50_ms)), el('td', {}, ms(a.total.p99_ms))))
+      : [el('tr', {}, el('td', { colspan: '6' }, 'No requests in the last hour.'))]);
+  }
+
   function showError(message) {
     const box = document.getElementById('nai-error');
     box.hidden = !message;
@@ -210,12 +268,15 @@
   async function refresh() {
     clearTimeout(timer);
     try {
-      const [overview, storage] = await Promise.all([
+      const [overview, storage, endpoints] = await Promise.all([
         request('GET', 'admin/overview'),
-        // Storage is a column, not the page: without it the rest still shows.
-        request('GET', 'storage?all=1').catch(() => null)
+        // Storage is a column, not the page, and endpoints a section: without them the rest still shows.
+        request('GET', 'storage?all=1').catch(() => null),
+        request('GET', 'endpoints?all=1').then(d => d.endpoints).catch(() => null)
       ]);
       render(overview, storage);
+      renderEndpoints(endpoints);
+      if (endpoints !== null) await refreshTopEndpoints(endpoints);
       interval = BASE_INTERVAL;
     } catch (e) {
       showError('Could not load the cluster overview: ' + e.message);
