@@ -86,3 +86,25 @@ async def submit_burst(url: str, token: str, spec: dict, archive: bytes, runs: i
                            for _ in range(concurrency)))
     burst.seconds = time.perf_counter() - started
     return burst
+
+
+async def exchange(reader, writer, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 request on a kept-alive connection: (status, lower-cased headers, body)."""
+    writer.write(request)
+    status = int((await reader.readline()).split()[1])
+    headers: dict[str, str] = {}
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if "content-length" in headers:
+        body = await reader.readexactly(int(headers["content-length"]))
+    elif headers.get("transfer-encoding") == "chunked":
+        chunks = []
+        while size := int((await reader.readline()).strip(), 16):
+            chunks.append(await reader.readexactly(size))
+            await reader.readline()
+        await reader.readline()
+        body = b"".join(chunks)
+    else:
+        body = b""
+    return status, headers, body

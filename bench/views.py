@@ -30,7 +30,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.loadgen import json_submission, submit_burst  # noqa: E402
+from bench.loadgen import exchange, json_submission, submit_burst  # noqa: E402
 from bench.spine import HOLD, pct  # noqa: E402
 from tests.helpers import make_archive  # noqa: E402
 from tests.hub import Hub  # noqa: E402
@@ -42,27 +42,6 @@ USERS = 5  # sidebars belong to this many users, so per-user answers differ
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def _exchange(reader, writer, request: bytes) -> tuple[int, dict[str, str], bytes]:
-    writer.write(request)
-    status = int((await reader.readline()).split()[1])
-    headers: dict[str, str] = {}
-    while (line := await reader.readline()) not in (b"\r\n", b""):
-        name, _, value = line.decode().partition(":")
-        headers[name.strip().lower()] = value.strip()
-    if "content-length" in headers:
-        body = await reader.readexactly(int(headers["content-length"]))
-    elif headers.get("transfer-encoding") == "chunked":
-        chunks = []
-        while size := int((await reader.readline()).strip(), 16):
-            chunks.append(await reader.readexactly(size))
-            await reader.readline()
-        await reader.readline()
-        body = b"".join(chunks)
-    else:
-        body = b""
-    return status, headers, body
 
 
 class Sidebar:
@@ -86,7 +65,7 @@ class Sidebar:
             while not stop.is_set():
                 summary = "summary?my_active=0" if self.client == "new" else "summary"
                 for path in (summary, queue):
-                    status, headers, body = await _exchange(reader, writer, self.request(path))
+                    status, headers, body = await exchange(reader, writer, self.request(path))
                     self.stats[status] = self.stats.get(status, 0) + 1
                     self.stats["bytes"] += len(body)
                     if "etag" in headers:
@@ -108,7 +87,7 @@ async def submitter(url: str, token: str, archive: bytes, stop: asyncio.Event, l
     try:
         while not stop.is_set():
             started = time.perf_counter()
-            status, _, answer = await _exchange(reader, writer, request)
+            status, _, answer = await exchange(reader, writer, request)
             if status != 201:
                 raise RuntimeError(f"submission refused: {status} {answer[:200]!r}")
             latencies.append(time.perf_counter() - started)

@@ -120,6 +120,9 @@ class ActiveRun:
     checkpoint_run: int | None = None
     checkpoint_name: str | None = None
     datasets: tuple = ()  # [{"name", "dataset_id", "dataset", "version", "path"}]
+    # "train", or "serving"/"batch": a model server replica or a batch inference job (``parent_id``: whose).
+    kind: str = "train"
+    parent_id: int | None = None
     started_at: datetime | None = None
     process: Any = None  # the executor's reference to the run's job (``Executor.parse_ref``)
     job_text: str | None = None
@@ -148,6 +151,7 @@ class ActiveRun:
             placement=tuple((str(n), tuple(g)) for n, g in (getattr(row, "placement", None) or ())),
             checkpoint_run=getattr(row, "checkpoint_run", None), checkpoint_name=getattr(row, "checkpoint_name", None),
             datasets=tuple(getattr(row, "datasets", None) or ()),
+            kind=getattr(row, "kind", None) or "train", parent_id=getattr(row, "parent_id", None),
         )
         if run.state != S.CREATE_IN_PROGRESS:
             run.launched.set()
@@ -213,6 +217,9 @@ class Dispatcher:
         self.nodes = nodes
         self.runs_dir = runs_dir
         self.python = python
+        # The serving runtime's interpreter (KServe and the frameworks it serves), for model-server
+        # replicas and batch inference jobs; set by the service (``NothingScheduler.runtime_python``).
+        self.runtime_python = python
         self.snapshot_limits = snapshot_limits
         self.kill_grace_seconds = kill_grace_seconds
         self.active: dict[int, ActiveRun] = {}
@@ -593,7 +600,8 @@ class Dispatcher:
                            unix_name=account.name if account else "", placement=run.placement,
                            procs_per_node=run.procs_per_node, torchrun=run.torchrun,
                            **await self._read_only_inputs(run))
-        return await self.executor.launch(launch, run.paths, self.python)
+        python = self.python if run.kind == "train" else self.runtime_python
+        return await self.executor.launch(launch, run.paths, python)
 
     async def _read_only_inputs(self, run: ActiveRun) -> dict[str, Any]:
         """What the run reads and must not change: its checkpoint input and its datasets, bound read-only."""

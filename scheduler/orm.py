@@ -98,6 +98,10 @@ class Run(Base):
     placement: Mapped[list | None] = mapped_column(JSON, nullable=True)
     # --dataset NAME=REF: [{"name", "dataset_id", "dataset", "version"}], the exact versions it reads.
     datasets: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    # What the run is (revision 0009): "train" (a user's run), "serving" (a replica of a stage resource)
+    # or "batch" (a batch inference's job); ``parent_id`` is that stage resource's or batch inference's id.
+    kind: Mapped[str] = mapped_column(String(16), default="train", server_default="train", index=True)
+    parent_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     events: Mapped[list[RunEvent]] = relationship(
         back_populates="run", cascade="all, delete-orphan", order_by="RunEvent.id"
@@ -289,3 +293,162 @@ class TuningTrial(Base):
     tuning: Mapped[Tuning] = relationship(back_populates="trials")
 
     __table_args__ = (UniqueConstraint("tuning_id", "number", name="uq_tuning_trials_tuning_number"),)
+
+
+class Model(Base):
+    """A model (EasyMaker's 모델): an artifact a run, a tuning's best trial or an upload left, ready to serve.
+
+    The artifact is copied into the platform's model store (``artifact_path``, root's) when the model
+    is made, so what an endpoint serves cannot change under it.  See docs/serving.md.
+    """
+
+    __tablename__ = "models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(255), index=True)
+    group: Mapped[str] = mapped_column(String(255), default="", server_default="", index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # tensorflow (a SavedModel), pytorch (model.py + handler.py + weights, or a .mar), python (handler.py)
+    framework: Mapped[str] = mapped_column(String(32))
+    framework_version: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    artifact_format: Mapped[str] = mapped_column(String(32))
+    artifact_path: Mapped[str] = mapped_column(String(4096))
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    tags: Mapped[dict] = mapped_column(JSON, default=dict)
+    # run, tuning, upload or path; the run (for a tuning: its best trial's run) it came from.
+    source_kind: Mapped[str] = mapped_column(String(16))
+    source_run_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    source_tuning_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    source_path: Mapped[str] = mapped_column(String(4096), default="", server_default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+    __table_args__ = (UniqueConstraint("owner", "name", name="uq_models_owner_name"),)
+
+
+class Endpoint(Base):
+    """An endpoint (EasyMaker's 엔드포인트): a name callers use, and stages, one of them the default."""
+
+    __tablename__ = "endpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(255), index=True)
+    group: Mapped[str] = mapped_column(String(255), default="", server_default="", index=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    state: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    tags: Mapped[dict] = mapped_column(JSON, default=dict)
+    default_stage_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+    stages: Mapped[list[EndpointStage]] = relationship(
+        back_populates="endpoint", cascade="all, delete-orphan", order_by="EndpointStage.id")
+
+
+class EndpointStage(Base):
+    """A stage of an endpoint: its own URL and stage resources (models at resource paths)."""
+
+    __tablename__ = "endpoint_stages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    state: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+    endpoint: Mapped[Endpoint] = relationship(back_populates="stages")
+    resources: Mapped[list[StageResource]] = relationship(
+        back_populates="stage", cascade="all, delete-orphan", order_by="StageResource.id")
+
+    __table_args__ = (UniqueConstraint("endpoint_id", "name", name="uq_endpoint_stages_endpoint_name"),)
+
+
+class StageResource(Base):
+    """A model served at a resource path of a stage, by ``replicas`` model-server processes.
+
+    Each replica is a run of kind ``serving`` (``Run.parent_id`` is this row's id), so it is
+    queued, placed, held and counted in quotas like any run, and never preempted.
+    """
+
+    __tablename__ = "stage_resources"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    stage_id: Mapped[int] = mapped_column(ForeignKey("endpoint_stages.id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[int] = mapped_column(Integer, index=True)
+    resource_path: Mapped[str] = mapped_column(String(1024))
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    replicas: Mapped[int] = mapped_column(Integer, default=1)
+    cpus: Mapped[int] = mapped_column(Integer, default=1)
+    memory_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    gpus: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # How many times a replica was started again after its model server ended, and the log's last lines then.
+    restarts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_failure_log: Mapped[str] = mapped_column(Text, default="", server_default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+    stage: Mapped[EndpointStage] = relationship(back_populates="resources")
+
+    __table_args__ = (UniqueConstraint("stage_id", "resource_path", name="uq_stage_resources_stage_path"),)
+
+
+class EndpointStats(Base):
+    """One minute of one stage's API statistics (EasyMaker's API 통계): requests, errors, a latency histogram."""
+
+    __tablename__ = "endpoint_stats"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    stage_id: Mapped[int] = mapped_column(Integer, index=True)
+    minute: Mapped[datetime] = mapped_column(DateTime)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    # Counts per latency bucket (``serving_stats.BUCKETS_MS`` upper bounds), for p50/p95/p99 over any window.
+    latency_buckets: Mapped[list] = mapped_column(JSON, default=list)
+
+    __table_args__ = (UniqueConstraint("stage_id", "minute", name="uq_endpoint_stats_stage_minute"),)
+
+
+class BatchInference(Base):
+    """A batch inference (EasyMaker's 배치 추론): a model over a folder of JSON or JSONL files, as one job.
+
+    The job is a run of kind ``batch`` (``run_id``; ``Run.parent_id`` is this row's id).
+    """
+
+    __tablename__ = "batch_inferences"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(255), index=True)
+    group: Mapped[str] = mapped_column(String(255), default="", server_default="", index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    model_id: Mapped[int] = mapped_column(Integer, index=True)
+    # The seed's fields: instances (parallel workers), input path and type, globs, output, batch options.
+    instances: Mapped[int] = mapped_column(Integer, default=1)
+    input_path: Mapped[str] = mapped_column(String(4096))
+    input_type: Mapped[str] = mapped_column(String(8))
+    include_glob: Mapped[list] = mapped_column(JSON, default=list)
+    exclude_glob: Mapped[list] = mapped_column(JSON, default=list)
+    output_path: Mapped[str] = mapped_column(String(4096), default="", server_default="")
+    batch_size: Mapped[int] = mapped_column(Integer, default=32)
+    timeout_seconds: Mapped[float] = mapped_column(Float, default=60.0)
+    max_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cpus: Mapped[int] = mapped_column(Integer, default=1)
+    memory_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    gpus: Mapped[int] = mapped_column(Integer, default=0)
+    tags: Mapped[dict] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(40), index=True)
+    reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # {"files", "records", "errors", "seconds"} from the job's summary file once it ended.
+    summary: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

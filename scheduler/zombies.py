@@ -100,7 +100,8 @@ class ZombieMonitor(LoggingConfigurable):
 
         now = self.clock()
         for run in list(self.dispatcher.active.values()):
-            if run.state != RunState.RUNNING or not run.assigned_gpus:
+            # A model server waits for requests: idle GPUs are its normal state, not a forgotten run's.
+            if run.state != RunState.RUNNING or not run.assigned_gpus or run.kind == "serving":
                 self.tracker.forget(run.id)
                 run.zombie = None
                 continue

@@ -112,6 +112,13 @@ def test_an_endpoint_serves_a_model_made_from_a_run(hub, served):
     assert call(hub, served["token"], f"/services/nothing/serve/{name}/nowhere", {"instances": []}).status_code == 404
     assert call(hub, served["token"], resource["url"], {"rows": []}).status_code == 400
 
+    # On Kubernetes the stage is a Deployment and a Service (schema-checked in tests/test_kube_serving.py).
+    objects = api("GET", f"/endpoints/{name}/stages/default/manifests").json()["objects"]
+    assert [o["kind"] for o in objects] == ["ConfigMap", "Deployment", "Service"]
+    assert objects[1]["spec"]["replicas"] == 1
+    kserve = api("GET", f"/endpoints/{name}/stages/default/manifests?kserve=1").json()["objects"]
+    assert [o["kind"] for o in kserve] == ["ConfigMap", "InferenceService"]
+
     # The replica is a run of the owner's, of kind serving, holding what the resource asked for.
     runs = api("GET", "/runs?kind=serving").json()["runs"]
     assert any(r["state"] == "RUNNING" and r["kind"] == "serving" for r in runs), runs

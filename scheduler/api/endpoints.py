@@ -343,15 +343,48 @@ class StageStatsHandler(EndpointMixin, APIHandler):
 
 class StageManifestsHandler(EndpointMixin, APIHandler):
     async def get(self, ref, stage_name):
-        """The Kubernetes objects this stage becomes on a Kubernetes cluster (a Deployment and a Service per
-        stage resource): the seed's "설정 보기", for admins and the owner."""
-        from ..executors.kube_serving import stage_manifests
-
+        """The Kubernetes objects this stage becomes on a cluster (a Deployment and a Service per stage resource,
+        or an InferenceService with ``?kserve=1``), from the Kubernetes executor's settings: the seed's "설정
+        보기", for the owner and admins."""
         row = await self.find(ref)
         self.must("change", row)
         stage = self.stage_of(row, stage_name)
         models = await self.dispatcher.db.run(es.models_by_id, sorted({r.model_id for r in stage.resources}))
-        self.write_json({"objects": stage_manifests(self.scheduler, row, stage, models)})
+        account = await self.dispatcher.account(row.owner)
+        kserve = self.get_argument("kserve", "0") in ("1", "true")
+        try:
+            objects = stage_manifests(self.scheduler, row, stage, models, account, kserve)
+        except ValueError as e:
+            raise web.HTTPError(409, f"stage {stage.name} cannot be rendered for Kubernetes: {e}") from None
+        self.write_json({"objects": objects})
+
+
+def stage_manifests(scheduler, endpoint: Endpoint, stage: EndpointStage, models: dict[int, Model], account,
+                    kserve: bool) -> list[dict]:
+    """Every object of the stage's resources, through the pure builders of ``executors/kube_serving``."""
+    from ..executors.kube_serving import ServingOptions, claim_sub_path, serving_objects
+    from ..executors.kubernetes import KubernetesExecutor
+    from ..runtime_jobs import RUNTIME_DIR, RUNTIME_FILES
+
+    executor = scheduler.dispatcher.executor
+    kube = executor if isinstance(executor, KubernetesExecutor) else KubernetesExecutor(None, parent=scheduler)
+    files = {name: (RUNTIME_DIR / name).read_text() for name in RUNTIME_FILES}
+    objects: list[dict] = []
+    for r in stage.resources:
+        model = models.get(r.model_id)
+        if model is None:
+            continue
+        options = ServingOptions(
+            endpoint=endpoint.name, stage=stage.name, resource_id=r.id, resource_path=r.resource_path,
+            model_name=model.name, model_id=model.id, framework=model.framework, model_format=model.artifact_format,
+            model_claim=kube.output_claim or "nothing-data",
+            model_sub_path=claim_sub_path(scheduler.data_dir, model.artifact_path), owner=endpoint.owner,
+            uid=account.uid if account else 1000, gid=account.gid if account else 1000,
+            image=kube.serving_image or "nothingai/serving", namespace=kube.namespace, replicas=r.replicas,
+            cpus=r.cpus, memory_bytes=r.memory_bytes, gpus=r.gpus, scope=kube.job_scope, runtime_files=files,
+            inference_service=kserve)
+        objects += serving_objects(options)
+    return objects
 
 
 default_handlers = [

@@ -1,0 +1,131 @@
+"""Benchmark of inference through the platform against calling the same model server directly.
+
+Starts a real JupyterHub with its proxy and the scheduler, trains a one-line model in a run, makes a
+model and an endpoint from it, waits for its replica, then alternates, ``--rounds`` times, a window of
+``--seconds`` calling the replica's own port (with its secret: "the direct model server") and the same
+through the platform (proxy → gateway → replica, with a user's endpoint-scoped token), each with
+``--concurrency`` kept-alive connections sending ``{"instances": [[1, 2, 3, 4]]}`` as fast as answered,
+and a window with one connection for the latency the platform adds.  Medians over the rounds.
+
+    .venv/bin/python bench/serving.py [--rounds 3] [--seconds 8] [--concurrency 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import aiohttp
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.spine import pct  # noqa: E402
+from tests.helpers import wait_for_sync  # noqa: E402
+from tests.hub import Hub  # noqa: E402
+
+BODY = json.dumps({"instances": [[1, 2, 3, 4]]}).encode()
+TRAIN = textwrap.dedent('''
+    import os, pathlib
+    out = pathlib.Path(os.environ["EM_MODEL_DIR"]); out.mkdir(parents=True, exist_ok=True)
+    (out / "handler.py").write_text("def load(model_dir):\\n    return 2.0\\n\\n"
+                                    "def predict(model, instances):\\n    return [model * sum(x) for x in instances]\\n")
+''')
+SCHEDULER_ARGS = ["--NothingScheduler.gpu_mode=virtual", "--NothingScheduler.virtual_gpus=2",
+                  "--NothingScheduler.node_cpus=16"]
+
+
+async def window(url: str, headers: dict, seconds: float, concurrency: int) -> tuple[float, list[float], int]:
+    """(requests per second, latencies, failures) of ``concurrency`` closed-loop kept-alive connections for
+    ``seconds``: aiohttp, the client the gateway itself uses, for both paths alike."""
+    latencies: list[float] = []
+    failures = 0
+    deadline = time.perf_counter() + seconds
+    headers = dict(headers, **{"Content-Type": "application/json"})
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async def connection():
+            nonlocal failures
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                async with session.post(url, data=BODY, headers=headers) as response:
+                    await response.read()
+                    failures += response.status != 200
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*[connection() for _ in range(concurrency)])
+        return len(latencies) / (time.perf_counter() - started), latencies, failures
+
+
+def setup(hub: Hub) -> tuple[str, dict, str, dict]:
+    """(platform URL, its headers, direct URL, its headers) of a served one-line model."""
+    from tests.hub import Api
+
+    hub.create_user("bench")
+    api = Api(hub, hub.token_for("bench"))
+    r = api.submit({"train.py": TRAIN}, entry_point="train.py", gpus=0)
+    run = api.wait_state(r.json()["id"], "COMPLETE", timeout=60)
+    assert api("POST", "/models", json={"name": "double", "framework": "python",
+                                        "source": {"run": run["id"]}}).status_code == 201
+    assert api("POST", "/endpoints", json={"name": "bench", "model": "double", "cpus": 0}).status_code == 201
+    wait_for_sync(lambda: api("GET", "/endpoints/bench").json()["state"] == "ACTIVE", timeout=120, interval=0.3,
+                  message="the endpoint")
+    [replica] = api("GET", "/runs?kind=serving").json()["runs"]
+    run_dir = hub.root / "var" / "scheduler" / "runs" / str(replica["id"])
+    port = json.loads((run_dir / "serving.json").read_text())["port"]
+    secret = (run_dir / "src" / "replica.token").read_text().strip()
+    token = hub.token_for("bench", scopes=["custom:nothing:inference!service=endpoint-bench"])
+    return (f"{hub.url}/services/nothing/serve/bench/inference", {"Authorization": f"token {token}"},
+            f"http://127.0.0.1:{port}/v1/models/double:predict", {"X-Nothing-Replica": secret})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args()
+    hub = Hub(Path(tempfile.mkdtemp(prefix="nothing-bench-serving-")), SCHEDULER_ARGS)
+    hub.start()
+    try:
+        platform, platform_headers, direct, direct_headers = setup(hub)
+        assert requests.post(direct, data=BODY, headers=direct_headers, timeout=5).json() == {"predictions": [20.0]}
+        # The gateway alone: the scheduler's own port, without the hub's proxy in front (where the time goes).
+        gateway = platform.replace(hub.url, hub.service_url.split("/services/")[0])
+        paths = (("direct", direct, direct_headers), ("platform", platform, platform_headers),
+                 ("no proxy", gateway, platform_headers))
+        results: dict[str, dict[str, list[float]]] = {k: {"rps": [], "p50": [], "p99": [], "p50_1": [], "fail": []}
+                                                      for k, _, _ in paths}
+        for _ in range(args.rounds):
+            for name, url, headers in paths:
+                rps, lat, failed = asyncio.run(window(url, headers, args.seconds, args.concurrency))
+                _, single, failed_1 = asyncio.run(window(url, headers, args.seconds / 2, 1))
+                r = results[name]
+                r["rps"].append(rps)
+                r["p50"].append(1000 * statistics.median(lat))
+                r["p99"].append(1000 * pct(lat, 99))
+                r["p50_1"].append(1000 * statistics.median(single))
+                r["fail"].append(failed + failed_1)
+        med = {k: {m: statistics.median(v) for m, v in r.items()} for k, r in results.items()}
+        print(f"{args.rounds} rounds of {args.seconds:.0f} s, {args.concurrency} connections (and 1 for p50 at 1)")
+        print(f"{'':10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'p50@1 ms':>9} {'failed':>7}")
+        for name, _, _ in paths:
+            m = med[name]
+            print(f"{name:10} {m['rps']:8.0f} {m['p50']:8.2f} {m['p99']:8.2f} {m['p50_1']:9.2f} "
+                  f"{sum(results[name]['fail']):7.0f}")
+        print(f"platform/direct throughput {med['platform']['rps'] / med['direct']['rps']:.2f}; added p50 at one "
+              f"connection {med['platform']['p50_1'] - med['direct']['p50_1']:+.2f} ms, at {args.concurrency} "
+              f"{med['platform']['p50'] - med['direct']['p50']:+.2f} ms")
+    finally:
+        hub.stop()
+
+
+if __name__ == "__main__":
+    main()
