@@ -275,6 +275,43 @@ class NothingMagics(Magics):
         else:
             print(datasets.remove(self.client, ns.name))
 
+    # Models, endpoints, predictions and batch inference: the ``nothing`` command's own words in a cell.
+    @line_magic
+    @_usage
+    def nothing_model(self, line: str):
+        """``%nothing_model ls|show|create|edit|rm ...``: as ``nothing model`` (docs/models.md)."""
+        return self._cli("model", line)
+
+    @line_magic
+    @_usage
+    def nothing_endpoint(self, line: str):
+        """``%nothing_endpoint ls|show|create|stage-create|set-default|stats|rm ...``: as ``nothing endpoint``."""
+        return self._cli("endpoint", line)
+
+    @line_magic
+    @_usage
+    def nothing_predict(self, line: str):
+        """``%nothing_predict ENDPOINT request.json [--stage S]``: call an endpoint through the platform."""
+        return self._cli("predict", line)
+
+    @line_magic
+    @_usage
+    def nothing_batch(self, line: str):
+        """``%nothing_batch ls|create|show|stop|copy|rm|results ...``: as ``nothing batch``."""
+        return self._cli("batch", line)
+
+    def _cli(self, command: str, line: str) -> None:
+        import shlex
+
+        from .cli import main
+
+        try:
+            code = main([command, *shlex.split(line)])
+        except SystemExit as e:  # argparse's usage errors: already printed
+            code = e.code
+        if code:
+            raise OptionError(f"%nothing_{command} {line.strip()} failed (see above)")
+
     @line_magic
     @_usage
     @magic_arguments()

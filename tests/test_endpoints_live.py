@@ -341,3 +341,61 @@ def test_a_sigkilled_service_serves_the_endpoint_again_with_the_same_replica(hub
     e = api("GET", f"/endpoints/{name}").json()
     assert e["state"] == "ACTIVE" and e["description"] == "kept across restarts"
     assert api("DELETE", f"/endpoints/{name}").status_code == 202
+
+
+def test_the_docs_commands_create_call_and_switch_an_endpoint_from_a_terminal_and_a_cell(hub, tmp_path, monkeypatch):
+    """docs/endpoints.md's commands, verbatim but for the names; then the same from IPython's magics."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from .hub import Api
+
+    user = f"epcli-{secrets.token_hex(3)}"
+    hub.create_user(user)
+    token = hub.token_for(user)
+    api = Api(hub, token)
+    train_model(api, "iris-v1", 2.0)
+    train_model(api, "iris-v2", 3.0)
+    name = f"iris-{secrets.token_hex(3)}"
+    env = dict(os.environ, NOTHING_SERVICE_URL=f"{hub.url}/services/nothing/", JUPYTERHUB_API_TOKEN=token)
+    nothing = str(Path(sys.executable).parent / "nothing")
+
+    def cli(*args):
+        result = subprocess.run([nothing, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    (tmp_path / "request.json").write_text(json.dumps({"instances": [[1, 2], [3, 4]]}))
+    assert name in cli("endpoint", "create", name, "--model", "iris-v1", "--path", "/inference", "--replicas", "2",
+                       "--gpus", "0", "--cpus", "0")
+    wait_endpoint(api, name)
+    assert json.loads(cli("predict", name, "request.json")) == {"predictions": [[7.0], [15.0]]}
+    cli("endpoint", "stage-create", name, "canary", "--model", "iris-v2", "--cpus", "0")
+    wait_endpoint(api, name)
+    assert json.loads(cli("predict", name, "request.json", "--stage", "canary")) == {"predictions": [[10.0], [22.0]]}
+    cli("endpoint", "set-default", name, "canary")
+    assert json.loads(cli("predict", name, "request.json")) == {"predictions": [[10.0], [22.0]]}
+    assert "canary*:ACTIVE" in cli("endpoint", "ls")
+    assert "requests" in cli("endpoint", "stats", name)
+
+    # The same words in a notebook cell.
+    from IPython.testing.globalipapp import start_ipython
+
+    monkeypatch.setenv("NOTHING_SERVICE_URL", env["NOTHING_SERVICE_URL"])
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", token)
+    ip = start_ipython()
+    ip.run_line_magic("load_ext", "nothing.magics")
+    monkeypatch.chdir(tmp_path)
+    from contextlib import redirect_stdout
+    from io import StringIO
+
+    out = StringIO()
+    with redirect_stdout(out):
+        ip.run_line_magic("nothing_predict", f"{name} request.json")
+        ip.run_line_magic("nothing_endpoint", f"show {name}")
+    assert '"predictions"' in out.getvalue() and "stage canary (default): ACTIVE" in out.getvalue()
+    cli("endpoint", "stage-rm", name, "default")
+    wait_for_sync(lambda: len(api("GET", f"/endpoints/{name}").json()["stages"]) == 1, timeout=60, interval=0.3,
+                  message="the old stage to go")
+    cli("endpoint", "rm", name)

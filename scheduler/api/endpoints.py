@@ -15,7 +15,6 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import partial
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from tornado import web
 
@@ -29,6 +28,7 @@ from ..orm import Endpoint, EndpointStage, Model, StageResource
 from ..ownership import may
 from ..spec import SpecError, parse_group
 from .base import APIHandler, HandlerMixin, parse_id
+from .models import find_model
 
 
 def _iso(value) -> str | None:
@@ -71,15 +71,6 @@ def endpoint_model(row: Endpoint, controller: EndpointController, prefix: str, m
             "stages": stages, "created_at": _iso(row.created_at), "updated_at": _iso(row.updated_at)}
 
 
-def _visible_models(session, principal_name: str, groups: list[str], ref: str) -> list[Model]:
-    if ref.isdigit():
-        return list(session.execute(select(Model).where(Model.id == int(ref))).scalars())
-    own = list(session.execute(select(Model).where(Model.owner == principal_name, Model.name == ref)).scalars())
-    if own or not groups:
-        return own
-    return list(session.execute(select(Model).where(Model.name == ref, Model.group.in_(groups))).scalars())
-
-
 class EndpointMixin(HandlerMixin):
     @property
     def endpoints(self) -> EndpointController:
@@ -105,15 +96,8 @@ class EndpointMixin(HandlerMixin):
         return stage
 
     async def model_for(self, ref: str) -> Model:
-        """A model the caller may use (their own, or their group's), by id or name."""
-        groups = sorted(self.principal.groups)
-        found = await self.dispatcher.db.run(_visible_models, self.username, groups, ref)
-        found = [m for m in found if may(self.principal, "use", m.owner, m.group)]
-        if not found:
-            raise web.HTTPError(404, f"model {ref[:100]!r} not found")
-        if len(found) > 1:
-            raise web.HTTPError(400, f"model {ref!r} is in several of your groups: use its id")
-        return found[0]
+        """A model the caller may use (their own, or their group's), by id or name: the models API's rule."""
+        return await find_model(self, ref, "use")
 
     async def resource_values(self, resources: list[spec.ResourceSpec]) -> list[dict]:
         values = []
