@@ -425,6 +425,20 @@ def test_a_batch_past_the_timeout_gets_timeout_errors_while_the_other_records_su
     assert [r["prediction"] for i, r in enumerate(lines) if i != 1] == [expected([n, 0]) for n in (1, 2, 3, 4, 5)]
 
 
+def test_a_batch_that_raises_and_a_prediction_that_is_not_json_become_error_records(runtime, tmp_path):
+    model = write(tmp_path / "m", {"handler.py": (
+        "def load(model_dir):\n    return None\n\n"
+        "def predict(model, instances):\n"
+        "    if 'boom' in instances:\n        raise ValueError('cannot score boom')\n"
+        "    return [object() if x == 'thing' else x.upper() for x in instances]\n")})
+    source = write(tmp_path / "in", {"r.json": json.dumps(["a", "boom", "thing", "b"])})
+    result = batch(runtime, model, source, tmp_path / "out", "--batch-size", "1")
+    assert result.returncode == 0, result.stderr
+    assert results(tmp_path / "out" / "r.json.result.jsonl") == [
+        {"index": 0, "prediction": "A"}, {"index": 1, "error": "ValueError: cannot score boom"},
+        {"index": 2, "error": "the prediction is not JSON: object is not JSON"}, {"index": 3, "prediction": "B"}]
+
+
 def test_max_seconds_ends_the_job_with_status_3_and_no_partial_result_file(runtime, sklearn_model, tmp_path):
     source = write(tmp_path / "in", {"r.jsonl": "[1, 0]\n[0, -1]\n[2, 0]\n"})
     output = tmp_path / "out"

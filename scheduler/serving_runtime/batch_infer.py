@@ -138,7 +138,7 @@ class InputFile:
     def __init__(self, relative: str, input_type: str):
         self.relative = relative
         self.input_type = input_type
-        self.results: list[dict] = []
+        self.results: list[str] = []  # per record, its result line (or its start, until answered)
         self.pending: list[tuple[int, Any]] = []  # (slot, instance) still to predict
         self.remaining = 0
         self.errors = 0
@@ -176,29 +176,27 @@ class InputFile:
         self.add(number, instance=instance)
 
     def add(self, line: int | None, instance: Any = None, error: str | None = None) -> None:
-        record: dict[str, Any] = {"index": len(self.results)}
-        if line is not None:
-            record["line"] = line
+        """A record's slot: its result line's start (index, line) until it is answered, then the whole line."""
+        start = f'{{"index": {len(self.results)}' + (f', "line": {line}' if line is not None else "")
         if error is None:
             self.pending.append((len(self.results), instance))
             self.remaining += 1
+            self.results.append(start)
         else:
-            record["error"] = error
             self.errors += 1
-        self.results.append(record)
+            self.results.append(f'{start}, "error": {encode(error)}}}')
 
-    def answer(self, slot: int, prediction: Any = None, error: str | None = None) -> None:
-        record = self.results[slot]
+    def answer(self, slot: int, prediction: str | None = None, error: str | None = None) -> None:
+        """Complete a slot with its prediction (already JSON, encoded by the worker) or its error."""
         if error is None:
-            record["prediction"] = prediction
+            self.results[slot] += f', "prediction": {prediction}}}'
         else:
-            record["error"] = error
+            self.results[slot] += f', "error": {encode(error)}}}'
             self.errors += 1
         self.remaining -= 1
 
     def write(self, output: Path) -> None:
-        lines = "".join(encode(r) + "\n" for r in self.results)
-        write_atomically(output / (self.relative + RESULT_SUFFIX), lines)
+        write_atomically(output / (self.relative + RESULT_SUFFIX), "".join(line + "\n" for line in self.results))
         self.results = []
 
 
@@ -206,10 +204,22 @@ def plain(value: Any) -> Any:
     """JSON for what models return besides Python's own types: numpy (and torch) scalars and arrays."""
     if hasattr(value, "tolist"):
         return value.tolist()
-    raise TypeError(f"a prediction of type {type(value).__name__} is not JSON")
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-encode = json.JSONEncoder(ensure_ascii=False, default=plain).encode  # one encoder: json.dumps(default=) makes one per call
+encode = json.JSONEncoder(ensure_ascii=False, default=plain).encode  # json.dumps(default=...) makes one a call
+
+
+def encode_predictions(predictions: list) -> list:
+    """Each prediction as JSON text, or ``("error", why)`` for one that is not JSON: done in the worker, which
+    spares the main process the work and never sends it objects of classes only the handler knows."""
+    encoded: list = []
+    for prediction in predictions:
+        try:
+            encoded.append(encode(prediction))
+        except (TypeError, ValueError) as e:
+            encoded.append(("error", f"the prediction is not JSON: {e}"))
+    return encoded
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -225,9 +235,14 @@ class Batch:
         self.slots = slots
         self.instances = instances
 
-    def answer(self, predictions: list | None = None, error: str | None = None) -> None:
+    def answer(self, encoded: list | None = None, error: str | None = None) -> None:
+        """Record the worker's answer: a batch error, or per record its JSON or ``("error", why)``."""
         for n, (file, slot) in enumerate(self.slots):
-            file.answer(slot, predictions[n] if predictions is not None else None, error)
+            item = encoded[n] if encoded is not None else ("error", error)
+            if isinstance(item, str):
+                file.answer(slot, item)
+            else:
+                file.answer(slot, error=item[1])
 
 
 class Feed:
@@ -319,7 +334,7 @@ def worker_main(conn, model_dir: Path, framework: str, fmt: str, name: str) -> N
             return
         for instances in chunk:
             try:
-                conn.send(("result", predictor.predict(instances)))
+                conn.send(("result", encode_predictions(predictor.predict(instances))))
             except Exception as e:
                 conn.send(("error", f"{type(e).__name__}: {e}"))
 
