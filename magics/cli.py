@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from .batch import add_batch_parser, batch_command
 from .client import NothingClient, NothingError
 from .failure import explain
 from .models import add_model_parser, model_command
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
     add_tune_parser(sub)
     add_template_parser(sub)
+    add_batch_parser(sub)
 
     if argv[:1] == ["submit"]:
         command, rest = "submit", argv[1:]
@@ -127,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
             return _tune_submit(client, rest)
         if command == "tune":
             return tune_command(client, args)
+        if command == "batch":
+            return batch_command(client, args)
         if command == "template":
             return template_command(client, args, rest or [])
         if command == "runs":

@@ -30,6 +30,7 @@ from .datasets import Datasets
 from .models import Models
 from .tracker import Tracker
 from .tuning import TuningController
+from .batch_inference import BatchController
 from .db import Database
 from .dispatcher import Dispatcher
 from .executors.local import LocalExecutor
@@ -67,7 +68,7 @@ class NothingScheduler(Application):
     version = __version__
     aliases = aliases
     classes = [LocalExecutor, SlurmExecutor, UnixAccounts, ZombieMonitor, TensorBoardManager, Tracker, TuningController,
-               PrometheusMetrics, Models]
+               BatchController, PrometheusMetrics, Models]
 
     config_file = Unicode("", help="A Python config file to load, e.g. nothing_scheduler_config.py").tag(config=True)
 
@@ -272,6 +273,7 @@ class NothingScheduler(Application):
         self.zombies = ZombieMonitor(self.dispatcher, source, parent=self)
         self.tracker = Tracker(self.db, self.dispatcher, parent=self)
         self.tunings = TuningController(self, parent=self)
+        self.batch = BatchController(self, parent=self)
         self.datasets = Datasets(self.data_dir, parent=self)
         self.datasets.files.prepare()
         self.models = Models(self.data_dir, parent=self)
@@ -341,6 +343,7 @@ class NothingScheduler(Application):
         self.zombies.start()
         await self.tracker.start()
         await self.tunings.start()
+        await self.batch.start()
         url = urlparse(self.service_url)
         # A client that stops sending half-way through an upload does not hold its connection for ever.
         # 1 MiB reads: a streamed dataset upload costs a callback per MiB, not per 64 KiB.
@@ -362,6 +365,7 @@ class NothingScheduler(Application):
         server.stop()
         await self.zombies.stop()
         await self.tunings.stop()
+        await self.batch.stop()
         await self.tracker.stop()
         await self.dispatcher.stop()
         await self.tensorboards.stop_all()

@@ -93,8 +93,13 @@ class RunPaths:
     def exit_file(self) -> Path:
         return self.control / "exit.json"
 
+    @cached_property
+    def output(self) -> Path:
+        """What a batch inference job writes (its result files and summary); downloadable like the model."""
+        return self.root / "output"
+
     def output_dirs(self) -> dict[str, Path]:
-        return {"model": self.model, "checkpoints": self.checkpoints}
+        return {"model": self.model, "checkpoints": self.checkpoints, "output": self.output}
 
 
 @dataclass(frozen=True)

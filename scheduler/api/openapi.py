@@ -151,6 +151,76 @@ def _model_schemas() -> dict:
     }
 
 
+def _batch_schemas() -> dict:
+    """The batch inference (``/batch-inferences``) as created and as answered; limits: ``batch_inference.py``'s."""
+    from .. import batch_inference as bi
+
+    globs = {"oneOf": [{"type": "string", "minLength": 1, "maxLength": bi.MAX_GLOB_CHARS},
+                       {"type": "array", "maxItems": bi.MAX_GLOBS,
+                        "items": {"type": "string", "minLength": 1, "maxLength": bi.MAX_GLOB_CHARS}}],
+             "description": "glob patterns relative to the input folder (** spans folders); exclude wins"}
+    return {
+        "BatchInferenceCreate": {
+            "type": "object", "additionalProperties": False, "required": ["name", "model", "input_path", "input_type"],
+            "properties": {
+                "name": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"},
+                "description": {"type": "string", "maxLength": bi.MAX_DESCRIPTION},
+                "model": {"type": ["string", "integer"], "description": "a model's id or name (mine, else my group's)"},
+                "instances": {"type": "integer", "minimum": 1, "maximum": bi.MAX_INSTANCES,
+                              "description": "model processes working in parallel"},
+                "input_path": {"type": "string", "maxLength": bi.MAX_INPUT_CHARS, "pattern": "^(dataset|run):",
+                               "examples": ["dataset:reviews:2", "run:12/output/data"]},
+                "input_type": {"type": "string", "enum": ["JSON", "JSONL", "json", "jsonl"]},
+                "include_glob": globs, "exclude_glob": globs,
+                "batch_size": {"type": "integer", "minimum": 1, "maximum": bi.MAX_BATCH_SIZE},
+                "timeout_seconds": {"type": "number", "minimum": bi.MIN_TIMEOUT, "maximum": bi.MAX_TIMEOUT,
+                                    "description": "seconds one inference request may take"},
+                "max_time": {"oneOf": [{"type": "integer", "minimum": 1, "maximum": MAX_SECONDS},
+                                       {"type": "string", "examples": ["2h", "90m"]}]},
+                "tags": {"type": "object", "maxProperties": bi.MAX_TAGS,
+                         "additionalProperties": {"type": "string", "maxLength": bi.MAX_TAG_VALUE}},
+                "gpus": _COUNT, "cpus": _COUNT,
+                "memory": {"oneOf": [{"type": "integer", "minimum": 0, "maximum": MAX_MEMORY_BYTES},
+                                     {"type": "string", "examples": ["8G"]}]},
+                "group": {"type": "string", "description": "one of the caller's groups"}}},
+        "BatchInference": {"type": "object", "properties": {
+            "id": {"type": "integer"}, "name": {"type": "string"}, "state": {"type": "string"},
+            "reason": {"type": "string"}, "run_id": {"type": ["integer", "null"]},
+            "output_path": {"type": "string", "description": "run:RUN/output: the job's result files"},
+            "summary": {"type": ["object", "null"]}, "elapsed_seconds": {"type": ["number", "null"]}}},
+    }
+
+
+def _batch_paths() -> dict:
+    ref = _json("#/components/schemas/BatchInference")
+    one = {"name": "batch_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0,
+                                                                          "maximum": MAX_ID}}
+    create = {"required": True, "content": {"application/json": {"schema": {
+        "$ref": "#/components/schemas/BatchInferenceCreate"}}}}
+    return {
+        "/batch-inferences": {
+            "get": _op("My batch inferences and my groups' (admins: all=1)", {"description": "the list"}, 400,
+                       parameters=[_query("all", _BOOL)]),
+            "post": _op("Create a batch inference: a model over a dataset's or a run folder's JSON/JSONL files",
+                        ref, 400, 413, ok_code="201", requestBody=create)},
+        "/batch-inferences/{batch_id}": {
+            "get": _op("One batch inference", ref, 404, parameters=[one]),
+            "delete": _op("Delete an ended batch inference with its job's run and results",
+                          {"description": "deleted"}, 404, 409, ok_code="204", parameters=[one])},
+        "/batch-inferences/{batch_id}/stop": {"post": _op("Stop a batch inference in progress", ref, 404, 409, 413,
+                                                          parameters=[one])},
+        "/batch-inferences/{batch_id}/copy": {"post": _op(
+            "A new batch inference with the same settings (fields in the body replace them)", ref, 400, 404, 413,
+            ok_code="201", parameters=[one], requestBody={"required": False, "content": {"application/json": {
+                "schema": {"type": "object"}}}})},
+        "/batch-inferences/{batch_id}/results": {"get": _op(
+            "The summary and the result files (output/ of the job's run); with ?path= one of them",
+            {"description": "the list, or the file", "content": {"application/json": {"schema": {"type": "object"}},
+                                                                 "application/octet-stream": {}}},
+            404, parameters=[one, _query("path", {"type": "string"}, "output/<name> of one result file")])},
+    }
+
+
 def document(prefix: str) -> dict:
     run_ref = "#/components/schemas/Run"
     obj = {"type": "object"}
@@ -169,6 +239,7 @@ def document(prefix: str) -> dict:
                           "properties": {"status": {"type": "integer"}, "message": {"type": "string"}}},
                 "Submission": _submission_schema(),
                 **_model_schemas(),
+                **_batch_schemas(),
                 "Run": {
                     "type": "object",
                     "properties": {
@@ -289,6 +360,7 @@ def document(prefix: str) -> dict:
                                  "$ref": "#/components/schemas/ModelChange"}}}}),
                 "delete": _op("Delete a model and its artifact, unless an endpoint or a batch inference uses it",
                               {"description": "deleted"}, 400, 404, 409, ok_code="204", parameters=[_MODEL_REF])},
+            **_batch_paths(),
             "/storage": {"get": _op("What my runs take on disk, against my and my groups' storage quotas "
                                     "(admins: all=1)", {"description": "usage"}, 400,
                                     parameters=[_query("all", _BOOL)])},
