@@ -10,6 +10,7 @@ from pathlib import Path
 from .batch import add_batch_parser, batch_command
 from .client import NothingClient, NothingError
 from .failure import explain
+from .endpoints import add_endpoint_parser, endpoint_command, predict_command
 from .models import add_model_parser, model_command
 from .templates import add_template_parser, template_command
 from .tracking_cli import tracking_command
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     met.add_argument("--points", action="store_true", help="every point (step, time, value), not the summary")
     met.add_argument("--csv", action="store_true", help="every point as CSV")
     add_model_parser(sub)
+    add_endpoint_parser(sub)
     exp = sub.add_parser("experiments", help="your experiments (ls, create, rename, describe, rm)")
     exp.add_argument("action", nargs="?", default="ls", choices=["ls", "create", "rename", "describe", "rm"])
     exp.add_argument("name", nargs="?")
@@ -161,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
             return _dataset(client, args)
         elif command == "model":
             return model_command(client, args)
+        elif command == "endpoint":
+            return endpoint_command(client, args)
+        elif command == "predict":
+            return predict_command(client, args)
         elif command in ("rm", "metrics", "experiments", "storage"):
             return tracking_command(client, command, args)
         elif command == "gpus":

@@ -29,6 +29,7 @@ from .api.metrics import PrometheusMetrics
 from .datasets import Datasets
 from .models import Models
 from .tracker import Tracker
+from .endpoints import EndpointController
 from .tuning import TuningController
 from .batch_inference import BatchController
 from .db import Database
@@ -68,7 +69,7 @@ class NothingScheduler(Application):
     version = __version__
     aliases = aliases
     classes = [LocalExecutor, SlurmExecutor, UnixAccounts, ZombieMonitor, TensorBoardManager, Tracker, TuningController,
-               BatchController, PrometheusMetrics, Models]
+               EndpointController, BatchController, PrometheusMetrics, Models]
 
     config_file = Unicode("", help="A Python config file to load, e.g. nothing_scheduler_config.py").tag(config=True)
 
@@ -140,6 +141,17 @@ class NothingScheduler(Application):
     python = Unicode(sys.executable, help="Python interpreter that runs entry points and installs requirements.").tag(
         config=True
     )
+
+    runtime_python = Unicode(
+        help="""The serving runtime's interpreter: KServe and the model frameworks, in an environment of their own
+        (``scripts/install.sh`` makes ``.venv/serving``), as a KServe container image would hold them. Model-server
+        replicas of endpoints and batch inference jobs run under it, as their owner's Unix account.
+        Example: ``c.NothingScheduler.runtime_python = "/opt/serving/bin/python"``""",
+    ).tag(config=True)
+
+    @default("runtime_python")
+    def _default_runtime_python(self):
+        return str(Path(sys.prefix) / "serving" / "bin" / "python")
 
     service_url = Unicode(help="Where to listen (default: $JUPYTERHUB_SERVICE_URL).").tag(config=True)
 
@@ -269,11 +281,13 @@ class NothingScheduler(Application):
             SnapshotLimits(self.max_unpacked_bytes), self.kill_grace_seconds, *ledgers, self.quotas,
             accounts=self.accounts,
         )
+        self.dispatcher.runtime_python = self.runtime_python
         source = NvmlUtilization() if self.gpu_mode_in_use == "nvml" else NoUtilization()
         self.zombies = ZombieMonitor(self.dispatcher, source, parent=self)
         self.tracker = Tracker(self.db, self.dispatcher, parent=self)
         self.tunings = TuningController(self, parent=self)
         self.batch = BatchController(self, parent=self)
+        self.endpoints = EndpointController(self, parent=self)
         self.datasets = Datasets(self.data_dir, parent=self)
         self.datasets.files.prepare()
         self.models = Models(self.data_dir, parent=self)
@@ -344,6 +358,7 @@ class NothingScheduler(Application):
         await self.tracker.start()
         await self.tunings.start()
         await self.batch.start()
+        await self.endpoints.start()
         url = urlparse(self.service_url)
         # A client that stops sending half-way through an upload does not hold its connection for ever.
         # 1 MiB reads: a streamed dataset upload costs a callback per MiB, not per 64 KiB.
@@ -366,6 +381,7 @@ class NothingScheduler(Application):
         await self.zombies.stop()
         await self.tunings.stop()
         await self.batch.stop()
+        await self.endpoints.stop()
         await self.tracker.stop()
         await self.dispatcher.stop()
         await self.tensorboards.stop_all()

@@ -367,14 +367,14 @@ class EndpointController(LoggingConfigurable):
 
     def _host_of(self, run) -> str:
         """Where a replica listens: its node's address (this machine for local runs)."""
-        node = run.node or ""
-        address = getattr(self.dispatcher.executor, "node_address", None)
-        return address(node) if callable(address) else "127.0.0.1"
+        return self.dispatcher.executor.node_address(run.node or "")
 
     async def _start_replica(self, endpoint: Endpoint, resource: StageResource, model, count: int, at) -> None:
         client_key = f"serving:{resource.id}:{count}"
         args = ["--name", model.name, "--framework", model.framework, "--format", model.artifact_format,
                 "--port-file", f"../{PORT_FILE}"]
+        if self.dispatcher.executor.listens_beyond_loopback:  # reached from this machine: the replica secret guards it
+            args += ["--host", "0.0.0.0"]
         try:
             await submit_runtime_run(
                 self.scheduler, owner=endpoint.owner, owner_groups=[endpoint.group] if endpoint.group else [],

@@ -85,7 +85,17 @@ def served(hub):
     created = r.json()
     assert created["state"] in ("CREATE REQUESTED", "CREATE IN PROGRESS")
     assert created["default_stage"] == "default" and created["url"] == f"/services/nothing/serve/{endpoint}"
-    return {"user": name, "token": token, "api": api, "endpoint": endpoint, "models": (first, second)}
+    yield {"user": name, "token": token, "api": api, "endpoint": endpoint, "models": (first, second)}
+    # Nothing keeps serving after the module (the fuzz tests wait for an empty queue).
+    e = api("GET", f"/endpoints/{endpoint}").json()
+    for s in e["stages"]:
+        if not s["default"]:
+            api("DELETE", f"/endpoints/{endpoint}/stages/{s['name']}")
+    wait_for_sync(lambda: len(api("GET", f"/endpoints/{endpoint}").json()["stages"]) == 1, timeout=60,
+                  interval=0.3, message="the other stages to go")
+    assert api("DELETE", f"/endpoints/{endpoint}").status_code == 202
+    wait_for_sync(lambda: api("GET", f"/endpoints/{endpoint}").status_code == 404, timeout=60, interval=0.3,
+                  message="the endpoint to go")
 
 
 def test_an_endpoint_serves_a_model_made_from_a_run(hub, served):

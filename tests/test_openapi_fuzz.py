@@ -34,7 +34,12 @@ OUTPUTS = ("import os\nprint('line one')\nprint('line two')\n"
 ADMIN_SKIPS = {"POST /runs/{run_id}/cancel", "POST /runs/{run_id}/priority", "DELETE /notebooks",
                "DELETE /runs/{run_id}", "DELETE /runs/{run_id}/checkpoints",
                # A model an admin made from another test's run would keep that run from being deleted.
-               "POST /models", "DELETE /models/{ref}"}
+               "POST /models", "DELETE /models/{ref}",
+               # Endpoints are found by id too: an admin's fuzz would change or delete other tests' endpoints.
+               "PATCH /endpoints/{endpoint}", "DELETE /endpoints/{endpoint}", "POST /endpoints/{endpoint}/stages",
+               "POST /endpoints/{endpoint}/default-stage", "DELETE /endpoints/{endpoint}/stages/{stage}",
+               "POST /endpoints/{endpoint}/stages/{stage}/resources",
+               "DELETE /endpoints/{endpoint}/stages/{stage}/resources/{resource_id}"}
 USER_SKIPS = {"DELETE /runs/{run_id}"}
 
 

@@ -35,6 +35,11 @@ def _iso(value) -> str | None:
     return value.isoformat() + "Z" if value else None
 
 
+def _is_id(ref: str) -> bool:
+    """An object's id (ASCII digits only: ``"¹".isdigit()`` is true too), small enough for the database."""
+    return ref.isascii() and ref.isdigit() and len(ref) <= 18
+
+
 def serve_path(prefix: str, endpoint: str, stage: str | None = None) -> str:
     """Where callers ``POST``: the default stage's URL, or a named stage's."""
     return f"{prefix}serve/{endpoint}" + (f"/stages/{stage}" if stage else "")
@@ -79,7 +84,10 @@ class EndpointMixin(HandlerMixin):
     async def find(self, ref: str) -> Endpoint:
         """The endpoint ``ref`` (its name or id) the caller may see; 404 otherwise."""
         db = self.dispatcher.db
-        row = await db.run(es.get_endpoint, int(ref)) if ref.isdigit() else await db.run(es.endpoint_named, ref)
+        if _is_id(ref):
+            row = await db.run(es.get_endpoint, int(ref))
+        else:
+            row = await db.run(es.endpoint_named, ref) if spec.ENDPOINT_NAME.fullmatch(ref) else None
         if row is None or not may(self.principal, "see", row.owner, row.group):
             raise web.HTTPError(404, f"endpoint {ref[:100]!r} not found")
         return row
@@ -90,7 +98,7 @@ class EndpointMixin(HandlerMixin):
 
     @staticmethod
     def stage_of(row: Endpoint, name: str) -> EndpointStage:
-        stage = next((s for s in row.stages if s.name == name or (name.isdigit() and s.id == int(name))), None)
+        stage = next((s for s in row.stages if s.name == name or (_is_id(name) and s.id == int(name))), None)
         if stage is None:
             raise web.HTTPError(404, f"endpoint {row.name} has no stage {name[:100]!r}")
         return stage

@@ -221,6 +221,82 @@ def _batch_paths() -> dict:
     }
 
 
+def _endpoint_paths() -> dict:
+    """Endpoints, stages and stage resources (docs/endpoints.md); calls themselves are ``/serve/...``, outside
+    ``/api``."""
+    from ..endpoint_spec import ENDPOINT_NAME, MAX_DESCRIPTION, MAX_REPLICAS, MAX_TAGS, RESOURCE_PATH
+
+    name = {"type": "string", "pattern": f"^{ENDPOINT_NAME.pattern}$"}
+    ep = {"name": "endpoint", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1},
+          "description": "the endpoint's name or id"}
+    stage = {"name": "stage", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+    resource_id = {"name": "resource_id", "in": "path", "required": True,
+                   "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID}}
+    resource = {
+        "model": {"oneOf": [{"type": "string", "minLength": 1, "maxLength": 255}, {"type": "integer"}],
+                  "description": "a model's name or id"},
+        "resource_path": {"type": "string", "pattern": f"^{RESOURCE_PATH.pattern}$", "default": "/inference"},
+        "replicas": {"type": "integer", "minimum": 1, "maximum": MAX_REPLICAS},
+        "cpus": {"type": "integer", "minimum": 0}, "gpus": {"type": "integer", "minimum": 0},
+        "memory": {"oneOf": [{"type": "integer", "minimum": 0, "maximum": MAX_MEMORY_BYTES},
+                             {"type": "string", "examples": ["2G"]}]}}
+    tags = {"type": "object", "maxProperties": MAX_TAGS,
+            "additionalProperties": {"type": "string", "maxLength": 256}}
+    text = {"type": "string", "maxLength": MAX_DESCRIPTION}
+    body = {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["name", "model"], "additionalProperties": False, "properties": {
+            "name": name, "description": text, "group": {"type": "string"}, "tags": tags, "stage": name,
+            "stage_description": text, "resource_description": text, **resource}}}}}
+    stage_body = {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["name", "model"], "additionalProperties": False, "properties": {
+            "name": name, "description": text, "resource_description": text, **resource}}}}}
+    resource_body = {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["model"], "additionalProperties": False, "properties": {
+            "description": text, **resource}}}}}
+    one = {"description": "the endpoint with its stages and stage resources",
+           "content": {"application/json": {"schema": {"type": "object"}}}}
+    return {
+        "/endpoints": {
+            "get": _op("My endpoints and my groups' (admins: all=1)", {"description": "the endpoints"}, 400,
+                       parameters=[_query("all", _BOOL)]),
+            "post": _op("A new endpoint with its default stage serving a model", one, 400, 404, 409, 413,
+                        ok_code="201", requestBody=body)},
+        "/endpoints/{endpoint}": {
+            "get": _op("One endpoint", one, 404, parameters=[ep]),
+            "patch": _op("Change an endpoint's description or tags", one, 400, 404, 413, parameters=[ep],
+                         requestBody={"required": True, "content": {"application/json": {"schema": {
+                             "type": "object", "additionalProperties": False,
+                             "properties": {"description": text, "tags": tags}}}}}),
+            "delete": _op("Delete an endpoint whose only stage is the default", one, 404, 409, ok_code="202",
+                          parameters=[ep])},
+        "/endpoints/{endpoint}/default-stage": {"post": _op(
+            "Make an ACTIVE stage the default; the old default's resources are removed once drained", one, 400,
+            404, 409, 413, parameters=[ep], requestBody={"required": True, "content": {"application/json": {
+                "schema": {"type": "object", "required": ["stage"], "properties": {"stage": name}}}}})},
+        "/endpoints/{endpoint}/stages": {
+            "get": _op("The endpoint's stages", {"description": "the stages"}, 404, parameters=[ep]),
+            "post": _op("A new stage on the endpoint", one, 400, 404, 409, 413, ok_code="201", parameters=[ep],
+                        requestBody=stage_body)},
+        "/endpoints/{endpoint}/stages/{stage}": {
+            "get": _op("One stage", {"description": "the stage"}, 404, parameters=[ep, stage]),
+            "delete": _op("Delete a stage that is not the default", one, 404, 409, ok_code="202",
+                          parameters=[ep, stage])},
+        "/endpoints/{endpoint}/stages/{stage}/stats": {"get": _op(
+            "The stage's API statistics: requests, errors and p50/p95/p99 per minute and in total",
+            {"description": "the statistics"}, 400, 404,
+            parameters=[ep, stage, _query("minutes", {"type": "integer", "minimum": 1, "maximum": 60 * 24 * 31})])},
+        "/endpoints/{endpoint}/stages/{stage}/manifests": {"get": _op(
+            "The Kubernetes objects the stage becomes (kserve=1: an InferenceService)", {"description": "objects"},
+            404, 409, parameters=[ep, stage, _query("kserve", _BOOL)])},
+        "/endpoints/{endpoint}/stages/{stage}/resources": {"post": _op(
+            "Serve another model at another resource path of the stage", one, 400, 404, 409, 413, ok_code="201",
+            parameters=[ep, stage], requestBody=resource_body)},
+        "/endpoints/{endpoint}/stages/{stage}/resources/{resource_id}": {"delete": _op(
+            "Remove a stage resource (its replicas stop once drained)", one, 400, 404, ok_code="202",
+            parameters=[ep, stage, resource_id])},
+    }
+
+
 def document(prefix: str) -> dict:
     run_ref = "#/components/schemas/Run"
     obj = {"type": "object"}
@@ -361,6 +437,7 @@ def document(prefix: str) -> dict:
                 "delete": _op("Delete a model and its artifact, unless an endpoint or a batch inference uses it",
                               {"description": "deleted"}, 400, 404, 409, ok_code="204", parameters=[_MODEL_REF])},
             **_batch_paths(),
+            **_endpoint_paths(),
             "/storage": {"get": _op("What my runs take on disk, against my and my groups' storage quotas "
                                     "(admins: all=1)", {"description": "usage"}, 400,
                                     parameters=[_query("all", _BOOL)])},

@@ -168,6 +168,16 @@ class Executor(LoggingConfigurable):
         """Kill whatever of a run is left after a start that failed; True if anything was."""
         return False
 
+    def node_address(self, node: str) -> str:
+        """Where the platform reaches a process of a run on ``node`` (a model server's port): this machine for
+        engines whose runs are local processes; an engine with nodes of its own says."""
+        return "127.0.0.1"
+
+    @property
+    def listens_beyond_loopback(self) -> bool:
+        """Whether a run's server must listen on every interface to be reached (it runs on another machine)."""
+        return False
+
     @property
     def readonly_binds(self) -> bool:
         """Whether this engine binds ``RunLaunch.readonly_binds`` read-only into the run; where it does not,

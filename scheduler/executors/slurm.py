@@ -159,6 +159,14 @@ class SlurmExecutor(Executor):
         return [NodeInfo(n.name, n.gpus, n.cpus, n.memory_mb * 1024**2, n.state, n.gpu_model,
                          n.reason or n.slurm_state) for n in nodes]
 
+    def node_address(self, node: str) -> str:
+        """The node's NodeAddr from the inventory (its name where Slurm gives none)."""
+        return self._addresses.get(node, node)
+
+    @property
+    def listens_beyond_loopback(self) -> bool:
+        return True
+
     def master_port(self, run_id: int) -> int:
         """The first port of the run's block of 64 in ``master_port_base`` + ``master_port_count``."""
         blocks = max(1, self.master_port_count // 64)
