@@ -403,7 +403,8 @@ def read_summary(run_dir: str) -> dict | None:
     if not isinstance(raw, dict):
         return None
     out: dict[str, Any] = {}
-    for key in ("files", "files_matched", "records", "errors", "seconds", "records_per_second", "timed_out"):
+    for key in ("files", "files_matched", "records", "errors", "seconds", "load_seconds", "records_per_second",
+                "workers", "timed_out"):
         value = raw.get(key)
         if isinstance(value, (int, float)) and not (isinstance(value, float) and not math.isfinite(value)):
             out[key] = value
@@ -440,7 +441,8 @@ def list_batches(session: Session, owner: str | None, groups: list[str]) -> list
     """Everyone's (``owner`` None), else the owner's and their groups'."""
     q = select(BatchInference).order_by(BatchInference.id.desc())
     if owner is not None:
-        q = q.where((BatchInference.owner == owner) | BatchInference.group.in_(groups or ["\0"]))
+        q = q.where((BatchInference.owner == owner) | BatchInference.group.in_(groups)) if groups \
+            else q.where(BatchInference.owner == owner)
     return list(session.scalars(q))
 
 

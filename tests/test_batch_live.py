@@ -20,6 +20,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import requests
 
 from .helpers import wait_for_sync
 from .hub import Api
@@ -207,6 +208,35 @@ def test_a_jsonl_folder_with_globs_gives_one_result_file_per_selected_input_in_o
     assert r.status_code == 200 and json.loads(r.text.splitlines()[1])["prediction"] == {"id": "b1", "y": 23}
 
 
+@pytest.fixture(scope="module")
+def endpoint(hub, owner, source):
+    """The same model behind an endpoint (deleted after the module: the fuzz tests wait for an empty queue)."""
+    name, api = owner
+    endpoint = f"bep-{secrets.token_hex(3)}"
+    r = api("POST", "/endpoints", json={"name": endpoint, "model": source["model"], "resource_path": "/inference",
+                                         "cpus": 0})
+    assert r.status_code == 201, r.text
+    yield {"url": f"{hub.url}/services/nothing/serve/{endpoint}/inference", "token": hub.token_for(name),
+           "name": endpoint}
+    assert api("DELETE", f"/endpoints/{endpoint}").status_code == 202
+    wait_for_sync(lambda: api("GET", f"/endpoints/{endpoint}").status_code == 404, timeout=60, interval=0.3,
+                  message="the endpoint to go")
+
+
+def test_the_batch_predictions_are_the_endpoints_for_the_same_records(owner, jobs, endpoint):
+    _, api = owner
+    wait_for_sync(lambda: api("GET", f"/endpoints/{endpoint['name']}").json()["state"] == "ACTIVE", timeout=90,
+                  interval=0.3, message="the endpoint to be active")
+    results = result_files(api, wait_batch(api, jobs["docs"]["id"])["id"])
+    for path in SELECTED:
+        records = [json.loads(line) for line in JSONL[path] if line.startswith("{")]
+        r = requests.post(endpoint["url"], json={"instances": records}, timeout=30,
+                          headers={"Authorization": f"token {endpoint['token']}"})
+        assert r.status_code == 200, r.text
+        batch = [x["prediction"] for x in results[path + ".result.jsonl"] if "prediction" in x]
+        assert batch == r.json()["predictions"], path
+
+
 def test_json_files_of_a_dataset_give_predictions_and_an_unreadable_file_one_error_record(owner, jobs):
     _, api = owner
     b = wait_batch(api, jobs["dataset"]["id"])
@@ -354,3 +384,49 @@ def test_a_sigkilled_scheduler_resumes_every_batch_inference_from_its_rows_and_r
         jobs = db.execute("SELECT parent_id, id FROM runs WHERE kind = 'batch' AND parent_id IN (?, ?)",
                           (done["id"], stopped["id"])).fetchall()
     assert sorted(jobs) == sorted([(done["id"], b["run_id"]), (stopped["id"], get(api, stopped["id"])["run_id"])])
+
+
+def test_a_group_batch_inference_is_seen_and_its_results_read_by_members_but_stopped_only_by_its_owner(hub, source):
+    group = f"bg-{secrets.token_hex(3)}"
+    owner_name, owner = new_user(hub, "bgown")
+    member_name, member = new_user(hub, "bgmem")
+    hub.hub_api("POST", f"/groups/{group}", json={"users": [owner_name, member_name]}).raise_for_status()
+    run = owner.submit(code_files(), entry_point="train.py", cpus=0).json()["id"]
+    finished(owner, run)
+    r = owner("POST", "/models", json={"name": "gmodel", "framework": "python", "source": {"run": run}})
+    assert r.status_code == 201, r.text
+    b = create(owner, name="shared", model="gmodel", input_path=f"run:{run}/output/slow", input_type="JSONL",
+               group=group, batch_size=1, timeout_seconds=1.5, cpus=0)
+    assert b["group"] == group and b["id"] in [x["id"] for x in member("GET", "/batch-inferences").json()[
+        "batch_inferences"]]
+    assert member("POST", f"/batch-inferences/{b['id']}/stop").status_code == 403
+    assert wait_batch(member, b["id"])["state"] == "COMPLETE"
+    assert member("DELETE", f"/batch-inferences/{b['id']}").status_code == 403
+    [entry] = [f for f in member("GET", f"/batch-inferences/{b['id']}/results").json()["files"]
+               if f["path"] == "output/s.jsonl.result.jsonl"]
+    assert json.loads(member("GET", "/" + entry["results_href"]).text.splitlines()[0])["prediction"] == {
+        "id": "s0", "y": 3}
+    assert member("GET", f"/batch-inferences/{b['id']}/results", params={"path": "model/handler.py"}).status_code \
+        == 404  # only the results, never the rest of the run's files
+
+
+def test_the_state_machine_sends_each_end_of_the_job_where_the_seed_says():
+    from nothing.scheduler import batch_inference as bi
+
+    assert bi.outcome("COMPLETE", 0, None, "", "")[0] == "COMPLETE IN PROGRESS"
+    assert bi.outcome("FAIL TRAIN", 3, None, "exited with code 3", "2 of 5 files")[1] == \
+        "max total time reached (2 of 5 files)"
+    assert bi.outcome("FAIL TRAIN", None, "max_time", "exceeded", "")[1] == "max total time reached"
+    assert bi.outcome("FAIL TRAIN", 2, None, "exited with code 2", "no file under dataset:x matches")[1] == \
+        "no file under dataset:x matches"
+    assert bi.outcome("STOPPED", None, "cancel", "cancelled by ann", "") == ("STOPPED", "its job was cancelled by ann")
+    assert bi.outcome("STOPPED", None, "storage_quota", "storage full", "")[0] == "FAIL BATCH INFERENCE IN PROGRESS"
+    assert bi.outcome("CREATE FAILED", None, None, "no such user", "")[0] == "CREATE FAILED"
+    assert bi.outcome("FAIL TRAIN", 1, None, "x", "", stopping=True)[0] == "STOPPED"
+    for state, targets in bi.TRANSITIONS.items():
+        assert (state in {"STOPPED", "COMPLETE", "FAIL BATCH INFERENCE", "CREATE FAILED"}) == (not targets)
+    with pytest.raises(bi.InvalidBatchTransition):
+        bi.check_batch_transition("COMPLETE", "RUNNING")
+    assert bi.parse_input("run:7").text == "run:7/output"
+    assert bi.parse_input("run:7/model/./inputs/").text == "run:7/model/inputs"
+    assert bi.parse_input("dataset:vision/mnist:2").dataset == "vision/mnist:2"
