@@ -3,7 +3,8 @@
 Starts a real JupyterHub with its proxy and the scheduler, trains a one-line model in a run, makes a
 model and an endpoint from it, waits for its replica, then alternates, ``--rounds`` times, a window of
 ``--seconds`` calling the replica's own port (with its secret: "the direct model server") and the same
-through the platform (proxy → gateway → replica, with a user's endpoint-scoped token), each with
+through the gateway's own listener (``c.EndpointController.gateway_url``) and through the hub's proxy
+(proxy → gateway → replica), with a user's endpoint-scoped token, each with
 ``--concurrency`` kept-alive connections sending ``{"instances": [[1, 2, 3, 4]]}`` as fast as answered,
 and a window with one connection for the latency the platform adds.  Medians over the rounds.
 
@@ -28,7 +29,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.spine import pct  # noqa: E402
 from tests.helpers import wait_for_sync  # noqa: E402
-from tests.hub import Hub  # noqa: E402
+from tests.hub import Hub, free_port  # noqa: E402
 
 BODY = json.dumps({"instances": [[1, 2, 3, 4]]}).encode()
 TRAIN = textwrap.dedent('''
@@ -37,8 +38,9 @@ TRAIN = textwrap.dedent('''
     (out / "handler.py").write_text("def load(model_dir):\\n    return 2.0\\n\\n"
                                     "def predict(model, instances):\\n    return [model * sum(x) for x in instances]\\n")
 ''')
+GATEWAY = f"http://127.0.0.1:{free_port()}"
 SCHEDULER_ARGS = ["--NothingScheduler.gpu_mode=virtual", "--NothingScheduler.virtual_gpus=2",
-                  "--NothingScheduler.node_cpus=16"]
+                  "--NothingScheduler.node_cpus=16", f"--EndpointController.gateway_url={GATEWAY}"]
 
 
 async def window(url: str, headers: dict, seconds: float, concurrency: int) -> tuple[float, list[float], int]:
@@ -97,10 +99,10 @@ def main() -> None:
     try:
         platform, platform_headers, direct, direct_headers = setup(hub)
         assert requests.post(direct, data=BODY, headers=direct_headers, timeout=5).json() == {"predictions": [20.0]}
-        # The gateway alone: the scheduler's own port, without the hub's proxy in front (where the time goes).
-        gateway = platform.replace(hub.url, hub.service_url.split("/services/")[0])
-        paths = (("direct", direct, direct_headers), ("platform", platform, platform_headers),
-                 ("no proxy", gateway, platform_headers))
+        # The gateway's own listener (c.EndpointController.gateway_url): the same handler without the hub's proxy.
+        gateway = f"{GATEWAY}/serve/bench/inference"
+        paths = (("direct", direct, direct_headers), ("gateway", gateway, platform_headers),
+                 ("hub proxy", platform, platform_headers))
         results: dict[str, dict[str, list[float]]] = {k: {"rps": [], "p50": [], "p99": [], "p50_1": [], "fail": []}
                                                       for k, _, _ in paths}
         for _ in range(args.rounds):
@@ -120,9 +122,10 @@ def main() -> None:
             m = med[name]
             print(f"{name:10} {m['rps']:8.0f} {m['p50']:8.2f} {m['p99']:8.2f} {m['p50_1']:9.2f} "
                   f"{sum(results[name]['fail']):7.0f}")
-        print(f"platform/direct throughput {med['platform']['rps'] / med['direct']['rps']:.2f}; added p50 at one "
-              f"connection {med['platform']['p50_1'] - med['direct']['p50_1']:+.2f} ms, at {args.concurrency} "
-              f"{med['platform']['p50'] - med['direct']['p50']:+.2f} ms")
+        for name in ("gateway", "hub proxy"):
+            m, d = med[name], med["direct"]
+            print(f"{name}/direct throughput {m['rps'] / d['rps']:.2f}; added p50 at one connection "
+                  f"{m['p50_1'] - d['p50_1']:+.2f} ms, at {args.concurrency} {m['p50'] - d['p50']:+.2f} ms")
     finally:
         hub.stop()
 

@@ -331,7 +331,16 @@ class NothingScheduler(Application):
             xsrf_cookie_kwargs={"samesite": "Lax"},
         )
         settings.update(self.tornado_settings)
+        self.app_settings = settings
         return web.Application(handlers, **settings)
+
+    def make_gateway_app(self) -> web.Application:
+        """The inference gateway's own listener (``c.EndpointController.gateway_url``): only ``/serve/...``, with
+        the same handler, tokens and routes as through the hub's proxy, one hop fewer."""
+        from .api.inference import default_handlers as serve_handlers
+
+        return web.Application(list(serve_handlers), **self.app_settings)
+
 
     def _log_request(self, handler):
         self.metrics.observe_request(handler)
@@ -365,6 +374,13 @@ class NothingScheduler(Application):
         server = HTTPServer(self.make_app(), max_body_size=self.max_snapshot_bytes * 2 + 1024**2, xheaders=True,
                             body_timeout=300, chunk_size=1024**2)
         server.listen(url.port or 80, url.hostname or "127.0.0.1")
+        gateway = None
+        if self.endpoints.gateway_url:
+            where = urlparse(self.endpoints.gateway_url)
+            gateway = HTTPServer(self.make_gateway_app(), xheaders=True,
+                                 max_body_size=int(self.endpoints.max_request_bytes) + 1024**2)
+            gateway.listen(where.port or 80, where.hostname or "127.0.0.1")
+            self.log.info("Inference gateway listening on %s", self.endpoints.gateway_url)
         self.log.info("NothingAI scheduler %s listening on %s%s (%d GPUs, %s mode)", __version__, self.service_url,
                       self.service_prefix, sum(len(g) for g in self.inventory.values()), self.gpu_mode_in_use)
         stop = asyncio.Event()
@@ -378,6 +394,8 @@ class NothingScheduler(Application):
             watch.cancel()
             await asyncio.gather(watch, return_exceptions=True)
         server.stop()
+        if gateway is not None:
+            gateway.stop()
         await self.zombies.stop()
         await self.tunings.stop()
         await self.batch.stop()

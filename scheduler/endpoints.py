@@ -33,7 +33,7 @@ from functools import partial
 from pathlib import Path
 
 import aiohttp
-from traitlets import Float, Integer
+from traitlets import Float, Integer, Unicode
 from traitlets.config import LoggingConfigurable
 
 from . import endpoint_store as es
@@ -143,6 +143,12 @@ class EndpointController(LoggingConfigurable):
     stats_flush_seconds = Float(5.0, help="Seconds between writes of the stages' API statistics.").tag(config=True)
     request_timeout = Float(
         60.0, help="Seconds the gateway waits for a model server's answer before answering 504.",
+    ).tag(config=True)
+    gateway_url = Unicode(
+        "", help="""Where the inference gateway also listens on its own (as the seed's API Gateway has a domain of its
+        own), e.g. ``http://0.0.0.0:8010``: ``POST <gateway_url>/serve/ENDPOINT/PATH`` with the same tokens and
+        rules as ``<hub>/services/nothing/serve/...``, without the hub's proxy in front. Empty: only through the
+        hub's proxy. Example: ``c.EndpointController.gateway_url = "http://0.0.0.0:8010"``""",
     ).tag(config=True)
     max_request_bytes = Integer(
         64 * 1024 * 1024, help="Largest inference request body the gateway accepts (413 above).",

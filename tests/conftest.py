@@ -15,6 +15,8 @@ from nothing.scheduler.executors.local import LocalExecutor
 from nothing.scheduler.policy import Node, PriorityFifoPolicy
 from nothing.scheduler.snapshot import SnapshotLimits
 
+from .hub import free_port
+
 
 @contextlib.asynccontextmanager
 async def running_dispatcher(data_dir: Path, **kwargs):
@@ -59,8 +61,11 @@ async def dispatcher(tmp_path):
 
 # The server folder the session's hub lets models be registered from (tests/test_models_live.py).
 MODELS_ALLOWED_ROOT = Path(tempfile.gettempdir()) / "nothing-test-models-allowed"
+# The inference gateway's own listener (tests/test_endpoints_live.py calls endpoints there too).
+GATEWAY_URL = f"http://127.0.0.1:{free_port()}"
 SCHEDULER_TEST_ARGS = [
     f"--Models.allowed_roots={MODELS_ALLOWED_ROOT}",
+    f"--EndpointController.gateway_url={GATEWAY_URL}",
     "--NothingScheduler.gpu_mode=virtual",
     "--NothingScheduler.virtual_gpus=4",
     "--NothingScheduler.node_cpus=16",

@@ -114,6 +114,14 @@ def test_an_endpoint_serves_a_model_made_from_a_run(hub, served):
     # The stage's own URL reaches the same resource; the Open Inference Protocol (V2) is at .../infer.
     r = call(hub, served["token"], f"{default['url']}/inference", {"instances": [[0, 0]]})
     assert r.json() == {"predictions": [[1.0]]}
+    # The gateway's own listener answers the same, with the same token, without the hub's proxy in front.
+    from .conftest import GATEWAY_URL
+    r = requests.post(f"{GATEWAY_URL}/serve/{name}/inference", json={"instances": [[1, 2]]},
+                      headers={"Authorization": f"token {served['token']}"}, timeout=10)
+    assert r.status_code == 200 and r.json() == {"predictions": [[7.0]]}, r.text
+    assert requests.post(f"{GATEWAY_URL}/serve/{name}/inference", json={"instances": [[1, 2]]},
+                         timeout=10).status_code in (401, 403)
+    assert requests.get(f"{GATEWAY_URL}/services/nothing/api/runs", timeout=10).status_code == 404
     v2 = {"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
     r = call(hub, served["token"], resource["url"] + "/infer", v2)
     assert r.status_code == 200, r.text
