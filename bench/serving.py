@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -32,11 +34,24 @@ from tests.helpers import wait_for_sync  # noqa: E402
 from tests.hub import Hub, free_port  # noqa: E402
 
 BODY = json.dumps({"instances": [[1, 2, 3, 4]]}).encode()
+HANDLER = """import time
+WORK = {work}  # seconds of CPU per request: a model that computes something
+
+
+def load(model_dir):
+    return 2.0
+
+
+def predict(model, instances):
+    end = time.perf_counter() + WORK
+    while time.perf_counter() < end:
+        pass
+    return [model * sum(x) for x in instances]
+"""
 TRAIN = textwrap.dedent('''
     import os, pathlib
     out = pathlib.Path(os.environ["EM_MODEL_DIR"]); out.mkdir(parents=True, exist_ok=True)
-    (out / "handler.py").write_text("def load(model_dir):\\n    return 2.0\\n\\n"
-                                    "def predict(model, instances):\\n    return [model * sum(x) for x in instances]\\n")
+    (out / "handler.py").write_text(os.environ["EM_HP_HANDLER"])
 ''')
 GATEWAY = f"http://127.0.0.1:{free_port()}"
 SCHEDULER_ARGS = ["--NothingScheduler.gpu_mode=virtual", "--NothingScheduler.virtual_gpus=2",
@@ -66,13 +81,14 @@ async def window(url: str, headers: dict, seconds: float, concurrency: int) -> t
         return len(latencies) / (time.perf_counter() - started), latencies, failures
 
 
-def setup(hub: Hub) -> tuple[str, dict, str, dict]:
+def setup(hub: Hub, work_ms: float = 0.0) -> tuple[str, dict, str, dict]:
     """(platform URL, its headers, direct URL, its headers) of a served one-line model."""
     from tests.hub import Api
 
     hub.create_user("bench")
     api = Api(hub, hub.token_for("bench"))
-    r = api.submit({"train.py": TRAIN}, entry_point="train.py", gpus=0)
+    r = api.submit({"train.py": TRAIN}, entry_point="train.py", gpus=0,
+                   hyperparameters={"handler": HANDLER.format(work=work_ms / 1000)})
     run = api.wait_state(r.json()["id"], "COMPLETE", timeout=60)
     assert api("POST", "/models", json={"name": "double", "framework": "python",
                                         "source": {"run": run["id"]}}).status_code == 201
@@ -88,21 +104,55 @@ def setup(hub: Hub) -> tuple[str, dict, str, dict]:
             f"http://127.0.0.1:{port}/v1/models/double:predict", {"X-Nothing-Replica": secret})
 
 
+NGINX_CONF = """daemon off; worker_processes 1; pid {dir}/nginx.pid; error_log stderr error;
+events {{ worker_connections 1024; }}
+http {{ access_log off; client_body_temp_path {dir}; proxy_temp_path {dir};
+  upstream replica {{ server 127.0.0.1:{upstream}; keepalive 32; }}
+  server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://replica; proxy_http_version 1.1;
+    proxy_set_header Connection ""; }} }} }}
+"""
+
+
+def start_nginx(upstream: int) -> tuple[subprocess.Popen, int] | None:
+    """nginx in front of the replica (keep-alive to it, one worker): what the cheapest proxy costs on this machine,
+    the floor under any gateway's figures. None where nginx is not installed."""
+    if shutil.which("nginx") is None:
+        return None
+    folder = Path(tempfile.mkdtemp(prefix="nothing-bench-nginx-"))
+    port = free_port()
+    (folder / "nginx.conf").write_text(NGINX_CONF.format(dir=folder, upstream=upstream, port=port))
+    proc = subprocess.Popen(["nginx", "-c", str(folder / "nginx.conf"), "-p", str(folder)])
+    wait_for_sync(lambda: _listening(port), timeout=10, message="nginx")
+    return proc, port
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--work-ms", type=float, default=0.0,
+                        help="CPU milliseconds the model spends per request (0: a one-line model)")
     args = parser.parse_args()
     hub = Hub(Path(tempfile.mkdtemp(prefix="nothing-bench-serving-")), SCHEDULER_ARGS)
     hub.start()
     try:
-        platform, platform_headers, direct, direct_headers = setup(hub)
+        platform, platform_headers, direct, direct_headers = setup(hub, args.work_ms)
         assert requests.post(direct, data=BODY, headers=direct_headers, timeout=5).json() == {"predictions": [20.0]}
         # The gateway's own listener (c.EndpointController.gateway_url): the same handler without the hub's proxy.
         gateway = f"{GATEWAY}/serve/bench/inference"
-        paths = (("direct", direct, direct_headers), ("gateway", gateway, platform_headers),
-                 ("hub proxy", platform, platform_headers))
+        paths = [("direct", direct, direct_headers), ("gateway", gateway, platform_headers),
+                 ("hub proxy", platform, platform_headers)]
+        nginx = start_nginx(int(direct.split(":")[2].split("/")[0]))
+        if nginx is not None:
+            paths.append(("nginx", f"http://127.0.0.1:{nginx[1]}/v1/models/double:predict", direct_headers))
         results: dict[str, dict[str, list[float]]] = {k: {"rps": [], "p50": [], "p99": [], "p50_1": [], "fail": []}
                                                       for k, _, _ in paths}
         for _ in range(args.rounds):
@@ -116,16 +166,19 @@ def main() -> None:
                 r["p50_1"].append(1000 * statistics.median(single))
                 r["fail"].append(failed + failed_1)
         med = {k: {m: statistics.median(v) for m, v in r.items()} for k, r in results.items()}
-        print(f"{args.rounds} rounds of {args.seconds:.0f} s, {args.concurrency} connections (and 1 for p50 at 1)")
+        print(f"{args.rounds} rounds of {args.seconds:.0f} s, {args.concurrency} connections (and 1 for p50 at 1), "
+              f"a model of {args.work_ms:g} ms per request")
         print(f"{'':10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'p50@1 ms':>9} {'failed':>7}")
         for name, _, _ in paths:
             m = med[name]
             print(f"{name:10} {m['rps']:8.0f} {m['p50']:8.2f} {m['p99']:8.2f} {m['p50_1']:9.2f} "
                   f"{sum(results[name]['fail']):7.0f}")
-        for name in ("gateway", "hub proxy"):
+        for name in [p for p, _, _ in paths if p != "direct"]:
             m, d = med[name], med["direct"]
             print(f"{name}/direct throughput {m['rps'] / d['rps']:.2f}; added p50 at one connection "
                   f"{m['p50_1'] - d['p50_1']:+.2f} ms, at {args.concurrency} {m['p50'] - d['p50']:+.2f} ms")
+        if nginx is not None:
+            nginx[0].terminate()
     finally:
         hub.stop()
 
