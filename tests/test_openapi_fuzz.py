@@ -39,7 +39,10 @@ ADMIN_SKIPS = {"POST /runs/{run_id}/cancel", "POST /runs/{run_id}/priority", "DE
                "PATCH /endpoints/{endpoint}", "DELETE /endpoints/{endpoint}", "POST /endpoints/{endpoint}/stages",
                "POST /endpoints/{endpoint}/default-stage", "DELETE /endpoints/{endpoint}/stages/{stage}",
                "POST /endpoints/{endpoint}/stages/{stage}/resources",
-               "DELETE /endpoints/{endpoint}/stages/{stage}/resources/{resource_id}"}
+               "DELETE /endpoints/{endpoint}/stages/{stage}/resources/{resource_id}",
+               # The same for batch inferences (found by id): stopping or deleting other tests' jobs.
+               "POST /batch-inferences/{batch_id}/stop", "DELETE /batch-inferences/{batch_id}",
+               "POST /batch-inferences/{batch_id}/copy"}
 USER_SKIPS = {"DELETE /runs/{run_id}"}
 
 
