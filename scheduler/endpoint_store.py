@@ -13,7 +13,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from .orm import Endpoint, EndpointStage, EndpointStats, Model, Run, StageResource
-from .serving_states import KIND_SERVING
+from .serving_states import KIND_BATCH, KIND_SERVING
 
 
 def _loaded():
@@ -135,3 +135,23 @@ def stats_since(session: Session, stage_ids: list[int], since: datetime) -> list
     return list(session.execute(select(EndpointStats).where(EndpointStats.stage_id.in_(stage_ids),
                                                             EndpointStats.minute >= since)
                                 .order_by(EndpointStats.minute)).scalars())
+
+
+def runtime_run_users(session: Session, run_id: int) -> list[str]:
+    """A run deletion rule (``tracking_store.RUN_DELETION_RULES``): a model server replica of a stage resource
+    that still exists, or the job of a batch inference that still exists, goes with its owner object."""
+    from .orm import BatchInference
+
+    run = session.get(Run, run_id)
+    if run is None or run.parent_id is None:
+        return []
+    if run.kind == KIND_SERVING:
+        found = session.execute(select(Endpoint.name, EndpointStage.name).join(
+            EndpointStage, EndpointStage.endpoint_id == Endpoint.id).join(
+            StageResource, StageResource.stage_id == EndpointStage.id).where(StageResource.id == run.parent_id)).first()
+        if found is not None:
+            return [f"it is a model server of endpoint {found[0]}, stage {found[1]}: delete the stage resource "
+                    "(or the stage, or the endpoint) instead"]
+    elif run.kind == KIND_BATCH and session.get(BatchInference, run.parent_id) is not None:
+        return [f"it is the job of batch inference {run.parent_id}: delete the batch inference instead"]
+    return []

@@ -15,13 +15,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from .endpoint_store import runtime_run_users
 from .models import models_made_from_run
 from .orm import Experiment, MetricPoint, Run, RunEvent
 from .states import ACTIVE
 
 _INSERT_POINT = insert(MetricPoint)
 _INSERT_SQLITE = "INSERT INTO metric_points (run_id, name, step, at, value) VALUES (?, ?, ?, ?, ?)"
-# Points written per statement: small enough that other work on the database thread never waits long.
+# Points per insert statement: bounds the parameters one statement holds in memory.
 POINT_CHUNK = 500
 
 
@@ -137,10 +138,31 @@ def _db_value(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
+class StaleProgress(Exception):
+    """The run's stored read offsets are not the ones a store started from: another store came first (a call
+    sent again after its answer was lost), or the run was deleted.  Nothing of this store is kept."""
+
+
 def store_points(session: Session, run_id: int, points: list, summary: dict, stored: int, log_offset: int,
-                 report_offset: int, checkpoint_steps: dict | None = None) -> None:
+                 report_offset: int, checkpoint_steps: dict | None = None,
+                 expected: tuple[int, int, int] | None = None) -> None:
     """The points, the new summary and how far the files were read, in one transaction: a crash
-    between reading and writing reads the same bytes again, and never stores a point twice."""
+    between reading and writing reads the same bytes again, and never stores a point twice.
+
+    With ``expected`` (the log offset, report offset and point count the read started from) the
+    store happens only if the run still has them, else ``StaleProgress`` rolls it all back: a read
+    done twice is stored once.  The run's row is written first, so a stale store inserts nothing.
+    """
+    values = dict(metric_summary=summary, metric_points=stored, log_read_offset=log_offset,
+                  report_read_offset=report_offset)
+    if checkpoint_steps is not None:
+        values["checkpoint_steps"] = checkpoint_steps
+    q = update(Run).where(Run.id == run_id)
+    if expected is not None:
+        q = q.where(Run.log_read_offset == expected[0], Run.report_read_offset == expected[1],
+                    Run.metric_points == expected[2])
+    if session.execute(q.values(**values)).rowcount != 1:
+        raise StaleProgress(f"run {run_id}")
     sqlite = session.get_bind().dialect.name == "sqlite"
     for i in range(0, len(points), POINT_CHUNK):
         chunk = points[i:i + POINT_CHUNK]
@@ -151,11 +173,6 @@ def store_points(session: Session, run_id: int, points: list, summary: dict, sto
             session.execute(_INSERT_POINT, [
                 {"run_id": run_id, "name": p.name, "step": p.step, "at": p.at, "value": _db_value(p.value)}
                 for p in chunk])
-    values = dict(metric_summary=summary, metric_points=stored, log_read_offset=log_offset,
-                  report_read_offset=report_offset)
-    if checkpoint_steps is not None:
-        values["checkpoint_steps"] = checkpoint_steps
-    session.execute(update(Run).where(Run.id == run_id).values(**values))
 
 
 def metric_series(session: Session, run_id: int, names: list[str] | None, limit: int) -> list[Any]:
@@ -198,7 +215,7 @@ def _checkpoint_users(session: Session, run_id: int) -> list[str]:
 
 
 # What keeps a run from being deleted: each rule returns sentences naming what is in the way.
-RUN_DELETION_RULES: list = [_checkpoint_users, models_made_from_run]
+RUN_DELETION_RULES: list = [_checkpoint_users, models_made_from_run, runtime_run_users]
 
 
 def run_deletion_blockers(session: Session, run_id: int) -> list[str]:

@@ -139,7 +139,11 @@ def test_an_endpoint_serves_a_model_made_from_a_run(hub, served):
 
     # The replica is a run of the owner's, of kind serving, holding what the resource asked for.
     runs = api("GET", "/runs?kind=serving").json()["runs"]
-    assert any(r["state"] == "RUNNING" and r["kind"] == "serving" for r in runs), runs
+    [replica] = [r for r in runs if r["state"] == "RUNNING" and r["kind"] == "serving"]
+    assert replica["parent_id"] == resource["id"] and not api("GET", "/runs").json()["runs"][0]["kind"] == "serving"
+    # It goes with its stage resource, not on its own.
+    r = api("DELETE", f"/runs/{replica['id']}?stop=true")
+    assert r.status_code == 409 and name in r.json()["message"], r.text
 
 
 def test_a_new_stage_becomes_the_default_under_load_without_a_failed_request(hub, served):
