@@ -35,9 +35,11 @@ def add_endpoint_parser(sub) -> None:
         p.add_argument("--memory", default=None, help="e.g. 2G")
         p.add_argument("--gpus", type=int, default=0, help="GPUs per replica, held for as long as it serves")
 
-    create = cmds.add_parser("create", help="a new endpoint with its default stage serving MODEL")
-    create.add_argument("name")
-    resource_options(create)
+    create = cmds.add_parser("create", help="a new endpoint with its default stage serving a model: "
+                                            "create MODEL, or create NAME --model MODEL")
+    create.add_argument("name", help="the endpoint's name (with --model), or the model to serve (named after it)")
+    resource_options(create, with_model_flag=False)
+    create.add_argument("--model", default=None, help="the model's name or id (default: NAME is the model)")
     create.add_argument("--stage", default=None, help="the default stage's name (default)")
     create.add_argument("--description", default="")
     create.add_argument("--group", default=None, help="one of your groups: its members may call it")
@@ -82,6 +84,16 @@ def _resource(args: argparse.Namespace) -> dict:
     return body
 
 
+def endpoint_name_for(model: str) -> str:
+    """An endpoint name (lower-case letters, digits, '-') from a model's name: ``ResNet_50.v2`` → ``resnet-50-v2``."""
+    import re
+
+    name = re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")[:40].strip("-")
+    if not name:
+        raise NothingError(f"cannot name an endpoint after model {model!r}: give NAME --model {model}")
+    return name
+
+
 def endpoints_table(rows: list[dict]) -> str:
     if not rows:
         return "no endpoints"
@@ -120,6 +132,8 @@ def endpoint_command(client: NothingClient, args: argparse.Namespace) -> int:
     elif cmd == "show":
         print(endpoint_text(call("GET", f"/endpoints/{name}", retry=True).json()))
     elif cmd == "create":
+        if args.model is None:  # ``nothing endpoint create MODEL``: the endpoint is named after the model
+            args.model, args.name = args.name, endpoint_name_for(args.name)
         body = dict(_resource(args), name=args.name, description=args.description)
         if args.stage:
             body["stage"] = args.stage

@@ -421,3 +421,13 @@ def test_the_docs_commands_create_call_and_switch_an_endpoint_from_a_terminal_an
     wait_for_sync(lambda: len(api("GET", f"/endpoints/{name}").json()["stages"]) == 1, timeout=60, interval=0.3,
                   message="the old stage to go")
     cli("endpoint", "rm", name)
+
+    # The short form: ``nothing endpoint create MODEL`` names the endpoint after the model.
+    model = f"Iris_V2.{secrets.token_hex(2)}"
+    train_model(api, model, 3.0)
+    out = cli("endpoint", "create", model, "--cpus", "0")
+    short = model.lower().replace("_", "-").replace(".", "-")
+    assert short in out
+    wait_endpoint(api, short)
+    assert json.loads(cli("predict", short, "request.json")) == {"predictions": [[10.0], [22.0]]}
+    cli("endpoint", "rm", short)
