@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -431,3 +433,68 @@ def test_the_docs_commands_create_call_and_switch_an_endpoint_from_a_terminal_an
     wait_endpoint(api, short)
     assert json.loads(cli("predict", short, "request.json")) == {"predictions": [[10.0], [22.0]]}
     cli("endpoint", "rm", short)
+
+
+README = (Path(__file__).parent.parent / "README.md").read_text()
+
+
+def readme_serving_commands() -> list[str]:
+    """The commands of the README's "Models, endpoints and batch inference" section, in order, comments dropped."""
+    section = README.split("\n## Models, endpoints and batch inference\n", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block, "the README's serving section has no bash block"
+    return [line.split("  #", 1)[0].strip() for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_the_readme_serving_examples_work_verbatim_but_for_the_run_id(hub, tmp_path):
+    """The README's names (iris-v1, iris, canary, nightly) and options as written; run 12 is this test's run."""
+    import shlex
+    import subprocess
+    import sys
+
+    from .hub import Api
+
+    user = f"readme-{secrets.token_hex(3)}"
+    hub.create_user(user)
+    token = hub.token_for(user)
+    api = Api(hub, token)
+    records = "\n".join(json.dumps([i, i]) for i in range(3))
+    train = TRAIN.format(handler=HANDLER) + textwrap.dedent(f"""
+        folder = pathlib.Path(os.environ["EM_CHECKPOINT_DIR"]) / "records"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "part-0.jsonl").write_text({records!r})
+    """)
+    r = api.submit({"train.py": train}, entry_point="train.py", gpus=0, hyperparameters={"w": "2"})
+    run_id = api.wait_state(r.json()["id"], {"COMPLETE", "FAIL TRAIN"}, timeout=60)["id"]
+    train_model(api, "iris-v2", 3.0)
+    (tmp_path / "request.json").write_text(json.dumps({"instances": [[1, 2]]}))
+    env = dict(os.environ, NOTHING_SERVICE_URL=f"{hub.url}/services/nothing/", JUPYTERHUB_API_TOKEN=token)
+    nothing = str(Path(sys.executable).parent / "nothing")
+    commands = readme_serving_commands()
+    assert commands[0] == "nothing model create iris-v1 --framework python --run 12", commands
+    for command in commands:
+        args = shlex.split(command.replace("--run 12", f"--run {run_id}").replace("run:12/", f"run:{run_id}/"))
+        result = subprocess.run([nothing, *args[1:]], cwd=tmp_path, env=env, capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode == 0, (command, result.stderr)
+        if args[1:3] in (["endpoint", "create"], ["endpoint", "stage-create"]):
+            wait_endpoint(api, "iris")
+        elif args[1] == "predict":
+            assert json.loads(result.stdout)["predictions"] in ([[7.0]], [[10.0]]), result.stdout
+        elif args[1:3] == ["endpoint", "set-default"]:
+            assert api("GET", "/endpoints/iris").json()["default_stage"] == "canary"
+        elif args[1:3] == ["batch", "create"]:
+            [job] = api("GET", "/batch-inferences").json()["batch_inferences"]
+            url = f"/batch-inferences/{job['id']}"
+            done = wait_for_sync(lambda u=url: (lambda b: b if b["state"] in ("COMPLETE", "FAIL BATCH INFERENCE")
+                                                else None)(api("GET", u).json()),
+                                 timeout=90, interval=0.5, message="the batch inference")
+            assert done["state"] == "COMPLETE" and done["summary"]["records"] == 3, done
+    assert json.loads(subprocess.run([nothing, "predict", "iris", "request.json"], cwd=tmp_path, env=env,
+                                     capture_output=True, text=True, timeout=60).stdout) == {"predictions": [[10.0]]}
+    for s in api("GET", "/endpoints/iris").json()["stages"]:
+        if not s["default"]:
+            api("DELETE", f"/endpoints/iris/stages/{s['name']}")
+    wait_for_sync(lambda: len(api("GET", "/endpoints/iris").json()["stages"]) == 1, timeout=60, interval=0.3,
+                  message="the old stage to go")
+    assert api("DELETE", "/endpoints/iris").status_code == 202
