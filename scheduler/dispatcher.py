@@ -30,8 +30,8 @@ from .helper_process import HelperGone, HelperProcess
 from .policy import Allocation, ClusterSnapshot, Node, PendingRun, Policy, best_fit, free_resources
 from .quotas import Quotas
 from .rundir import (
-    create_run_dir, give_to_user, hand_over_checkpoints, prepare_checkpoint_input, prepare_dataset_mounts,
-    remove_run_dir, stage_source,
+    create_run_dir, give_to_user, hand_over_checkpoints, link_readonly_inputs, prepare_checkpoint_input,
+    prepare_dataset_mounts, remove_run_dir, stage_source,
 )
 from .runenv import RunLaunch, RunPaths
 from .snapshot import SnapshotLimits
@@ -608,6 +608,11 @@ class Dispatcher:
         inputs = await self._checkpoint_input(run)
         if not run.datasets:
             return inputs
+        if not self.executor.readonly_binds:  # hard links to root's read-only files instead of binds
+            points = await self.launcher.call_idempotent(link_readonly_inputs, run.run_dir,
+                                                         [(d["name"], d["path"]) for d in run.datasets])
+            return dict(inputs, datasets=tuple((d["name"], point, d["dataset"], d["version"])
+                                               for d, point in zip(run.datasets, points)))
         points = await self.launcher.call_idempotent(prepare_dataset_mounts, run.run_dir,
                                                      [d["name"] for d in run.datasets])
         binds = tuple(inputs.get("readonly_binds", ())) + tuple((d["path"], point)

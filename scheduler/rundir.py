@@ -142,6 +142,35 @@ def prepare_dataset_mounts(root: str, names: list[str]) -> list[str]:
     return points
 
 
+def link_readonly_inputs(root: str, inputs: list[tuple[str, str]]) -> list[str]:
+    """Where an engine cannot bind (Slurm, whose nodes share the data folder): each input (a dataset version, a
+    model's artifact: root's, files 0444/0644) hard-linked into ``<run>/inputs/<name>``.
+
+    The links are to root's files, so the run reads them and cannot change a byte; the folders are root's too
+    (made 0755), so it cannot add to them either.  The same store and run folder are on one filesystem under the
+    data folder.  Made again from scratch on every start (the source is immutable, so the result is the same).
+    """
+    paths = RunPaths(Path(root))
+    folder = paths.root / "inputs"
+    remove_path(folder)
+    folder.mkdir()
+    folder.chmod(0o755)
+    points = []
+    for name, source in inputs:
+        point = folder / name
+        point.mkdir()
+        src = os.open(source, _DIR_FLAGS)
+        dst = os.open(point, _DIR_FLAGS)
+        try:
+            _link_tree(src, dst)
+        finally:
+            os.close(src)
+            os.close(dst)
+        point.chmod(0o755)
+        points.append(str(point))
+    return points
+
+
 def prepare_checkpoint_input(root: str, source_root: str, name: str | None,
                              bind: bool) -> tuple[tuple[tuple[str, str], ...], str]:
     """Make another run's checkpoints (all, or the one called ``name``) this run's input.

@@ -59,11 +59,11 @@ async def submit_runtime_run(scheduler, *, owner: str, owner_groups: list[str], 
     from . import store
     from .spec import SpecError
 
-    if not scheduler.dispatcher.executor.readonly_binds:
-        # The model store is root's (0700): a run reads its model only through a read-only bind.
-        raise SpecError(f"the {type(scheduler.dispatcher.executor).__name__} cannot bind the model read-only into "
-                        "a run, so model servers and batch inference run only on the local executor for now; on "
-                        "Kubernetes see GET /api/endpoints/NAME/stages/STAGE/manifests")
+    if not scheduler.dispatcher.executor.reads_inputs:
+        # The model store is root's (0700): a run reads its model through a read-only bind or root's hard links.
+        raise SpecError(f"the {type(scheduler.dispatcher.executor).__name__}'s runs cannot read the model store, so "
+                        "model servers and batch inference run on the local and Slurm executors; on Kubernetes see "
+                        "GET /api/endpoints/NAME/stages/STAGE/manifests")
     body: dict[str, Any] = {"name": name, "experiment": kind, "entry_point": entry_point, "args": args,
                             "gpus": gpus, "cpus": cpus, "group": group or None}
     if memory_bytes:

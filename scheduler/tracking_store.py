@@ -218,13 +218,15 @@ def _checkpoint_users(session: Session, run_id: int) -> list[str]:
 RUN_DELETION_RULES: list = [_checkpoint_users, models_made_from_run, runtime_run_users]
 
 
-def run_deletion_blockers(session: Session, run_id: int) -> list[str]:
-    return [reason for rule in RUN_DELETION_RULES for reason in rule(session, run_id)]
+def run_deletion_blockers(session: Session, run_id: int, by_owner_object: bool = False) -> list[str]:
+    """``by_owner_object``: the run goes with the object it belongs to (a batch inference's job), which allows it."""
+    return [reason for rule in RUN_DELETION_RULES if not (by_owner_object and rule is runtime_run_users)
+            for reason in rule(session, run_id)]
 
 
-def delete_run(session: Session, run_id: int) -> bool:
+def delete_run(session: Session, run_id: int, by_owner_object: bool = False) -> bool:
     """The run's rows: the run, its events and its metric points; False when a rule now forbids it."""
-    if run_deletion_blockers(session, run_id):
+    if run_deletion_blockers(session, run_id, by_owner_object):
         return False
     session.execute(delete(MetricPoint).where(MetricPoint.run_id == run_id))
     session.execute(delete(RunEvent).where(RunEvent.run_id == run_id))

@@ -168,3 +168,42 @@ def test_cancel_after_a_restart_stops_every_rank_on_every_node(slurm_hub, api):
     assert done["state"] == "STOPPED", done["reason"]
     wait_for_sync(lambda: not any(os.path.exists(f"/proc/{p}") for p in pids), timeout=15,
                   message="every rank to be gone")
+
+
+def test_an_endpoint_and_a_dataset_on_slurm_read_roots_files_through_hard_links(slurm_hub, api):
+    """Slurm cannot bind read-only inputs: a dataset version and a model's artifact are hard-linked into the run's
+    folder on the shared data folder instead, root's files the run reads and cannot change; a model server runs as
+    a Slurm job on a node and is reached at the node's address."""
+    import requests
+
+    from .test_datasets_live import push
+    from .test_endpoints_live import HANDLER, TRAIN
+
+    # A dataset read by a run on Slurm.
+    push(api, "labels", {"labels.txt": b"seven\n"})
+    reader = ("import os\np = os.path.join(os.environ['EM_DATASET_TRAIN'], 'labels.txt')\nprint('read', open(p).read()"
+              ".strip())\ntry:\n    open(p, 'a').write('x')\nexcept OSError as e:\n    print('refused', e.errno)\n")
+    r = api.submit({"read.py": reader}, entry_point="read.py", gpus=0, datasets={"train": "labels"})
+    assert r.status_code == 201, r.text
+    run = api.wait_state(r.json()["id"], {"COMPLETE", "FAIL TRAIN"}, timeout=90)
+    log = api("GET", f"/runs/{run['id']}/logs").text
+    assert run["state"] == "COMPLETE" and "read seven" in log and "refused" in log, log
+
+    # A model served from a Slurm job.
+    r = api.submit({"train.py": TRAIN.format(handler=HANDLER)}, entry_point="train.py", gpus=0,
+                   hyperparameters={"w": "2"})
+    trained = api.wait_state(r.json()["id"], {"COMPLETE", "FAIL TRAIN"}, timeout=90)
+    assert trained["state"] == "COMPLETE", api("GET", f"/runs/{trained['id']}/logs").text
+    assert api("POST", "/models", json={"name": "on-slurm", "framework": "python",
+                                        "source": {"run": trained["id"]}}).status_code == 201
+    assert api("POST", "/endpoints", json={"name": "slurm-ep", "model": "on-slurm", "cpus": 1}).status_code == 201
+    wait_for_sync(lambda: api("GET", "/endpoints/slurm-ep").json()["state"] == "ACTIVE", timeout=120, interval=0.5,
+                  message="the endpoint on Slurm")
+    [replica] = [x for x in api("GET", "/runs?kind=serving").json()["runs"] if x["state"] == "RUNNING"]
+    assert replica["node"], replica
+    answer = requests.post(f"{slurm_hub.url}/services/nothing/serve/slurm-ep/inference",
+                           json={"instances": [[1, 2]]}, headers=api.session.headers, timeout=30)
+    assert answer.status_code == 200 and answer.json() == {"predictions": [[7.0]]}, answer.text
+    assert api("DELETE", "/endpoints/slurm-ep").status_code == 202
+    wait_for_sync(lambda: api("GET", "/endpoints/slurm-ep").status_code == 404, timeout=60, interval=0.5,
+                  message="the endpoint to go")

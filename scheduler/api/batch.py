@@ -102,9 +102,9 @@ class _BatchMixin(RunDeleteMixin, RunAccessMixin):
             fields = bi.parse_batch(body)
         except bi.BatchError as e:
             raise web.HTTPError(400, str(e)) from None
-        if not self.dispatcher.executor.readonly_binds:
-            raise web.HTTPError(400, "batch inference needs an executor that binds the model and the input "
-                                     "read-only into its job (the local executor running as root); this "
+        if not self.dispatcher.executor.reads_inputs:
+            raise web.HTTPError(400, "batch inference needs an executor whose jobs can read the model and the "
+                                     "input (bound read-only, or hard-linked on a shared data folder); this "
                                      "cluster's cannot yet")
         model = await self.usable_model(fields.model)
         input_path = await self.checked_input(fields.input)
@@ -167,7 +167,7 @@ class BatchInferenceHandler(_BatchMixin, APIHandler):
                                      f"(POST /api/batch-inferences/{row.id}/stop), then delete it")
         run = await self.dispatcher.db.run(bi.job_run, row.id, row.run_id)
         if run is not None:
-            await self.delete_run(run, stop=False)
+            await self.delete_run(run, stop=False, by_owner_object=True)
         await self.controller.forget(row.id)
         self.set_status(204)
         self.finish()

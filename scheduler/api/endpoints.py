@@ -116,6 +116,12 @@ class EndpointMixin(HandlerMixin):
                            "state": ss.CREATE_REQUESTED, "reason": "requested"})
         return values
 
+    async def updating(self, row: Endpoint, reason: str) -> None:
+        """An ACTIVE endpoint reads UPDATE IN PROGRESS from the moment a stage or resource is asked for, not from
+        the controller's next pass (a caller waiting for ACTIVE would otherwise see the old state)."""
+        if row.state == ss.ACTIVE:
+            await self.dispatcher.db.run(es.set_state, Endpoint, row.id, ss.UPDATE_IN_PROGRESS, reason, utcnow())
+
     def limits(self) -> tuple[int, int]:
         return self.scheduler.max_gpus_per_node, self.scheduler.max_cpus_per_node
 
@@ -230,6 +236,7 @@ class StagesHandler(EndpointMixin, APIHandler):
             await self.dispatcher.db.run(es.insert_stage, row.id, stage, resources, utcnow())
         except IntegrityError:
             raise web.HTTPError(409, f"endpoint {row.name} has a stage named {body['name']} already") from None
+        await self.updating(row, f"stage {body['name']} is being created")
         self.endpoints.wake()
         await self.answer(row.id, 201)
 
@@ -273,6 +280,10 @@ class StageResourcesHandler(EndpointMixin, APIHandler):
             await self.dispatcher.db.run(es.insert_resource, stage.id, values, utcnow())
         except IntegrityError:
             raise web.HTTPError(409, f"stage {stage.name} serves {resource.resource_path} already") from None
+        if stage.state == ss.ACTIVE:
+            await self.dispatcher.db.run(es.set_state, EndpointStage, stage.id, ss.DEPLOY_IN_PROGRESS,
+                                         f"deploying {resource.resource_path}", utcnow())
+        await self.updating(row, f"stage {stage.name} is deploying {resource.resource_path}")
         self.endpoints.wake()
         await self.answer(row.id, 201)
 

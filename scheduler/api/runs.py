@@ -134,9 +134,9 @@ class RunAccessMixin(HandlerMixin):
         """
         if not refs:
             return None
-        if not self.dispatcher.executor.readonly_binds:
-            raise web.HTTPError(400, "datasets need an executor that binds them read-only into runs (the local "
-                                     "executor running as root); this cluster's cannot yet")
+        if not self.dispatcher.executor.reads_inputs:
+            raise web.HTTPError(400, "datasets need an executor whose runs can read them (bound read-only, or "
+                                     "hard-linked on the data folder its nodes share); this cluster's cannot yet")
         principal = self.principal
         resolved = []
         for alias, group, name, version in refs:
@@ -311,9 +311,10 @@ class RunsHandler(RunAccessMixin, APIHandler):
 
 
 class RunDeleteMixin(HandlerMixin):
-    async def delete_run(self, row: Run, stop: bool) -> None:
+    async def delete_run(self, row: Run, stop: bool, by_owner_object: bool = False) -> None:
         """Remove a run: its rows, folder, log, TensorBoard files, checkpoints and metrics; 409 with the reason
-        while it is active (unless ``stop``) or while something else needs it."""
+        while it is active (unless ``stop``) or while something else needs it (``by_owner_object``: the batch
+        inference or stage resource it belongs to is being deleted, and takes it along)."""
         dispatcher = self.dispatcher
         if row.id in dispatcher.active:
             if not stop:
@@ -331,11 +332,11 @@ class RunDeleteMixin(HandlerMixin):
             if row.id in dispatcher.active:
                 raise web.HTTPError(409, f"run {row.id} is still stopping; delete it once it has ended")
             row = await dispatcher.db.run(store.get_run, row.id)
-        blockers = await dispatcher.db.run(tracking_store.run_deletion_blockers, row.id)
+        blockers = await dispatcher.db.run(tracking_store.run_deletion_blockers, row.id, by_owner_object)
         if blockers:
             raise web.HTTPError(409, f"run {row.id} cannot be deleted: {'; '.join(blockers)}")
         await dispatcher.helper.call_idempotent(remove_run_dir, row.run_dir)
-        if not await dispatcher.db.run(tracking_store.delete_run, row.id):
+        if not await dispatcher.db.run(tracking_store.delete_run, row.id, by_owner_object):
             raise web.HTTPError(409, f"run {row.id} cannot be deleted: another run started from it meanwhile")
         self.scheduler.tracker.forget(row.id, row.owner, row.group or "", row.disk_bytes or 0)
 

@@ -174,6 +174,12 @@ class Executor(LoggingConfigurable):
         return "127.0.0.1"
 
     @property
+    def reads_inputs(self) -> bool:
+        """Whether runs can read root's read-only inputs (datasets, models): bound where the engine binds, else
+        hard-linked into the run's folder on the data folder the engine's nodes share (local, Slurm)."""
+        return True
+
+    @property
     def listens_beyond_loopback(self) -> bool:
         """Whether a run's server must listen on every interface to be reached (it runs on another machine)."""
         return False

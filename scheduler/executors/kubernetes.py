@@ -199,6 +199,11 @@ class KubernetesExecutor(Executor):
         self._followers: dict[str, asyncio.Task] = {}
         self._listed = asyncio.Event()
 
+    @property
+    def reads_inputs(self) -> bool:
+        """Pods get their code from the service, not a shared folder: no dataset or model reaches them yet."""
+        return False
+
     # ------------------------------------------------------------------ configuration
     @property
     def api(self) -> KubeApi:
