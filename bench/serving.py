@@ -133,6 +133,29 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+async def switch_under_load(hub: Hub, url: str, headers: dict, seconds: float, concurrency: int) -> dict:
+    """Steady load on the default stage's URL while the default changes to a new stage a third of the way in."""
+    from tests.hub import Api
+
+    api = Api(hub, hub.token_for("bench"))
+    assert api("POST", "/endpoints/bench/stages", json={"name": "canary", "model": "double",
+                                                        "cpus": 0}).status_code == 201
+    wait_for_sync(lambda: api("GET", "/endpoints/bench").json()["state"] == "ACTIVE", timeout=120, interval=0.3,
+                  message="the canary stage")
+    load = asyncio.ensure_future(window(url, headers, seconds, concurrency))
+    await asyncio.sleep(seconds / 3)
+    started = time.perf_counter()
+    r = await asyncio.to_thread(api, "POST", "/endpoints/bench/default-stage", json={"stage": "canary"})
+    assert r.status_code == 200, r.text
+    switched = time.perf_counter() - started
+    rps, latencies, failed = await load
+    drained = await asyncio.to_thread(
+        wait_for_sync, lambda: not next(s for s in api("GET", "/endpoints/bench").json()["stages"]
+                                        if s["name"] == "default")["resources"], 60, 0.2, "the old stage's resources")
+    return {"requests": len(latencies), "failed": failed, "rps": rps, "switch_ms": 1000 * switched,
+            "p99": 1000 * pct(latencies, 99), "max": 1000 * max(latencies), "drained": bool(drained)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
@@ -179,6 +202,11 @@ def main() -> None:
                   f"{m['p50_1'] - d['p50_1']:+.2f} ms, at {args.concurrency} {m['p50'] - d['p50']:+.2f} ms")
         if nginx is not None:
             nginx[0].terminate()
+        sw = asyncio.run(switch_under_load(hub, gateway, platform_headers, 3 * args.seconds, args.concurrency))
+        print(f"default stage changed under load ({args.concurrency} connections, {3 * args.seconds:.0f} s): "
+              f"{sw['requests']} requests, {sw['failed']} failed, {sw['rps']:.0f} req/s, the change answered in "
+              f"{sw['switch_ms']:.0f} ms, p99 {sw['p99']:.1f} ms, slowest {sw['max']:.1f} ms; old stage's "
+              f"replicas removed: {sw['drained']}")
     finally:
         hub.stop()
 
