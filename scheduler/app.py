@@ -32,6 +32,7 @@ from .tracker import Tracker
 from .endpoints import EndpointController
 from .tuning import TuningController
 from .batch_inference import BatchController
+from .cluster_history import ClusterHistory
 from .db import Database
 from .dispatcher import Dispatcher
 from .executors.local import LocalExecutor
@@ -69,7 +70,7 @@ class NothingScheduler(Application):
     version = __version__
     aliases = aliases
     classes = [LocalExecutor, SlurmExecutor, UnixAccounts, ZombieMonitor, TensorBoardManager, Tracker, TuningController,
-               EndpointController, BatchController, PrometheusMetrics, Models]
+               EndpointController, BatchController, PrometheusMetrics, Models, ClusterHistory]
 
     config_file = Unicode("", help="A Python config file to load, e.g. nothing_scheduler_config.py").tag(config=True)
 
@@ -284,6 +285,7 @@ class NothingScheduler(Application):
         self.dispatcher.runtime_python = self.runtime_python
         source = NvmlUtilization() if self.gpu_mode_in_use == "nvml" else NoUtilization()
         self.zombies = ZombieMonitor(self.dispatcher, source, parent=self)
+        self.cluster_history = ClusterHistory(self.dispatcher, source, self.node_name, parent=self)
         self.tracker = Tracker(self.db, self.dispatcher, parent=self)
         self.tunings = TuningController(self, parent=self)
         self.batch = BatchController(self, parent=self)
@@ -364,6 +366,7 @@ class NothingScheduler(Application):
             self.inventory = {i.name: [Gpu(k, "", i.gpu_model or "GPU", 0) for k in range(i.gpus)]
                               for i in self.dispatcher.node_infos}
         self.zombies.start()
+        self.cluster_history.start()
         await self.tracker.start()
         await self.tunings.start()
         await self.batch.start()
@@ -397,6 +400,7 @@ class NothingScheduler(Application):
         if gateway is not None:
             gateway.stop()
         await self.zombies.stop()
+        await self.cluster_history.stop()
         await self.tunings.stop()
         await self.batch.stop()
         await self.endpoints.stop()

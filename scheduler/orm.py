@@ -452,3 +452,39 @@ class BatchInference(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class NodeSample(Base):
+    """One node's GPUs at one moment (``cluster_history.ClusterHistory``): how many, how many held, how busy.
+
+    ``at`` is whole seconds since the Unix epoch (UTC), not a ``DateTime``: the history API
+    averages samples into buckets of so many seconds with plain integer arithmetic in SQL,
+    the same on SQLite and PostgreSQL.  ``utilization`` is the mean percent of the node's
+    GPUs, ``None`` where nothing measures it (virtual GPUs, nodes NVML cannot reach).
+    """
+
+    __tablename__ = "node_samples"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[int] = mapped_column(BigInteger, index=True)
+    node: Mapped[str] = mapped_column(String(255))
+    gpus_total: Mapped[int] = mapped_column(Integer)
+    gpus_allocated: Mapped[int] = mapped_column(Integer)
+    utilization: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class ClusterSample(Base):
+    """The queue at one moment: its length, how long its runs have waited so far (median, p95), and the runs
+    running (starting, running or stopping: every kind, model-server replicas too).
+
+    ``at`` as in ``NodeSample``; the waits are ``None`` when nothing waits.
+    """
+
+    __tablename__ = "cluster_samples"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[int] = mapped_column(BigInteger, index=True)
+    queue_length: Mapped[int] = mapped_column(Integer)
+    wait_p50_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    wait_p95_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    running_runs: Mapped[int] = mapped_column(Integer)

@@ -72,6 +72,7 @@ SCHEDULER_TEST_ARGS = [
     "--NothingScheduler.kill_grace_seconds=2",
     "--NothingScheduler.max_snapshot_bytes=2000000",
     "--NothingScheduler.max_unpacked_bytes=5000000",
+    "--ClusterHistory.interval=1",  # the admin page's charts get points within seconds (test_browser_admin_history)
 ]
 
 

@@ -421,7 +421,8 @@ class AdminOverviewHandler(ClusterMixin, APIHandler):
             group_rows = [
                 {"name": g, "members": len(m), "gpus_in_use": sum(in_use.get(n, 0) for n in m),
                  "usage_gpu_hours": gpu_hours(sum(used.get(n, 0.0) for n in m)),
-                 "guaranteed_gpus": sched.quotas.group(g).guaranteed_gpus}
+                 "guaranteed_gpus": sched.quotas.group(g).guaranteed_gpus,
+                 "gpu_hours_per_period": sched.quotas.group(g).gpu_hours_per_period}
                 for g, m in sorted(members.items())
             ]
         self.write_json({

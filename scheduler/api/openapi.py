@@ -490,6 +490,11 @@ def document(prefix: str) -> dict:
                                   parameters=[_query("mine", _BOOL)])},
             "/admin/overview": {"get": _op("GPUs, queue, usage against quotas, zombies, totals (admins)",
                                            {"description": "ok", "content": {"application/json": {"schema": obj}}})},
+            "/cluster/history": {"get": _op(
+                "Per node GPUs held, GPUs and utilisation, and the queue's length, waits (p50, p95) and running runs "
+                "over the last hours, at most 300 points per series (admins)",
+                {"description": "ok", "content": {"application/json": {"schema": obj}}}, 400,
+                parameters=[_query("hours", {"type": "integer", "minimum": 1, "maximum": 720, "default": 24})])},
             "/tensorboards": {"get": _op("Running TensorBoards (admins)",
                                          {"description": "ok", "content": {"application/json": {"schema": obj}}})},
             "/notebooks": {
