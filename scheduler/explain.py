@@ -71,57 +71,93 @@ def preempt_reason(run: PendingRun, h: HeldRun, why: str, now: float) -> str:
             f"run {run.run_id} {run.attained_gpu_seconds / 3600:.1f}; runs with less GPU time go first "
             f"(it resumes from its last checkpoint)")
 
-def queue_entries(waiting: list[tuple[PendingRun, str, str, float]], fm: FreeMap, held: dict[int, HeldRun],
-                  ends: dict[int, tuple[float, bool]], claimed: set[int], now: float,
-                  estimate: bool = True) -> tuple[QueueEntry, ...]:
+class FreeTimes:
+    """When GPUs are expected to come free, for estimated starts: a heap of
+    ``(time, count)`` (node boundaries ignored), so a run of many GPUs costs a few
+    heap steps, not one per GPU."""
+
+    __slots__ = ("heap", "now", "size")
+
+    def __init__(self, now: float, free: int, releases: list[tuple[float, int]]):
+        self.now = now
+        heap = [(now, free)] if free > 0 else []
+        heap += [r for r in releases if r[1] > 0]
+        heapq.heapify(heap)
+        self.heap = heap
+        self.size = sum(c for _, c in heap)
+
+    def take(self, need: int, seconds: float) -> float | None:
+        """When a run of ``need`` GPUs for ``seconds`` starts, after every run taken before
+        it (the time its ``need``-th GPU comes free, not before now), or None if there are
+        never that many; its GPUs come back ``seconds`` later."""
+        if need > self.size:
+            return None
+        now = self.now
+        if need <= 0:
+            return now
+        heap = self.heap
+        t, c = heap[0]
+        if c == need:  # the common case: one heap step
+            est = t if t > now else now
+            heapq.heapreplace(heap, (est + seconds, need))
+            return est
+        left = need
+        while True:
+            t, c = heap[0]
+            if c > left:
+                heapq.heapreplace(heap, (t, c - left))
+                break
+            heapq.heappop(heap)
+            left -= c
+            if not left:
+                break
+        est = t if t > now else now
+        heapq.heappush(heap, (est + seconds, need))
+        return est
+
+    def add(self, at: float, count: int) -> None:
+        """``count`` more GPUs come free at ``at`` (and stay in the pool)."""
+        heapq.heappush(self.heap, (at, count))
+        self.size += count
+
+
+def release_heap(fm: FreeMap, held: dict[int, HeldRun], ends: dict[int, tuple[float, bool]], claimed: set[int],
+                 now: float) -> FreeTimes:
+    """The cluster's GPUs and when each is expected to be free (now for free GPUs).
+    GPUs of notebooks and of claimed runs never come back."""
+    releases = [(ends[rid][0], h.gpus) for rid, h in held.items()
+                if rid not in claimed and ends[rid][0] != math.inf]
+    releases += [(end, g) for end, _, g, _, _ in fm.started]
+    return FreeTimes(now, fm.total, releases)
+
+
+def queue_entries(waiting: list[tuple[PendingRun, str, str, float]], fm: FreeMap, heap: FreeTimes | None,
+                  now: float) -> list[QueueEntry]:
     """Positions, reasons and estimated starts, recomputed from scratch every pass.
 
-    The queue is replayed in order on a pool of GPUs that come back when runs
-    are expected to end (node boundaries ignored; the reserved run gets its
-    reservation time).  Runs held by a quota or that can never fit get none."""
+    The queue is replayed in order on ``heap`` (``release_heap``: GPUs that come
+    back when runs are expected to end; the reserved run gets its reservation
+    time), which it leaves as the runs after these would find it.  ``heap`` None:
+    no estimates.  Runs held by a quota or that can never fit get none."""
     reserved_nodes = tuple(sorted(fm.caps))
-    if not estimate:
-        return tuple(QueueEntry(r.run_id, i, reason, None, reserved_nodes if kind == "head" else ())
-                     for i, (r, kind, reason, _) in enumerate(waiting, 1))
-    heap = [now] * fm.total
-    for rid, h in held.items():
-        end = ends[rid][0]
-        if end != math.inf and rid not in claimed:
-            heap.extend([end] * h.gpus)
-    for end, _, g, _, _ in fm.started:
-        heap.extend([end] * g)
-    heapq.heapify(heap)
-    heappop, heappush, heapreplace = heapq.heappop, heapq.heappush, heapq.heapreplace
+    if heap is None:
+        return [QueueEntry(r.run_id, i, reason, None, reserved_nodes if kind == "head" else ())
+                for i, (r, kind, reason, _) in enumerate(waiting, 1)]
     out: list[QueueEntry] = []
-    append, make, size = out.append, tuple.__new__, len(heap)
+    append, make, take = out.append, tuple.__new__, heap.take
     est: float | None
     for i, (run, kind, reason, seconds) in enumerate(waiting, 1):
-        need = run.gpus
-        if need == 1 and size and (kind == "resources" or kind == "reserved"):
-            est = heap[0] if heap[0] > now else now
-            heapreplace(heap, est + seconds)
-            append(make(QueueEntry, (run.run_id, i, reason, est, ())))
+        if kind == "resources" or kind == "reserved":
+            append(make(QueueEntry, (run.run_id, i, reason, take(run.gpus, seconds), ())))
             continue
         if kind in ("quota", "never"):
             est = None
         elif kind == "reclaim":
             est = now
-            for _ in range(need):
-                heappush(heap, now + seconds)
-            size += need
-        elif need <= 0:
-            est = now
-        elif need > size:
-            est = None
-        elif need == 1:
-            est = max(now, heap[0])
-            heapreplace(heap, est + seconds)
+            heap.add(now + seconds, run.gpus)
         else:
-            taken = [heappop(heap) for _ in range(need)]
-            est = max(now, taken[-1])
-            for _ in range(need):
-                heappush(heap, est + seconds)
-        if kind == "head":
-            est = max(fm.reserved_at, now)
+            est = take(run.gpus, seconds)
+            if kind == "head":
+                est = max(fm.reserved_at, now)
         append(make(QueueEntry, (run.run_id, i, reason, est, reserved_nodes if kind == "head" else ())))
-    return tuple(out)
+    return out

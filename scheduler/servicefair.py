@@ -52,12 +52,22 @@ to become overdue, so neither the order nor the estimates go stale.
 from __future__ import annotations
 
 import bisect
+import heapq
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 
-from .explain import ahead_because, duration, preempt_reason, queue_entries, resources_reason, when
+from .explain import (
+    FreeTimes,
+    ahead_because,
+    duration,
+    preempt_reason,
+    queue_entries,
+    release_heap,
+    resources_reason,
+    when,
+)
 from .fairshare import fair_share_factors
 from .placement import FreeMap, Release
 from .policy import (
@@ -66,6 +76,7 @@ from .policy import (
     HeldRun,
     PendingRun,
     Preempt,
+    QueueEntry,
     StartRun,
     free_resources,
     held_runs,
@@ -333,44 +344,64 @@ class ServiceFairPolicy:
             waiting.append((run, kind, reason, seconds))
 
         del head_reason
+        heap = release_heap(fm, held, ends, claimed, now) if cfg.estimate_starts else None
+        entries = queue_entries(waiting, fm, heap, now)
         if tail_from < len(ranked) and head is not None:
-            self._tail(ranked, tail_from, head, fm, node_gpus, waiting, typical, gusage)
-        entries = queue_entries(waiting, fm, held, ends, claimed, now, cfg.estimate_starts)
-        return Decisions(tuple(starts), entries, tuple(preempts), self._next_pass(snapshot, held, now, due))
+            self._tail(ranked, tail_from, head, fm, node_gpus, entries, heap, typical, gusage)
+        return Decisions(tuple(starts), tuple(entries), tuple(preempts), self._next_pass(snapshot, held, now, due))
 
-    def _tail(self, ranked: list[tuple[tuple, PendingRun]], start: int, head: tuple[tuple, PendingRun], fm: FreeMap, node_gpus: int,
-              waiting: list[tuple[PendingRun, str, str, float]], typical: dict[str, float],
-              gusage: Mapping[str, Usage]) -> None:
+    def _tail(self, ranked: list[tuple[tuple, PendingRun]], start: int, head: tuple[tuple, PendingRun],
+              fm: FreeMap, node_gpus: int, entries: list[QueueEntry], heap: FreeTimes | None,
+              typical: dict[str, float], gusage: Mapping[str, Usage]) -> None:
         """The runs left once no GPU is free and nothing more can be tried: each waits for
-        resources, behind the first run that could not start (one reason per size and
-        rank difference, so a long queue costs little)."""
-        reasons: dict[tuple, str] = {}
+        resources, behind the first run that could not start, with its estimated start
+        from ``heap`` (as ``queue_entries`` would give it).  One reason per size and
+        cause, and one loop that makes the entries at once, so a long queue costs little."""
+        reasons: dict[tuple | int, str] = {}
         head_rank, head_id = head[0], head[1].run_id
-        append = waiting.append
+        h0, h2, h3 = head_rank[0], head_rank[2], head_rank[3]
+        head_late = head_rank[1] == 0
+        append, make = entries.append, tuple.__new__
+        take = heap.take if heap is not None else None
+        pool = heap.heap if heap is not None else []
+        now = heap.now if heap is not None else 0.0
+        heapreplace = heapq.heapreplace
+        est: float | None = None
+        position = len(entries)
         for rank, run in ranked[start:]:
-            if run.max_seconds is not None:
-                seconds = run.max_seconds
-            elif run.estimated_seconds is not None:
-                seconds = run.estimated_seconds
-            elif run.group in typical:
-                seconds = typical[run.group]
-            else:
-                seconds = typical[run.group] = self._typical(gusage, run.group)
-            why = (run.gpus, run.cpus, run.memory_bytes, run.shaped, rank[0] != head_rank[0], rank[1] == 0,
-                   rank[2] != head_rank[2], rank[3] != head_rank[3])
+            position += 1
+            # Why the head goes first (``ahead_because``), as a small code.
+            cause = 0 if rank[0] != h0 else 1 if head_late else 2 if rank[2] != h2 else 3 if rank[3] != h3 else 4
+            need = run.gpus
+            # Nothing is free here, so an unshaped run's reason depends on its GPUs only.
+            why = (need, run.cpus, run.memory_bytes, run.gpus_per_node, cause) \
+                if run.gpus_per_node or need <= 0 else need * 8 + cause
             reason = reasons.get(why)
             if reason is None:
                 reason = reasons[why] = (f"{resources_reason(run, fm, spans_nodes(run, node_gpus))}; "
                                          f"behind run {head_id}: {ahead_because(head_rank, rank)}")
-            append((run, "resources", reason, seconds))
+            if take is not None:
+                seconds = run.max_seconds
+                if seconds is None:
+                    seconds = run.estimated_seconds
+                    if seconds is None:
+                        seconds = typical.get(run.group) or typical.setdefault(
+                            run.group, self._typical(gusage, run.group))
+                t, c = pool[0] if pool else (0.0, 0)
+                if c == need:  # FreeTimes.take's common case, inline
+                    est = t if t > now else now
+                    heapreplace(pool, (est + seconds, need))
+                else:
+                    est = take(need, seconds)
+            append(make(QueueEntry, (run.run_id, position, reason, est, ())))
 
     # ---------------------------------------------------------------- order
     def _factors(self, snapshot: ClusterSnapshot, held: dict[int, HeldRun],
                  quotas: Quotas) -> tuple[dict[str, float], dict[str, float]]:
         cfg, now = self.config, snapshot.now
         hl = cfg.half_life_seconds
-        groups = {r.group for r in snapshot.queued} | {h.group for h in held.values()}
-        owners = {r.owner for r in snapshot.queued} | {h.owner for h in held.values()}
+        groups = set(map(attrgetter("group"), snapshot.queued)).union(map(attrgetter("group"), held.values()))
+        owners = set(map(attrgetter("owner"), snapshot.queued)).union(map(attrgetter("owner"), held.values()))
         used = [(h, decayed_interval(h.gpus, h.started_at, now, now, hl)) for h in held.values()]
         fg = fair_share_factors(snapshot.group_usage, ((h.group, u) for h, u in used), groups,
                                 {n: q.weight for n, q in quotas.groups.items()}, quotas.default_group.weight, now, hl)
@@ -400,39 +431,41 @@ class ServiceFairPolicy:
         thresholds = cfg.thresholds
         borrowing = book.borrowing if book.has_guarantees else None
         bisect_right = bisect.bisect_right
-        fair: dict[tuple[str, str], float] = {}
         out = []
-        most = -math.inf
+        append = out.append
+        # Waited >= overdue_after, for a run that has not run yet, is submitted <= late_before.
+        late_before = now - overdue_after
+        oldest = math.inf  # submission (less time run) of the longest-waiting run not overdue
         lane = cfg.overdue_lane
         late: list[tuple[tuple, tuple, PendingRun]] = []
         for r in snapshot.queued:
             if r.gpus_per_node:
                 r = normalized(r)
             att = r.attained_gpu_seconds
-            waited = now - r.submitted_at - (att / r.gpus if att and r.gpus else 0.0)
-            overdue = waited >= overdue_after
-            if not overdue and waited > most:
-                most = waited
-            if overdue and not lane:
-                out.append(((-r.priority, 0, -waited, 0, 0.0, r.submitted_at, r.run_id), r))
-                continue
-            pair = (r.group, r.owner)
-            f = fair.get(pair)
-            if f is None:
-                f = fair[pair] = fg[r.group] + fu[r.owner]
-            rank = (-r.priority, 1, 1.0 if borrowing is not None and borrowing(r) else 0.0,
-                    bisect_right(thresholds, att) if att else 0, -(f + (now - r.submitted_at) / aging),
-                    r.submitted_at, r.run_id)
-            if overdue:
-                late.append(((-r.priority, 0, -waited, 0, 0.0, r.submitted_at, r.run_id), rank, r))
+            sub = r.submitted_at
+            if att:
+                since = sub + (att / r.gpus if r.gpus else 0.0)
+                cls = bisect_right(thresholds, att)
             else:
-                out.append((rank, r))
+                since, cls = sub, 0
+            if since > late_before:
+                if since < oldest:
+                    oldest = since
+                append(((-r.priority, 1, 1.0 if borrowing is not None and borrowing(r) else 0.0, cls,
+                         -(fg[r.group] + fu[r.owner] + (now - sub) / aging), sub, r.run_id), r))
+                continue
+            first = (-r.priority, 0, since - now, 0, 0.0, sub, r.run_id)
+            if not lane:
+                append((first, r))
+                continue
+            late.append((first, (-r.priority, 1, 1.0 if borrowing is not None and borrowing(r) else 0.0, cls,
+                                 -(fg[r.group] + fu[r.owner] + (now - sub) / aging), sub, r.run_id), r))
         if late:
             # Only the ``overdue_lane`` longest-waiting overdue runs go first; the others keep their place.
             late.sort(key=itemgetter(0))
             out += [(first, r) for first, _, r in late[:lane]] + [(rank, r) for _, rank, r in late[lane:]]
         out.sort(key=itemgetter(0))
-        return out, (now + overdue_after - most if most > -math.inf else math.inf)
+        return out, (oldest + overdue_after if oldest < math.inf else math.inf)
 
     def _victims(self, held: dict[int, HeldRun], fg: dict[str, float], fu: dict[str, float],
                  now: float, overdue: float) -> list[tuple[tuple, HeldRun]]:
