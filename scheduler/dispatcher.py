@@ -182,8 +182,13 @@ class ActiveRun:
         estimated = None
         if self.estimated_start is not None and self.state == S.QUEUED:
             estimated = datetime.fromtimestamp(self.estimated_start, timezone.utc).isoformat().replace("+00:00", "Z")
-        return {"state": self.state.value, "reason": self.reason, "queue_position": self.position,
-                "estimated_start": estimated, "zombie": self.zombie.to_dict() if self.zombie else None}
+        fields = {"queue_position": self.position, "estimated_start": estimated,
+                  "zombie": self.zombie.to_dict() if self.zombie else None}
+        if not self.state.is_terminal:
+            # A run's end shows once it is committed, with its exit code and end time: between ``_end`` and the
+            # commit the row still says RUNNING, and "COMPLETE" without an exit code would be a state never stored.
+            fields.update(state=self.state.value, reason=self.reason)
+        return fields
 
 
 class Dispatcher:
