@@ -485,6 +485,11 @@ def document(prefix: str) -> dict:
                     "properties": {"priority": {"type": "integer", "minimum": -1000, "maximum": 1000}}}}}})},
             "/summary": {"get": _op("My quota headroom, GPU-hours this period and active runs",
                                     {"description": "ok", "content": {"application/json": {"schema": obj}}})},
+            "/usage/me": {"get": _op("My GPU-hours per UTC day (default: the current period's days so far), the "
+                                     "period's total and my quota", {"description": "ok", "content": {
+                                         "application/json": {"schema": obj}}}, 400,
+                                     parameters=[_query("days", {"type": "integer", "minimum": 1, "maximum": 366},
+                                                        "how many days up to today")])},
             "/queue": {"get": _op("Every active run; other users' names hidden as configured",
                                   {"description": "ok", "content": {"application/json": {"schema": obj}}},
                                   parameters=[_query("mine", _BOOL)])},
