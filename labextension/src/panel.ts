@@ -1,8 +1,9 @@
 /**
  * The sidebar: the caller's storage use and headroom, the cluster's GPUs, a list of
  * runs (mine by default, everyone's queue on demand) with per-run actions, the
- * experiment view (metric chart, runs table, checkpoints; see `trackingview.ts`), datasets, and
- * models, endpoints and batch inferences (`servingview.ts`).
+ * experiment view (metric chart, runs table, checkpoints; see `trackingview.ts`), tunings
+ * (`tuningview.ts`), datasets, and models, endpoints and batch inferences (`servingview.ts`); under the
+ * header, the caller's GPU-hours per day of the period (`usage.ts`).
  *
  * The server computes everything; this widget only renders `RunsModel`.
  */
@@ -17,6 +18,9 @@ import { ServingModel } from './serving';
 import { ServingView } from './servingview';
 import { TrackingModel } from './tracking';
 import { TrackingView } from './trackingview';
+import { TuningsModel } from './tunings';
+import { TuningsView } from './tuningview';
+import { UsageModel, UsageView } from './usage';
 
 const STATES = [
   'QUEUED',
@@ -43,7 +47,9 @@ export class RunsPanel extends Widget {
     private readonly _actions: IPanelActions,
     readonly tracking: TrackingModel = new TrackingModel(),
     readonly datasets: DatasetsModel = new DatasetsModel(),
-    readonly serving: ServingModel = new ServingModel()
+    readonly serving: ServingModel = new ServingModel(),
+    readonly tunings: TuningsModel = new TuningsModel(),
+    readonly usage: UsageModel = new UsageModel()
   ) {
     super();
     this.id = 'nothing-runs';
@@ -72,16 +78,20 @@ export class RunsPanel extends Widget {
     this._tracking = new TrackingView(tracking);
     this._datasets = new DatasetsView(datasets);
     this._serving = new ServingView(serving);
+    this._tunings = new TuningsView(tunings, () => void serving.refresh());
+    this._usage = new UsageView(usage);
     this.node.append(
       el('h2', { class: 'nai-title' }, 'GPU runs'),
       this._tracking.storageNode,
       this._header,
+      this._usage.node,
       this._toggle,
       this._filterForm,
       this._error,
       this._list,
       this._pager,
       this._tracking.node,
+      this._tunings.node,
       this._datasets.node,
       ...this._serving.nodes
     );
@@ -97,6 +107,10 @@ export class RunsPanel extends Widget {
     this.datasets.dispose();
     this._serving.dispose();
     this.serving.dispose();
+    this._tunings.dispose();
+    this.tunings.dispose();
+    this._usage.dispose();
+    this.usage.dispose();
     super.dispose();
   }
 
@@ -297,6 +311,8 @@ export class RunsPanel extends Widget {
   private _tracking: TrackingView;
   private _datasets: DatasetsView;
   private _serving: ServingView;
+  private _tunings: TuningsView;
+  private _usage: UsageView;
   private _toggle: HTMLDivElement;
   private _error: HTMLDivElement;
   private _list: HTMLUListElement;
