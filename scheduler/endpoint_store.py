@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from .orm import Endpoint, EndpointStage, EndpointStats, Model, Run, StageResource
@@ -101,16 +101,21 @@ def models_by_id(session: Session, ids: list[int]) -> dict[int, Model]:
     return {m.id: m for m in session.execute(select(Model).where(Model.id.in_(ids))).scalars()}
 
 
-def replica_runs(session: Session, resource_ids: list[int]) -> dict[int, list[Run]]:
-    """The serving runs of each stage resource, newest last."""
+def replica_runs(session: Session, resource_ids: list[int], ended_since: datetime
+                 ) -> tuple[dict[int, list[Run]], dict[int, int]]:
+    """Each stage resource's serving runs that have not ended or ended since ``ended_since`` (oldest first), and
+    how many it ever had (the next replica's key counts them), in one pass over the index."""
     found: dict[int, list[Run]] = {rid: [] for rid in resource_ids}
     if not resource_ids:
-        return found
-    rows = session.execute(select(Run).where(Run.kind == KIND_SERVING, Run.parent_id.in_(resource_ids))
+        return found, {}
+    rows = session.execute(select(Run).where(Run.kind == KIND_SERVING, Run.parent_id.in_(resource_ids),
+                                             (Run.ended_at.is_(None)) | (Run.ended_at >= ended_since))
                            .order_by(Run.id)).scalars()
     for run in rows:
         found.setdefault(run.parent_id, []).append(run)
-    return found
+    counts = dict(session.execute(select(Run.parent_id, func.count()).where(
+        Run.kind == KIND_SERVING, Run.parent_id.in_(resource_ids)).group_by(Run.parent_id)).all())
+    return found, counts
 
 
 def add_stats(session: Session, stage_id: int, minute: datetime, requests: int, errors: int,

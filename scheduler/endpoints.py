@@ -165,6 +165,9 @@ class EndpointController(LoggingConfigurable):
         self._failures: dict[int, int] = {}  # resource id -> failures in a row
         self._retry_at: dict[int, float] = {}  # resource id -> when a failed replica may start again
         self._seen_ended: set[int] = set()  # replica runs whose end was already handled
+        # Replicas that ended before this controller started are history (their resource was judged then, or
+        # they ended while the service was down and are simply started again): only later ends count as failures.
+        self._started_at = utcnow()
         self._draining: dict[int, float] = {}  # resource id -> when it left the routes
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -271,7 +274,7 @@ class EndpointController(LoggingConfigurable):
         endpoints = await self.db.run(es.list_endpoints)
         resources = [r for e in endpoints for s in e.stages for r in s.resources]
         models = await self.db.run(es.models_by_id, sorted({r.model_id for r in resources}))
-        runs = await self.db.run(es.replica_runs, [r.id for r in resources])
+        runs, counts = await self.db.run(es.replica_runs, [r.id for r in resources], self._started_at)
         now, at = time.monotonic(), utcnow()
         routes: dict[str, EndpointRoutes] = {}
         for endpoint in endpoints:
@@ -281,7 +284,8 @@ class EndpointController(LoggingConfigurable):
                 paths: dict[str, Route] = {}
                 for resource in stage.resources:
                     route = await self._reconcile_resource(endpoint, stage, resource, models.get(resource.model_id),
-                                                           runs.get(resource.id, []), now, at)
+                                                           runs.get(resource.id, []), counts.get(resource.id, 0),
+                                                           now, at)
                     if route is not None:
                         paths[resource.resource_path] = route
                 table.stages[stage.name] = (stage.id, paths)
@@ -303,9 +307,10 @@ class EndpointController(LoggingConfigurable):
                         route.turn = old_paths[path].turn
 
     async def _reconcile_resource(self, endpoint: Endpoint, stage: EndpointStage, resource: StageResource,
-                                  model, replica_runs: list[Run], now: float, at) -> Route | None:
+                                  model, replica_runs: list[Run], submitted: int, now: float, at) -> Route | None:
+        # Runs between the two (out of ``active``, their end not committed yet) are judged at the next pass.
         live = [r for r in replica_runs if r.state not in TERMINAL and r.id in self.dispatcher.active]
-        ended = [r for r in replica_runs if r.state in TERMINAL or r.id not in self.dispatcher.active]
+        ended = [r for r in replica_runs if r.state in TERMINAL]
         deleting = ss.DELETE_IN_PROGRESS in (resource.state, stage.state, endpoint.state)
         if deleting:
             await self._drain(resource, live, now)
@@ -333,9 +338,8 @@ class EndpointController(LoggingConfigurable):
                 ready.append(replica)
         missing = resource.replicas - len(live)
         if missing > 0 and now >= self._retry_at.get(resource.id, 0.0):
-            for _ in range(missing):
-                await self._start_replica(endpoint, resource, model, len(replica_runs), at)
-                replica_runs = [*replica_runs, None]  # type: ignore[list-item] - only counted
+            for k in range(missing):
+                await self._start_replica(endpoint, resource, model, submitted + k, at)
         if len(ready) == resource.replicas:
             self._failures.pop(resource.id, None)
             await self._set(StageResource, resource, ss.ACTIVE, f"{len(ready)}/{resource.replicas} replicas ready", at)

@@ -331,7 +331,23 @@ def test_a_killed_replica_is_replaced_and_the_endpoint_serves_again(hub, make_us
             break
         time.sleep(0.2)
     assert r.json() == {"predictions": [[3.0]]}
+
+    # A restarted service does not judge that old end again: the count stays, the endpoint stays ACTIVE.
+    restarts = stage(api("GET", f"/endpoints/{name}").json(), "default")["resources"][0]["restarts"]
+    old = hub.scheduler_pid()
+    os.kill(old, signal.SIGKILL)
+    wait_for_sync(lambda: _answers_again(api, name), timeout=60, interval=0.3, message="the service to answer")
+    time.sleep(2)  # a few controller passes
+    e = api("GET", f"/endpoints/{name}").json()
+    assert e["state"] == "ACTIVE" and stage(e, "default")["resources"][0]["restarts"] == restarts, e
     assert api("DELETE", f"/endpoints/{name}").status_code == 202
+
+
+def _answers_again(api, name: str) -> bool:
+    try:
+        return api("GET", f"/endpoints/{name}", timeout=5).json()["state"] == "ACTIVE"
+    except (requests.RequestException, ValueError, KeyError):
+        return False
 
 
 def test_a_sigkilled_service_serves_the_endpoint_again_with_the_same_replica(hub, make_user):
