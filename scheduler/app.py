@@ -343,7 +343,6 @@ class NothingScheduler(Application):
 
         return web.Application(list(serve_handlers), **self.app_settings)
 
-
     def _log_request(self, handler):
         self.metrics.observe_request(handler)
         status = handler.get_status()

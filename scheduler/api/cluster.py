@@ -392,9 +392,12 @@ class AdminOverviewHandler(ClusterMixin, APIHandler):
         for run in sort_queue(dispatcher.active.values()):
             entry = queue_entry(run, self.username, True, "full")
             entry["name"] = names.get(run.id, "")
-            entry["tensorboard_url"] = run_board_url(prefix, run.id)
+            entry["kind"] = run.kind
             owner, experiment = experiments.get(run.id, (run.owner, None))
-            entry["experiment_tensorboard_url"] = experiment_board_url(prefix, owner, experiment) if experiment else None
+            trains = run.kind == "train"  # model servers and batch jobs write no TensorBoard logs
+            entry["tensorboard_url"] = run_board_url(prefix, run.id) if trains else None
+            entry["experiment_tensorboard_url"] = (experiment_board_url(prefix, owner, experiment)
+                                                   if experiment and trains else None)
             queue.append(entry)
         in_use: dict[str, int] = {}
         for run in dispatcher.active.values():

@@ -108,7 +108,10 @@
             act(async () => { await request('POST', `runs/${run.id}/cancel`); return `Run ${run.id} cancelled`; });
           }
         }
-      }, 'Cancel'), ' ', boardLink(run.tensorboard_url, 'TensorBoard'));
+      }, 'Cancel'));
+      if (run.tensorboard_url) {
+        actions.append(' ', boardLink(run.tensorboard_url, 'TensorBoard'));
+      }
       if (run.experiment_tensorboard_url) {
         actions.append(' ', boardLink(run.experiment_tensorboard_url, `Experiment ${run.experiment} board`));
       }
