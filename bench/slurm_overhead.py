@@ -11,7 +11,13 @@ Starts the tests' loopback Slurm (3 nodes x 4 GRES GPUs, ``batch_sched_delay=0``
   such run waits; latency = the second's first stamp - the first's end stamp;
 - draining N trivial runs of one GPU each, all submitted at once, through each.
 
-    .venv/bin/python bench/slurm_overhead.py [--runs 15] [--handoffs 8] [--drain 1000]
+Our side runs twice, with the same counts: as it is, and with the poll it had before (``squeue --json`` of every job
+the controller remembers, :class:`JsonPollExecutor`), so that one run shows before and after on the same machine.
+Where our submit → start goes is split at the executor: submit → the executor asked to start (the pass, staging the
+code), → sbatch answered (the environment file, sbatch), → the first rank's stamp (Slurm, the batch script, Python;
+srun and the rank launcher for 2 nodes); the plain side's sbatch is timed too.
+
+    .venv/bin/python bench/slurm_overhead.py [--runs 15] [--handoffs 8] [--drain 1000] [--no-before]
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nothing.scheduler.db import Database  # noqa: E402
 from nothing.scheduler.dispatcher import Dispatcher  # noqa: E402
 from nothing.scheduler.executors.slurm import SlurmExecutor  # noqa: E402
+from nothing.scheduler.executors.slurm_commands import SlurmCommandError, parse_squeue, squeue_argv  # noqa: E402
 from nothing.scheduler.policy import PriorityFifoPolicy  # noqa: E402
 from nothing.scheduler.snapshot import SnapshotLimits  # noqa: E402
 from tests.helpers import make_archive  # noqa: E402
@@ -100,11 +107,12 @@ def sbatch_plain(slurm: Slurm, root: Path, name: str, nodes: int, gpus_per_node:
     return folder
 
 
-def plain_starts(slurm: Slurm, root: Path, count: int, nodes: int) -> list[float]:
+def plain_starts(slurm: Slurm, root: Path, count: int, nodes: int, sbatch_seconds: list[float]) -> list[float]:
     latencies = []
     for i in range(count):
         t0 = time.time()
         folder = sbatch_plain(slurm, root, f"plain-{nodes}n-{i}", nodes, 1)
+        sbatch_seconds.append(time.time() - t0)
         latencies.append(min(wait_stamps(folder, "t", nodes)) - t0)
         wait_idle(slurm)
     return latencies
@@ -141,14 +149,42 @@ def plain_drain(slurm: Slurm, root: Path, count: int) -> float:
     return time.time() - t0
 
 
+class TimedExecutor(SlurmExecutor):
+    """The Slurm executor, stamping per run when it was asked to start it and when sbatch answered."""
+
+    def __init__(self, on_exit, **kwargs):
+        super().__init__(on_exit, **kwargs)
+        self.marks: dict[int, tuple[float, float]] = {}
+
+    async def _start(self, launch, paths, python):
+        began = time.time()
+        result = await super()._start(launch, paths, python)
+        self.marks[launch.run_id] = (began, time.time())
+        return result
+
+
+class JsonPollExecutor(TimedExecutor):
+    """The poll as it was before: ``squeue --json`` (every job the controller remembers, in 22.05) for the
+    watched jobs, with their exit status; the reference for "before" in the same run."""
+
+    async def _statuses(self, ids):
+        argv = squeue_argv(ids)
+        result = await self._run(argv, check=False)
+        if result.returncode != 0:
+            raise SlurmCommandError(argv, result.returncode, result.stderr)
+        return parse_squeue(result.stdout, ids)
+
+
 VALUES = dict(owner="bench", name="", experiment="default", entry_point="train.py", args=[], hyperparameters={},
               gpus=1, cpus=1, memory_bytes=0, priority=0, max_seconds=None, snapshot_bytes=0)
 
 
-async def ours(slurm: Slurm, root: Path, count: int, handoffs: int, drain: int) -> dict:
+async def ours(slurm: Slurm, root: Path, count: int, handoffs: int, drain: int, kind: type[TimedExecutor]) -> dict:
+    root.mkdir()
+    root.chmod(0o711)
     db = Database(f"sqlite:///{root / 'scheduler.sqlite'}")
     db.upgrade()
-    executor = SlurmExecutor(on_exit=None, slurm_conf=str(slurm.conf), poll_interval=0.1)
+    executor = kind(on_exit=None, slurm_conf=str(slurm.conf), poll_interval=0.1)
     d = Dispatcher(db, executor, PriorityFifoPolicy(), [], root / "runs", sys.executable, SnapshotLimits(2**26))
     await d.start()
     archive = make_archive({"train.py": STAMP})
@@ -166,13 +202,17 @@ async def ours(slurm: Slurm, root: Path, count: int, handoffs: int, drain: int) 
     try:
         for nodes in (1, 2):
             shape = dict(nodes=2, gpus_per_node=1, gpus=2) if nodes == 2 else {}
-            latencies = []
+            latencies, parts = [], []
             for _ in range(count):
                 t0 = time.time()
                 run = await d.submit(dict(VALUES, **shape), archive)
-                latencies.append(min(await asyncio.wait_for(wait(run.paths.model, "t", nodes), 120)) - t0)
+                first = min(await asyncio.wait_for(wait(run.paths.model, "t", nodes), 120))
+                latencies.append(first - t0)
+                asked, answered = executor.marks[run.id]
+                parts.append((asked - t0, answered - asked, first - answered))
                 await ended(run)
             results[f"start-{nodes}"] = latencies
+            results[f"parts-{nodes}"] = parts
         gaps = []
         whole = dict(VALUES, nodes=3, gpus_per_node=4, gpus=12, hyperparameters={"GO": "go"})
         for _ in range(handoffs):
@@ -205,37 +245,59 @@ def row(label: str, plain: list[float], mine: list[float]) -> list[str]:
             f"{(pct(mine, 0.95) - pct(plain, 0.95)) * 1000:+.0f} ms |"]
 
 
+def median_ms(values) -> str:
+    return f"{statistics.median(values) * 1000:.0f} ms"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--handoffs", type=int, default=8)
     parser.add_argument("--drain", type=int, default=1000)
+    parser.add_argument("--no-before", action="store_true", help="skip our side with the poll of before")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="nothing-bench-slurm-"))
     root.chmod(0o711)
     slurm = Slurm(root / "slurm")
     slurm.start()
     load = os.getloadavg()
+    sbatch_seconds: list[float] = []
     try:
-        plain = {f"start-{n}": plain_starts(slurm, root, args.runs, n) for n in (1, 2)}
+        plain = {f"start-{n}": plain_starts(slurm, root, args.runs, n, sbatch_seconds) for n in (1, 2)}
         plain["handoff"] = plain_handoffs(slurm, root, args.handoffs)
         began = time.time()
         plain["drain"] = plain_drain(slurm, root, args.drain)
         print(f"plain drain done in {time.time() - began:.1f} s", file=sys.stderr)
-        mine = asyncio.run(ours(slurm, root, args.runs, args.handoffs, args.drain))
+        before = None if args.no_before else asyncio.run(
+            ours(slurm, root / "before", args.runs, args.handoffs, args.drain, JsonPollExecutor))
+        mine = asyncio.run(ours(slurm, root / "ours", args.runs, args.handoffs, args.drain, TimedExecutor))
     finally:
         slurm.stop()
         shutil.rmtree(root, ignore_errors=True)
-    print(f"load average at the start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
+    load_end = os.getloadavg()
+    print(f"load average at the start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, at the end {load_end[0]:.2f} "
+          f"on {os.cpu_count()} cores")
     print("| latency | p50 | p95 |")
     print("|---|---|---|")
-    lines = row(f"submit → first rank running, 1 node, {args.runs} runs", plain["start-1"], mine["start-1"])
-    lines += row(f"submit → first rank running, 2 nodes, {args.runs} runs", plain["start-2"], mine["start-2"])
-    lines += row(f"end → next start, 3 nodes x 4 GPUs, {args.handoffs} hand-offs", plain["handoff"], mine["handoff"])
+    lines = []
+    for key, label in (("start-1", f"submit → first rank running, 1 node, {args.runs} runs"),
+                       ("start-2", f"submit → first rank running, 2 nodes, {args.runs} runs"),
+                       ("handoff", f"end → next start, 3 nodes x 4 GPUs, {args.handoffs} hand-offs")):
+        if before is not None:
+            lines += [line.replace("NothingAI on Slurm", "NothingAI on Slurm, before").replace(
+                "added by NothingAI", "added, before") for line in row(label, plain[key], before[key])[1:]]
+        lines += row(label, plain[key], mine[key])
     print("\n".join(lines))
     print()
+    print(f"where our submit → start goes (medians): plain sbatch {median_ms(sbatch_seconds)}")
+    for nodes in (1, 2):
+        parts = list(zip(*mine[f"parts-{nodes}"]))
+        print(f"  {nodes} node(s): submit → executor asked {median_ms(parts[0])}, → sbatch answered "
+              f"{median_ms(parts[1])}, → first rank's stamp {median_ms(parts[2])}")
+    print()
     print(f"{args.drain} trivial runs drained: plain Slurm {plain['drain']:.1f} s, NothingAI on Slurm "
-          f"{mine['drain']:.1f} s ({mine['drain_failed']} did not complete)")
+          f"{mine['drain']:.1f} s ({mine['drain_failed']} did not complete)"
+          + (f", before {before['drain']:.1f} s ({before['drain_failed']} did not complete)" if before else ""))
 
 
 if __name__ == "__main__":

@@ -16,9 +16,9 @@ import pytest
 from nothing.scheduler.executors.slurm_commands import (
     CommandResult, SlurmCommandError, SlurmJobRequest, SlurmJobStatus, SlurmNode, SlurmOutputError,
     env_file_content, expand_hostlist, node_state, parse_gres, parse_nodes, parse_sbatch, parse_scontrol_job,
-    parse_squeue, run_command, sbatch_argv, scancel_argv, scontrol_job_argv, scontrol_nodes_argv,
-    scontrol_update_node_argv,
-    sinfo_argv, slurm_command_env, squeue_argv, write_env_file,
+    parse_squeue, parse_squeue_lines, run_command, sbatch_argv, scancel_argv, scontrol_job_argv, scontrol_nodes_argv,
+    scontrol_update_node_argv, sinfo_argv, slurm_command_env, squeue_argv, squeue_forgot_all, squeue_poll_argv,
+    write_env_file,
 )
 
 DATA = Path(__file__).parent / "data" / "slurm"
@@ -162,6 +162,43 @@ def test_parse_squeue_reads_every_state_of_the_recorded_jobs():
 def test_parse_squeue_keeps_only_the_asked_jobs():
     # 22.05 prints every job whatever --jobs says.
     assert parse_squeue(recorded("squeue.json"), job_ids=["6", "99"]) == {"6": RECORDED_JOBS["6"]}
+
+
+def test_squeue_poll_argv_asks_only_for_the_watched_jobs_in_a_short_format():
+    assert squeue_poll_argv(["3", "14"]) == ["squeue", "--noheader", "--states=all", "--jobs=3,14",
+                                             "--format=%i|%T|%N|%r"]
+    with pytest.raises(ValueError):
+        squeue_poll_argv([])  # would list every job
+    with pytest.raises(ValueError):
+        squeue_poll_argv(["3;14"])
+
+
+# squeue_poll_argv's output from Slurm 22.05 (the reason is last: it may hold commas and spaces).
+POLLED = """\
+2|COMPLETED|node1|None
+3|FAILED|node1|NonZeroExitCode
+6|RUNNING|node2|None
+7|PENDING||Resources
+8|RUNNING|node[1,3]|None
+9|PENDING||ReqNodeNotAvail, UnavailableNodes:node3
+"""
+
+
+def test_parse_squeue_lines_reads_states_nodes_and_reasons_and_knows_a_completed_job_exited_0():
+    assert parse_squeue_lines(POLLED) == {
+        "2": RECORDED_JOBS["2"], "3": SlurmJobStatus("3", "FAILED", "NonZeroExitCode", ("node1",)),
+        "6": RECORDED_JOBS["6"], "7": RECORDED_JOBS["7"], "8": RECORDED_JOBS["8"],
+        "9": SlurmJobStatus("9", "PENDING", "ReqNodeNotAvail, UnavailableNodes:node3")}
+    # Only a job that ended otherwise than COMPLETED needs scontrol for its exit status.
+    assert [j for j, s in parse_squeue_lines(POLLED).items() if s.needs_details] == ["3"]
+    assert parse_squeue_lines(POLLED, ["6", "99"]) == {"6": RECORDED_JOBS["6"]}
+
+
+def test_parse_squeue_lines_refuses_what_is_not_the_short_format():
+    with pytest.raises(SlurmOutputError):
+        parse_squeue_lines(recorded("squeue.json"))
+    assert squeue_forgot_all("slurm_load_jobs error: Invalid job id specified\n")
+    assert not squeue_forgot_all("squeue: error: Unable to contact slurm controller")
 
 
 def test_parse_squeue_refuses_what_is_not_squeues_json():
@@ -364,6 +401,22 @@ async def test_job_runs_on_the_chosen_node_with_exactly_our_environment(slurm, t
 
 
 @pytest.mark.slurm
+async def test_the_short_poll_lists_only_the_asked_jobs_and_scontrol_has_the_exit_status(slurm, tmp_path):
+    done = await submit(slurm, tmp_path / "done", "true", ("node1",))
+    failed = await submit(slurm, tmp_path / "failed", "exit 4", ("node2",))
+    await wait_status(slurm, done, finished)
+    await wait_status(slurm, failed, finished)
+    polled = parse_squeue_lines((await run_command(squeue_poll_argv([failed, "999999"]), env=slurm.env)).stdout)
+    assert polled == {failed: SlurmJobStatus(failed, "FAILED", "NonZeroExitCode", ("node2",))}
+    shown = parse_scontrol_job((await run_command(scontrol_job_argv(failed), env=slurm.env)).stdout)
+    assert shown == SlurmJobStatus(failed, "FAILED", "NonZeroExitCode", ("node2",), 4, None)
+    both = parse_squeue_lines((await run_command(squeue_poll_argv([done, failed]), env=slurm.env)).stdout)
+    assert both[done] == SlurmJobStatus(done, "COMPLETED", "", ("node1",), 0, None) and len(both) == 2
+    forgotten = await run_command(squeue_poll_argv(["999999"]), env=slurm.env, check=False)
+    assert forgotten.returncode != 0 and squeue_forgot_all(forgotten.stderr)
+
+
+@pytest.mark.slurm
 async def test_two_node_job_runs_one_task_on_each_chosen_node(slurm, tmp_path):
     job = await submit(slurm, tmp_path / "two", "srun bash -c 'echo \"$SLURM_NODEID $SLURMD_NODENAME\"'",
                        ("node1", "node3"), gpus_per_node=2)
@@ -440,3 +493,29 @@ async def test_drained_node_reads_as_drained_until_resumed(slurm):
         assert node.state == "down" and time.monotonic() < deadline, node
         await asyncio.sleep(0.1)
     assert node == SlurmNode("node3", "up", 4, "testgpu", 4, 4096, "", "IDLE", "127.0.0.1")
+
+
+# -- the rank launcher's plan ---------------------------------------------------------------------------
+
+
+def test_the_rank_launcher_reads_back_exactly_the_task_the_executor_wrote(tmp_path):
+    import importlib.util
+
+    from nothing.scheduler.executors.slurm import RANK_SCRIPT, task_file_content
+
+    spec = importlib.util.spec_from_file_location("slurmrank", RANK_SCRIPT)
+    slurmrank = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(slurmrank)
+    odd = 'a=b\nc "q" $(no) \u00e9 \udcff'
+    entry = {"task": 3, "node": "gpu-2", "node_rank": 1, "local_rank": 1,
+             "env": {"RANK": "3", "TF_CONFIG": '{"task": {"index": 3}}', "ODD": odd}, "argv": ["/py", "-u", odd]}
+    path = tmp_path / "task-3.plan"
+    path.write_bytes(task_file_content(entry))
+    header, variables, argv = slurmrank.read_task(str(path))
+    assert header == [b"gpu-2", b"1", b"1", b"rank", b"3", b"3"]
+    assert {k.decode(): v.decode("utf-8", "surrogateescape") for k, v in variables.items()} == entry["env"]
+    assert [a.decode("utf-8", "surrogateescape") for a in argv] == entry["argv"]
+    launcher = dict(entry, env={"NODE_RANK": "1"})  # a torchrun launcher is named by its node
+    assert task_file_content(launcher).split(b"\0")[3:5] == [b"node", b"1"]
+    with pytest.raises(ValueError):
+        task_file_content(dict(entry, argv=[]))

@@ -61,8 +61,17 @@ def where(run) -> dict:
     return json.loads((run.paths.model / "where.json").read_text())
 
 
+def written(run) -> bool:
+    """Whether the run has written its whole where.json (it exists, empty, for a moment before that)."""
+    try:
+        where(run)
+        return True
+    except (FileNotFoundError, ValueError):
+        return False
+
+
 async def started(run, timeout=30):
-    await wait_for(lambda: (run.paths.model / "where.json").exists(), timeout, message=f"run {run.id} to start")
+    await wait_for(lambda: written(run), timeout, message=f"run {run.id} to start")
     return where(run)
 
 

@@ -5,7 +5,8 @@ Slurm only launches: every start is ``sbatch --nodelist=<the chosen node>
 --uid=<the run's account>`` of ``slurmjob.sh``, which runs the entry point in the
 run's folder with the run's environment (given through ``--export-file``, so
 nothing of the scheduler's own environment reaches the job).  One poller asks
-``squeue`` about every job it watches, once per ``poll_interval``; cancel, max-time
+``squeue --format`` about the jobs it watches (those alone), once per ``poll_interval``, and
+``scontrol show job`` about a job only when it is seen ending other than COMPLETED; cancel, max-time
 and preemption are ``scancel --signal=TERM --full`` and, after the grace period,
 ``scancel``, which ends every process of the job on every node.  A restart
 re-attaches by job id (stored in the database), or finds a job whose id was
@@ -36,10 +37,11 @@ from traitlets import Float, Integer, List, Unicode
 
 from ..runenv import RankLayout, RunLaunch, RunPaths, build_environment, entry_argv, rank_plan
 from .base import EngineRefused, Executor, ExitStatus, NodeInfo
-from .slurm_commands import (SlurmCommandError, SlurmJobRequest, SlurmJobStatus, parse_job_names, parse_nodes,
-                             hold_sbatch_argv, parse_gpu_indices, parse_sbatch, parse_squeue, run_command, sbatch_argv, scancel_argv,
-                             scontrol_job_details_argv, sinfo_argv, slurm_command_env, squeue_argv, srun_argv,
-                             write_env_file)
+from .slurm_commands import (SlurmCommandError, SlurmJobRequest, SlurmJobStatus, SlurmOutputError, hold_sbatch_argv,
+                             parse_gpu_indices, parse_job_names, parse_nodes, parse_sbatch, parse_scontrol_job,
+                             parse_squeue_lines, run_command, sbatch_argv, scancel_argv, scontrol_job_argv,
+                             scontrol_job_details_argv, sinfo_argv, slurm_command_env, squeue_argv, squeue_forgot_all,
+                             squeue_poll_argv, srun_argv, write_env_file)
 
 JOB_SCRIPT = str(Path(__file__).with_name("slurmjob.sh"))
 RANK_SCRIPT = str(Path(__file__).with_name("slurmrank.py"))
@@ -125,6 +127,7 @@ class SlurmExecutor(Executor):
         self._last: dict[str, SlurmJobStatus] = {}
         self._poller: asyncio.Task | None = None
         self._wake = asyncio.Event()
+        self._details_slots = asyncio.Semaphore(4)  # scontrol calls at once, for jobs seen ending
         # From the inventory: Slurm's order of the nodes (a job's node ids follow it) and their addresses.
         self._node_order: dict[str, int] = {}
         self._addresses: dict[str, str] = {}
@@ -244,7 +247,7 @@ class SlurmExecutor(Executor):
             await asyncio.to_thread(_write_plan, paths.root / RANKS_DIR, plan, launch.uid, launch.gid)
             if self.slurm_conf:
                 env["SLURM_CONF"] = self.slurm_conf  # srun inside the job reads the same cluster's configuration
-            command = srun_argv(len(nodelist), tasks_per_node, [python, "-I", RANK_SCRIPT,
+            command = srun_argv(len(nodelist), tasks_per_node, [python, "-I", "-S", RANK_SCRIPT,
                                                                 str(paths.root / RANKS_DIR)])
         env_file = paths.control / "slurm.env"
         await asyncio.to_thread(write_env_file, env_file, env)
@@ -344,10 +347,38 @@ class SlurmExecutor(Executor):
 
     # ------------------------------------------------------------------ watching
     async def _status(self, job_id: str) -> SlurmJobStatus | None:
-        result = await self._run(squeue_argv([job_id]), check=False)
-        if result.returncode != 0:
+        try:
+            return (await self._statuses([job_id])).get(job_id)
+        except (SlurmCommandError, ValueError):
             return self._last.get(job_id)
-        return parse_squeue(result.stdout, [job_id]).get(job_id)
+
+    async def _statuses(self, ids: list[str]) -> dict[str, SlurmJobStatus]:
+        """Where each job of ``ids`` stands (a job Slurm forgot is absent): one ``squeue --format`` for them
+        all, then ``scontrol show job`` only for the jobs seen ending other than COMPLETED, for their exit
+        status.  Raises :class:`SlurmCommandError` or :class:`SlurmOutputError` where squeue cannot answer."""
+        argv = squeue_poll_argv(ids)
+        result = await self._run(argv, check=False)
+        if result.returncode != 0:
+            if squeue_forgot_all(result.stderr):
+                return {}
+            raise SlurmCommandError(argv, result.returncode, result.stderr)
+        statuses = parse_squeue_lines(result.stdout, ids)
+        ending = [status for status in statuses.values() if status.needs_details]
+        if ending:
+            for status in await asyncio.gather(*(self._details(status) for status in ending)):
+                statuses[status.job_id] = status
+        return statuses
+
+    async def _details(self, status: SlurmJobStatus) -> SlurmJobStatus:
+        """``status`` with its exit status from ``scontrol show job`` (as it is, if Slurm forgot it meanwhile)."""
+        async with self._details_slots:
+            result = await self._run(scontrol_job_argv(status.job_id), check=False)
+        if result.returncode == 0:
+            try:
+                return parse_scontrol_job(result.stdout)
+            except SlurmOutputError as e:
+                log.warning("Could not read job %s's exit status: %s", status.job_id, e)
+        return status
 
     def _ensure_poller(self) -> None:
         if self._poller is None or self._poller.done():
@@ -359,8 +390,7 @@ class SlurmExecutor(Executor):
         while self._waiting:
             ids = [j for j, f in self._waiting.items() if not f.done()]
             try:
-                result = await self._run(squeue_argv(ids))
-                statuses = parse_squeue(result.stdout, ids)
+                statuses = await self._statuses(ids)
             except (SlurmCommandError, ValueError) as e:
                 log.warning("Could not ask Slurm about %d jobs: %s", len(ids), e)
                 await asyncio.sleep(self.poll_interval)
@@ -436,8 +466,22 @@ def _read_rank_exits(folder: Path) -> list[dict]:
     return records
 
 
+def task_file_content(entry: Mapping) -> bytes:
+    """One task of :func:`runenv.rank_plan` as ``slurmrank.py`` reads it without ``json``: NUL-ended fields,
+    node, node rank, local rank, ``rank`` or ``node`` (a torchrun launcher is named by its node) and its number,
+    the count of environment entries, the ``NAME=value`` entries, then the command line."""
+    env = entry["env"]
+    what, number = ("rank", int(env["RANK"])) if "RANK" in env else ("node", int(entry["node_rank"]))
+    fields = [entry["node"], str(entry["node_rank"]), str(entry["local_rank"]), what, str(number), str(len(env)),
+              *(f"{name}={value}" for name, value in env.items()), *entry["argv"]]
+    if not entry["argv"] or any("\0" in field for field in fields):
+        raise ValueError(f"task {entry.get('task')} cannot be written: no command, or a NUL in it")
+    return b"".join(field.encode("utf-8", "surrogateescape") + b"\0" for field in fields)
+
+
 def _write_plan(folder: Path, plan: list[dict], uid: int | None, gid: int | None) -> None:
-    """The ranks' folder (the run's account's: the ranks write their logs there) with the plan in it.
+    """The ranks' folder (the run's account's: the ranks write their logs there) with the plan in it: the whole
+    as ``plan.json``, and each task's part as ``task-N.plan`` (:func:`task_file_content`).
 
     The run's folder is its user's: nothing in it is followed if it is a link (folder descriptors,
     ``O_NOFOLLOW``), so a planted link never makes the scheduler write or hand over anything else.
@@ -457,13 +501,15 @@ def _write_plan(folder: Path, plan: list[dict], uid: int | None, gid: int | None
         if owner:
             os.fchown(fd, *owner)
         for name in os.listdir(fd):
-            if name.endswith(".exit.json") or name == ".plan.json.tmp":
+            if name.endswith((".exit.json", ".tmp")):
                 os.unlink(name, dir_fd=fd)
-        out = os.open(".plan.json.tmp", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=fd)
-        with os.fdopen(out, "wb") as f:
-            if owner:
-                os.fchown(f.fileno(), *owner)
-            f.write(json.dumps(plan, indent=1).encode())
-        os.replace(".plan.json.tmp", "plan.json", src_dir_fd=fd, dst_dir_fd=fd)
+        files = [(f"task-{entry['task']}.plan", task_file_content(entry)) for entry in plan]
+        for name, content in files + [("plan.json", json.dumps(plan, indent=1).encode())]:
+            out = os.open(f".{name}.tmp", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=fd)
+            with os.fdopen(out, "wb") as f:
+                if owner:
+                    os.fchown(f.fileno(), *owner)
+                f.write(content)
+            os.replace(f".{name}.tmp", name, src_dir_fd=fd, dst_dir_fd=fd)
     finally:
         os.close(fd)
