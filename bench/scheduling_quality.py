@@ -8,14 +8,15 @@ work since its last checkpoint, every 10 min, and pays 60 s to restart):
 
 * Philly 2017-10-16..23 (the week the old policy was tuned on) at 384, 512, 640 GPUs;
 * two other Philly weeks, 2017-10-02..09 and 2017-10-23..30, at 384 and 640 GPUs;
-* Microsoft ITP ``cluster04`` (59 days, no groups) at 384 and 640 GPUs,
+* Microsoft ITP ``cluster04`` (59 days, no groups) at 384 and 640 GPUs, and ``cluster07`` (59 days,
+  12,699 jobs, about 257 GPUs of demand on average) at 256 GPUs,
 
 through ``fifo`` (strict order), ``tiresias-2dlas`` and ``srtf-oracle`` (the
 yardsticks, every job preemptible as their papers assume), ``fair-share-classic``
 (the previous default, as it was benchmarked: nothing preemptible) and
 ``service-fair`` (the default: every job preemptible, run times learned by
-``RuntimeEstimator``), plus on the named week ``service-fair`` with nothing
-preemptible and with perfect estimates.  Then it times one scheduling pass (CPU
+``RuntimeEstimator``), plus ``service-fair`` with nothing preemptible everywhere
+and, on the named week, with perfect estimates.  Then it times one scheduling pass (CPU
 time) with 1,000, 10,000 and 50,000 queued runs on 1,000 GPUs.  Prints Markdown;
 ``--out`` also writes it to a file.  Standard library only.
 """
@@ -53,7 +54,7 @@ from nothing.scheduler.simulator import (  # noqa: E402
 
 TRACES = sp.ROOT.parent / "shared" / "traces"
 PHILLY = TRACES / "philly" / "philly.csv"
-ITP = TRACES / "microsoft-itp-elasticflow" / "raw" / "cluster04.csv"
+ITP = TRACES / "microsoft-itp-elasticflow" / "raw"
 COST = PreemptionCost(checkpoint_seconds=600.0, restart_seconds=60.0)
 ROUND = 60.0  # seconds per scheduling round, every policy alike
 FIFO, TIRESIAS, SRTF, CLASSIC, SERVICE = "fifo", "tiresias-2dlas", "srtf-oracle", "fair-share-classic", "service-fair"
@@ -65,6 +66,7 @@ TRACE_SIZES = {
     "philly 2017-10-02..09": (384, 640),
     "philly 2017-10-23..30": (384, 640),
     "itp cluster04": (384, 640),
+    "itp cluster07": (256,),
 }
 WINDOWS = {NAMED: ("2017-10-16", "2017-10-23"), "philly 2017-10-02..09": ("2017-10-02", "2017-10-09"),
            "philly 2017-10-23..30": ("2017-10-23", "2017-10-30")}
@@ -73,7 +75,7 @@ QUICK_WINDOW = ("2017-10-17", "2017-10-18")
 
 def load(trace: str, quick: bool):
     if trace.startswith("itp"):
-        return load_itp(ITP)
+        return load_itp(ITP / f"{trace.split()[1]}.csv")
     return load_philly(PHILLY, *(QUICK_WINDOW if quick else WINDOWS[trace]))
 
 
@@ -112,7 +114,7 @@ def work_list(quick: bool) -> list[tuple[str, int, str, bool]]:
     work = []
     for trace, sizes in TRACE_SIZES.items():
         for gpus in sizes:
-            extra = (SERVICE_NP, SERVICE_PERFECT) if trace == NAMED else (SERVICE_NP,) if trace.startswith("itp") else ()
+            extra = (SERVICE_NP, SERVICE_PERFECT) if trace == NAMED else (SERVICE_NP,)
             work += [(trace, gpus, name, False) for name in (*POLICIES, *extra)]
     # The longest replays first, so two workers finish together.
     return sorted(work, key=lambda w: (not w[0].startswith("itp"), w[1], w[2] == FIFO))
@@ -171,11 +173,12 @@ def render(results, passes, elapsed: float, workers: int, quick: bool) -> str:
         "",
         ("Ratios of `service-fair` to the yardsticks at each size (JCT <= 1.0x Tiresias and <= 1.1x the "
          "oracle, p99 queueing <= 1.0x Tiresias, worst wait <= FIFO's, utilisation >= FIFO's - 0.5 points, "
-         "Jain >= 0.97 where there are groups). **bold** = target missed."),
+         "Jain >= 0.97 where there are groups; with nothing preemptible, JCT <= the classic policy's). "
+         "**bold** = target missed."),
         "",
         "| trace | GPUs | JCT / Tiresias | JCT / oracle | p99 queueing / Tiresias | worst wait / FIFO's "
-        "| utilisation - FIFO's | Jain |",
-        "|---|---|---|---|---|---|---|---|",
+        "| utilisation - FIFO's | Jain | nothing preemptible: JCT / classic's |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     by = {(t, r.gpus, r.policy): r for t, r, _, _ in results}
 
@@ -194,9 +197,11 @@ def render(results, passes, elapsed: float, workers: int, quick: bool) -> str:
         du = (s.utilisation - f.utilisation) * 100
         util = f"**{du:+.2f}**" if round(du, 2) < -0.5 else f"{du:+.2f}"
         jain = "n/a" if t.startswith("itp") else (f"**{s.jain:.3f}**" if s.jain < 0.97 else f"{s.jain:.3f}")
+        np_, c = by.get((t, g, SERVICE_NP)), by.get((t, g, CLASSIC))
+        np_ratio = ratio(np_.avg_jct, c.avg_jct, 1.0) if np_ and c else "n/a"
         lines.append(f"| {t} | {g} | {ratio(s.avg_jct, ti.avg_jct, 1.0)} | {ratio(s.avg_jct, o.avg_jct, 1.1)} | "
                      f"{ratio(s.p99_queued, ti.p99_queued, 1.0)} | {ratio(s.max_queued, f.max_queued, 1.0)} | "
-                     f"{util} points | {jain} |")
+                     f"{util} points | {jain} | {np_ratio} |")
     if errors:
         lines += ["", "### Run-time estimates (`RuntimeEstimator`, as `service-fair` learned them)", "",
                   ("Scored on every finished job against the estimate made when it was queued. Philly has no "

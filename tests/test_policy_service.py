@@ -201,11 +201,20 @@ def test_an_overdue_runs_reservation_holds_nothing_that_could_delay_it_lands_the
         return
     assert held.run_id == runs[i].run_id  # the overdue run, not another, holds it
     queued = {r.run_id: r for r in snap.queued}
+    # GPUs on the held nodes that are free after this pass's starts or held by runs already stopping:
+    # when they cover the held run, what else lands there cannot delay it.
+    taken = {(n, g) for a in snap.running if not a.stopping for g in a.gpus for n in [a.node]}
+    taken |= {(n, g) for _, n, gpus in placed(d) for g in gpus}
+    spare = sum(1 for nd in snap.nodes if nd.name in held.reserved_nodes for g in nd.gpus if (nd.name, g) not in taken)
     for run_id, node_name, _ in placed(d):
-        if node_name in held.reserved_nodes:
-            r = queued[run_id]
-            # Only what is sure to be gone in time: a limit ending before the start, or preemptible.
-            assert r.preemptible or (r.max_seconds is not None and snap.now + r.max_seconds <= held.estimated_start)
+        r = queued[run_id]
+        if node_name in held.reserved_nodes and spare < queued[held.run_id].gpus and (r.gpus or r.cpus or r.memory_bytes):
+            # Only what should be gone in time: a limit ending before the start, preemptible, or (without a
+            # limit) ``held_backfill_factor`` times its expected run time ending before the start.
+            factor = CONFIG.held_backfill_factor
+            assert r.preemptible or (r.max_seconds is not None and snap.now + r.max_seconds <= held.estimated_start) \
+                or (r.max_seconds is None and factor > 0
+                    and snap.now + factor * POLICY.run_seconds(r, snap.group_usage) <= held.estimated_start)
     # The reservation stays on the same nodes when the pass's starts have happened and time moves on.
     started = {s.run_id: s for s in d.starts}
     running = list(snap.running) + [Allocation(rid, queued[rid].owner, n, g, group=queued[rid].group,
@@ -214,7 +223,10 @@ def test_an_overdue_runs_reservation_holds_nothing_that_could_delay_it_lands_the
     later = replace(snap, running=tuple(running), queued=tuple(r for r in snap.queued if r.run_id not in started),
                     now=snap.now + 60)
     again = _held_reservation(later, POLICY.decide(later))
-    if again is not None and again.run_id == held.run_id:
+    # It stays put unless a run admitted by its estimate took GPUs there (due to leave before the start).
+    estimated_in = any(node_name in held.reserved_nodes and queued[run_id].max_seconds is None
+                       and not queued[run_id].preemptible for run_id, node_name, _ in placed(d))
+    if again is not None and again.run_id == held.run_id and not estimated_in:
         assert again.reserved_nodes == held.reserved_nodes
 
 
@@ -280,21 +292,32 @@ def test_when_the_holders_have_no_end_the_reason_says_the_estimate_is_unknown():
     assert entry(d, 2).estimated_start is None
 
 
-def test_an_overdue_wide_run_goes_ahead_and_its_node_is_not_backfilled_with_runs_of_unknown_length():
+def test_an_overdue_wide_run_goes_ahead_and_its_node_takes_only_runs_due_to_leave_in_time():
     old = NOW - CONFIG.overdue_seconds - 60
     running = [Allocation(1, "bob", "n0", (0, 1, 2, 3, 4, 5), group="nlp", started_at=NOW - 60,
                           estimated_end=NOW + 600),
                Allocation(2, "bob", "n1", (0, 1, 2, 3, 4, 5, 6, 7), group="nlp", started_at=NOW - 60,
                           estimated_end=NOW + 300)]
-    queued = [PendingRun(10, "ada", 8, group="vision", submitted_at=old),
-              PendingRun(11, "cy", 1, group="speech", submitted_at=NOW - 5, estimated_seconds=60),
-              PendingRun(12, "cy", 1, group="speech", submitted_at=NOW - 5, max_seconds=60)]
-    d = decide([node("n0"), node("n1")], running, queued)
-    head = entry(d, 10)
+
+    def queued(estimate: float) -> list[PendingRun]:
+        return [PendingRun(10, "ada", 8, group="vision", submitted_at=old),
+                PendingRun(11, "cy", 1, group="speech", submitted_at=NOW - 5, estimated_seconds=estimate),
+                PendingRun(12, "cy", 1, group="speech", submitted_at=NOW - 5, max_seconds=60)]
+
+    nodes = [node("n0"), node("n1")]
+    strict = decide(nodes, running, queued(60), config=replace(CONFIG, held_backfill_factor=0.0))
+    head = entry(strict, 10)
     assert head.position == 1 and head.reserved_nodes == ("n0",)  # the node with the most GPUs free
-    assert "held" in head.reason
-    assert "waited too long" in entry(d, 11).reason  # an estimate is not enough any more
-    assert [s.run_id for s in d.starts] == [12]  # a time limit that ends in time is
+    assert "held" in head.reason and head.estimated_start == NOW + 600
+    assert "waited too long" in entry(strict, 11).reason  # strict: an estimate is not enough any more
+    assert [s.run_id for s in strict.starts] == [12]  # a time limit that ends in time is
+    # With a margin, a run whose estimate doubled still ends before the reserved start may use the node.
+    margin = replace(CONFIG, held_backfill_factor=2.0)
+    assert [s.run_id for s in decide(nodes, running, queued(200), config=margin).starts] == [11, 12]
+    late = decide(nodes, running, queued(400), config=margin)
+    assert [s.run_id for s in late.starts] == [12]
+    assert "2 times its expected 7 min would run past that" in entry(late, 11).reason
+    assert entry(late, 10).reserved_nodes == ("n0",)
 
 
 def test_the_service_default_is_what_the_service_runs():
