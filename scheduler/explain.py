@@ -11,9 +11,10 @@ from __future__ import annotations
 import heapq
 import math
 import time
+from collections.abc import Callable
 
 from .placement import FreeMap
-from .policy import HeldRun, PendingRun, QueueEntry, shaped_reason
+from .policy import HeldRun, PendingRun, QueueEntry, shaped_reason, spans_nodes
 
 
 def duration(seconds: float) -> str:
@@ -161,3 +162,51 @@ def queue_entries(waiting: list[tuple[PendingRun, str, str, float]], fm: FreeMap
                 est = max(fm.reserved_at, now)
         append(make(QueueEntry, (run.run_id, i, reason, est, reserved_nodes if kind == "head" else ())))
     return out
+
+
+def tail_entries(ranked: list[tuple[tuple, PendingRun]], start: int, head: tuple[tuple, PendingRun], fm: FreeMap,
+                 node_gpus: int, entries: list[QueueEntry], heap: FreeTimes | None, typical: dict[str, float],
+                 typical_of: Callable[[str], float]) -> None:
+    """The runs left once no GPU is free and nothing more can be tried: each waits for
+    resources, behind the first run that could not start, with its estimated start
+    from ``heap`` (as ``queue_entries`` would give it).  One reason per size and
+    cause, and one loop that makes the entries at once, so a long queue costs little.
+    ``typical_of(group)`` is the run time assumed for a group's runs without an
+    estimate (kept in ``typical``)."""
+    reasons: dict[tuple | int, str] = {}
+    head_rank, head_id = head[0], head[1].run_id
+    h0, h2, h3 = head_rank[0], head_rank[2], head_rank[3]
+    head_late = head_rank[1] == 0
+    append, make = entries.append, tuple.__new__
+    take = heap.take if heap is not None else None
+    pool = heap.heap if heap is not None else []
+    now = heap.now if heap is not None else 0.0
+    heapreplace = heapq.heapreplace
+    est: float | None = None
+    position = len(entries)
+    for rank, run in ranked[start:]:
+        position += 1
+        # Why the head goes first (``ahead_because``), as a small code.
+        cause = 0 if rank[0] != h0 else 1 if head_late else 2 if rank[2] != h2 else 3 if rank[3] != h3 else 4
+        need = run.gpus
+        # Nothing is free here, so an unshaped run's reason depends on its GPUs only.
+        why = (need, run.cpus, run.memory_bytes, run.gpus_per_node, cause) \
+            if run.gpus_per_node or need <= 0 else need * 8 + cause
+        reason = reasons.get(why)
+        if reason is None:
+            reason = reasons[why] = (f"{resources_reason(run, fm, spans_nodes(run, node_gpus))}; "
+                                     f"behind run {head_id}: {ahead_because(head_rank, rank)}")
+        if take is not None:
+            seconds = run.max_seconds
+            if seconds is None:
+                seconds = run.estimated_seconds
+                if seconds is None:
+                    seconds = typical.get(run.group) or typical.setdefault(
+                        run.group, typical_of(run.group))
+            t, c = pool[0] if pool else (0.0, 0)
+            if c == need:  # FreeTimes.take's common case, inline
+                est = t if t > now else now
+                heapreplace(pool, (est + seconds, need))
+            else:
+                est = take(need, seconds)
+        append(make(QueueEntry, (run.run_id, position, reason, est, ())))

@@ -30,18 +30,22 @@ snapshot (the live service and the simulator call the same code):
    may use GPUs kept for it only if they will be gone in time: a time limit that
    ends before the reserved start, or ``preemptible`` (the reserved run will stop
    them), or, while the reserved run is not overdue, an estimated end before it.
-   Once it is overdue, estimates no longer count, and a one-node run's reservation
-   sits on the node with the most GPUs free already, which is the same node pass
-   after pass (nothing long is placed there, so its free GPUs only grow).
+   Once it is overdue, an estimate counts only with a margin (``held_backfill_factor``
+   times it must end before the reserved start), and a one-node run's reservation
+   sits on the node with the most GPUs free already, which stays the same node
+   pass after pass unless a run admitted by that margin took GPUs there.
 
 **The wide-run bound.**  A run waits at most ``overdue_seconds`` plus the longest
 remaining run time of the runs holding its reserved node when it became overdue
-(plus ``min_run_seconds`` for preemptible ones): from then on nothing without a
-time limit that ends in time is placed there.  **When nothing is preemptible**
-steps 3's class preemption never fires: the policy is fair share with aging,
-EASY backfill and the held reservation; short runs no longer overtake long ones
-that have started, so the average completion time is that of a non-preemptive
-policy.
+(plus ``min_run_seconds`` for preemptible ones), plus what runs admitted by the
+margin overran it by: from then on nothing else without a time limit that ends in
+time is placed there (with ``held_backfill_factor = 0`` the bound is exact).
+**When nothing is preemptible** step 3's class preemption never fires: the policy
+is fair share with aging, EASY backfill and the held reservation; short runs no
+longer overtake long ones that have started, so the average completion time is
+that of a non-preemptive policy, and the held node is filled only by runs
+expected to leave well before the reserved start (without the margin it would
+drain idle, which under overload costs more than the bound gains).
 
 Every waiting run gets a position, a reason saying what it waits for and behind
 whom, and an estimated start recomputed every pass; ``next_pass_at`` asks to be
@@ -52,20 +56,19 @@ to become overdue, so neither the order nor the estimates go stale.
 from __future__ import annotations
 
 import bisect
-import heapq
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
 
 from .explain import (
-    FreeTimes,
     ahead_because,
     duration,
     preempt_reason,
     queue_entries,
     release_heap,
     resources_reason,
+    tail_entries,
     when,
 )
 from .fairshare import fair_share_factors
@@ -76,7 +79,6 @@ from .policy import (
     HeldRun,
     PendingRun,
     Preempt,
-    QueueEntry,
     StartRun,
     free_resources,
     held_runs,
@@ -360,53 +362,9 @@ class ServiceFairPolicy:
         heap = release_heap(fm, held, ends, claimed, now) if cfg.estimate_starts else None
         entries = queue_entries(waiting, fm, heap, now)
         if tail_from < len(ranked) and head is not None:
-            self._tail(ranked, tail_from, head, fm, node_gpus, entries, heap, typical, gusage)
+            tail_entries(ranked, tail_from, head, fm, node_gpus, entries, heap, typical,
+                         lambda group: self._typical(gusage, group))
         return Decisions(tuple(starts), tuple(entries), tuple(preempts), self._next_pass(snapshot, held, now, due))
-
-    def _tail(self, ranked: list[tuple[tuple, PendingRun]], start: int, head: tuple[tuple, PendingRun],
-              fm: FreeMap, node_gpus: int, entries: list[QueueEntry], heap: FreeTimes | None,
-              typical: dict[str, float], gusage: Mapping[str, Usage]) -> None:
-        """The runs left once no GPU is free and nothing more can be tried: each waits for
-        resources, behind the first run that could not start, with its estimated start
-        from ``heap`` (as ``queue_entries`` would give it).  One reason per size and
-        cause, and one loop that makes the entries at once, so a long queue costs little."""
-        reasons: dict[tuple | int, str] = {}
-        head_rank, head_id = head[0], head[1].run_id
-        h0, h2, h3 = head_rank[0], head_rank[2], head_rank[3]
-        head_late = head_rank[1] == 0
-        append, make = entries.append, tuple.__new__
-        take = heap.take if heap is not None else None
-        pool = heap.heap if heap is not None else []
-        now = heap.now if heap is not None else 0.0
-        heapreplace = heapq.heapreplace
-        est: float | None = None
-        position = len(entries)
-        for rank, run in ranked[start:]:
-            position += 1
-            # Why the head goes first (``ahead_because``), as a small code.
-            cause = 0 if rank[0] != h0 else 1 if head_late else 2 if rank[2] != h2 else 3 if rank[3] != h3 else 4
-            need = run.gpus
-            # Nothing is free here, so an unshaped run's reason depends on its GPUs only.
-            why = (need, run.cpus, run.memory_bytes, run.gpus_per_node, cause) \
-                if run.gpus_per_node or need <= 0 else need * 8 + cause
-            reason = reasons.get(why)
-            if reason is None:
-                reason = reasons[why] = (f"{resources_reason(run, fm, spans_nodes(run, node_gpus))}; "
-                                         f"behind run {head_id}: {ahead_because(head_rank, rank)}")
-            if take is not None:
-                seconds = run.max_seconds
-                if seconds is None:
-                    seconds = run.estimated_seconds
-                    if seconds is None:
-                        seconds = typical.get(run.group) or typical.setdefault(
-                            run.group, self._typical(gusage, run.group))
-                t, c = pool[0] if pool else (0.0, 0)
-                if c == need:  # FreeTimes.take's common case, inline
-                    est = t if t > now else now
-                    heapreplace(pool, (est + seconds, need))
-                else:
-                    est = take(need, seconds)
-            append(make(QueueEntry, (run.run_id, position, reason, est, ())))
 
     # ---------------------------------------------------------------- order
     def _factors(self, snapshot: ClusterSnapshot, held: dict[int, HeldRun],
