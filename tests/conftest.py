@@ -61,11 +61,11 @@ async def dispatcher(tmp_path):
 
 # The server folder the session's hub lets models be registered from (tests/test_models_live.py).
 MODELS_ALLOWED_ROOT = Path(tempfile.gettempdir()) / "nothing-test-models-allowed"
-# The inference gateway's own listener (tests/test_endpoints_live.py calls endpoints there too).
+# The session hub's inference gateway listener (tests/test_endpoints_live.py calls endpoints there too). Only the
+# session hub gets it: other schedulers of the session (their own hubs, takeover tests) would find the port taken.
 GATEWAY_URL = f"http://127.0.0.1:{free_port()}"
 SCHEDULER_TEST_ARGS = [
     f"--Models.allowed_roots={MODELS_ALLOWED_ROOT}",
-    f"--EndpointController.gateway_url={GATEWAY_URL}",
     "--NothingScheduler.gpu_mode=virtual",
     "--NothingScheduler.virtual_gpus=4",
     "--NothingScheduler.node_cpus=16",
@@ -89,7 +89,7 @@ def hub():
     from .hub import Hub
 
     root = Path(tempfile.mkdtemp(prefix="nothing-hub-"))
-    h = Hub(root, SCHEDULER_TEST_ARGS)
+    h = Hub(root, [*SCHEDULER_TEST_ARGS, f"--EndpointController.gateway_url={GATEWAY_URL}"])
     h.start()
     try:
         yield h
