@@ -1,7 +1,8 @@
 """Benchmark of the platform's overhead per tuning trial against the same Optuna study run in-process.
 
 Starts a real JupyterHub with its proxy and the scheduler (2 virtual GPUs, SQLite, otherwise the defaults) and
-creates a tuning of ``--trials`` trials (random strategy, one trial at a time, one GPU each) whose trial is a
+creates a tuning of ``--trials`` trials (``--strategy``, random by default; one trial at a time, one GPU each)
+whose trial is a
 script that records ``time.time()`` into ``EM_MODEL_DIR``, prints its objective and exits. From each trial
 run's events (``GET /api/runs/ID/events``) and its record it measures:
 
@@ -15,10 +16,15 @@ run's events (``GET /api/runs/ID/events``) and its record it measures:
 Beside it, the same study in-process: an in-memory Optuna study with the same sampler, ``ask``, the same script
 run with ``subprocess.run``, ``tell``, one after the other. Its per-trial time is the reference; its "end →
 next entry point" (the script's exit to the next script's first line) is what the platform's "end → next
-running" compares with. And Optuna's ``tell`` + ``ask`` timed against an RDB study in a SQLite file, the
-storage the tuning controller uses (``scheduler/tuning.py``), to show what that storage costs per trial.
+running" compares with. And Optuna's ``tell`` + ``ask`` timed against a persistent study: Optuna's journal
+file, the storage the tuning controller keeps its studies in (``scheduler/tuning_studies.py``), and the RDB
+storage in a SQLite file it used before, to show what each costs per trial.
 
-    .venv/bin/python bench/tuning_overhead.py [--trials 30] [--interval 1.0] [--py-spy FILE.txt]
+With random (and grid) suggestions the controller asks for the next one while a trial runs, so a trial's end
+is followed by a submission; ``--strategy bayesian`` times TPE, which past its random start asks only after
+the ended trial is told (``tuning_spec.may_ask_ahead``), so Optuna's tell and ask are on that path.
+
+    .venv/bin/python bench/tuning_overhead.py [--trials 30] [--strategy random] [--interval 1.0] [--py-spy FILE.txt]
 """
 
 from __future__ import annotations
@@ -74,9 +80,9 @@ def start_hub(interval: float) -> Hub:
     return hub
 
 
-def one_tuning(hub: Hub, api: Api, trials: int) -> dict[str, list[float]]:
+def one_tuning(hub: Hub, api: Api, trials: int, strategy: str) -> dict[str, list[float]]:
     """Run one tuning to its end; the intervals (seconds) of its trials, from their runs' records and events."""
-    spec = {"name": "overhead", "strategy": "random", "random_seed": SEED, "entry_point": "trial.py",
+    spec = {"name": "overhead", "strategy": strategy, "random_seed": SEED, "entry_point": "trial.py",
             "cpus": 0, "hyperparameter_spec": [{"name": "x", "type": "double", "min": 0, "max": 6}],
             "metrics": [{"name": "score", "regex": r"score=(\S+)"}],
             "objective": {"metric": "score", "goal": "maximize"},
@@ -117,7 +123,14 @@ def one_tuning(hub: Hub, api: Api, trials: int) -> dict[str, list[float]]:
 
 
 # ------------------------------------------------------------------ in-process
-def in_process_trials(trials: int) -> dict[str, list[float]]:
+def sampler(strategy: str):
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=SEED) if strategy == "bayesian" else \
+        optuna.samplers.RandomSampler(seed=SEED)
+
+
+def in_process_trials(trials: int, strategy: str) -> dict[str, list[float]]:
     """The same study in this process: ask, the same script with ``subprocess.run``, tell."""
     import optuna
 
@@ -125,7 +138,7 @@ def in_process_trials(trials: int) -> dict[str, list[float]]:
     work = Path(tempfile.mkdtemp(prefix="nothing-bench-optuna-"))
     script = work / "trial.py"
     script.write_text(TRIAL)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=SEED))
+    study = optuna.create_study(direction="maximize", sampler=sampler(strategy))
     space = {"x": optuna.distributions.FloatDistribution(0, 6)}
     per_trial, exits, entries, optuna_s = [], [], [], []
     for _ in range(trials):
@@ -145,11 +158,11 @@ def in_process_trials(trials: int) -> dict[str, list[float]]:
             "ask_tell": optuna_s}
 
 
-def storage_ask_tell(trials: int, kind: str) -> list[float]:
+def storage_ask_tell(trials: int, kind: str, strategy: str) -> list[float]:
     """One trial's tell, the next one's ask and a read of the study's trials (the controller reads them at each
-    reconcile), against a persistent Optuna storage: ``sqlite`` is the RDB storage in a SQLite file, as the
-    tuning controller keeps its studies (``scheduler/tuning.py``); ``journal`` is Optuna's append-only journal
-    file, measured as the alternative."""
+    reconcile), against a persistent Optuna storage: ``journal`` is Optuna's append-only journal file, as the
+    tuning controller keeps its studies (``scheduler/tuning_studies.py``); ``sqlite`` is the RDB storage in a
+    SQLite file, which it used before."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -160,7 +173,7 @@ def storage_ask_tell(trials: int, kind: str) -> list[float]:
     else:
         storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(work / "journal")))
     study = optuna.create_study(storage=storage, study_name="bench", direction="maximize",
-                                sampler=optuna.samplers.RandomSampler(seed=SEED))
+                                sampler=sampler(strategy))
     space = {"x": optuna.distributions.FloatDistribution(0, 6)}
     times, trial = [], study.ask(space)
     for _ in range(trials):
@@ -179,6 +192,8 @@ def pooled(rounds: list[dict[str, list[float]]]) -> dict[str, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=30, help="trials per tuning")
+    parser.add_argument("--strategy", choices=("random", "bayesian"), default="random",
+                        help="the tunings' strategy (and the in-process study's sampler)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="tunings, each followed by the in-process study (both see the same machine)")
     parser.add_argument("--interval", type=float, default=1.0, help="c.TuningController.interval (the default)")
@@ -198,9 +213,10 @@ def main() -> None:
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)
         for _ in range(args.rounds):
-            platform_rounds.append(one_tuning(hub, api, args.trials))
-            reference_rounds.append(in_process_trials(args.trials))
-            storage_rounds.append({kind: storage_ask_tell(args.trials, kind) for kind in ("sqlite", "journal")})
+            platform_rounds.append(one_tuning(hub, api, args.trials, args.strategy))
+            reference_rounds.append(in_process_trials(args.trials, args.strategy))
+            storage_rounds.append({kind: storage_ask_tell(args.trials, kind, args.strategy)
+                                   for kind in ("sqlite", "journal")})
     finally:
         if spy is not None:
             spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
@@ -209,7 +225,7 @@ def main() -> None:
     figures, reference, storage = pooled(platform_rounds), pooled(reference_rounds), pooled(storage_rounds)
     ratio = figures["cycle"]["p50_ms"] / reference["per_trial"]["p50_ms"]
     overhead = {q: figures["end_to_next_entry"][q] - reference["end_to_next_entry"][q] for q in ("p50_ms", "p95_ms")}
-    print(f"# {args.rounds} tunings x {args.trials} trials, parallel 1, random; {platform.machine()}, "
+    print(f"# {args.rounds} tunings x {args.trials} trials, parallel 1, {args.strategy}; {platform.machine()}, "
           f"{os.cpu_count()} CPUs, Python {platform.python_version()}, load average "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print("platform:")
@@ -220,8 +236,8 @@ def main() -> None:
     print(f"  per trial                {fmt(reference['per_trial'])}")
     print(f"  end_to_next_entry        {fmt(reference['end_to_next_entry'])}")
     print(f"  ask + tell (in memory)   {fmt(reference['ask_tell'])}")
-    print(f"  tell + ask (SQLite RDB)  {fmt(storage['sqlite'])}")
-    print(f"  tell + ask (journal)     {fmt(storage['journal'])}")
+    print(f"  tell + ask (journal)     {fmt(storage['journal'])}  (the controller's storage)")
+    print(f"  tell + ask (SQLite RDB)  {fmt(storage['sqlite'])}  (its storage before)")
     print(f"cycle / in-process per trial (medians): {ratio:.2f}x")
     verdict = "met" if overhead["p95_ms"] <= TARGET_MS else f"missed by {overhead['p95_ms'] - TARGET_MS:.0f} ms"
     print(f"overhead per trial (end → next entry point, platform minus in-process): p50 {overhead['p50_ms']:.1f} ms, "

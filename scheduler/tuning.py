@@ -1,26 +1,27 @@
 """The tuning controller: Optuna decides the next trial, every trial is an ordinary run.
 
 One routine, ``reconcile``, brings a tuning in line with its runs and its study,
-from the database alone, so that it is the same after a restart as after an event:
+from the database and the study alone, so that it is the same after a restart as after an event:
 
-* finished trial runs are told to Optuna (the objective's last value, PRUNED for an
-  early stop, FAIL otherwise) and their rows get the seed's trial state;
-* an Optuna trial without a row (the service died between ``ask`` and writing it)
-  is submitted again under the same Idempotency-Key (``tuning:<id>:<number>``), so
-  the dispatcher hands back the run it may already have made: no suggestion is
-  lost and none runs twice;
+* finished trial runs are judged (the objective's last value, PRUNED for an early
+  stop, FAIL otherwise), told to Optuna, and their rows get the seed's trial state;
+* an Optuna trial without a row is a suggestion waiting for a free slot: asked ahead
+  (random, grid, TPE's random start), or asked before the service stopped. It is
+  submitted under the Idempotency-Key ``tuning:<id>:<number>``, and one asked by an
+  earlier process is first looked up by that key, so a run made before a kill is
+  adopted: no suggestion is lost and none runs twice;
 * the end conditions are checked (target value, max failed, max trials, grid
   exhausted, total time) and running trials stopped while the tuning winds down;
-* up to ``parallel_trials`` trials are kept queued or running.
+* up to ``parallel_trials`` trials are kept queued or running; a waiting suggestion is
+  submitted before the ended trial is told, so a trial's end leads straight to the next.
 
-Optuna's calls block; they run on one thread of their own, against a study in its
-own SQLite file (why: docs/tuning.md).
+Optuna's calls block; they run on one thread of their own, against each study's journal
+file (why: docs/tuning.md).
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import os
 import shutil
@@ -43,9 +44,9 @@ from .spec import SpecError, parse_submission
 from .states import StopCause
 from .tracking_store import metric_series
 from .tuning_spec import TuningSpec
+from .tuning_studies import Studies
 
 log = logging.getLogger(__name__)
-optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 class TuningError(Exception):
@@ -113,6 +114,20 @@ def update_trial(session: Session, trial_id: int, values: dict[str, Any]) -> Non
         setattr(row, k, v)
 
 
+def update_trials(session: Session, changes: list[tuple[int, dict[str, Any]]]) -> None:
+    for trial_id, values in changes:
+        update_trial(session, trial_id, values)
+
+
+def tuning_of_run(session: Session, run_id: int) -> int | None:
+    return session.scalar(select(TuningTrial.tuning_id).where(TuningTrial.run_id == run_id))
+
+
+def trial_key(tuning_id: int, number: int) -> str:
+    """A trial's Idempotency-Key: its run is made once, however often it is submitted."""
+    return f"tuning:{tuning_id}:{number}"
+
+
 def runs_of(session: Session, run_ids: list[int]) -> dict[int, Run]:
     return {r.id: r for r in session.scalars(select(Run).where(Run.id.in_(run_ids)))} if run_ids else {}
 
@@ -126,127 +141,6 @@ def delete_tuning(session: Session, tuning_id: int) -> None:
 def deletion_blockers(session: Session, tuning_id: int) -> list[str]:
     """Why a tuning cannot be deleted: the models made from its best trial."""
     return models_made_from_tuning(session, tuning_id)
-
-
-# ---------------------------------------------------------------- Optuna (on its own thread)
-def make_sampler(spec: TuningSpec, asked: int = 0) -> optuna.samplers.BaseSampler:
-    """The strategy's sampler; ``asked`` is how many trials the study already has (a study loaded after a restart).
-
-    A seeded sampler made again would replay its first suggestions, so a loaded study's
-    random and TPE samplers are seeded with ``random_seed + asked``: the same tuning restarted
-    at the same point suggests the same values, and never one it already ran. The grid sampler
-    skips the points its study has already visited by itself.
-    """
-    if spec.strategy == "grid":
-        return optuna.samplers.GridSampler({h.name: h.grid() for h in spec.hyperparameters}, seed=spec.random_seed)
-    seed = (spec.random_seed + asked) % 2**32 if spec.random_seed is not None else None
-    if spec.strategy == "bayesian":
-        return optuna.samplers.TPESampler(seed=seed)
-    return optuna.samplers.RandomSampler(seed=seed)
-
-
-def make_pruner(spec: TuningSpec) -> optuna.pruners.BasePruner:
-    if not spec.early_stopping:
-        return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=spec.early_stopping["min_trainings_required"],
-                                       n_warmup_steps=spec.early_stopping["start_step"])
-
-
-def distributions(spec: TuningSpec) -> dict[str, optuna.distributions.BaseDistribution]:
-    out: dict[str, optuna.distributions.BaseDistribution] = {}
-    for h in spec.hyperparameters:
-        if spec.strategy == "grid" or h.type == "categorical":
-            out[h.name] = optuna.distributions.CategoricalDistribution(h.grid())
-        elif h.type == "int":
-            assert h.min is not None and h.max is not None
-            out[h.name] = optuna.distributions.IntDistribution(int(h.min), int(h.max), log=h.log,
-                                                               step=int(h.step or 1))
-        else:
-            assert h.min is not None and h.max is not None
-            out[h.name] = optuna.distributions.FloatDistribution(h.min, h.max, log=h.log, step=h.step)
-    return out
-
-
-class Studies:
-    """Every tuning's Optuna study, in one SQLite file; all calls on one thread."""
-
-    def __init__(self, path: Path):
-        self.url = f"sqlite:///{path}"
-        self.path = path
-        self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="nothing-optuna")
-        self._storage: optuna.storages.RDBStorage | None = None
-        self._studies: dict[str, optuna.Study] = {}
-
-    async def call(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
-
-    def storage(self) -> optuna.storages.RDBStorage:
-        if self._storage is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._storage = optuna.storages.RDBStorage(self.url, engine_kwargs={"connect_args": {"timeout": 30}})
-            os.chmod(self.path, 0o600)
-        return self._storage
-
-    def study(self, name: str, spec: TuningSpec) -> optuna.Study:
-        study = self._studies.get(name)
-        if study is None:
-            study = optuna.create_study(storage=self.storage(), study_name=name, sampler=make_sampler(spec),
-                                        pruner=make_pruner(spec), direction=spec.goal, load_if_exists=True)
-            asked = len(study.get_trials(deepcopy=False))
-            if asked:  # loaded after a restart: continue the suggestions, do not replay them
-                study.sampler = make_sampler(spec, asked)
-            self._studies[name] = study
-        return study
-
-    # The calls below run on the Optuna thread.
-    def trials(self, name: str, spec: TuningSpec) -> list[optuna.trial.FrozenTrial]:
-        return self.study(name, spec).get_trials(deepcopy=False)
-
-    def ask(self, name: str, spec: TuningSpec) -> tuple[int, dict]:
-        trial = self.study(name, spec).ask(distributions(spec))
-        return trial.number, dict(trial.params)
-
-    def report(self, name: str, spec: TuningSpec, number: int, points: list[tuple[int, float]]) -> None:
-        study = self.study(name, spec)
-        frozen = study.get_trials(deepcopy=False)[number]
-        if frozen.state != optuna.trial.TrialState.RUNNING:
-            return
-        for step, value in points:
-            if step not in frozen.intermediate_values:
-                study._storage.set_trial_intermediate_value(frozen._trial_id, step, value)
-
-    def should_prune(self, name: str, spec: TuningSpec, number: int, points: list[tuple[int, float]]) -> bool:
-        self.report(name, spec, number, points)
-        study = self.study(name, spec)
-        frozen = study._storage.get_trial(study.get_trials(deepcopy=False)[number]._trial_id)
-        return frozen.state == optuna.trial.TrialState.RUNNING and bool(frozen.intermediate_values) and \
-            study.pruner.prune(study, frozen)
-
-    def tell(self, name: str, spec: TuningSpec, number: int, state: str, value: float | None,
-             points: list[tuple[int, float]]) -> None:
-        study = self.study(name, spec)
-        if study.get_trials(deepcopy=False)[number].state != optuna.trial.TrialState.RUNNING:
-            return  # told before the service stopped
-        self.report(name, spec, number, points)
-        try:
-            if state == "complete":
-                study.tell(number, value)
-            elif state == "pruned":
-                study.tell(number, state=optuna.trial.TrialState.PRUNED)
-            else:
-                study.tell(number, state=optuna.trial.TrialState.FAIL)
-        except RuntimeError as e:
-            # GridSampler stops the study when its grid is done: allowed only inside optimize(); the trial is
-            # told by then, and the controller ends the tuning (SuggestionEndReached) itself.
-            if "Study.stop" not in str(e):
-                raise
-
-    def delete(self, name: str) -> None:
-        self._studies.pop(name, None)
-        try:
-            optuna.delete_study(study_name=name, storage=self.storage())
-        except KeyError:
-            pass
 
 
 # ---------------------------------------------------------------- the controller
@@ -263,8 +157,13 @@ class TuningController(LoggingConfigurable):
         self.dispatcher = scheduler.dispatcher
         self.db = scheduler.db
         self.dir = Path(scheduler.data_dir) / "tunings"
-        self.studies = Studies(self.dir / "optuna.sqlite")
+        self.studies = Studies(self.dir)
         self._locks: dict[int, asyncio.Lock] = {}
+        # Per tuning, the Optuna trials this process asked for and has not submitted: known to have no run,
+        # so only suggestions left by an earlier process are looked up by their key.
+        self._unsubmitted: dict[int, set[int]] = {}
+        # The runs of active trials, to their tuning: a run's end reconciles only its own tuning.
+        self._run_tuning: dict[int, int] = {}
         self._tasks: set[asyncio.Task] = set()
         self._loop_task: asyncio.Task | None = None
 
@@ -290,8 +189,10 @@ class TuningController(LoggingConfigurable):
         self._spawn(self._after_run_end(run_id))
 
     async def _after_run_end(self, run_id: int) -> None:
-        await self.scheduler.tracker.read_ended(run_id)  # the objective's last value first
-        for tuning_id in list(self._locks):
+        tuning_id = self._run_tuning.get(run_id)
+        if tuning_id is None and self._locks:  # a trial this process has not seen yet (just after a restart)
+            tuning_id = await self.db.run(tuning_of_run, run_id)
+        if tuning_id is not None:
             await self.reconcile_safely(tuning_id)
 
     async def _loop(self) -> None:
@@ -349,7 +250,13 @@ class TuningController(LoggingConfigurable):
         await self.studies.call(self.studies.delete, row.study_name)
         await self.db.run(delete_tuning, tuning_id)
         Path(row.archive_path).unlink(missing_ok=True)
+        self._forget(tuning_id)
+
+    def _forget(self, tuning_id: int) -> None:
         self._locks.pop(tuning_id, None)
+        self._unsubmitted.pop(tuning_id, None)
+        for run_id in [r for r, t in self._run_tuning.items() if t == tuning_id]:
+            del self._run_tuning[run_id]
 
     # ------------------------------------------------------------------ the one routine
     async def reconcile(self, tuning_id: int, prune: bool = False, first: bool = False) -> None:
@@ -360,7 +267,7 @@ class TuningController(LoggingConfigurable):
     async def _reconcile(self, tuning_id: int, prune: bool, first: bool) -> None:
         row = await self.db.run(get_tuning, tuning_id)
         if row is None or row.state in ts.TUNING_TERMINAL:
-            self._locks.pop(tuning_id, None)
+            self._forget(tuning_id)
             return
         spec = TuningSpec.from_json(row.spec)
         name = row.study_name
@@ -376,61 +283,65 @@ class TuningController(LoggingConfigurable):
             if row.state == ts.CREATE_IN_PROGRESS:
                 await self.db.run(set_tuning_state, tuning_id, ts.CREATE_FAILED, f"Optuna study: {e}", "", now)
             return
-        trials = {t.number: t for t in row.trials}
-        # 1. Optuna trials asked for but never written (the service stopped in between): submit them again,
-        # under the same key, so that a run made before the stop is found instead of a second one.
+        # 1. Optuna trials without a row: suggestions asked ahead, or asked before the service stopped. One asked
+        # by an earlier process may have its run already (made, then killed before the row): found by its key
+        # and adopted. The others wait for a free slot, and are submitted under that same key.
+        numbers = {t.number for t in row.trials}
+        unsubmitted = self._unsubmitted.setdefault(tuning_id, set())
+        pending: list[tuple[int, dict[str, str]]] = []
+        adopted = False
         for ft in frozen:
-            if ft.number not in trials and ft.state == optuna.trial.TrialState.RUNNING:
-                if row.state in ts.WINDING_DOWN:
-                    await self.studies.call(self.studies.tell, name, spec, ft.number, "fail", None, [])
-                    continue
-                params = {h.name: h.as_text(ft.params[h.name]) for h in spec.hyperparameters}
-                await self._submit(row, spec, ft.number, params)
-        row = await self.db.run(get_tuning, tuning_id)
-        assert row is not None
-        # 2. Trials whose runs ended: the seed's trial state, and Optuna told.
-        runs = await self.db.run(runs_of, [t.run_id for t in row.trials if t.run_id is not None])
-        for t in row.trials:
-            if t.state not in ts.TRIAL_ACTIVE or t.run_id is None:
+            if ft.number in numbers or ft.state != optuna.trial.TrialState.RUNNING:
                 continue
-            live = self.dispatcher.active.get(t.run_id)
-            if live is not None and live.state.is_terminal:
+            params = {h.name: h.as_text(ft.params[h.name]) for h in spec.hyperparameters}
+            if ft.number not in unsubmitted:
+                made = await self.db.run(store.run_by_client_key, row.owner, trial_key(tuning_id, ft.number))
+                if made is not None:
+                    await self.db.run(add_trial, tuning_id, ft.number, made.id, params, now)
+                    adopted = True
+                    continue
+                unsubmitted.add(ft.number)
+            pending.append((ft.number, params))
+        if adopted:
+            row = await self.db.run(get_tuning, tuning_id)
+            assert row is not None
+        for t in row.trials:
+            if t.state in ts.TRIAL_ACTIVE and t.run_id is not None:
+                self._run_tuning[t.run_id] = tuning_id
+        # 2. Trials whose runs ended: each run's files read a last time, then only those runs loaded; judged
+        # in memory here, told to Optuna and written (in that order: a kill in between judges them again) below.
+        live = {t.run_id: self.dispatcher.active.get(t.run_id) for t in row.trials
+                if t.state in ts.TRIAL_ACTIVE and t.run_id is not None}
+        ended = [run_id for run_id, r in live.items() if r is None]
+        for run_id in ended:
+            await self.scheduler.tracker.read_ended(run_id)
+        runs = await self.db.run(runs_of, ended)
+        judged: list[tuple[TuningTrial, str, float | None, list[tuple[int, float]]]] = []
+        for t in row.trials:
+            if t.run_id not in live:
+                continue
+            run, active_run = runs.get(t.run_id), live[t.run_id]
+            if active_run is not None and active_run.state.is_terminal:
                 continue  # its end is being committed: judged once it has left ``active`` and its files are read
-            run = runs.get(t.run_id)
-            if live is None and run is not None:  # ended: its files read a last time before the objective is
-                await self.scheduler.tracker.read_ended(t.run_id)
-                run = await self.db.run(store.get_run, t.run_id)
-            run_state = live.state.value if live is not None else (run.state.value if run else "FAIL TRAIN")
-            cause = (live.stop_cause if live is not None else (run.stop_cause if run else None))
-            objective = _objective(run, spec) if live is None else None
+            if active_run is not None:
+                run_state, cause, objective = active_run.state.value, active_run.stop_cause, None
+            else:
+                run_state = run.state.value if run is not None else "FAIL TRAIN"
+                cause, objective = (run.stop_cause if run is not None else None), _objective(run, spec)
             state = ts.trial_state(run_state, cause.value if cause else None, objective, t.early_stop)
             if state in ts.TRIAL_ACTIVE:
                 if state != t.state:
                     await self.db.run(update_trial, t.id, dict(state=state))
                     t.state = state
                 continue
-            points = await self._points(t.run_id, spec)
-            told = {ts.T_SUCCEEDED: "complete", ts.T_EARLY_STOPPED: "pruned"}.get(state, "fail")
-            value = objective if state == ts.T_SUCCEEDED else (points[-1][1] if points and
-                                                               state == ts.T_EARLY_STOPPED else None)
-            await self.studies.call(self.studies.tell, name, spec, t.number, told, objective, points)
-            await self.db.run(update_trial, t.id, dict(state=state, value=value, ended_at=now))
-            t.state, t.value = state, value
+            points = await self._points(t.run_id, spec) if spec.early_stopping else []
+            judged.append((t, state, objective, points))
+            t.state = state
+            t.value = objective if state == ts.T_SUCCEEDED else (points[-1][1] if points and
+                                                                 state == ts.T_EARLY_STOPPED else None)
         # 3. Median stopping of running trials.
         if prune and spec.early_stopping and row.state == ts.RUNNING:
-            for t in row.trials:
-                live = self.dispatcher.active.get(t.run_id) if t.run_id is not None else None
-                if t.state != ts.T_RUNNING or t.early_stop or live is None or live.state.value != "RUNNING":
-                    continue
-                points = await self._points(t.run_id, spec)
-                if points and await self.studies.call(self.studies.should_prune, name, spec, t.number, points):
-                    log.info("Tuning %s: trial %s (run %s) early stopped at step %s", tuning_id, t.number,
-                             t.run_id, points[-1][0])
-                    await self.db.run(update_trial, t.id, dict(early_stop=True))
-                    t.early_stop = True
-                    await self.dispatcher.stop_run(live, StopCause.CANCEL,
-                                                   f"early stopped by tuning {tuning_id} (median stopping at step "
-                                                   f"{points[-1][0]})")
+            await self._median_stop(row, spec)
         # 4. The end conditions.
         active = [t for t in row.trials if t.state in ts.TRIAL_ACTIVE]
         done = [t for t in row.trials if t.state not in ts.TRIAL_ACTIVE]
@@ -452,9 +363,16 @@ class TuningController(LoggingConfigurable):
                 detail = ts.SUGGESTION_END_REACHED if grid is not None and grid <= spec.max_trials \
                     else ts.MAX_TRIALS_REACHED
                 reason = f"all {len(row.trials)} trials ended"
+        if state != row.state or state in ts.WINDING_DOWN:
+            await self._record(name, spec, judged)
             if state != row.state:
                 await self.db.run(set_tuning_state, tuning_id, state, reason, detail, now)
                 row.state = state
+        if pending and (row.state in ts.WINDING_DOWN or row.state in ts.TUNING_TERMINAL):
+            # Suggestions it will not run: told FAIL, so that the study has no trial left RUNNING.
+            await self.studies.call(self.studies.tell_all, name, spec,
+                                    [(number, "fail", None, []) for number, _ in pending])
+            unsubmitted.clear()
         if row.state in ts.WINDING_DOWN:
             for t in active:
                 try:
@@ -464,28 +382,82 @@ class TuningController(LoggingConfigurable):
             if not active:
                 final = ts.WINDING_DOWN[row.state]
                 await self.db.run(set_tuning_state, tuning_id, final, row.reason or "its trials have ended", "", now)
-                self._locks.pop(tuning_id, None)
+                self._forget(tuning_id)
             return
         if row.state in ts.TUNING_TERMINAL:
-            self._locks.pop(tuning_id, None)
+            self._forget(tuning_id)
             return
-        # 5. New trials, up to the parallel cap.
+        # 5. New trials, up to the parallel cap: suggestions already asked first, so that an ended trial is
+        # followed by the next one's submission before Optuna is told of it; then asks (TPE's after the tell).
         count, running = len(row.trials), len(active)
-        while running < spec.parallel_trials and count < limit:
+        while pending and running < spec.parallel_trials and count < limit:
+            number, params = pending.pop(0)
+            if not await self._submit_or_fail(row, spec, number, params, first, now):
+                await self._record(name, spec, judged)
+                return
+            count, running, first = count + 1, running + 1, False
+        await self._record(name, spec, judged)
+        while running < spec.parallel_trials and count + len(pending) < limit:
             number, raw = await self.studies.call(self.studies.ask, name, spec)
             params = {h.name: h.as_text(raw[h.name]) for h in spec.hyperparameters}
-            try:
-                await self._submit(row, spec, number, params)
-            except (TuningError, SpecError) as e:
-                await self.studies.call(self.studies.tell, name, spec, number, "fail", None, [])
-                if first:
-                    raise
-                await self.db.run(set_tuning_state, tuning_id, ts.FAIL, f"trial {number} could not be submitted: {e}",
-                                  "", now)
+            if not await self._submit_or_fail(row, spec, number, params, first, now):
                 return
             count, running, first = count + 1, running + 1, False
         if row.state == ts.CREATE_IN_PROGRESS:
             await self.db.run(set_tuning_state, tuning_id, ts.RUNNING, "its first trials are queued", "", now)
+        # 6. Ask ahead, off the path from a trial's end to the next submission, when the suggestion cannot
+        # depend on the trials in flight (``tuning_spec.may_ask_ahead``); it waits, as a RUNNING Optuna trial
+        # without a row, for the next free slot. Never beyond the limit: asked + ahead <= max trials.
+        if not pending and count < limit:
+            ahead = await self.studies.call(self.studies.ask_ahead, name, spec)
+            if ahead is not None:
+                unsubmitted.add(ahead)
+
+    async def _record(self, name: str, spec: TuningSpec,
+                      judged: list[tuple[TuningTrial, str, float | None, list[tuple[int, float]]]]) -> None:
+        """Tell Optuna of ended trials, then write their rows (a row still active is judged and told again)."""
+        if not judged:
+            return
+        told = [(t.number, {ts.T_SUCCEEDED: "complete", ts.T_EARLY_STOPPED: "pruned"}.get(state, "fail"), objective,
+                 points) for t, state, objective, points in judged]
+        await self.studies.call(self.studies.tell_all, name, spec, told)
+        now = utcnow()
+        await self.db.run(update_trials, [(t.id, dict(state=state, value=t.value, ended_at=now))
+                                          for t, state, _, _ in judged])
+        for t, _, _, _ in judged:
+            if t.run_id is not None:
+                self._run_tuning.pop(t.run_id, None)
+        judged.clear()
+
+    async def _submit_or_fail(self, row: Tuning, spec: TuningSpec, number: int, params: dict[str, str],
+                              first: bool, now: datetime) -> bool:
+        """Submit one trial; one the checks refuse fails the tuning (or, for the first one, is raised)."""
+        self._unsubmitted.get(row.id, set()).discard(number)  # looked up by its key if this fails half-way
+        try:
+            await self._submit(row, spec, number, params)
+            return True
+        except (TuningError, SpecError) as e:
+            await self.studies.call(self.studies.tell, row.study_name, spec, number, "fail", None, [])
+            if first:
+                raise
+            await self.db.run(set_tuning_state, row.id, ts.FAIL, f"trial {number} could not be submitted: {e}",
+                              "", now)
+            return False
+
+    async def _median_stop(self, row: Tuning, spec: TuningSpec) -> None:
+        for t in row.trials:
+            live = self.dispatcher.active.get(t.run_id) if t.run_id is not None else None
+            if t.state != ts.T_RUNNING or t.early_stop or live is None or live.state.value != "RUNNING":
+                continue
+            points = await self._points(t.run_id, spec)
+            if points and await self.studies.call(self.studies.should_prune, row.study_name, spec, t.number, points):
+                log.info("Tuning %s: trial %s (run %s) early stopped at step %s", row.id, t.number,
+                         t.run_id, points[-1][0])
+                await self.db.run(update_trial, t.id, dict(early_stop=True))
+                t.early_stop = True
+                await self.dispatcher.stop_run(live, StopCause.CANCEL,
+                                               f"early stopped by tuning {row.id} (median stopping at step "
+                                               f"{points[-1][0]})")
 
     async def _submit(self, row: Tuning, spec: TuningSpec, number: int, params: dict[str, str]) -> None:
         """Submit one trial as the tuning owner's run, through a run's checks; the key makes a repeat the same run."""
@@ -494,7 +466,7 @@ class TuningController(LoggingConfigurable):
         values = parse_submission(body, sched.max_gpus_per_node, sched.max_cpus_per_node, False, row.owner_groups,
                                   cluster_nodes=len(sched.inventory))
         archive = await asyncio.to_thread(Path(row.archive_path).read_bytes)
-        values.update(owner=row.owner, snapshot_bytes=len(archive), client_key=f"tuning:{row.id}:{number}")
+        values.update(owner=row.owner, snapshot_bytes=len(archive), client_key=trial_key(row.id, number))
         values.pop("dataset_refs", None)
         values["datasets"] = row.trial_fields.get("_datasets")
         try:
@@ -509,6 +481,7 @@ class TuningController(LoggingConfigurable):
             run_id = e.run.id
         except SnapshotError as e:
             raise TuningError(str(e)) from None
+        self._run_tuning[run_id] = row.id
         await self.db.run(add_trial, row.id, number, run_id, params, utcnow())
 
     async def _points(self, run_id: int, spec: TuningSpec) -> list[tuple[int, float]]:

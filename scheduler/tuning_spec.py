@@ -381,3 +381,21 @@ def grid_points(spec: TuningSpec) -> list[dict]:
     """Every point of a grid search (for tests and the docs' counts)."""
     axes = [[(h.name, v) for v in h.grid()] for h in spec.hyperparameters]
     return [dict(p) for p in itertools.product(*axes)]
+
+
+# Trials TPE samples at random before it models the results (Optuna's default, passed explicitly).
+TPE_STARTUP_TRIALS = 10
+
+
+def may_ask_ahead(strategy: str, finished: int, unfinished: int) -> bool:
+    """Whether the next suggestion may be asked now, before the trials in flight end, without changing it.
+
+    Random and grid suggestions never depend on results. TPE's do once it has ``TPE_STARTUP_TRIALS``
+    finished (complete or pruned) trials; before that it samples at random, from its own seeded
+    generator, so a suggestion asked while ``finished + unfinished`` (every asked, untold trial could
+    finish first) is still below that is the same one it would give after those trials were told.
+    Past that point it is asked only after the ended trial is told, so that it learns from it.
+    """
+    if strategy in ("random", "grid"):
+        return True
+    return finished + unfinished < TPE_STARTUP_TRIALS

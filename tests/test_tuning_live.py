@@ -11,6 +11,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+import optuna
 import pytest
 
 from .helpers import make_archive, wait_for_sync
@@ -18,6 +19,7 @@ from .hub import Hub
 from .test_tracking_live import user
 
 pytestmark = pytest.mark.hub
+COMPLETE = optuna.trial.TrialState.COMPLETE
 
 TRIAL = textwrap.dedent("""
     import os, random
@@ -87,6 +89,25 @@ def test_each_strategy_finds_the_optimum_within_tolerance(hub, strategy, trials,
     assert abs(float(t["best_trial"]["hyperparameters"]["x"]) - 3) < tolerance, t["best_trial"]
     runs = api("GET", "/runs", params={"experiment": "default"}).json()["runs"]
     assert len(runs) == trials and {r["owner"] for r in runs} == {t["owner"]}
+    assert most_at_once(runs) <= 4  # suggestions asked ahead wait: parallel trials stays a cap
+    assert [s.state for s in study_of(hub, t["id"]).trials] == [COMPLETE] * trials  # nor asked beyond max trials
+
+
+def most_at_once(runs) -> int:
+    """The most runs queued or running at one moment, from their submitted_at and ended_at."""
+    edges = sorted([(r["submitted_at"], 1) for r in runs] + [(r["ended_at"], -1) for r in runs])
+    most = now = 0
+    for _, step in edges:  # at equal times the end (-1) comes first
+        now += step
+        most = max(most, now)
+    return most
+
+
+def study_of(hub, tuning_id: int):
+    """The tuning's Optuna study, read from its journal file (reading takes no lock)."""
+    path = hub.root / "var" / "scheduler" / "tunings" / "studies" / f"tuning-{tuning_id}.journal"
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    return optuna.load_study(study_name=f"tuning-{tuning_id}", storage=storage)
 
 
 def test_grid_enumerates_exactly_the_grid_and_ends_suggestion_end_reached(hub):
@@ -203,6 +224,66 @@ def test_a_sigkilled_scheduler_during_parallel_trials_runs_each_trial_once(hub):
     assert {x["state"] for x in trials} == {"SUCCEEDED"}, trials
     runs = api("GET", "/runs", params={"limit": 100}).json()["runs"]
     assert sorted(r["id"] for r in runs) == sorted(x["run_id"] for x in trials), (runs, trials)
+
+
+@pytest.mark.parametrize("stopped", [False, True])
+def test_a_trial_run_made_just_before_a_kill_is_adopted_after_the_restart_not_made_again(hub, stopped):
+    """The service killed after a trial's run was stored but before its trial row: the restarted service finds the
+    run by the trial's key (``tuning:ID:NUMBER``) and adopts it, also when the tuning was being stopped (the run is
+    then a trial that is cancelled, not a run left to itself). The supervisor is paused so that the row can be
+    removed while no scheduler runs, which is the state such a kill leaves."""
+    import os
+    import signal
+    import sqlite3
+
+    from .test_restart import _pid_or_none
+
+    _, api = user(hub, f"adopt{int(stopped)}")
+    r = create(api, code=SLOW, resources={"max_trials": 5, "parallel_trials": 2})
+    assert r.status_code == 201, r.text
+    tid = r.json()["id"]
+    wait_for_sync(lambda: api("GET", f"/tunings/{tid}").json()["trials"]["by_state"].get("RUNNING", 0) == 2,
+                  timeout=60, interval=0.1, message="two trials to run")
+    supervisor, old = hub.supervisor_pid(), hub.scheduler_pid()
+    os.kill(supervisor, signal.SIGSTOP)
+    try:
+        os.kill(old, signal.SIGKILL)
+        wait_for_sync(lambda: _gone(old), timeout=30, interval=0.05, message="the scheduler to die")
+        with sqlite3.connect(hub.root / "var" / "scheduler" / "scheduler.sqlite") as db:
+            number, run_id = db.execute("SELECT number, run_id FROM tuning_trials WHERE tuning_id = ? "
+                                        "ORDER BY number DESC LIMIT 1", (tid,)).fetchone()
+            db.execute("DELETE FROM tuning_trials WHERE tuning_id = ? AND number = ?", (tid, number))
+            if stopped:
+                db.execute("UPDATE tunings SET state = 'STOP IN PROGRESS', reason = 'stopped by its owner' "
+                           "WHERE id = ?", (tid,))
+    finally:
+        os.kill(supervisor, signal.SIGCONT)
+    wait_for_sync(lambda: _pid_or_none(hub.scheduler_pid) not in (old, None), timeout=30, interval=0.05,
+                  message="the supervisor to start the scheduler again")
+    wait_for_sync(lambda: _answers(api, f"/tunings/{tid}"), timeout=30, message="the API to answer again")
+
+    t = wait_ended(api, tid, timeout=180)
+    trials = api("GET", f"/tunings/{tid}/trials").json()["trials"]
+    if stopped:
+        assert t["state"] == "STOPPED", t
+        assert number in {x["number"] for x in trials}, trials
+    else:
+        assert (t["state"], t["state_detail"], t["trials"]["by_state"]) == ("COMPLETE", "MaxTrialsReached",
+                                                                             {"SUCCEEDED": 5}), t
+        assert sorted(x["number"] for x in trials) == list(range(5)), trials
+    assert {x["number"]: x["run_id"] for x in trials}[number] == run_id
+    runs = api("GET", "/runs", params={"limit": 100}).json()["runs"]
+    assert sorted(r["id"] for r in runs) == sorted(x["run_id"] for x in trials), (runs, trials)
+    assert most_at_once(runs) <= 2
+
+
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` has died (a zombie until its paused parent reaps it counts as dead)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 def _answers(api, path) -> bool:

@@ -1,11 +1,22 @@
-"""A tuning's settings checked without a service: every bad input a message, the grid exactly as asked."""
+"""A tuning's settings checked without a service: every bad input a message, the grid exactly as asked; and
+its Optuna studies on real files: journal files, studies of the old SQLite file kept, a crash's leftovers."""
 
 from __future__ import annotations
 
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import optuna
 import pytest
 
 from nothing.scheduler import tuning_spec as ts
 from nothing.scheduler.spec import SpecError
+from nothing.scheduler.tuning_studies import Studies, distributions
+
+COMPLETE, RUNNING = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING
 
 
 def body(**over):
@@ -77,3 +88,74 @@ def test_tuning_transitions_end_only_through_their_in_progress_states():
     ts.check_tuning_transition(ts.STOP_IN_PROGRESS, ts.STOPPED)
     with pytest.raises(ValueError):
         ts.check_tuning_transition(ts.STOPPED, ts.RUNNING)
+
+
+@pytest.mark.parametrize("strategy, finished, unfinished, ahead", [
+    ("random", 40, 4, True), ("grid", 0, 0, True),
+    ("bayesian", 0, 0, True), ("bayesian", 6, 3, True),  # still sampling at random, whatever the 3 give
+    ("bayesian", 7, 3, False), ("bayesian", 10, 0, False),  # the next one learns from what is told
+])
+def test_only_suggestions_the_trials_in_flight_cannot_change_are_asked_ahead(strategy, finished, unfinished, ahead):
+    assert ts.may_ask_ahead(strategy, finished, unfinished) is ahead
+
+
+def spec_of(**over) -> ts.TuningSpec:
+    return ts.parse_tuning(body(random_seed=1, **over), gpu_cap=None)[0]
+
+
+def test_a_study_of_the_old_sqlite_file_continues_there_and_new_studies_are_journal_files(tmp_path):
+    spec = spec_of()
+    legacy = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.sqlite'}")
+    old = optuna.create_study(storage=legacy, study_name="tuning-1", direction="maximize")
+    old.tell(old.ask(distributions(spec)), 1.0)
+    waiting = old.ask(distributions(spec))  # asked, its row never written: submitted after the upgrade
+    studies = Studies(tmp_path)
+    frozen = studies.trials("tuning-1", spec)
+    assert [(t.number, t.state) for t in frozen] == [(0, COMPLETE), (1, RUNNING)]
+    assert frozen[1].params == waiting.params
+    assert studies.ask("tuning-1", spec)[0] == 2
+    assert len(optuna.load_study(study_name="tuning-1", storage=legacy).trials) == 3
+    assert not studies.journal_path("tuning-1").exists()
+
+    assert studies.ask("tuning-2", spec)[0] == 0
+    studies.tell("tuning-2", spec, 0, "complete", 2.0, [])
+    journal = studies.journal_path("tuning-2")
+    assert stat.S_IMODE(journal.stat().st_mode) == 0o600 and stat.S_IMODE(journal.parent.stat().st_mode) == 0o700
+    assert [s.study_name for s in legacy.get_all_studies()] == ["tuning-1"]
+
+    again = Studies(tmp_path)  # the service restarted
+    assert [(t.number, t.state, t.value) for t in again.trials("tuning-2", spec)] == [(0, COMPLETE, 2.0)]
+    assert [t.state for t in again.trials("tuning-1", spec)] == [COMPLETE, RUNNING, RUNNING]
+    again.delete("tuning-1")
+    again.delete("tuning-2")
+    assert legacy.get_all_studies() == [] and not journal.exists()
+
+
+def test_a_journal_line_cut_short_by_a_crash_is_dropped_and_the_study_continues(tmp_path):
+    spec = spec_of()
+    studies = Studies(tmp_path)
+    studies.tell("tuning-3", spec, studies.ask("tuning-3", spec)[0], "complete", 1.0, [])
+    with open(studies.journal_path("tuning-3"), "ab") as f:
+        f.write(b'{"op_code":4,"worker_id":"x","trial_id')
+    again = Studies(tmp_path)
+    assert [t.state for t in again.trials("tuning-3", spec)] == [COMPLETE]
+    assert again.ask("tuning-3", spec)[0] == 1
+    assert [t.state for t in Studies(tmp_path).trials("tuning-3", spec)] == [COMPLETE, RUNNING]
+
+
+def test_a_scheduler_killed_while_writing_leaves_no_lock_behind(tmp_path):
+    """The journal's lock is flock(2): a SIGKILLed holder's lock goes with it (Optuna's symlink lock would stay
+    and make the next start wait 30 s)."""
+    spec = spec_of()
+    studies = Studies(tmp_path)
+    studies.ask("tuning-4", spec)
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time\n"
+                               f"fd = os.open({str(studies.journal_path('tuning-4'))!r}, os.O_RDWR)\n"
+                               "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(60)\n"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=10)
+    started = time.monotonic()
+    assert Studies(tmp_path).ask("tuning-4", spec)[0] == 1
+    assert time.monotonic() - started < 5
