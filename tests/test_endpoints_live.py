@@ -89,14 +89,26 @@ def served(hub):
     assert created["default_stage"] == "default" and created["url"] == f"/services/nothing/serve/{endpoint}"
     yield {"user": name, "token": token, "api": api, "endpoint": endpoint, "models": (first, second)}
     # Nothing keeps serving after the module (the fuzz tests wait for an empty queue).
-    e = api("GET", f"/endpoints/{endpoint}").json()
-    for s in e["stages"]:
+    delete_endpoint(api, endpoint)
+
+
+def delete_endpoint(api, name: str) -> None:
+    """Its stages but the default, then the endpoint; waits until it is gone (a restart in between is ridden out)."""
+    def answer():
+        r = api("GET", f"/endpoints/{name}")
+        return r if r.status_code in (200, 404) else None
+
+    e = wait_for_sync(answer, timeout=60, interval=0.3, message=f"endpoint {name} to answer")
+    if e.status_code == 404:
+        return
+    for s in e.json()["stages"]:
         if not s["default"]:
-            api("DELETE", f"/endpoints/{endpoint}/stages/{s['name']}")
-    wait_for_sync(lambda: len(api("GET", f"/endpoints/{endpoint}").json()["stages"]) == 1, timeout=60,
-                  interval=0.3, message="the other stages to go")
-    assert api("DELETE", f"/endpoints/{endpoint}").status_code == 202
-    wait_for_sync(lambda: api("GET", f"/endpoints/{endpoint}").status_code == 404, timeout=60, interval=0.3,
+            api("DELETE", f"/endpoints/{name}/stages/{s['name']}")
+    wait_for_sync(lambda: (lambda r: r.status_code == 404 or len(r.json().get("stages", ())) == 1)(answer() or e),
+                  timeout=60, interval=0.3, message="the other stages to go")
+    wait_for_sync(lambda: api("DELETE", f"/endpoints/{name}").status_code in (202, 404), timeout=60, interval=0.3,
+                  message=f"endpoint {name} to be deleted")
+    wait_for_sync(lambda: api("GET", f"/endpoints/{name}").status_code == 404, timeout=60, interval=0.3,
                   message="the endpoint to go")
 
 
@@ -508,9 +520,4 @@ def test_the_readme_serving_examples_work_verbatim_but_for_the_run_id(hub, tmp_p
             assert done["state"] == "COMPLETE" and done["summary"]["records"] == 3, done
     assert json.loads(subprocess.run([nothing, "predict", "iris", "request.json"], cwd=tmp_path, env=env,
                                      capture_output=True, text=True, timeout=60).stdout) == {"predictions": [[10.0]]}
-    for s in api("GET", "/endpoints/iris").json()["stages"]:
-        if not s["default"]:
-            api("DELETE", f"/endpoints/iris/stages/{s['name']}")
-    wait_for_sync(lambda: len(api("GET", "/endpoints/iris").json()["stages"]) == 1, timeout=60, interval=0.3,
-                  message="the old stage to go")
-    assert api("DELETE", "/endpoints/iris").status_code == 202
+    delete_endpoint(api, "iris")
