@@ -82,6 +82,7 @@ def delete_row(session: Session, table, row_id: int) -> None:
 
 
 def delete_stage(session: Session, stage_id: int) -> None:
+    session.execute(delete(EndpointStats).where(EndpointStats.stage_id == stage_id))
     session.execute(delete(StageResource).where(StageResource.stage_id == stage_id))
     session.execute(delete(EndpointStage).where(EndpointStage.id == stage_id))
 

@@ -251,6 +251,8 @@ class Tuning(Base):
     trials: Mapped[list[TuningTrial]] = relationship(
         back_populates="tuning", cascade="all, delete-orphan", order_by="TuningTrial.number")
 
+    __table_args__ = ({"sqlite_autoincrement": True},)  # revision 0011: ids never reused (trials' keys name them)
+
 
 class TrainingTemplate(Base):
     """A training template (EasyMaker's 학습 템플릿): a run's or a tuning's settings and, optionally, its code.
@@ -324,7 +326,9 @@ class Model(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
 
-    __table_args__ = (UniqueConstraint("owner", "name", name="uq_models_owner_name"),)
+    # Ids are never reused (SQLite reuses the highest id after a delete): a deleted object's runs, statistics
+    # and idempotency keys must never be taken for a new object's.
+    __table_args__ = (UniqueConstraint("owner", "name", name="uq_models_owner_name"), {"sqlite_autoincrement": True})
 
 
 class Endpoint(Base):
@@ -347,6 +351,8 @@ class Endpoint(Base):
     stages: Mapped[list[EndpointStage]] = relationship(
         back_populates="endpoint", cascade="all, delete-orphan", order_by="EndpointStage.id")
 
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
 
 class EndpointStage(Base):
     """A stage of an endpoint: its own URL and stage resources (models at resource paths)."""
@@ -366,7 +372,8 @@ class EndpointStage(Base):
     resources: Mapped[list[StageResource]] = relationship(
         back_populates="stage", cascade="all, delete-orphan", order_by="StageResource.id")
 
-    __table_args__ = (UniqueConstraint("endpoint_id", "name", name="uq_endpoint_stages_endpoint_name"),)
+    __table_args__ = (UniqueConstraint("endpoint_id", "name", name="uq_endpoint_stages_endpoint_name"),
+                      {"sqlite_autoincrement": True})
 
 
 class StageResource(Base):
@@ -397,7 +404,8 @@ class StageResource(Base):
 
     stage: Mapped[EndpointStage] = relationship(back_populates="resources")
 
-    __table_args__ = (UniqueConstraint("stage_id", "resource_path", name="uq_stage_resources_stage_path"),)
+    __table_args__ = (UniqueConstraint("stage_id", "resource_path", name="uq_stage_resources_stage_path"),
+                      {"sqlite_autoincrement": True})
 
 
 class EndpointStats(Base):
@@ -452,6 +460,8 @@ class BatchInference(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+    __table_args__ = ({"sqlite_autoincrement": True},)
 
 
 class NodeSample(Base):

@@ -44,6 +44,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime, nullable=False),
         sa.Column("updated_at", sa.DateTime, nullable=False),
         sa.UniqueConstraint("owner", "name", name="uq_models_owner_name"),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "endpoints", *_owned(),
@@ -55,6 +56,7 @@ def upgrade() -> None:
         sa.Column("default_stage_id", sa.Integer, nullable=True),
         sa.Column("created_at", sa.DateTime, nullable=False),
         sa.Column("updated_at", sa.DateTime, nullable=False),
+        sqlite_autoincrement=True,  # ids never reused: a deleted object's runs, statistics, keys stay its own
     )
     op.create_table(
         "endpoint_stages",
@@ -68,6 +70,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime, nullable=False),
         sa.Column("updated_at", sa.DateTime, nullable=False),
         sa.UniqueConstraint("endpoint_id", "name", name="uq_endpoint_stages_endpoint_name"),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "stage_resources",
@@ -88,6 +91,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime, nullable=False),
         sa.Column("updated_at", sa.DateTime, nullable=False),
         sa.UniqueConstraint("stage_id", "resource_path", name="uq_stage_resources_stage_path"),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "endpoint_stats",
@@ -124,6 +128,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime, nullable=False),
         sa.Column("started_at", sa.DateTime, nullable=True),
         sa.Column("ended_at", sa.DateTime, nullable=True),
+        sqlite_autoincrement=True,
     )
 
 
