@@ -10,8 +10,11 @@
    meanwhile ``GET /runs/<id>`` through the proxy a few times a second, with the
    same calls on the idle service (100 runs waiting) as the reference.  Then the
    tracker's work is split (file read, parse, summary, database insert) by timing
-   its own functions on the runs' files and a copy of the database.
-3. ``GET /runs/<id>/checkpoints`` of a run with 10,000 files, through the proxy,
+   its own functions on the runs' files and a copy of the database, and the CPU
+   time of the service's process and of the tracker's helper processes during each
+   ingestion is read from the kernel (psutil).
+3. ``GET /runs/<id>/checkpoints`` of a run with 10,000 files, through the proxy:
+   the whole listing and a page of the newest 100 (``?offset=9900&limit=100``),
    against ``os.scandir`` + ``stat`` in-process and ``ls -l`` on the same folder.
 
     .venv/bin/python bench/tracking.py [--out docs/benchmarks-tracking.md]
@@ -34,6 +37,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import requests
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,6 +47,7 @@ from tests.hub import Hub  # noqa: E402
 
 RUNS = 100
 CHECKPOINT_FILES = 10_000
+PAGE = 100
 
 REPORT_LOOP = r"""
 import json, os, sys, time
@@ -142,16 +147,34 @@ def report_overhead(n: int, rounds: int) -> dict:
 
 # ----------------------------------------------------------------------------- 2 and 3: the live service
 class Bench:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, tracker_processes: int | None = None):
         self.root = root
-        self.hub = Hub(root, ["--NothingScheduler.gpu_mode=virtual", "--NothingScheduler.virtual_gpus=4",
-                              f"--NothingScheduler.node_cpus={2 * RUNS}", "--NothingScheduler.log_level=WARN"])
+        args = ["--NothingScheduler.gpu_mode=virtual", "--NothingScheduler.virtual_gpus=4",
+                f"--NothingScheduler.node_cpus={2 * RUNS}", "--NothingScheduler.log_level=WARN"]
+        if tracker_processes is not None:
+            config = root / "scheduler_config.py"
+            config.write_text(f"c.Tracker.processes = {tracker_processes}\n")
+            args.append(f"--NothingScheduler.config_file={config}")
+        self.hub = Hub(root, args)
         self.hub.start()
         self.hub.create_user("bench")
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"token {self.hub.token_for('bench')}"
         self.runs = root / "var" / "scheduler" / "runs"
         self._db = None
+        self.service = psutil.Process(self.hub.scheduler_pid())
+
+    def cpu_seconds(self) -> dict:
+        """CPU time so far of the service's process and of the tracker's helpers (its one-thread helpers)."""
+        out = {"service": sum(self.service.cpu_times()[:2]), "tracker": 0.0}
+        for child in self.service.children():
+            try:
+                cmd = child.cmdline()
+                if "nothing.scheduler.helper_process" in cmd and cmd[-1] == "1":
+                    out["tracker"] += sum(child.cpu_times()[:2])
+            except psutil.Error:
+                pass
+        return out
 
     @property
     def db_path(self) -> str:
@@ -219,6 +242,7 @@ class Bench:
         busy: list[float] = []
         stop = threading.Event()
         prober = threading.Thread(target=self.latencies_while, args=(ids, stop, busy))
+        cpu0 = self.cpu_seconds()
         t0 = time.time()
         for run_id in ids:
             (self.runs / str(run_id) / "src" / "go").touch()
@@ -231,6 +255,7 @@ class Bench:
             if stored >= expected:
                 break
             time.sleep(0.1)
+        cpu1 = self.cpu_seconds()
         stop.set()
         prober.join()
         written = max(self.wait_file(run_id, "w") for run_id in ids)
@@ -244,7 +269,8 @@ class Bench:
         return {"kind": kind, "runs": RUNS, "points": stored, "expected": expected,
                 "elapsed_s": t_end - t0, "written_s": written - t0, "first_s": first[0] - t0,
                 "rate": stored / (t_end - t0), "steady_rate": (b[1] - a[1]) / max(b[0] - a[0], 1e-9),
-                "idle": idle, "busy": busy, "ids": ids}
+                "idle": idle, "busy": busy, "ids": ids,
+                "cpu": {k: cpu1[k] - cpu0[k] for k in cpu0}}
 
     def wait_ended(self, ids: list[int], timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
@@ -262,14 +288,20 @@ class Bench:
         self.wait_ended([run_id])
         folder = self.runs / str(run_id) / "checkpoints"
         assert len(os.listdir(folder)) == n_files
-        api, scan, ls = [], [], []
-        listing = None
-        for _ in range(repeats):  # interleaved, so that the three share the machine's moods
+        api, page, scan, ls = [], [], [], []
+        listing = newest = None
+        url = f"{self.hub.api_url}/runs/{run_id}/checkpoints"
+        for _ in range(repeats):  # interleaved, so that the four share the machine's moods
             t = time.perf_counter()
-            r = self.session.get(f"{self.hub.api_url}/runs/{run_id}/checkpoints", timeout=60)
+            r = self.session.get(url, timeout=60)
             r.raise_for_status()
             listing = r.json()
             api.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            p = self.session.get(url, params={"offset": n_files - PAGE, "limit": PAGE}, timeout=60)
+            p.raise_for_status()
+            newest = p.json()
+            page.append(time.perf_counter() - t)
             t = time.perf_counter()
             with os.scandir(folder) as it:
                 total = sum(e.stat(follow_symlinks=False).st_size for e in it)
@@ -278,8 +310,10 @@ class Bench:
             subprocess.run(["ls", "-l", str(folder)], stdout=subprocess.DEVNULL, check=True)
             ls.append(time.perf_counter() - t)
         assert len(listing["checkpoints"]) == n_files and listing["total_bytes"] == total
-        return {"run": run_id, "files": n_files, "api": api, "scan": scan, "ls": ls,
-                "response_bytes": len(r.content)}
+        assert newest["checkpoints"] == listing["checkpoints"][-PAGE:]
+        assert newest["count"] == n_files and newest["total_bytes"] == total
+        return {"run": run_id, "files": n_files, "api": api, "page": page, "scan": scan, "ls": ls,
+                "response_bytes": len(r.content), "page_bytes": len(p.content)}
 
     def stop(self):
         self.hub.stop()
@@ -288,10 +322,10 @@ class Bench:
 # ----------------------------------------------------------------------------- where the tracker's time goes
 def tracker_profile(db_copy: str, run_dir: Path, kind: str, run_id: int) -> dict:
     """The tracker's own functions on one run's files, and its insert into a copy of the live database."""
-    from scheduler import tracking_store as ts
-    from scheduler.db import Database
-    from scheduler.metrics import Reader, summarize
-    from scheduler.tracker import read_new
+    from nothing.scheduler import tracking_store as ts
+    from nothing.scheduler.db import Database
+    from nothing.scheduler.metrics import Reader, summarize
+    from nothing.scheduler.tracker import read_new
 
     path = str(run_dir / ("output.log" if kind == "log" else "metrics.jsonl"))
     if kind == "report":
@@ -326,13 +360,15 @@ def main():
     parser.add_argument("--out", default="docs/benchmarks-tracking.md")
     parser.add_argument("--points-per-run", type=int, default=10_000)
     parser.add_argument("--report-calls", type=int, default=200_000)
+    parser.add_argument("--tracker-processes", type=int, default=None,
+                        help="c.Tracker.processes of the service (default: its default)")
     args = parser.parse_args()
 
     rep = report_overhead(args.report_calls, 5)
     print("report():", json.dumps(rep), flush=True)
 
     root = Path(tempfile.mkdtemp(prefix="nothing-bench-tracking-"))
-    bench = Bench(root)
+    bench = Bench(root, args.tracker_processes)
     ingest = {}
     profiles = []
     try:
@@ -341,11 +377,12 @@ def main():
             print(f"ingestion ({kind}): {r['points']:,}/{r['expected']:,} points in {r['elapsed_s']:.2f} s = "
                   f"{r['rate']:,.0f} points/s (steady {r['steady_rate']:,.0f}/s; all written by the runs after "
                   f"{r['written_s']:.2f} s, first stored after {r['first_s']:.2f} s); GET /runs/<id> busy "
-                  f"{ms(r['busy'])}, idle {ms(r['idle'])}", flush=True)
+                  f"{ms(r['busy'])}, idle {ms(r['idle'])}; CPU: service {r['cpu']['service']:.1f} s, tracker's "
+                  f"helpers {r['cpu']['tracker']:.1f} s", flush=True)
             bench.wait_ended(r["ids"])
         ckpt = bench.checkpoints(CHECKPOINT_FILES, 30)
-        print(f"checkpoints: API {ms(ckpt['api'])}; scandir+stat {ms(ckpt['scan'])}; ls -l {ms(ckpt['ls'])}",
-              flush=True)
+        print(f"checkpoints: API {ms(ckpt['api'])}; page of {PAGE} {ms(ckpt['page'])}; scandir+stat "
+              f"{ms(ckpt['scan'])}; ls -l {ms(ckpt['ls'])}", flush=True)
         db_copy = str(root / "copy.sqlite")
         con = sqlite3.connect(bench.db_path, timeout=30)
         con.execute("vacuum into ?", (db_copy,))
@@ -358,6 +395,9 @@ def main():
         bench.stop()
         shutil.rmtree(root, ignore_errors=True)
 
+    from nothing.scheduler.tracker import Tracker
+
+    processes = args.tracker_processes or Tracker.processes.default_value
     date = time.strftime("%Y-%m-%d")
     ok = lambda good: "met" if good else "**not met**"  # noqa: E731
     rows = [
@@ -376,17 +416,26 @@ def main():
         rows.append(
             f"| `GET /runs/<id>` through the proxy during that ingestion | {ms(r['busy'])}; idle, same 100 runs "
             f"waiting: {ms(r['idle'])} | p95 < 50 ms ({ok(pct(r['busy'], 95) < 0.05)}) |")
+        rows.append(
+            f"| CPU time during that ingestion ({r['elapsed_s']:.1f} s) | service process {r['cpu']['service']:.1f} s, "
+            f"tracker's helper processes {r['cpu']['tracker']:.1f} s | (information) |")
+    scan = statistics.median(ckpt["scan"])
     rows.append(
-        f"| `GET /runs/<id>/checkpoints`, {CHECKPOINT_FILES:,} files, through the proxy | {ms(ckpt['api'])} "
-        f"({ckpt['response_bytes'] / 1e6:.1f} MB of JSON); `os.scandir`+`stat` in-process {ms(ckpt['scan'])}; "
-        f"`ls -l` {ms(ckpt['ls'])}; API/scandir {statistics.median(ckpt['api']) / statistics.median(ckpt['scan']):.0f}×"
+        f"| `GET /runs/<id>/checkpoints`, {CHECKPOINT_FILES:,} files, through the proxy, the whole listing | "
+        f"{ms(ckpt['api'])} ({ckpt['response_bytes'] / 1e6:.1f} MB of JSON); `os.scandir`+`stat` in-process "
+        f"{ms(ckpt['scan'])}; `ls -l` {ms(ckpt['ls'])}; API/scandir {statistics.median(ckpt['api']) / scan:.1f}×"
         f" | < 200 ms ({ok(pct(ckpt['api'], 95) < 0.2)}) |")
+    rows.append(
+        f"| the same run, a page of the newest {PAGE} (`?offset={CHECKPOINT_FILES - PAGE}&limit={PAGE}`) | "
+        f"{ms(ckpt['page'])} ({ckpt['page_bytes'] / 1e3:.0f} kB of JSON); page/scandir "
+        f"{statistics.median(ckpt['page']) / scan:.2f}× | < 200 ms ({ok(pct(ckpt['page'], 95) < 0.2)}) |")
     lines = [
         "## Tracking: report(), metric ingestion, checkpoint listing (bench/tracking.py)",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared with other work), Python "
         f"{platform.python_version()}; a real JupyterHub + configurable-http-proxy + scheduler on SQLite (WAL); "
-        f"{RUNS} real run processes at once (gpus=0, cpus=0); the tracker at its default interval (1 s). "
+        f"{RUNS} real run processes at once (gpus=0, cpus=0); the tracker at its default interval (1 s), with "
+        f"{processes} helper process{'es' if processes != 1 else ''}. "
         f"Figures measured in one run on {date}, each beside its reference; medians of interleaved repeats.",
         "",
         "| figure | measured | target |",

@@ -6,6 +6,10 @@ only and never follows a link (the folder is the run's user's, who may have left
 links to anything); removal runs as the run's user (``helper.call_as``), so a link
 swapped in at the last moment can only remove what that user could anyway.  These
 functions block: the service runs them in a thread or in the helper process.
+
+``CheckpointIndex`` keeps the listings of folders that no longer change (the run
+has ended), so that a page of a run's 10,000 checkpoints costs one ``stat`` of
+the folder instead of a walk of all of them.
 """
 
 from __future__ import annotations
@@ -14,6 +18,11 @@ import fnmatch
 import os
 import re
 import stat
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from .rundir import remove_path
 
@@ -58,8 +67,14 @@ def disk_bytes(path: str) -> int:
     return tree_size(path)[1]
 
 
+def iso_utc(at: float) -> str:
+    """Epoch seconds as ISO 8601 in UTC (``2026-12-01T15:37:16.123456Z``); "" for 0."""
+    return datetime.fromtimestamp(at, timezone.utc).isoformat().replace("+00:00", "Z") if at else ""
+
+
 def list_checkpoints(folder: str) -> list[dict]:
-    """The checkpoints in ``folder``, newest last: name, kind, bytes, modified (epoch seconds), step from the name."""
+    """The checkpoints in ``folder``, newest last: name, kind, bytes, modified (epoch seconds, and ``iso_utc``
+    of it), step from the name."""
     try:
         entries = list(os.scandir(folder))
     except (FileNotFoundError, NotADirectoryError):
@@ -77,9 +92,81 @@ def list_checkpoints(folder: str) -> list[dict]:
             size, newest, kind = st.st_size, st.st_mtime, "link" if stat.S_ISLNK(st.st_mode) else "file"
         m = _STEP_IN_NAME.search(entry.name)
         out.append({"name": os.fsencode(entry.name).decode("utf-8", "replace"), "raw_name": entry.name,
-                    "kind": kind, "bytes": size, "modified": newest, "name_step": int(m.group(1)) if m else None})
+                    "kind": kind, "bytes": size, "modified": newest, "modified_iso": iso_utc(newest),
+                    "name_step": int(m.group(1)) if m else None})
     out.sort(key=lambda c: (c["modified"], c["name"]))
     return out
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A folder's checkpoints (``list_checkpoints``' entries, newest last) and their total bytes."""
+
+    entries: list[dict]
+    total_bytes: int
+
+
+def _listing(folder: str) -> Listing:
+    entries = list_checkpoints(folder)
+    return Listing(entries, sum(c["bytes"] for c in entries))
+
+
+class CheckpointIndex:
+    """Listings of checkpoint folders that have stopped changing, so that listing one again costs one ``stat``.
+
+    Only a folder whose run has ended is kept (``settled``): nothing writes into it
+    any more, so its entries change only when one is added, removed or renamed,
+    and each of those moves the folder's modification time.  A listing is used
+    again while the folder's inode, modification and change times are the ones
+    it was made under; one made within ``settle_seconds`` of the folder's last
+    modification is not kept, since a change in the same tick of the file
+    system's clock would not show.  At most ``max_entries`` entries are kept in all, the least
+    recently listed folders leaving first.  Thread-safe; the calls block.
+    """
+
+    settle_seconds = 2.0
+
+    def __init__(self, max_entries: int = 200_000):
+        self.max_entries = max_entries
+        self._kept: OrderedDict[str, tuple[tuple, Listing]] = OrderedDict()
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def listing(self, folder: str, settled: bool) -> Listing:
+        """The checkpoints in ``folder``: from the index if it still holds them, else read (and kept if settled)."""
+        if not settled:
+            self.forget(folder)
+            return _listing(folder)
+        try:
+            st = os.stat(folder)
+        except OSError:
+            self.forget(folder)
+            return _listing(folder)
+        key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+        with self._lock:
+            kept = self._kept.get(folder)
+            if kept is not None and kept[0] == key:
+                self._kept.move_to_end(folder)
+                return kept[1]
+        listing = _listing(folder)
+        if time.time() - st.st_mtime > self.settle_seconds and len(listing.entries) <= self.max_entries:
+            with self._lock:
+                self._drop(folder)
+                self._kept[folder] = (key, listing)
+                self._count += len(listing.entries)
+                while self._count > self.max_entries:
+                    self._drop(next(iter(self._kept)))
+        return listing
+
+    def forget(self, folder: str) -> None:
+        """Drop ``folder``'s listing (its checkpoints were removed, or its run was deleted)."""
+        with self._lock:
+            self._drop(folder)
+
+    def _drop(self, folder: str) -> None:
+        kept = self._kept.pop(folder, None)
+        if kept is not None:
+            self._count -= len(kept[1].entries)
 
 
 def check_patterns(patterns: list[str]) -> list[str]:

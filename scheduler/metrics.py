@@ -20,6 +20,7 @@ import json
 import math
 import re as _re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import re2
 
@@ -34,8 +35,15 @@ NAME = _re.compile(r"[A-Za-z_][A-Za-z0-9_./\-]{0,99}")
 _NUMBER = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:[Nn]a[Nn]|[Ii]nf(?:inity)?)"
 # name=value pairs: the default when a run names no rules.  Our own patterns use Python's ``re``
 # (several times faster per line than the RE2 bindings); they have no nested repetition to backtrack on.
-DEFAULT_PATTERN = _re.compile(r"(?<![A-Za-z0-9_./\-])([A-Za-z_][A-Za-z0-9_./\-]{0,99})\s*=\s*(" + _NUMBER + r")(?:[\s,;)\]}]|$)")
-_STEP = _re.compile(r"(?:^|[\s,;({\[])(?:step|global_step)\s*[=:]\s*([0-9]{1,18})(?:[\s,;)\]}]|$)")
+_DEFAULT = r"(?<![A-Za-z0-9_./\-])([A-Za-z_][A-Za-z0-9_./\-]{0,99}){ws}*={ws}*(" + _NUMBER + r")(?:[{sp},;)\]}]|$)"
+_STEP_AT = r"(?:^|[{sp},;({\[])(?:step|global_step){ws}*[=:]{ws}*([0-9]{1,18})(?:[{sp},;)\]}]|$)"
+DEFAULT_PATTERN = _re.compile(_DEFAULT.replace("{ws}", r"\s").replace("{sp}", r"\s"))
+_STEP = _re.compile(_STEP_AT.replace("{ws}", r"\s").replace("{sp}", r"\s"))
+# The same two patterns for lines that are pure ASCII, matched on the bytes without decoding them: ``\s`` of a
+# str pattern also matches the ASCII separators \x1c-\x1f, so they are named, and both read exactly alike.
+_DEFAULT_ASCII = _re.compile(_DEFAULT.replace("{ws}", r"[\s\x1c-\x1f]").replace("{sp}", r"\s\x1c-\x1f").encode())
+_STEP_ASCII = _re.compile(_STEP_AT.replace("{ws}", r"[\s\x1c-\x1f]").replace("{sp}", r"\s\x1c-\x1f").encode())
+_STEP_NAMES = (b"step", b"global_step")
 _LOWER_IS_BETTER = _re.compile(r"loss|err|mse|mae|rmse|perplexity|ppl|wer|cer|latency|time", _re.IGNORECASE)
 
 
@@ -124,6 +132,12 @@ class Point:
     value: float
 
 
+@lru_cache(maxsize=256)
+def _compiled_rules(rules: tuple[MetricRule, ...]) -> tuple:
+    """``(name, compiled RE2 pattern)`` of each rule: compiled once per set of rules, not once per read."""
+    return tuple((r.name, re2.compile(r.pattern)) for r in rules)
+
+
 @dataclass
 class Reader:
     """What one run's reading remembers between chunks: the next implicit step of each metric."""
@@ -132,10 +146,11 @@ class Reader:
     steps: dict[str, int] = field(default_factory=dict)
     names: set[str] = field(default_factory=set)
     dropped_names: int = 0
-    _compiled: list = field(default_factory=list)
+    _compiled: tuple = ()
+    _ascii_names: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        self._compiled = [(r.name, re2.compile(r.pattern)) for r in self.rules or ()]
+        self._compiled = _compiled_rules(tuple(self.rules or ()))
 
     def _admit(self, name: str) -> bool:
         if name in self.names:
@@ -154,33 +169,68 @@ class Reader:
 
     def log_lines(self, lines: list[bytes], at: float) -> list[Point]:
         """Points in whole log lines (without their newlines)."""
+        if not self._compiled:
+            return self._default_lines(lines, at)
         points: list[Point] = []
         for raw in lines:
-            if len(raw) > MAX_LINE_BYTES or (not self._compiled and b"=" not in raw):
+            if len(raw) > MAX_LINE_BYTES:
                 continue
             line = raw.decode("utf-8", "replace")
             m = _STEP.search(line)
             step = int(m.group(1)) if m else None
-            if self._compiled:
-                found = []
-                for name, pattern in self._compiled:
-                    hit = pattern.search(line)
-                    if hit:
-                        found.append((name, hit.group("value") if "value" in pattern.groupindex else hit.group(1)))
+            for name, pattern in self._compiled:
+                hit = pattern.search(line)
+                if hit:
+                    value = to_float(hit.group("value") if "value" in pattern.groupindex else hit.group(1))
+                    if value is not None and self._admit(name):
+                        points.append(Point(name, self._next_step(name, step), at, value))
+        return points
+
+    def _default_lines(self, lines: list[bytes], at: float) -> list[Point]:
+        """``name=value`` pairs.  The hot path of a run that prints its metrics: ASCII lines are matched as
+        bytes (no decoding; a name's text is made once per run), others as text, with the same result."""
+        points: list[Point] = []
+        append = points.append
+        steps = self.steps
+        known = self._ascii_names
+        for raw in lines:
+            if len(raw) > MAX_LINE_BYTES or b"=" not in raw:
+                continue
+            if raw.isascii():
+                m = _STEP_ASCII.search(raw) if b"step" in raw else None
+                found, skip = _DEFAULT_ASCII.findall(raw), _STEP_NAMES
             else:
-                found = [(n, v) for n, v in DEFAULT_PATTERN.findall(line) if n not in ("step", "global_step")]
+                line = raw.decode("utf-8", "replace")
+                m = _STEP.search(line)
+                found, skip = DEFAULT_PATTERN.findall(line), ("step", "global_step")
+            step = int(m.group(1)) if m else None
             for name, text in found:
-                value = to_float(text)
-                if value is not None and self._admit(name):
-                    points.append(Point(name, self._next_step(name, step), at, value))
+                if name in skip:
+                    continue
+                if type(name) is bytes:
+                    decoded = known.get(name)
+                    if decoded is None:
+                        decoded = known[name] = name.decode()
+                    name = decoded
+                try:
+                    value = float(text)
+                except (ValueError, OverflowError):
+                    continue
+                if name not in self.names and not self._admit(name):
+                    continue
+                s = steps.get(name, 0) if step is None else step
+                steps[name] = s + 1
+                append(Point(name, s, at, value))
         return points
 
     def report_lines(self, lines: list[bytes]) -> tuple[list[Point], list[tuple[str, int, float]]]:
         """Points and registered checkpoints ``(name, step, at)`` in ``report()``'s JSON lines (a report, or an
         array of them, per line); junk is skipped."""
         points: list[Point] = []
+        append = points.append
         checkpoints = []
         records = []
+        names, steps = self.names, self.steps
         for raw in lines:
             if len(raw) > MAX_REPORT_LINE_BYTES:
                 continue
@@ -189,25 +239,46 @@ class Reader:
             except (ValueError, RecursionError):
                 continue
             records.extend(parsed[:MAX_REPORTS_PER_LINE] if isinstance(parsed, list) else [parsed])
-        for record in records:
-            if not isinstance(record, dict):
+        for record in records:  # JSON's own types: an int is never a bool here, and type() is exact
+            if type(record) is not dict:
                 continue
             step = record.get("step")
-            step = step if isinstance(step, int) and not isinstance(step, bool) and 0 <= step < 2**62 else None
+            if type(step) is not int or not 0 <= step < 2**62:
+                step = None
             at = record.get("at")
-            at = float(at) if isinstance(at, (int, float)) and math.isfinite(at) else 0.0
-            if isinstance(record.get("checkpoint"), str):
-                checkpoints.append((record["checkpoint"][:1024], step if step is not None else -1, at))
+            if type(at) is not float:
+                at = _finite(at)
+            elif at - at != 0.0:  # infinite or NaN
+                at = 0.0
+            checkpoint = record.get("checkpoint")
+            if type(checkpoint) is str:
+                checkpoints.append((checkpoint[:1024], step if step is not None else -1, at))
             metrics = record.get("metrics")
-            if not isinstance(metrics, dict):
+            if type(metrics) is not dict:
                 continue
             for name, raw_value in metrics.items():
-                if not isinstance(name, str) or not NAME.fullmatch(name) or isinstance(raw_value, bool):
-                    continue
-                value = to_float(raw_value) if isinstance(raw_value, (int, float, str)) else None
-                if value is not None and self._admit(name):
-                    points.append(Point(name, self._next_step(name, step), at, value))
+                if type(raw_value) is float and name in names:
+                    value = raw_value  # what report() writes, for a metric already admitted: nothing to check
+                else:
+                    if not isinstance(name, str) or not NAME.fullmatch(name) or isinstance(raw_value, bool):
+                        continue
+                    value = to_float(raw_value) if isinstance(raw_value, (int, float, str)) else None
+                    if value is None or not self._admit(name):
+                        continue
+                s = steps.get(name, 0) if step is None else step
+                steps[name] = s + 1
+                append(Point(name, s, at, value))
         return points, checkpoints
+
+
+def _finite(at) -> float:
+    """A report's time as a float; 0.0 when it is none, not finite or too large for one."""
+    if type(at) is not int:
+        return 0.0
+    try:
+        return float(at)
+    except OverflowError:
+        return 0.0
 
 
 def summarize(summary: dict | None, points: list[Point]) -> dict:
@@ -216,16 +287,25 @@ def summarize(summary: dict | None, points: list[Point]) -> dict:
     NaN is never a minimum or maximum; it can be the latest value.
     """
     out = {name: dict(entry) for name, entry in (summary or {}).items()}
+    by_name: dict[str, list[Point]] = {}
     for p in points:
-        entry = out.get(p.name)
+        group = by_name.get(p.name)
+        if group is None:
+            group = by_name[p.name] = []
+        group.append(p)
+    for name, group in by_name.items():
+        entry = out.get(name)
         if entry is None:
-            entry = out[p.name] = {"latest": None, "step": None, "min": None, "max": None, "count": 0}
-        entry["latest"], entry["step"], entry["count"] = json_number(p.value), p.step, entry["count"] + 1
-        if not math.isnan(p.value):
-            if entry["min"] is None or p.value < _as_float(entry["min"]):
-                entry["min"] = json_number(p.value)
-            if entry["max"] is None or p.value > _as_float(entry["max"]):
-                entry["max"] = json_number(p.value)
+            entry = out[name] = {"latest": None, "step": None, "min": None, "max": None, "count": 0}
+        last = group[-1]
+        entry["latest"], entry["step"], entry["count"] = json_number(last.value), last.step, entry["count"] + len(group)
+        values = [p.value for p in group if p.value == p.value]  # NaN is not equal to itself
+        if values:
+            low, high = min(values), max(values)
+            if entry["min"] is None or low < _as_float(entry["min"]):
+                entry["min"] = json_number(low)
+            if entry["max"] is None or high > _as_float(entry["max"]):
+                entry["max"] = json_number(high)
     return out
 
 

@@ -6,6 +6,7 @@ first and runs on the database thread (``Database.run``).
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import datetime
 from typing import Any
@@ -153,22 +154,37 @@ def store_points(session: Session, run_id: int, points: list, summary: dict, sto
     store happens only if the run still has them, else ``StaleProgress`` rolls it all back: a read
     done twice is stored once.  The run's row is written first, so a stale store inserts nothing.
     """
-    values = dict(metric_summary=summary, metric_points=stored, log_read_offset=log_offset,
-                  report_read_offset=report_offset)
-    if checkpoint_steps is not None:
-        values["checkpoint_steps"] = checkpoint_steps
-    q = update(Run).where(Run.id == run_id)
-    if expected is not None:
-        q = q.where(Run.log_read_offset == expected[0], Run.report_read_offset == expected[1],
-                    Run.metric_points == expected[2])
-    if session.execute(q.values(**values)).rowcount != 1:
-        raise StaleProgress(f"run {run_id}")
     sqlite = session.get_bind().dialect.name == "sqlite"
+    if sqlite:  # the driver's own statements: the tracker stores a hundred runs a second, each in a transaction
+        sets = "metric_summary = ?, metric_points = ?, log_read_offset = ?, report_read_offset = ?"
+        params: list = [json.dumps(summary), stored, log_offset, report_offset]
+        if checkpoint_steps is not None:
+            sets += ", checkpoint_steps = ?"
+            params.append(json.dumps(checkpoint_steps))
+        where = "id = ?"
+        params.append(run_id)
+        if expected is not None:
+            where += " AND log_read_offset = ? AND report_read_offset = ? AND metric_points = ?"
+            params.extend(expected)
+        changed = session.connection().exec_driver_sql(f"UPDATE runs SET {sets} WHERE {where}", tuple(params))
+    else:
+        values = dict(metric_summary=summary, metric_points=stored, log_read_offset=log_offset,
+                      report_read_offset=report_offset)
+        if checkpoint_steps is not None:
+            values["checkpoint_steps"] = checkpoint_steps
+        q = update(Run).where(Run.id == run_id)
+        if expected is not None:
+            q = q.where(Run.log_read_offset == expected[0], Run.report_read_offset == expected[1],
+                        Run.metric_points == expected[2])
+        changed = session.execute(q.values(**values))
+    if changed.rowcount != 1:
+        raise StaleProgress(f"run {run_id}")
     for i in range(0, len(points), POINT_CHUNK):
         chunk = points[i:i + POINT_CHUNK]
         if sqlite:  # the driver's executemany of tuples: several times cheaper per row than the Core insert
             session.connection().exec_driver_sql(
-                _INSERT_SQLITE, [(run_id, p.name, p.step, p.at, _db_value(p.value)) for p in chunk])
+                _INSERT_SQLITE, [(run_id, p.name, p.step, p.at, None if p.value != p.value else p.value)
+                                 for p in chunk])
         else:
             session.execute(_INSERT_POINT, [
                 {"run_id": run_id, "name": p.name, "step": p.step, "at": p.at, "value": _db_value(p.value)}

@@ -7,6 +7,8 @@ import math
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nothing.scheduler.metrics import (
     MAX_METRIC_NAMES, Reader, RuleError, best_of, parse_rules, rules_from_json, rules_to_json, summarize,
@@ -107,3 +109,47 @@ def test_a_final_read_past_the_limit_still_stops_at_whole_lines(tmp_path):
     assert read_new(str(log), 0, 6, final=True) == ([b"a=1", b""], 4)  # more follows: not the end yet
     assert read_new(str(log), 4, 6, final=True) == ([b"bb=22", b""], 10)
     assert read_new(str(log), 10, 7, final=True) == ([b"ccc=333"], 17)  # the end: the last line counts
+
+
+def _reference_default(lines):
+    """The default reading done the plain way: each line decoded, then the text patterns."""
+    from nothing.scheduler import metrics
+
+    out, steps = [], {}
+    for raw in lines:
+        if len(raw) > metrics.MAX_LINE_BYTES or b"=" not in raw:
+            continue
+        line = raw.decode("utf-8", "replace")
+        m = metrics._STEP.search(line)
+        step = int(m.group(1)) if m else None
+        for name, text in metrics.DEFAULT_PATTERN.findall(line):
+            if name in ("step", "global_step"):
+                continue
+            s = steps.get(name, 0) if step is None else step
+            steps[name] = s + 1
+            out.append((name, s, float(text)))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet="ab_step=:.,;)( \t\x1c\x1d\x1f\x0b01234567eE+-nainfé\u00a0\u2003", max_size=40),
+                max_size=6))
+def test_ascii_lines_read_as_bytes_give_exactly_what_the_text_patterns_give(texts):
+    lines = [t.encode() for t in texts]
+    got = [(p.name, p.step, p.value) for p in Reader().log_lines(lines, at=0.0)]
+    want = _reference_default(lines)
+    assert len(got) == len(want)
+    for (n1, s1, v1), (n2, s2, v2) in zip(got, want):
+        assert (n1, s1) == (n2, s2) and (v1 == v2 or (math.isnan(v1) and math.isnan(v2)))
+
+
+def test_separators_and_unicode_spaces_count_as_spaces_in_ascii_and_other_lines_alike():
+    lines = [b"step=3\x1closs=0.5\x1f", "step=4\u2003loss=0.25\u00a0acc=1".encode()]
+    assert values(Reader().log_lines(lines, at=0.0)) == [("loss", 3, 0.5), ("loss", 4, 0.25), ("acc", 4, 1.0)]
+
+
+def test_a_report_whose_time_is_too_large_for_a_float_still_counts_at_time_zero():
+    lines = [b'{"step": 1, "at": 1' + b"0" * 400 + b', "metrics": {"loss": 0.5, "big": 1' + b"0" * 400 + b'}}',
+             b'{"step": 2, "at": 7, "metrics": {"loss": 0.25}}']
+    points, _ = Reader().report_lines(lines)
+    assert [(p.name, p.step, p.at, p.value) for p in points] == [("loss", 1, 0.0, 0.5), ("loss", 2, 7.0, 0.25)]

@@ -1,12 +1,19 @@
-"""The tracker on a real dispatcher: storage kept current as runs write, the quota stop, and no point twice."""
+"""The tracker on a real dispatcher: storage kept current as runs write, the quota stop, and no point twice,
+even when its helper process is killed while it stores; the checkpoint index of ended runs."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import time
+
 from nothing.scheduler import store
 from nothing.scheduler import tracking_store as ts
+from nothing.scheduler.checkpoints import CheckpointIndex
 from nothing.scheduler.quotas import Quota, Quotas
 from nothing.scheduler.states import RunState
-from nothing.scheduler.tracker import Tracker
+from nothing.scheduler.tracker import Progress, ReadJob, Tracker, collect
 
 from .conftest import running_dispatcher
 from .helpers import wait_for
@@ -57,3 +64,88 @@ async def test_a_restart_between_reading_and_storing_never_stores_a_point_twice(
         assert [p.step for p in points] == list(range(50))
         row = await d.db.run(store.get_run, run.id)
         assert row.metric_points == 50 and row.log_read_offset == run.paths.log.stat().st_size
+
+
+async def test_a_read_done_twice_is_stored_once(tmp_path):
+    async with running_dispatcher(tmp_path) as d:
+        run = await submit(d, "for i in range(50):\n    print(f'step={i} loss={i}')\n", gpus=0)
+        await ended(d, run)
+        job = ReadJob(run.id, str(run.paths.log), str(run.paths.report_file), None,
+                      Progress(0, 0, 0, {}, {}, set(), {}), True, 1024**2, 10**6)
+        first = await asyncio.to_thread(collect, d.db.url, job)
+        again = await asyncio.to_thread(collect, d.db.url, job)  # as if the answer to the first had been lost
+        assert first.progress.stored == 50 and again.progress is None
+        points = await d.db.run(ts.metric_series, run.id, ["loss"], 1000)
+        assert [p.step for p in points] == list(range(50))
+
+
+FLOOD = """
+import sys, time
+for burst in range(60):
+    sys.stdout.write("".join(f"step={1000 * burst + i} loss={i}\\n" for i in range(1000)))
+    sys.stdout.flush()
+    time.sleep(0.02)
+"""
+
+
+async def test_the_trackers_helper_killed_while_it_stores_loses_and_duplicates_no_point(tmp_path):
+    async with running_dispatcher(tmp_path) as d:
+        tracker = Tracker(d.db, d, interval=0.01, read_limit=16 * 1024)  # many small reads, each one transaction
+        await tracker.start()
+        try:
+            run = await submit(d, FLOOD, gpus=0)
+            await wait_for(lambda: run.id in tracker.followed, message="the run to be followed")
+            killed: set[int] = set()
+            deadline = time.monotonic() + 30
+            while len(killed) < 8 and time.monotonic() < deadline:
+                for pid in {h.pid for h in tracker.helpers} - killed - {None}:
+                    os.kill(pid, signal.SIGKILL)  # whatever it was doing: reading, parsing, inserting, committing
+                    killed.add(pid)
+                await asyncio.sleep(0.1)
+            assert len(killed) >= 8
+            await wait_for(lambda: run.id not in d.active and run.id not in tracker._pending_ends, timeout=60,
+                           message="the run's last read")
+            points = await d.db.run(ts.metric_series, run.id, ["loss"], 100_000)
+            assert [p.step for p in points] == list(range(60_000))
+            row = await d.db.run(store.get_run, run.id)
+            assert row.metric_points == 60_000 and row.log_read_offset == run.paths.log.stat().st_size
+        finally:
+            await tracker.stop()
+
+
+def test_an_ended_runs_checkpoint_listing_is_kept_until_its_folder_changes(tmp_path):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"epoch-{i}.pt").write_bytes(b"x" * (i + 1))
+    old = time.time() - 60
+    os.utime(folder, (old, old))
+    index = CheckpointIndex()
+    first = index.listing(str(folder), settled=True)
+    assert [c["name"] for c in first.entries] == ["epoch-0.pt", "epoch-1.pt", "epoch-2.pt"] and first.total_bytes == 6
+    assert index.listing(str(folder), settled=True) is first  # one stat, no walk
+    assert index.listing(str(folder), settled=False) is not first  # a running run's folder is always read
+    (folder / "epoch-3.pt").write_bytes(b"x" * 4)
+    changed = index.listing(str(folder), settled=True)
+    assert len(changed.entries) == 4 and changed.total_bytes == 10
+    # Changed within settle_seconds: read again every time, since a change in the same tick would not show.
+    assert index.listing(str(folder), settled=True) is not changed
+    (folder / "epoch-0.pt").unlink()
+    os.utime(folder, (old, old + 1))
+    assert index.listing(str(folder), settled=True).total_bytes == 9
+
+
+def test_the_checkpoint_index_keeps_at_most_its_bound_of_entries(tmp_path):
+    index = CheckpointIndex(max_entries=5)
+    old = time.time() - 60
+    folders = []
+    for n in range(3):
+        folder = tmp_path / f"run-{n}"
+        folder.mkdir()
+        for i in range(2):
+            (folder / f"c{i}").write_bytes(b"x")
+        os.utime(folder, (old, old))
+        folders.append(str(folder))
+    kept = [index.listing(f, settled=True) for f in folders]
+    assert index.listing(folders[2], settled=True) is kept[2]
+    assert index.listing(folders[0], settled=True) is not kept[0]  # the least recently listed left first

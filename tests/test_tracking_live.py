@@ -217,6 +217,38 @@ def test_checkpoints_are_listed_with_exact_sizes_and_removing_them_frees_exactly
     assert api("DELETE", f"/runs/{run_id}/checkpoints", params={"name": "../x"}).status_code == 400
 
 
+MANY_CHECKPOINTS = """
+import os, time
+d = os.environ["EM_CHECKPOINT_DIR"]
+for i in range(25):
+    open(os.path.join(d, f"step-{i:03d}.pt"), "wb").write(b"c" * (i + 1))
+    os.utime(os.path.join(d, f"step-{i:03d}.pt"), (1000 + i, 1000 + i))
+"""
+
+
+def test_checkpoints_are_listed_a_page_at_a_time_with_the_count_and_total_of_all(hub):
+    _, api = user(hub)
+    run_id = submit(api, MANY_CHECKPOINTS)
+    finished(api, run_id)
+    url = f"/runs/{run_id}/checkpoints"
+    whole = api("GET", url).json()
+    assert [c["checkpoint"] for c in whole["checkpoints"]] == [f"step-{i:03d}.pt" for i in range(25)]
+    assert whole["count"] == 25 and whole["total_bytes"] == sum(range(1, 26)) and whole["offset"] == 0
+    for _ in range(2):  # the same answer whether the folder is read again or comes from the index
+        page = api("GET", url, params={"offset": 20, "limit": 10}).json()
+        assert page["checkpoints"] == whole["checkpoints"][20:]
+        assert (page["count"], page["total_bytes"], page["offset"], page["limit"]) == (25, 325, 20, 10)
+    assert api("GET", url, params={"offset": 30, "limit": 5}).json()["checkpoints"] == []
+    for bad in ({"limit": 0}, {"limit": "x"}, {"offset": -1}):
+        r = api("GET", url, params=bad)
+        assert r.status_code == 400, (bad, r.text)
+    removed = api("DELETE", url, params={"name": "step-02*"})
+    assert removed.status_code == 200 and removed.json()["count"] == 20
+    page = api("GET", url, params={"limit": 3}).json()  # the listing after a removal shows what is left
+    assert [c["checkpoint"] for c in page["checkpoints"]] == ["step-000.pt", "step-001.pt", "step-002.pt"]
+    assert page["count"] == 20 and page["total_bytes"] == sum(range(1, 21))
+
+
 def test_a_run_starts_read_only_from_another_runs_checkpoint(hub):
     _, api = user(hub)
     source = submit(api, CHECKPOINTS)

@@ -391,8 +391,12 @@ def document(prefix: str) -> dict:
                                       _query("format", {"type": "string", "enum": ["json", "csv"]}),
                                       _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000000})])},
             "/runs/{run_id}/checkpoints": {
-                "get": _op("The run's checkpoints (NSML's model ls)", {"description": "the listing"}, 404,
-                           parameters=[_ID]),
+                "get": _op("The run's checkpoints (NSML's model ls), newest last; all of them, or a page with "
+                           "offset and limit (count and total_bytes are always of all)", {"description": "the listing"},
+                           400, 404, parameters=[_ID, _query("offset", {"type": "integer", "minimum": 0,
+                                                                        "maximum": 10**9}),
+                                                 _query("limit", {"type": "integer", "minimum": 1,
+                                                                  "maximum": 1000000})]),
                 "delete": _op("Delete checkpoints by name or shell pattern ('*': all)", {"description": "removed"},
                               400, 404, parameters=[_ID, {**_query("name", {"type": "array", "items": {
                                   "type": "string"}}), "explode": True}])},

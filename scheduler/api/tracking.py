@@ -10,20 +10,23 @@ import asyncio
 import csv
 import io
 import math
-from datetime import datetime, timezone
+from datetime import timezone
 from pathlib import Path
 
 from tornado import web
 
 from .. import tracking_store as ts
-from ..checkpoints import check_patterns, disk_bytes, list_checkpoints, remove_checkpoints
+from ..checkpoints import Listing, check_patterns, disk_bytes, iso_utc, remove_checkpoints
 from ..metrics import json_number
 from ..runenv import RunPaths
+from ..states import ACTIVE
 from .base import APIHandler
 from .runs import RunAccessMixin
 
 MAX_POINTS = 1_000_000
 MAX_NAMES = 100
+MAX_PAGE = 1_000_000  # checkpoints in one page of the listing
+MAX_OFFSET = 10**9
 
 
 def _paths(row) -> RunPaths:
@@ -32,10 +35,6 @@ def _paths(row) -> RunPaths:
 
 def _value(value: float | None):
     return "NaN" if value is None else json_number(value)
-
-
-def _iso_epoch(at: float) -> str:
-    return datetime.fromtimestamp(at, timezone.utc).isoformat().replace("+00:00", "Z") if at else ""
 
 
 class MetricsHandler(RunAccessMixin, APIHandler):
@@ -54,7 +53,7 @@ class MetricsHandler(RunAccessMixin, APIHandler):
             writer = csv.writer(out, lineterminator="\n")
             writer.writerow(["name", "step", "time", "value"])
             for name, step, at, value in points:
-                writer.writerow([name, step, _iso_epoch(at), "nan" if value is None else repr(float(value))])
+                writer.writerow([name, step, iso_utc(at), "nan" if value is None else repr(float(value))])
             self.set_header("Content-Type", "text/csv; charset=utf-8")
             self.set_header("Content-Disposition", f'attachment; filename="run-{row.id}-metrics.csv"')
             self.finish(out.getvalue())
@@ -66,37 +65,64 @@ class MetricsHandler(RunAccessMixin, APIHandler):
                          "series": series, "truncated": len(points) >= limit})
 
 
-def checkpoint_listing(row, entries: list[dict], at_steps: dict) -> dict:
+def checkpoint_listing(row, listing: Listing, at_steps: dict, offset: int = 0, limit: int | None = None) -> dict:
+    """NSML's ``model ls`` of the run: the checkpoints from ``offset`` (``limit`` of them, or all), newest last,
+    with the number and total bytes of all of them."""
     started = row.started_at.replace(tzinfo=timezone.utc).timestamp() if row.started_at else None
     registered = row.checkpoint_steps or {}
     listed = []
-    for c in entries:
-        step = registered.get(c["name"], c["name_step"])
-        step = step if isinstance(step, int) and step >= 0 else None
+    for c in _page(listing, offset, limit):
+        step = _step(registered, c)
         summary = {k: _value(v) for k, v in at_steps.get(step, {}).items()} if step is not None else {}
         listed.append({
             "checkpoint": c["name"], "kind": c["kind"], "bytes": c["bytes"],
-            "last_modified": _iso_epoch(c["modified"]),
+            "last_modified": c["modified_iso"],
             "elapsed_seconds": round(c["modified"] - started, 1) if started and math.isfinite(c["modified"]) else None,
             "step": step, "summary": summary,
         })
-    return {"run": row.id, "checkpoints": listed, "total_bytes": sum(c["bytes"] for c in entries)}
+    out = {"run": row.id, "checkpoints": listed, "total_bytes": listing.total_bytes,
+           "count": len(listing.entries), "offset": offset}
+    if limit is not None:
+        out["limit"] = limit
+    return out
+
+
+def _page(listing: Listing, offset: int, limit: int | None) -> list[dict]:
+    return listing.entries[offset:] if limit is None else listing.entries[offset:offset + limit]
+
+
+def _step(registered: dict, entry: dict) -> int | None:
+    """The checkpoint's step: the one given to ``nothing.save()``, else the first number in its name."""
+    step = registered.get(entry["name"], entry["name_step"])
+    return step if isinstance(step, int) and step >= 0 else None
 
 
 class CheckpointsHandler(RunAccessMixin, APIHandler):
-    """``GET runs/<id>/checkpoints``; ``DELETE runs/<id>/checkpoints?name=PATTERN`` (repeatable; ``*`` for all)."""
+    """``GET runs/<id>/checkpoints[?offset=N&limit=M]``; ``DELETE runs/<id>/checkpoints?name=PATTERN``
+    (repeatable; ``*`` for all).
 
-    async def _listing(self, row) -> dict:
-        entries = await asyncio.to_thread(list_checkpoints, str(_paths(row).checkpoints))
-        steps = [s for s in ((row.checkpoint_steps or {}).get(c["name"], c["name_step"]) for c in entries)
-                 if isinstance(s, int) and s >= 0]
+    Without ``limit`` the listing has every checkpoint, as ``nothing model ls`` prints them; with it, a page.
+    An ended run's listing comes from the tracker's ``CheckpointIndex``, so a page of a big folder costs no walk.
+    """
+
+    async def _listing(self, row, offset: int = 0, limit: int | None = None) -> dict:
+        folder = str(_paths(row).checkpoints)
+        listing = await asyncio.to_thread(self.scheduler.tracker.checkpoint_index.listing, folder,
+                                          row.state not in ACTIVE)
+        registered = row.checkpoint_steps or {}
+        steps = [s for s in (_step(registered, c) for c in _page(listing, offset, limit)) if s is not None]
         at_steps = await self.dispatcher.db.run(ts.metrics_at_steps, row.id, steps) if row.metric_points else {}
-        return checkpoint_listing(row, entries, at_steps)
+        return checkpoint_listing(row, listing, at_steps, offset, limit)
 
     async def get(self, run_id):
+        offset = self.query_int("offset", 0, 0, MAX_OFFSET)
+        limit = None if self.get_argument("limit", None) is None else self.query_int("limit", 0, 1, MAX_PAGE)
         row = await self.get_visible_run(run_id)
-        await self.scheduler.tracker.flush(row.id)
-        self.write_json(await self._listing(await self.get_visible_run(run_id)))
+        tracker = self.scheduler.tracker
+        if row.id in tracker.followed:  # registered checkpoints' steps up to what was just reported
+            await tracker.flush(row.id)
+            row = await self.get_visible_run(run_id)
+        self.write_json(await self._listing(row, offset, limit))
 
     async def delete(self, run_id):
         row = await self.get_visible_run(run_id)
@@ -115,6 +141,7 @@ class CheckpointsHandler(RunAccessMixin, APIHandler):
             raise web.HTTPError(404, f"run {row.id} has no checkpoint matching {', '.join(patterns)[:200]} "
                                      f"(see nothing model ls {row.id})")
         tracker = self.scheduler.tracker
+        tracker.checkpoint_index.forget(folder)
         size = await asyncio.to_thread(disk_bytes, row.run_dir)
         await tracker.set_size(row.id, row.owner, row.group or "", row.disk_bytes, size)
         listing = await self._listing(await self.get_visible_run(run_id))
