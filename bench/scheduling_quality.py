@@ -215,7 +215,8 @@ def render(results, passes, elapsed: float, workers: int, quick: bool) -> str:
     lines += ["", "### One scheduling pass (CPU time)", "",
               ("`ServiceFairPolicy.decide` on a synthetic busy cluster: 1,000 GPUs on 125 nodes, about 80 % "
                "held, queued runs of Philly-like sizes (1 to 16 GPUs), 20 groups, 200 users. CPU time of the "
-               "calling process (`time.process_time`), which other work on the machine does not inflate."),
+               "calling process (`time.process_time`): other work does not add to it, but cores shared with "
+               "other work still slow it (on this machine by up to 2x)."),
               "", "| queued runs | p50 (ms) | p95 (ms) | max (ms) | p50 per queued run (µs) |", "|---|---|---|---|---|"]
     for n, p50, p95, mx in passes:
         lines.append(f"| {n:,} | {p50 * 1000:.1f} | {p95 * 1000:.1f} | {mx * 1000:.1f} | {p50 / n * 1e6:.2f} |")
