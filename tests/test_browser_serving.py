@@ -84,7 +84,16 @@ def test_the_sidebar_shows_a_model_and_its_endpoint_with_stats_and_the_admin_pag
     url = r.json()["url"]
     assert url == f"/services/nothing/serve/{endpoint}"
     wait_server(hub, name)
+    try:
+        check_sidebar_and_admin_page(hub, browser, api, name, admin, endpoint, url, run_id, expect)
+    finally:  # nothing keeps serving after the test, whatever failed (the fuzz tests wait for an empty queue)
+        r = api("DELETE", f"/endpoints/{endpoint}")
+        assert r.status_code == 202, r.text
+        wait_for_sync(lambda: api("GET", f"/endpoints/{endpoint}").status_code == 404, timeout=60,
+                      message=f"endpoint {endpoint} to be deleted")
 
+
+def check_sidebar_and_admin_page(hub, browser, api, name, admin, endpoint, url, run_id, expect) -> None:  # noqa: F811
     context, page = login(browser, hub, name)
     try:
         context.grant_permissions(["clipboard-read", "clipboard-write"], origin=hub.url)
@@ -137,10 +146,6 @@ def test_the_sidebar_shows_a_model_and_its_endpoint_with_stats_and_the_admin_pag
         shot(page, "admin-endpoints")
     finally:
         context.close()
-        r = api("DELETE", f"/endpoints/{endpoint}")
-        assert r.status_code == 202, r.text
-        wait_for_sync(lambda: api("GET", f"/endpoints/{endpoint}").status_code == 404, timeout=60,
-                      message=f"endpoint {endpoint} to be deleted")
 
 
 def test_the_sidebar_shows_a_batch_inference_ending_with_its_records_counted(hub, make_user, browser):  # noqa: F811
