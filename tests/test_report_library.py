@@ -25,7 +25,9 @@ def test_reports_reach_the_metrics_file_at_exit_in_order(tmp_path):
     assert result.returncode == 0, result.stderr
     lines = target.read_text().splitlines()
     records = [r for line in lines for r in json.loads(line)]
-    assert len(lines) == 51  # 500 reports to a line
+    # At most 500 reports to a line: 51 lines when the writer thread keeps up, a few more when a loaded machine
+    # wakes it with part of a line queued (the order and the count of reports are what must hold).
+    assert all(len(json.loads(line)) <= 500 for line in lines) and 51 <= len(lines) <= 60, len(lines)
     assert [r["step"] for r in records[:-1]] == list(range(25000))
     assert records[7]["metrics"] == {"loss": 1 / 8, "acc": "nan"}
     assert records[-1]["checkpoint"] == "epoch-1.pt" and records[-1]["step"] == 24999
