@@ -21,7 +21,7 @@ import stat
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from .rundir import remove_path
@@ -100,10 +100,15 @@ def list_checkpoints(folder: str) -> list[dict]:
 
 @dataclass(frozen=True)
 class Listing:
-    """A folder's checkpoints (``list_checkpoints``' entries, newest last) and their total bytes."""
+    """A folder's checkpoints (``list_checkpoints``' entries, newest last) and their total bytes.
+
+    ``derived`` holds what a caller makes of a kept listing (the API's encoded answer), so that it is made
+    once and leaves with the listing.
+    """
 
     entries: list[dict]
     total_bytes: int
+    derived: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 def _listing(folder: str) -> Listing:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from nothing.scheduler.checkpoints import CheckpointIndex
+
 from .hub import Api, Hub
 from .helpers import wait_for_sync
 
@@ -242,11 +244,15 @@ def test_checkpoints_are_listed_a_page_at_a_time_with_the_count_and_total_of_all
     for bad in ({"limit": 0}, {"limit": "x"}, {"offset": -1}):
         r = api("GET", url, params=bad)
         assert r.status_code == 400, (bad, r.text)
+    time.sleep(CheckpointIndex.settle_seconds + 0.5)  # the folder settled: kept in the index, the answer with it
+    assert api("GET", url).json() == whole and api("GET", url).json() == whole
+    assert api("GET", url, params={"offset": 20, "limit": 10}).json()["checkpoints"] == whole["checkpoints"][20:]
     removed = api("DELETE", url, params={"name": "step-02*"})
     assert removed.status_code == 200 and removed.json()["count"] == 20
     page = api("GET", url, params={"limit": 3}).json()  # the listing after a removal shows what is left
     assert [c["checkpoint"] for c in page["checkpoints"]] == ["step-000.pt", "step-001.pt", "step-002.pt"]
     assert page["count"] == 20 and page["total_bytes"] == sum(range(1, 21))
+    assert api("GET", url).json()["checkpoints"] == whole["checkpoints"][:20]
 
 
 def test_a_run_starts_read_only_from_another_runs_checkpoint(hub):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import math
 from datetime import timezone
 from pathlib import Path
@@ -105,10 +106,12 @@ class CheckpointsHandler(RunAccessMixin, APIHandler):
     An ended run's listing comes from the tracker's ``CheckpointIndex``, so a page of a big folder costs no walk.
     """
 
-    async def _listing(self, row, offset: int = 0, limit: int | None = None) -> dict:
-        folder = str(_paths(row).checkpoints)
-        listing = await asyncio.to_thread(self.scheduler.tracker.checkpoint_index.listing, folder,
-                                          row.state not in ACTIVE)
+    async def _folder(self, row) -> Listing:
+        return await asyncio.to_thread(self.scheduler.tracker.checkpoint_index.listing, str(_paths(row).checkpoints),
+                                       row.state not in ACTIVE)
+
+    async def _listing(self, row, listing: Listing | None = None, offset: int = 0, limit: int | None = None) -> dict:
+        listing = listing or await self._folder(row)
         registered = row.checkpoint_steps or {}
         steps = [s for s in (_step(registered, c) for c in _page(listing, offset, limit)) if s is not None]
         at_steps = await self.dispatcher.db.run(ts.metrics_at_steps, row.id, steps) if row.metric_points else {}
@@ -119,10 +122,22 @@ class CheckpointsHandler(RunAccessMixin, APIHandler):
         limit = None if self.get_argument("limit", None) is None else self.query_int("limit", 0, 1, MAX_PAGE)
         row = await self.get_visible_run(run_id)
         tracker = self.scheduler.tracker
-        if row.id in tracker.followed:  # registered checkpoints' steps up to what was just reported
+        if row.state in ACTIVE and row.id in tracker.followed:  # the steps of checkpoints just registered
             await tracker.flush(row.id)
             row = await self.get_visible_run(run_id)
-        self.write_json(await self._listing(row, offset, limit))
+        listing = await self._folder(row)
+        if offset or limit is not None or row.state in ACTIVE or row.id in tracker.followed:
+            self.write_json(await self._listing(row, listing, offset, limit))
+            return
+        # An ended run's whole listing changes only with its folder (a new Listing) or its stored metrics and
+        # registered steps: the encoded answer is kept with the listing (1.6 MB of JSON for 10,000 checkpoints).
+        key = (row.id, row.started_at, row.metric_points, json.dumps(row.checkpoint_steps, sort_keys=True))
+        body = listing.derived.get(key)
+        if body is None:
+            body = json.dumps(await self._listing(row, listing), default=str)
+            listing.derived.clear()
+            listing.derived[key] = body
+        self.finish(body)
 
     async def delete(self, run_id):
         row = await self.get_visible_run(run_id)
