@@ -134,6 +134,8 @@ class ActiveRun:
     zombie: Any = None
     estimated_start: float | None = None
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    # The API's view of an end not committed yet (``exit_code``, ``ended_at``), set by ``Dispatcher._end``.
+    ending: dict = field(default_factory=dict)
 
     @classmethod
     def from_row(cls, row) -> ActiveRun:
@@ -182,12 +184,11 @@ class ActiveRun:
         estimated = None
         if self.estimated_start is not None and self.state == S.QUEUED:
             estimated = datetime.fromtimestamp(self.estimated_start, timezone.utc).isoformat().replace("+00:00", "Z")
-        fields = {"queue_position": self.position, "estimated_start": estimated,
-                  "zombie": self.zombie.to_dict() if self.zombie else None}
-        if not self.state.is_terminal:
-            # A run's end shows once it is committed, with its exit code and end time: between ``_end`` and the
-            # commit the row still says RUNNING, and "COMPLETE" without an exit code would be a state never stored.
-            fields.update(state=self.state.value, reason=self.reason)
+        fields = {"state": self.state.value, "reason": self.reason, "queue_position": self.position,
+                  "estimated_start": estimated, "zombie": self.zombie.to_dict() if self.zombie else None}
+        # Between ``_end`` and its commit the row still says RUNNING: the end shows whole, with the exit code and
+        # end time the commit will store ("COMPLETE" with no exit code was once answered).
+        fields.update(self.ending)
         return fields
 
 
@@ -654,6 +655,8 @@ class Dispatcher:
     def _end(self, run: ActiveRun, target: RunState, reason: str, at: datetime, **fields) -> store.Transition:
         """A terminal transition; the run leaves ``active`` when ``_persist`` has committed it."""
         t = self._transition(run, target, reason, at, ended_at=at, **fields)
+        run.ending = {"ended_at": at.isoformat() + "Z",
+                      **({"exit_code": fields["exit_code"]} if "exit_code" in fields else {})}
         for timer in run.timers:
             timer.cancel()
         return t

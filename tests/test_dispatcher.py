@@ -290,7 +290,7 @@ async def test_a_queued_run_keeps_its_code_packed_until_its_first_start(dispatch
     assert "unpacked at start" in waiting.paths.log.read_text()
 
 
-def test_a_runs_end_shows_in_its_live_fields_only_once_committed():
+async def test_a_runs_end_shows_whole_in_its_live_fields_before_the_commit(tmp_path):
     """Between ``_end`` and the commit the row still says RUNNING: the API must not answer COMPLETE without the
     exit code and end time the commit brings (a restart test saw exactly that: COMPLETE, exit_code None)."""
     from datetime import datetime
@@ -298,10 +298,15 @@ def test_a_runs_end_shows_in_its_live_fields_only_once_committed():
     from nothing.scheduler.dispatcher import ActiveRun
     from nothing.scheduler.states import RunState
 
+    from .conftest import build_dispatcher
+
     run = ActiveRun(id=1, owner="u", entry_point="t.py", args=(), hyperparameters={}, experiment="default",
                     group="", preemptible=False, gpus=0, cpus=1, memory_bytes=0, priority=0, max_seconds=None,
                     submitted_at=datetime(2026, 12, 1), state=RunState.RUNNING, reason="process started",
                     run_dir="/nonexistent")
-    assert run.live_fields()["state"] == "RUNNING"
-    run.state, run.reason = RunState.COMPLETE, "exited with code 0"
-    assert "state" not in run.live_fields() and "reason" not in run.live_fields()
+    assert run.live_fields()["state"] == "RUNNING" and "exit_code" not in run.live_fields()
+    d = build_dispatcher(tmp_path)
+    d._end(run, RunState.COMPLETE, "exited with code 0", datetime(2026, 12, 1, 10), exit_code=0)
+    live = run.live_fields()
+    assert (live["state"], live["exit_code"], live["ended_at"]) == ("COMPLETE", 0, "2026-12-01T10:00:00Z")
+    d.db.close()

@@ -67,8 +67,6 @@ class _BatchMixin(RunDeleteMixin, RunAccessMixin):
         if live is None:
             return None
         fields = live.live_fields()
-        if "state" not in fields:  # its end is being committed: the batch's own row says it next
-            return None
         return {k: fields[k] for k in ("state", "reason", "queue_position", "estimated_start")}
 
     async def as_json(self, rows: list[BatchInference]) -> list[dict]:
