@@ -14,6 +14,7 @@ the folder instead of a walk of all of them.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 import re
@@ -123,18 +124,22 @@ class CheckpointIndex:
     any more, so its entries change only when one is added, removed or renamed,
     and each of those moves the folder's modification time.  A listing is used
     again while the folder's inode, modification and change times are the ones
-    it was made under; one made within ``settle_seconds`` of the folder's last
-    modification is not kept, since a change in the same tick of the file
-    system's clock would not show.  At most ``max_entries`` entries are kept in all, the least
-    recently listed folders leaving first.  Thread-safe; the calls block.
+    it was made under.  The service's own changes (``nothing model rm``) go
+    through ``changing``: no listing made while one is under way is kept.  Any
+    other change is seen by the folder's times; a listing made within
+    ``settle_seconds`` of the folder's last modification is not kept, since a
+    change in the same tick of the file system's clock would not show.  At most
+    ``max_entries`` entries are kept in all, the least recently listed folders
+    leaving first.  Thread-safe; ``listing`` blocks.
     """
 
-    settle_seconds = 2.0
+    settle_seconds = 0.5  # many ticks of a file system's clock (a jiffy, at most 10 ms, on Linux)
 
     def __init__(self, max_entries: int = 200_000):
         self.max_entries = max_entries
         self._kept: OrderedDict[str, tuple[tuple, Listing]] = OrderedDict()
         self._count = 0
+        self._generation: dict[str, int] = {}  # folders being changed by the service: changes begun and ended
         self._lock = threading.Lock()
 
     def listing(self, folder: str, settled: bool) -> Listing:
@@ -153,18 +158,35 @@ class CheckpointIndex:
             if kept is not None and kept[0] == key:
                 self._kept.move_to_end(folder)
                 return kept[1]
+            generation = self._generation.get(folder, 0)
         listing = _listing(folder)
         if time.time() - st.st_mtime > self.settle_seconds and len(listing.entries) <= self.max_entries:
             with self._lock:
-                self._drop(folder)
-                self._kept[folder] = (key, listing)
-                self._count += len(listing.entries)
-                while self._count > self.max_entries:
-                    self._drop(next(iter(self._kept)))
+                if generation % 2 == 0 and self._generation.get(folder, 0) == generation:
+                    self._drop(folder)
+                    self._kept[folder] = (key, listing)
+                    self._count += len(listing.entries)
+                    while self._count > self.max_entries:
+                        self._drop(next(iter(self._kept)))
         return listing
 
+    @contextlib.contextmanager
+    def changing(self, folder: str):
+        """Around the service's own change of ``folder``: its listing is dropped, and none made meanwhile is kept."""
+        with self._lock:
+            self._drop(folder)
+            self._generation[folder] = self._generation.get(folder, 0) + 1  # odd: a change under way
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._drop(folder)
+                self._generation[folder] += 1
+                if len(self._generation) > 10_000:  # past changes need no memory once no listing is in flight
+                    self._generation = {f: g for f, g in self._generation.items() if g % 2}
+
     def forget(self, folder: str) -> None:
-        """Drop ``folder``'s listing (its checkpoints were removed, or its run was deleted)."""
+        """Drop ``folder``'s listing (its run was deleted, or it is read on every call)."""
         with self._lock:
             self._drop(folder)
 

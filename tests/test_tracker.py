@@ -118,9 +118,10 @@ def test_an_ended_runs_checkpoint_listing_is_kept_until_its_folder_changes(tmp_p
     folder.mkdir()
     for i in range(3):
         (folder / f"epoch-{i}.pt").write_bytes(b"x" * (i + 1))
-    old = time.time() - 60
+    old = time.time() - 7200
     os.utime(folder, (old, old))
     index = CheckpointIndex()
+    index.settle_seconds = 3600  # a change made by this test is always recent, however slow the machine
     first = index.listing(str(folder), settled=True)
     assert [c["name"] for c in first.entries] == ["epoch-0.pt", "epoch-1.pt", "epoch-2.pt"] and first.total_bytes == 6
     assert index.listing(str(folder), settled=True) is first  # one stat, no walk
@@ -133,6 +134,15 @@ def test_an_ended_runs_checkpoint_listing_is_kept_until_its_folder_changes(tmp_p
     (folder / "epoch-0.pt").unlink()
     os.utime(folder, (old, old + 1))
     assert index.listing(str(folder), settled=True).total_bytes == 9
+    # The service's own change: what is listed meanwhile is not kept, even if the folder's times would not show it.
+    with index.changing(str(folder)):
+        os.utime(folder, (old, old + 2))
+        during = index.listing(str(folder), settled=True)
+        (folder / "epoch-1.pt").unlink()
+        os.utime(folder, (old, old + 2))
+    after = index.listing(str(folder), settled=True)
+    assert after is not during and after.total_bytes == 7
+    assert index.listing(str(folder), settled=True) is after
 
 
 def test_the_checkpoint_index_keeps_at_most_its_bound_of_entries(tmp_path):

@@ -148,15 +148,15 @@ class CheckpointsHandler(RunAccessMixin, APIHandler):
         folder = str(_paths(row).checkpoints)
         account = await self.dispatcher.account(row.owner)
         helper = self.dispatcher.helper
-        if account is None:
-            removed = await helper.call(remove_checkpoints, folder, patterns)
-        else:
-            removed = await helper.call_as(account.uid, account.gid, remove_checkpoints, folder, patterns)
+        tracker = self.scheduler.tracker
+        with tracker.checkpoint_index.changing(folder):
+            if account is None:
+                removed = await helper.call(remove_checkpoints, folder, patterns)
+            else:
+                removed = await helper.call_as(account.uid, account.gid, remove_checkpoints, folder, patterns)
         if not removed:
             raise web.HTTPError(404, f"run {row.id} has no checkpoint matching {', '.join(patterns)[:200]} "
                                      f"(see nothing model ls {row.id})")
-        tracker = self.scheduler.tracker
-        tracker.checkpoint_index.forget(folder)
         size = await asyncio.to_thread(disk_bytes, row.run_dir)
         await tracker.set_size(row.id, row.owner, row.group or "", row.disk_bytes, size)
         listing = await self._listing(await self.get_visible_run(run_id))
