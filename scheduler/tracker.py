@@ -319,7 +319,7 @@ class Tracker(LoggingConfigurable):
 
     async def tick(self) -> None:
         """One pass: follow new running runs, then read all followed ones and finish the ended ones, in one call
-        to the helper."""
+        to each helper with its share of them."""
         async with self._lock:
             for run in list(self.dispatcher.active.values()):
                 if run.state in FOLLOWED and run.id not in self.followed:
