@@ -222,9 +222,12 @@ class Hub:
         """The scheduler's supervisor (``python -m nothing.scheduler``, what the hub runs); exactly one."""
         return self._one_process("nothing.scheduler", "supervisor")
 
-    def _one_process(self, module: str, what: str, settle: float = 5.0) -> int:
-        """The one such process; during a takeover the old and the new live side by side for a moment."""
-        deadline = time.monotonic() + settle
+    def _one_process(self, module: str, what: str, settle: float = 5.0, absent: float = 30.0) -> int:
+        """The one such process; during a takeover the old and the new live side by side for a moment, and
+        after a crash there is none while the supervisor backs off (deaths within a minute of each other wait
+        0.5 s, 1 s, 2 s ... up to 10 s: tests that SIGKILL the service one after another meet that)."""
+        started = time.monotonic()
+        deadline = started + settle
         while True:
             # The module name ends at the space: "nothing.scheduler " does not match "nothing.scheduler.app ".
             out = subprocess.run(["pgrep", "-f", "--", f"-m {module} --NothingScheduler.data_dir={self.root}/var"],
@@ -232,7 +235,8 @@ class Hub:
             pids = [int(p) for p in out.stdout.split()]
             if len(pids) == 1:
                 return pids[0]
-            if len(pids) == 0 or time.monotonic() > deadline:
+            now = time.monotonic()
+            if (pids and now > deadline) or (not pids and now > started + absent):
                 raise RuntimeError(f"expected one {what} process, found {pids}")
             time.sleep(0.1)
 
