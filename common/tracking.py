@@ -1,12 +1,17 @@
 """Metrics from code, inside a run: ``from nothing import report; report(step=3, loss=0.2, acc=0.91)``.
 
-A call appends to an in-memory buffer and returns (about a microsecond); a
+A call appends a tuple to an in-memory buffer and returns (under a microsecond); a
 daemon thread writes the buffer, a JSON array of up to 500 reports per line, to the file the platform names in
 ``NOTHING_METRICS_FILE`` (inside the run's folder) once a second, when the
 buffer holds ``FLUSH_POINTS`` reports, and when the process exits.  The
 scheduler reads that file as it grows, as it reads ``name=value`` lines of the
 log: no network, no token, nothing to set up.  Outside a run (no
 ``NOTHING_METRICS_FILE``) reports are dropped with one warning.
+
+A report is written as ``[step, at, metrics]`` (``at`` in integer milliseconds of the epoch) and a
+checkpoint as ``[step, at, null, name]``: arrays and an integer time encode in a third less time than
+``{"step", "at", "metrics"}`` objects with a float time, which the reader still accepts.  NaN and
+infinity are written as JSON's common extension (``NaN``, ``Infinity``), which Python's reader takes.
 
 ``save(name)`` registers a checkpoint: it reports the checkpoint's name with the
 step, so the checkpoint listing can show what was measured when it was written.
@@ -17,7 +22,6 @@ from __future__ import annotations
 
 import atexit
 import json
-import math
 import os
 import threading
 import time
@@ -30,13 +34,7 @@ FLUSH_POINTS = 10_000
 # Reports per line of the file: one JSON array each, encoded in one call (half the cost of one object per line).
 LINE_REPORTS = 500
 _encode = json.JSONEncoder(default=str, separators=(",", ":")).encode
-
-
-def _finite_or_text(value):
-    """JSON has no NaN or infinity: they travel as strings, which the reader knows."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
+_now_ns = time.time_ns
 
 
 class _Reporter:
@@ -49,7 +47,7 @@ class _Reporter:
         self.warned = False
         self.pid = os.getpid()
 
-    def add(self, record: dict) -> None:
+    def add(self, record: tuple) -> None:
         if self.path is None:
             if not self.warned:
                 self.warned = True
@@ -100,12 +98,12 @@ def report(step: int | None = None, **metrics: float) -> None:
     Values are numbers; NaN and infinity are kept as such.  Names are what the
     run's metric views and ``nothing metrics`` show.
     """
-    _reporter.add({"step": step, "at": time.time(), "metrics": {k: _finite_or_text(v) for k, v in metrics.items()}})
+    _reporter.add((step, _now_ns() // 1_000_000, metrics))  # ``metrics`` is this call's own dict: no copy
 
 
 def save(name: str, step: int | None = None) -> None:
     """Register the checkpoint ``name`` (a path under ``EM_CHECKPOINT_DIR``) as written at ``step``."""
-    _reporter.add({"step": step, "at": time.time(), "checkpoint": str(name)})
+    _reporter.add((step, _now_ns() // 1_000_000, None, str(name)))
 
 
 def flush() -> None:

@@ -224,8 +224,8 @@ class Reader:
         return points
 
     def report_lines(self, lines: list[bytes]) -> tuple[list[Point], list[tuple[str, int, float]]]:
-        """Points and registered checkpoints ``(name, step, at)`` in ``report()``'s JSON lines (a report, or an
-        array of them, per line); junk is skipped."""
+        """Points and registered checkpoints ``(name, step, at)`` in ``report()``'s JSON lines (an array of
+        reports per line, each an array or, from earlier versions, an object); junk is skipped."""
         points: list[Point] = []
         append = points.append
         checkpoints = []
@@ -240,20 +240,25 @@ class Reader:
                 continue
             records.extend(parsed[:MAX_REPORTS_PER_LINE] if isinstance(parsed, list) else [parsed])
         for record in records:  # JSON's own types: an int is never a bool here, and type() is exact
-            if type(record) is not dict:
+            if type(record) is list:  # report()'s [step, at_ms, metrics] or [step, at_ms, null, checkpoint]
+                if not 3 <= len(record) <= 4:
+                    continue
+                step, at, metrics = record[0], record[1], record[2]
+                checkpoint = record[3] if len(record) == 4 else None
+                at = at / 1000.0 if type(at) is int and 0 <= at < 2**62 else 0.0
+            elif type(record) is dict:  # {"step", "at" (seconds), "metrics" | "checkpoint"}: earlier versions
+                step, at = record.get("step"), record.get("at")
+                metrics, checkpoint = record.get("metrics"), record.get("checkpoint")
+                if type(at) is not float:
+                    at = _finite(at)
+                elif at - at != 0.0:  # infinite or NaN
+                    at = 0.0
+            else:
                 continue
-            step = record.get("step")
             if type(step) is not int or not 0 <= step < 2**62:
                 step = None
-            at = record.get("at")
-            if type(at) is not float:
-                at = _finite(at)
-            elif at - at != 0.0:  # infinite or NaN
-                at = 0.0
-            checkpoint = record.get("checkpoint")
             if type(checkpoint) is str:
                 checkpoints.append((checkpoint[:1024], step if step is not None else -1, at))
-            metrics = record.get("metrics")
             if type(metrics) is not dict:
                 continue
             for name, raw_value in metrics.items():

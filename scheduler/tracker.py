@@ -377,8 +377,12 @@ class Tracker(LoggingConfigurable):
                 await self._finish(run_id)
 
     async def flush(self, run_id: int) -> None:
-        """Read a run's files now (the API calls it so a query sees what was just printed)."""
+        """Read a run's files now (the API calls it so a query sees what was just printed); an ended run not
+        yet read a last time gets that last read, so its series is whole as soon as its end is visible."""
         async with self._lock:
+            if run_id in self._pending_ends:
+                await self._finish(run_id)
+                return
             f = self.followed.get(run_id)
             if f is not None:
                 await self._collect(f, final=False, measure=False)

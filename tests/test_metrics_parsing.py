@@ -153,3 +153,13 @@ def test_a_report_whose_time_is_too_large_for_a_float_still_counts_at_time_zero(
              b'{"step": 2, "at": 7, "metrics": {"loss": 0.25}}']
     points, _ = Reader().report_lines(lines)
     assert [(p.name, p.step, p.at, p.value) for p in points] == [("loss", 1, 0.0, 0.5), ("loss", 2, 7.0, 0.25)]
+
+
+def test_report_lines_read_arrays_with_the_time_in_milliseconds_and_skip_malformed_ones():
+    lines = [b'[[3, 5000, {"loss": 0.5, "up": Infinity}], [4, 6000, null, "epoch-4.pt"], [5, -1, {"loss": NaN}]]',
+             b'[[1, 2], [true, 7000, {"x": 1}], [6, 7000, {"loss": 1}, "a", "b"], [7, 1e3, {"loss": 2}]]']
+    points, checkpoints = Reader().report_lines(lines)
+    assert [(p.name, p.step, p.at) for p in points[:3]] == [("loss", 3, 5.0), ("up", 3, 5.0), ("loss", 5, 0.0)]
+    assert points[1].value == math.inf and math.isnan(points[2].value)
+    assert [(p.name, p.step, p.at, p.value) for p in points[3:]] == [("x", 0, 7.0, 1.0), ("loss", 7, 0.0, 2.0)]
+    assert checkpoints == [("epoch-4.pt", 4, 6.0)]

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
 import textwrap
+import time
+
+from nothing.scheduler.metrics import Reader
 
 
 def run_python(code: str, env: dict) -> subprocess.CompletedProcess:
@@ -28,9 +32,13 @@ def test_reports_reach_the_metrics_file_at_exit_in_order(tmp_path):
     # At most 500 reports to a line: 51 lines when the writer thread keeps up, a few more when a loaded machine
     # wakes it with part of a line queued (the order and the count of reports are what must hold).
     assert all(len(json.loads(line)) <= 500 for line in lines) and 51 <= len(lines) <= 60, len(lines)
-    assert [r["step"] for r in records[:-1]] == list(range(25000))
-    assert records[7]["metrics"] == {"loss": 1 / 8, "acc": "nan"}
-    assert records[-1]["checkpoint"] == "epoch-1.pt" and records[-1]["step"] == 24999
+    assert len(records) == 25001
+    points, checkpoints = Reader().report_lines([line.encode() for line in lines])
+    assert [p.step for p in points if p.name == "loss"] == list(range(25000))
+    assert [(p.name, p.value) for p in points if p.step == 7 and p.name == "loss"] == [("loss", 1 / 8)]
+    assert [math.isnan(p.value) for p in points if p.name == "acc"][6:9] == [False, True, False]
+    assert [(name, step) for name, step, _ in checkpoints] == [("epoch-1.pt", 24999)]
+    assert all(abs(p.at - time.time()) < 600 for p in points)  # seconds of the epoch, as the platform keeps them
     assert oct(target.stat().st_mode & 0o777) == "0o600"
 
 
@@ -49,8 +57,8 @@ def test_a_forked_child_writes_its_own_reports_once(tmp_path):
         os.waitpid(pid, 0)
     """, {"NOTHING_METRICS_FILE": str(target)})
     assert result.returncode == 0, result.stderr
-    names = [list(r["metrics"]) for line in target.read_text().splitlines() for r in json.loads(line)]
-    assert names == [["parent"], ["child"]]
+    points, _ = Reader().report_lines(target.read_bytes().splitlines())
+    assert [p.name for p in points] == ["parent", "child"]
 
 
 def test_outside_a_run_reports_are_dropped_with_one_warning(tmp_path):

@@ -8,6 +8,8 @@ import os
 import signal
 import time
 
+import pytest
+
 from nothing.scheduler import store
 from nothing.scheduler import tracking_store as ts
 from nothing.scheduler.checkpoints import CheckpointIndex
@@ -66,8 +68,17 @@ async def test_a_restart_between_reading_and_storing_never_stores_a_point_twice(
         assert row.metric_points == 50 and row.log_read_offset == run.paths.log.stat().st_size
 
 
-async def test_a_read_done_twice_is_stored_once(tmp_path):
-    async with running_dispatcher(tmp_path) as d:
+# The store's condition on the stored offsets is one SQL statement on SQLite and a Core update elsewhere: both run.
+DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+def database_url(request, database: str) -> str | None:
+    return request.getfixturevalue("postgres_url") if database == "postgresql" else None
+
+
+@pytest.mark.parametrize("database", DATABASES)
+async def test_a_read_done_twice_is_stored_once(tmp_path, request, database):
+    async with running_dispatcher(tmp_path, db_url=database_url(request, database)) as d:
         run = await submit(d, "for i in range(50):\n    print(f'step={i} loss={i}')\n", gpus=0)
         await ended(d, run)
         job = ReadJob(run.id, str(run.paths.log), str(run.paths.report_file), None,
@@ -88,8 +99,9 @@ for burst in range(60):
 """
 
 
-async def test_the_trackers_helper_killed_while_it_stores_loses_and_duplicates_no_point(tmp_path):
-    async with running_dispatcher(tmp_path) as d:
+@pytest.mark.parametrize("database", DATABASES)
+async def test_the_trackers_helper_killed_while_it_stores_loses_and_duplicates_no_point(tmp_path, request, database):
+    async with running_dispatcher(tmp_path, db_url=database_url(request, database)) as d:
         tracker = Tracker(d.db, d, interval=0.01, read_limit=16 * 1024)  # many small reads, each one transaction
         await tracker.start()
         try:
