@@ -10,6 +10,7 @@ the schema is brought to the newest Alembic revision.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import queue
@@ -21,7 +22,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, event
+from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 
@@ -59,13 +60,35 @@ def upgrade_to_head(engine: Engine) -> str:
     """Bring the schema to the head revision; returns it."""
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     head = ScriptDirectory.from_config(cfg).get_current_head()
-    with engine.begin() as conn:
-        current = MigrationContext.configure(conn).get_current_revision()
-        if current != head:
-            log.info("Upgrading scheduler database from revision %s to %s", current, head)
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+    with engine.connect() as conn, _foreign_keys_off(conn):
+        with conn.begin():
+            current = MigrationContext.configure(conn).get_current_revision()
+            if current != head:
+                log.info("Upgrading scheduler database from revision %s to %s", current, head)
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
     return head
+
+
+@contextlib.contextmanager
+def _foreign_keys_off(conn: Connection):
+    """SQLite rebuilds a table to change it (batch mode), and dropping the old copy with foreign keys on
+    deletes every row that references it (``ON DELETE CASCADE``): revision 0011 so lost every tuning's
+    trials.  Off for the migration (SQLite reads the pragma only outside a transaction), checked after."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    conn.commit()
+    try:
+        yield
+        broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+        conn.commit()
+        if broken:
+            raise RuntimeError(f"the migration left rows whose references are gone: {broken[:5]}")
+    finally:
+        conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+        conn.commit()
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -143,7 +143,8 @@ class Experiment(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
 
-    __table_args__ = (UniqueConstraint("owner", "name", name="uq_experiments_owner_name"),)
+    __table_args__ = (UniqueConstraint("owner", "name", name="uq_experiments_owner_name"),
+                      {"sqlite_autoincrement": True})  # revision 0012: ids never reused
 
 
 class Dataset(Base):
@@ -166,7 +167,8 @@ class Dataset(Base):
     versions: Mapped[list[DatasetVersion]] = relationship(
         back_populates="dataset", cascade="all, delete-orphan", order_by="DatasetVersion.version")
 
-    __table_args__ = (UniqueConstraint("namespace", "name", name="uq_datasets_namespace_name"),)
+    __table_args__ = (UniqueConstraint("namespace", "name", name="uq_datasets_namespace_name"),
+                      {"sqlite_autoincrement": True})
 
 
 class DatasetVersion(Base):
@@ -185,7 +187,8 @@ class DatasetVersion(Base):
 
     dataset: Mapped[Dataset] = relationship(back_populates="versions")
 
-    __table_args__ = (UniqueConstraint("dataset_id", "version", name="uq_dataset_versions_dataset_version"),)
+    __table_args__ = (UniqueConstraint("dataset_id", "version", name="uq_dataset_versions_dataset_version"),
+                      {"sqlite_autoincrement": True})
 
 
 class MetricPoint(Base):
@@ -272,7 +275,8 @@ class TrainingTemplate(Base):
     archive_path: Mapped[str | None] = mapped_column(String(4096), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
 
-    __table_args__ = (UniqueConstraint("owner", "name", name="uq_training_templates_owner_name"),)
+    __table_args__ = (UniqueConstraint("owner", "name", name="uq_training_templates_owner_name"),
+                      {"sqlite_autoincrement": True})
 
 
 class TuningTrial(Base):
@@ -498,3 +502,14 @@ class ClusterSample(Base):
     wait_p50_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     wait_p95_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     running_runs: Mapped[int] = mapped_column(Integer)
+
+
+class IdHighWater(Base):
+    """The largest id ever given, per kind of object whose ids the service picks itself (runs: the dispatcher
+    numbers them in memory from the largest at start).  Written when such a row is deleted, so that a deleted
+    newest run's id is not handed out again after a restart (revision 0012)."""
+
+    __tablename__ = "id_high_water"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)

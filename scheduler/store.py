@@ -16,7 +16,7 @@ from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .orm import NotebookGpus, Run, RunEvent
+from .orm import IdHighWater, NotebookGpus, Run, RunEvent
 from .states import ACTIVE, RunState
 from .tracking_store import ensure_experiment
 
@@ -49,7 +49,10 @@ _INSERT_EVENT = insert(RunEvent)
 
 
 def max_run_id(session: Session) -> int | None:
-    return session.execute(select(func.max(Run.id))).scalar()
+    """The largest run id ever given: of the runs there are, or of a deleted one (``id_high_water``)."""
+    there = session.execute(select(func.max(Run.id))).scalar()
+    deleted = session.execute(select(IdHighWater.value).where(IdHighWater.name == "runs")).scalar()
+    return max((i for i in (there, deleted) if i is not None), default=None)
 
 
 def _column_defaults() -> tuple[dict[str, Any], dict[str, Any]]:

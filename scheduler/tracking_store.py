@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from .endpoint_store import runtime_run_users
 from .models import models_made_from_run
-from .orm import Experiment, MetricPoint, Run, RunEvent
+from .orm import Experiment, IdHighWater, MetricPoint, Run, RunEvent
 from .states import ACTIVE
 
 _INSERT_POINT = insert(MetricPoint)
@@ -240,6 +240,15 @@ def run_deletion_blockers(session: Session, run_id: int, by_owner_object: bool =
             for reason in rule(session, run_id)]
 
 
+def note_deleted_run_id(session: Session, run_id: int) -> None:
+    """Keep ``run_id`` as the high-water mark if it is the largest yet: its number is never given again."""
+    row = session.get(IdHighWater, "runs")
+    if row is None:
+        session.add(IdHighWater(name="runs", value=run_id))
+    elif row.value < run_id:
+        row.value = run_id
+
+
 def delete_run(session: Session, run_id: int, by_owner_object: bool = False) -> bool:
     """The run's rows: the run, its events and its metric points; False when a rule now forbids it."""
     if run_deletion_blockers(session, run_id, by_owner_object):
@@ -247,4 +256,5 @@ def delete_run(session: Session, run_id: int, by_owner_object: bool = False) -> 
     session.execute(delete(MetricPoint).where(MetricPoint.run_id == run_id))
     session.execute(delete(RunEvent).where(RunEvent.run_id == run_id))
     session.execute(delete(Run).where(Run.id == run_id))
+    note_deleted_run_id(session, run_id)
     return True

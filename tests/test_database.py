@@ -18,7 +18,7 @@ from nothing.scheduler.states import RunState
 from .conftest import build_dispatcher
 from .helpers import make_archive, wait_for
 
-HEAD = "0011"
+HEAD = "0012"
 
 
 def test_sqlite_database_uses_wal_and_is_created_by_migrations(tmp_path):
