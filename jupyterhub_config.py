@@ -83,9 +83,13 @@ c.Authenticator.allow_all = True
 c.Authenticator.admin_users = set(os.environ.get("NOTHING_ADMIN_USERS", "admin").split(","))
 
 # --- the GPU scheduler, as a hub-managed service at /services/nothing/ -------------------
+# Endpoints are also served on a listener of their own, for programs (docs/endpoints.md): nginx carries the calls
+# there when it is installed (the data plane), else the service itself. Empty NOTHING_GATEWAY_URL: none.
+gateway_url = os.environ.get("NOTHING_GATEWAY_URL", "http://127.0.0.1:8010")
+gateway_args = [f"--EndpointController.gateway_url={gateway_url}"] if gateway_url else []
 configure_hub(
     c,
     data_dir=os.path.join(data_dir, "scheduler"),
     service_port=int(os.environ.get("NOTHING_SERVICE_PORT", "10101")),
-    scheduler_args=[*config_args(c), *shlex.split(os.environ.get("NOTHING_SCHEDULER_ARGS", ""))],
+    scheduler_args=[*config_args(c), *gateway_args, *shlex.split(os.environ.get("NOTHING_SCHEDULER_ARGS", ""))],
 )

@@ -3,10 +3,12 @@
 Starts a real JupyterHub with its proxy and the scheduler, trains a one-line model in a run, makes a
 model and an endpoint from it, waits for its replica, then alternates, ``--rounds`` times, a window of
 ``--seconds`` calling the replica's own port (with its secret: "the direct model server") and the same
-through the gateway's own listener (``c.EndpointController.gateway_url``) and through the hub's proxy
-(proxy → gateway → replica), with a user's endpoint-scoped token, each with
-``--concurrency`` kept-alive connections sending ``{"instances": [[1, 2, 3, 4]]}`` as fast as answered,
-and a window with one connection for the latency the platform adds.  Medians over the rounds.
+through the gateway's own listener (``c.EndpointController.gateway_url``: the nginx data plane), through
+the Python gateway alone (its loopback port behind nginx), through the hub's proxy (proxy → Python
+gateway → replica), with a user's endpoint-scoped token, and through a bare nginx in front of the replica
+(the floor under any proxy), each with ``--concurrency`` kept-alive connections sending
+``{"instances": [[1, 2, 3, 4]]}`` as fast as answered, and a window with one connection for the latency
+the platform adds.  Medians over the rounds.
 
     .venv/bin/python bench/serving.py [--rounds 3] [--seconds 8] [--concurrency 8]
 """
@@ -126,6 +128,16 @@ def start_nginx(upstream: int) -> tuple[subprocess.Popen, int] | None:
     return proc, port
 
 
+def python_gateway(hub: Hub) -> str:
+    """The Python gateway's loopback address behind the nginx data plane (its upstream in nginx.conf)."""
+    import re
+
+    conf = (hub.root / "var" / "scheduler" / "nginx" / "nginx.conf").read_text()
+    port = re.search(r"upstream nothing_python \{ server 127\.0\.0\.1:(\d+);", conf)
+    assert port is not None, "the nginx data plane is not running (is nginx installed?)"
+    return f"http://127.0.0.1:{port[1]}"
+
+
 def _listening(port: int) -> bool:
     import socket
 
@@ -166,12 +178,15 @@ def main() -> None:
     args = parser.parse_args()
     hub = Hub(Path(tempfile.mkdtemp(prefix="nothing-bench-serving-")), SCHEDULER_ARGS)
     hub.start()
+    nginx = None
     try:
         platform, platform_headers, direct, direct_headers = setup(hub, args.work_ms)
         assert requests.post(direct, data=BODY, headers=direct_headers, timeout=5).json() == {"predictions": [20.0]}
-        # The gateway's own listener (c.EndpointController.gateway_url): the same handler without the hub's proxy.
+        # The gateway's own listener (c.EndpointController.gateway_url): nginx, asking the service once per
+        # connection; the Python gateway it falls back to, on its own loopback port, is a row of its own.
         gateway = f"{GATEWAY}/serve/bench/inference"
         paths = [("direct", direct, direct_headers), ("gateway", gateway, platform_headers),
+                 ("python gw", f"{python_gateway(hub)}/serve/bench/inference", platform_headers),
                  ("hub proxy", platform, platform_headers)]
         nginx = start_nginx(int(direct.split(":")[2].split("/")[0]))
         if nginx is not None:
@@ -198,16 +213,19 @@ def main() -> None:
                   f"{sum(results[name]['fail']):7.0f}")
         for name in [p for p, _, _ in paths if p != "direct"]:
             m, d = med[name], med["direct"]
-            print(f"{name}/direct throughput {m['rps'] / d['rps']:.2f}; added p50 at one connection "
-                  f"{m['p50_1'] - d['p50_1']:+.2f} ms, at {args.concurrency} {m['p50'] - d['p50']:+.2f} ms")
-        if nginx is not None:
-            nginx[0].terminate()
+            # Each round's paths run back to back: the ratio within a round is less moved by the machine's load.
+            per_round = statistics.median(a / b for a, b in zip(results[name]["rps"], results["direct"]["rps"]))
+            print(f"{name}/direct throughput {m['rps'] / d['rps']:.2f} (median of the rounds' ratios "
+                  f"{per_round:.2f}); added p50 at one connection {m['p50_1'] - d['p50_1']:+.2f} ms, "
+                  f"at {args.concurrency} {m['p50'] - d['p50']:+.2f} ms")
         sw = asyncio.run(switch_under_load(hub, gateway, platform_headers, 3 * args.seconds, args.concurrency))
         print(f"default stage changed under load ({args.concurrency} connections, {3 * args.seconds:.0f} s): "
               f"{sw['requests']} requests, {sw['failed']} failed, {sw['rps']:.0f} req/s, the change answered in "
               f"{sw['switch_ms']:.0f} ms, p99 {sw['p99']:.1f} ms, slowest {sw['max']:.1f} ms; old stage's "
               f"replicas removed: {sw['drained']}")
     finally:
+        if nginx is not None:
+            nginx[0].terminate()
         hub.stop()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -19,6 +20,7 @@ from urllib.parse import urlparse
 from jupyterhub.services.auth import HubOAuthCallbackHandler
 from tornado import web
 from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
 from traitlets import Bool, Dict, Float, Integer, Unicode, default, validate
 from traitlets.config import Application
 
@@ -29,6 +31,7 @@ from .api.metrics import PrometheusMetrics
 from .datasets import Datasets
 from .models import Models
 from .tracker import Tracker
+from .data_plane import NginxDataPlane
 from .endpoints import EndpointController
 from .tuning import TuningController
 from .batch_inference import BatchController
@@ -70,7 +73,7 @@ class NothingScheduler(Application):
     version = __version__
     aliases = aliases
     classes = [LocalExecutor, SlurmExecutor, UnixAccounts, ZombieMonitor, TensorBoardManager, Tracker, TuningController,
-               EndpointController, BatchController, PrometheusMetrics, Models, ClusterHistory]
+               EndpointController, NginxDataPlane, BatchController, PrometheusMetrics, Models, ClusterHistory]
 
     config_file = Unicode("", help="A Python config file to load, e.g. nothing_scheduler_config.py").tag(config=True)
 
@@ -336,12 +339,37 @@ class NothingScheduler(Application):
         self.app_settings = settings
         return web.Application(handlers, **settings)
 
-    def make_gateway_app(self) -> web.Application:
+    def make_gateway_app(self, data_plane_secret: str = "") -> web.Application:
         """The inference gateway's own listener (``c.EndpointController.gateway_url``): only ``/serve/...``, with
-        the same handler, tokens and routes as through the hub's proxy, one hop fewer."""
+        the same handler, tokens and routes as through the hub's proxy, one hop fewer.  Behind nginx (given the
+        data plane's secret) it also answers nginx's route questions (``api/data_plane_routes.py``)."""
+        from .api.data_plane_routes import default_handlers as route_handlers
         from .api.inference import default_handlers as serve_handlers
 
-        return web.Application(list(serve_handlers), **self.app_settings)
+        handlers = list(serve_handlers) + (list(route_handlers) if data_plane_secret else [])
+        return web.Application(handlers, **self.app_settings, data_plane_secret=data_plane_secret)
+
+    async def listen_gateway(self) -> HTTPServer | None:
+        """The Python gateway on ``gateway_url``; or, with the nginx data plane, on a loopback port only nginx
+        uses, with nginx started on ``gateway_url`` in front of it."""
+        controller = self.endpoints
+        nginx = controller.wants_nginx()  # first: ``data_plane = "nginx"`` without a gateway_url is an error
+        if not controller.gateway_url:
+            return None
+        secret = secrets.token_hex(32) if nginx else ""
+        gateway = HTTPServer(self.make_gateway_app(secret), xheaders=True,
+                             max_body_size=int(controller.max_request_bytes) + 1024**2)
+        if not nginx:
+            where = urlparse(controller.gateway_url)
+            gateway.listen(where.port or 80, where.hostname or "127.0.0.1")
+            self.log.info("Inference gateway listening on %s", controller.gateway_url)
+            return gateway
+        sockets = bind_sockets(0, "127.0.0.1")
+        gateway.add_sockets(sockets)
+        await controller.start_data_plane(sockets[0].getsockname()[1], secret)
+        self.log.info("Inference gateway: nginx on %s, asking the service on 127.0.0.1:%s", controller.gateway_url,
+                      sockets[0].getsockname()[1])
+        return gateway
 
     def _log_request(self, handler):
         self.metrics.observe_request(handler)
@@ -376,13 +404,7 @@ class NothingScheduler(Application):
         server = HTTPServer(self.make_app(), max_body_size=self.max_snapshot_bytes * 2 + 1024**2, xheaders=True,
                             body_timeout=300, chunk_size=1024**2)
         server.listen(url.port or 80, url.hostname or "127.0.0.1")
-        gateway = None
-        if self.endpoints.gateway_url:
-            where = urlparse(self.endpoints.gateway_url)
-            gateway = HTTPServer(self.make_gateway_app(), xheaders=True,
-                                 max_body_size=int(self.endpoints.max_request_bytes) + 1024**2)
-            gateway.listen(where.port or 80, where.hostname or "127.0.0.1")
-            self.log.info("Inference gateway listening on %s", self.endpoints.gateway_url)
+        gateway = await self.listen_gateway()
         self.log.info("NothingAI scheduler %s listening on %s%s (%d GPUs, %s mode)", __version__, self.service_url,
                       self.service_prefix, sum(len(g) for g in self.inventory.values()), self.gpu_mode_in_use)
         stop = asyncio.Event()

@@ -16,7 +16,8 @@ where it was from the rows and the replica runs alone:
   endpoint being deleted goes when its last resource has.
 
 Stage and endpoint states follow from their resources', named as in the seed.  The gateway
-(``api/inference.py``) reads ``routes`` and never the database.
+(``api/inference.py``) reads ``routes`` and never the database; so does nginx, the data plane on
+``gateway_url`` (``data_plane.py``), through the answers of ``api/data_plane_routes.py``.
 """
 
 from __future__ import annotations
@@ -27,17 +28,20 @@ import hmac
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlparse
 
 import aiohttp
-from traitlets import Float, Integer, Unicode
+from traitlets import Float, Integer, Tuple, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from . import endpoint_store as es
 from . import serving_states as ss
+from .data_plane import NginxDataPlane, free_port_in, upstream_for
 from .dispatcher import RunNotActive, utcnow
 from .orm import Endpoint, EndpointStage, Run, StageResource
 from .runtime_jobs import submit_runtime_run
@@ -49,6 +53,10 @@ log = logging.getLogger("nothing.endpoints")
 REPLICA_TOKEN_FILE = "replica.token"  # in its source folder: the secret the model server checks
 PORT_FILE = "serving.json"  # in the replica's run folder, written by model_server.py (``--port-file``)
 LOG_TAIL_LINES = 20
+IN_FLIGHT_PATH = "/nothing/in-flight"  # a replica's own count of requests it is answering (model_server.py)
+# Past the cache's validity, before a drained replica's own in-flight count is trusted: nginx's cache counts
+# whole seconds, and a request routed just before may still be on its way.
+DRAIN_MARGIN_SECONDS = 2.0
 CANCELLED_BY = "the endpoint controller"
 
 
@@ -153,6 +161,41 @@ class EndpointController(LoggingConfigurable):
     max_request_bytes = Integer(
         64 * 1024 * 1024, help="Largest inference request body the gateway accepts (413 above).",
     ).tag(config=True)
+    data_plane = Unicode(
+        "auto", help="""What carries inference calls on ``gateway_url``: ``nginx`` (nginx forwards to the
+        replicas itself, asking this service once per client connection and ``route_cache_seconds`` where a call
+        goes: see ``scheduler/data_plane.py``), ``python`` (this service's own gateway forwards every call) or
+        ``auto`` (nginx when ``gateway_url`` is set and ``nginx`` is installed). Calls through the hub's proxy
+        (``/services/nothing/serve/...``) always take the Python gateway.
+        Example: ``c.EndpointController.data_plane = "nginx"``""",
+    ).tag(config=True)
+
+    @validate("data_plane")
+    def _check_data_plane(self, proposal):
+        if proposal.value not in ("auto", "nginx", "python"):
+            raise ValueError(f"data_plane must be auto, nginx or python, not {proposal.value!r}")
+        return proposal.value
+
+    route_cache_seconds = Integer(
+        2, min=1, help="""Whole seconds nginx keeps the service's answer for a client connection (which replica,
+        or a refusal): token revocations, permission and route changes reach calls on a kept-alive connection
+        within this. A drained stage's replicas are stopped only after it. Example:
+        ``c.EndpointController.route_cache_seconds = 5``""",
+    ).tag(config=True)
+    local_replica_ports = Tuple(
+        Integer(), Integer(), default_value=(41000, 41255), help="""The ports (first, last) local replicas listen
+        on under the nginx data plane: nginx's configuration declares a kept-alive upstream for each, once, so
+        a new replica needs no reload. Replicas on other nodes (Slurm) are reached at ``host:port`` without
+        keep-alive. Example: ``c.EndpointController.local_replica_ports = (42000, 42511)``""",
+    ).tag(config=True)
+
+    @validate("local_replica_ports")
+    def _check_ports(self, proposal):
+        low, high = proposal.value
+        if not 1024 <= low <= high <= 65535 or high - low > 4095:
+            raise ValueError(f"local_replica_ports must be (first, last) within 1024-65535, at most 4096 ports, "
+                             f"not {proposal.value!r}")
+        return proposal.value
 
     def __init__(self, scheduler, **kwargs):
         super().__init__(**kwargs)
@@ -173,6 +216,8 @@ class EndpointController(LoggingConfigurable):
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._loop_task: asyncio.Task | None = None
+        self.nginx: NginxDataPlane | None = None  # set by ``start_data_plane`` when nginx carries the calls
+        self._port_turn = 0
         self._flush_task: asyncio.Task | None = None
         self.session: aiohttp.ClientSession | None = None
         self._secret = b""
@@ -193,6 +238,9 @@ class EndpointController(LoggingConfigurable):
                 task.cancel()
         await asyncio.gather(*[t for t in [self._loop_task, self._flush_task, *self._tasks] if t],
                              return_exceptions=True)
+        if self.nginx is not None:
+            await self.nginx.stop()
+            self.stats.merge(await self.nginx.take_stats())
         await self._flush()
         if self.session is not None:
             await self.session.close()
@@ -207,6 +255,53 @@ class EndpointController(LoggingConfigurable):
             with os.fdopen(fd, "wb") as f:
                 f.write(secret)
             return secret
+
+    # ------------------------------------------------------------------ the nginx data plane
+    def wants_nginx(self) -> bool:
+        """Whether nginx carries the calls on ``gateway_url`` (``data_plane``); an error for ``nginx`` without one."""
+        if self.data_plane == "nginx" and not self.gateway_url:
+            raise ValueError("c.EndpointController.data_plane = 'nginx' needs c.EndpointController.gateway_url")
+        if self.data_plane == "auto":
+            return bool(self.gateway_url) and shutil.which("nginx") is not None
+        return self.data_plane == "nginx"
+
+    async def start_data_plane(self, python_port: int, secret: str) -> None:
+        """nginx on ``gateway_url``, in front of the replicas, asking the service on ``python_port`` (loopback)."""
+        where = urlparse(self.gateway_url)
+        host = where.hostname or "127.0.0.1"
+        listen = f"[{host}]:{where.port or 80}" if ":" in host else f"{host}:{where.port or 80}"
+        self.nginx = NginxDataPlane(Path(self.scheduler.data_dir) / "nginx", dict(
+            listen=listen, python_port=python_port, secret=secret, replica_ports=tuple(self.local_replica_ports),
+            cache_seconds=self.route_cache_seconds, max_body_bytes=self.max_request_bytes,
+            request_timeout=self.request_timeout), parent=self)
+        await self.nginx.start()
+
+    def upstream_of(self, replica: Replica) -> str | None:
+        """What nginx forwards a replica's calls to (``data_plane.upstream_for``)."""
+        return upstream_for(replica.url, tuple(self.local_replica_ports))
+
+    def _local_port(self) -> int | None:
+        """A free port of ``local_replica_ports`` for a new local replica, taken in turn (a restarted replica gets
+        another one than its predecessor's); None when all are taken."""
+        used = {int(r.url.rpartition(":")[2]) for r in self._ready.values()}
+        port = free_port_in(tuple(self.local_replica_ports), used, self._port_turn)
+        if port is not None:
+            self._port_turn = port - self.local_replica_ports[0] + 1
+        return port
+
+    async def _in_flight_at_replicas(self, replicas: list[Replica]) -> int:
+        """What the replicas themselves are answering (nginx's calls too); a replica that does not answer has
+        nothing in flight."""
+        async def one(replica: Replica) -> int:
+            try:
+                async with self.session.get(replica.url + IN_FLIGHT_PATH,  # type: ignore[union-attr]
+                                            headers={"X-Nothing-Replica": replica.token},
+                                            timeout=aiohttp.ClientTimeout(total=1.0)) as response:
+                    return int((await response.json())["in_flight"]) if response.status == 200 else 0
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError, KeyError, TypeError):
+                return 0
+
+        return sum(await asyncio.gather(*[one(r) for r in replicas]))
 
     def replica_token(self, client_key: str) -> str:
         """The secret a replica's model server expects in ``X-Nothing-Replica``: only the gateway and the
@@ -246,6 +341,8 @@ class EndpointController(LoggingConfigurable):
                 log.exception("Could not store endpoint statistics; kept for the next flush")
 
     async def _flush(self) -> None:
+        if self.nginx is not None:
+            self.stats.merge(await self.nginx.take_stats())
         taken = self.stats.drain()
         if not taken:
             return
@@ -385,6 +482,8 @@ class EndpointController(LoggingConfigurable):
                 "--port-file", f"../{PORT_FILE}"]
         if self.dispatcher.executor.listens_beyond_loopback:  # reached from this machine: the replica secret guards it
             args += ["--host", "0.0.0.0"]
+        elif self.nginx is not None and (port := self._local_port()) is not None:
+            args += ["--port", str(port)]  # one of nginx's declared upstreams: kept-alive connections to it
         try:
             await submit_runtime_run(
                 self.scheduler, owner=endpoint.owner, owner_groups=[endpoint.group] if endpoint.group else [],
@@ -417,11 +516,20 @@ class EndpointController(LoggingConfigurable):
         self._spawn(cancel())
 
     async def _drain(self, resource: StageResource, live: list[Run], now: float) -> None:
-        """Out of the routes already; stop its replicas once nothing is in flight, then remove the row."""
+        """Out of the routes already; stop its replicas once nothing is in flight, then remove the row.
+
+        Under nginx, calls may still be routed to them from its cache for ``route_cache_seconds``: they are
+        stopped only after that, once the replicas themselves count nothing in flight."""
         left = self._draining.setdefault(resource.id, now)
-        busy = sum(r.in_flight for run in live if (r := self._ready.get(run.id)) is not None)
-        if busy and now - left < self.drain_seconds:
-            return
+        replicas = [r for run in live if (r := self._ready.get(run.id)) is not None]
+        if now - left < self.drain_seconds:
+            if self.nginx is not None and now - left < self.route_cache_seconds + DRAIN_MARGIN_SECONDS:
+                return
+            busy = sum(r.in_flight for r in replicas)
+            if not busy and self.nginx is not None:
+                busy = await self._in_flight_at_replicas(replicas)
+            if busy:
+                return
         for run in live:
             self._cancel(run.id)
         if not live:

@@ -47,6 +47,17 @@ class ServingStats:
             counts = self.pending[key] = StageCounts()
         counts.observe(seconds, failed)
 
+    def merge(self, other: ServingStats) -> None:
+        """Add another's pending counts (nginx's, read from its log off the event loop)."""
+        for key, counts in other.pending.items():
+            mine = self.pending.get(key)
+            if mine is None:
+                self.pending[key] = counts
+                continue
+            mine.requests += counts.requests
+            mine.errors += counts.errors
+            mine.buckets = [a + b for a, b in zip(mine.buckets, counts.buckets)]
+
     def drain(self) -> list[tuple[int, datetime, StageCounts]]:
         taken, self.pending = self.pending, {}
         return [(stage_id, minute, counts) for (stage_id, minute), counts in taken.items()]

@@ -7,6 +7,7 @@ need_apt=()
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 [ -x /usr/sbin/slurmctld ] || need_apt+=(slurm-wlm slurmctld slurmd slurm-client munge)
+command -v nginx >/dev/null || need_apt+=(nginx)  # the inference data plane (scheduler/data_plane.py)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null

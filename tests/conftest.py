@@ -89,7 +89,11 @@ def hub():
     from .hub import Hub
 
     root = Path(tempfile.mkdtemp(prefix="nothing-hub-"))
-    h = Hub(root, [*SCHEDULER_TEST_ARGS, f"--EndpointController.gateway_url={GATEWAY_URL}"])
+    # The gateway listener is nginx (the C data plane, tests/test_data_plane_live.py): installed where the suite
+    # runs (scripts/test.sh installs it), so a missing one fails here rather than skipping its tests.
+    assert shutil.which("nginx"), "nginx is not installed (scripts/test.sh installs it)"
+    h = Hub(root, [*SCHEDULER_TEST_ARGS, f"--EndpointController.gateway_url={GATEWAY_URL}",
+                   "--EndpointController.data_plane=nginx"])
     h.start()
     try:
         yield h

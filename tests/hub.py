@@ -151,6 +151,7 @@ class Hub:
             NOTHING_HUB_PORT=str(self.hub_port),
             NOTHING_PROXY_API_PORT=str(self.proxy_api_port),
             NOTHING_SERVICE_PORT=str(self.service_port),
+            NOTHING_GATEWAY_URL="",  # hubs of one session would share its port; the session hub sets its own
             NOTHING_SCHEDULER_ARGS=" ".join(
                 [*self.scheduler_args, *(f"--UnixAccounts.{k}={v}" for k, v in self.accounts_config.items()),
                  *([f"--NothingScheduler.python={python}"] if python != sys.executable else [])]),
@@ -189,10 +190,13 @@ class Hub:
         from .helpers import kill_jobs
 
         kill_jobs(self.root / "var" / "scheduler" / "runs")
-        for pid_file in (self.root / "var" / "scheduler").glob("*/*/pid"):  # control/<id>/pid, runs/<id>/pid
+        scheduler = self.root / "var" / "scheduler"
+        # control/<id>/pid, runs/<id>/pid, and the data plane's nginx (its own process group), which a SIGKILLed
+        # scheduler leaves for the next one to stop.
+        for pid_file in [*scheduler.glob("*/*/pid"), scheduler / "nginx" / "nginx.pid"]:
             try:
                 os.killpg(int(pid_file.read_text().split()[0]), signal.SIGKILL)
-            except (ProcessLookupError, ValueError, PermissionError):
+            except (FileNotFoundError, ProcessLookupError, ValueError, PermissionError):
                 pass
         remove_accounts(self.account_prefix)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import TYPE_CHECKING
 
 import aiohttp
 from tornado import web
@@ -28,12 +29,43 @@ from ..endpoint_spec import V2_SUFFIX
 from ..ownership import may
 from .base import APIHandler
 
+if TYPE_CHECKING:
+    from ..endpoints import Route
+
 _FORWARDED_HEADERS = ("Content-Type", "Accept")
 
 
 def endpoint_scope(endpoint: str) -> str:
     """The scope that lets a token call this one endpoint and nothing else of the service."""
     return f"{INFERENCE_SCOPE}!service=endpoint-{endpoint}"
+
+
+def find_route(routes: dict, principal, endpoint: str, rest: str) -> tuple[int, Route, str]:
+    """(stage id, route, protocol) of a call to ``/serve/ENDPOINT/REST`` by ``principal``, or the 404 saying what
+    is missing: one rule for this gateway and for nginx's route answers (``data_plane_routes``)."""
+    table = routes.get(endpoint)
+    if table is None or not may(principal, "use", table.owner, table.group):
+        raise web.HTTPError(404, f"endpoint {endpoint[:100]!r} not found (or not ready yet)")
+    stage = table.default_stage
+    path = "/" + rest
+    if rest.startswith("stages/"):
+        _, stage, *parts = rest.split("/", 2) + [""]
+        path = "/" + (parts[0] if parts else "")
+    if stage is None or stage not in table.stages:
+        raise web.HTTPError(404, f"endpoint {endpoint} has no stage {stage!r} serving")
+    stage_id, paths = table.stages[stage]
+    route, protocol = paths.get(path), "v1"
+    if route is None and path.endswith(V2_SUFFIX):
+        route, protocol = paths.get(path[:-len(V2_SUFFIX)]), "v2"
+    if route is None:
+        raise web.HTTPError(404, f"stage {stage} of endpoint {endpoint} serves nothing at {path[:200]} "
+                                 f"(serving: {', '.join(sorted(paths)) or 'nothing yet'})")
+    return stage_id, route, protocol
+
+
+def replica_path(model: str, protocol: str) -> str:
+    """Where a replica's model server answers a call of ``protocol`` (KServe's V1, or V2)."""
+    return f"/v1/models/{model}:predict" if protocol == "v1" else f"/v2/models/{model}/infer"
 
 
 class InferenceHandler(APIHandler):
@@ -53,23 +85,7 @@ class InferenceHandler(APIHandler):
 
     async def post(self, endpoint: str, rest: str):
         controller = self.scheduler.endpoints
-        table = controller.routes.get(endpoint)
-        if table is None or not may(self.principal, "use", table.owner, table.group):
-            raise web.HTTPError(404, f"endpoint {endpoint[:100]!r} not found (or not ready yet)")
-        stage = table.default_stage
-        path = "/" + rest
-        if rest.startswith("stages/"):
-            _, stage, *parts = rest.split("/", 2) + [""]
-            path = "/" + (parts[0] if parts else "")
-        if stage is None or stage not in table.stages:
-            raise web.HTTPError(404, f"endpoint {endpoint} has no stage {stage!r} serving")
-        stage_id, routes = table.stages[stage]
-        route, protocol = routes.get(path), "v1"
-        if route is None and path.endswith(V2_SUFFIX):
-            route, protocol = routes.get(path[:-len(V2_SUFFIX)]), "v2"
-        if route is None:
-            raise web.HTTPError(404, f"stage {stage} of endpoint {endpoint} serves nothing at {path[:200]} "
-                                     f"(serving: {', '.join(sorted(routes)) or 'nothing yet'})")
+        stage_id, route, protocol = find_route(controller.routes, self.principal, endpoint, rest)
         started = time.perf_counter()
         status = 502
         try:
@@ -78,7 +94,7 @@ class InferenceHandler(APIHandler):
             controller.stats.observe(stage_id, time.perf_counter() - started, status >= 400, utcnow())
 
     async def _forward(self, controller, route, protocol: str) -> int:
-        suffix = f"/v1/models/{route.model}:predict" if protocol == "v1" else f"/v2/models/{route.model}/infer"
+        suffix = replica_path(route.model, protocol)
         headers = {k: v for k in _FORWARDED_HEADERS if (v := self.request.headers.get(k))}
         body = self.body
         tried: set[int] = set()

@@ -80,23 +80,42 @@ def read_replica_token() -> bytes:
         return b""
 
 
+IN_FLIGHT_PATH = "/nothing/in-flight"
+
+
 class ReplicaGuard:
     """Refuses (403) any HTTP request without the replica's secret, so the port is no way around the platform's
-    access rules for other accounts on the machine.  A plain ASGI middleware: one header compare per request."""
+    access rules for other accounts on the machine.  A plain ASGI middleware: one header compare per request.
+
+    It also counts the requests being answered, and tells the platform at ``GET /nothing/in-flight``
+    (``{"in_flight": N}``): requests reach a replica through nginx as well as the platform's Python gateway, so
+    only the replica knows when a drained one has finished its last."""
 
     def __init__(self, app, token: bytes):
         self.app, self.token = app, token
+        self.in_flight = 0
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            given = next((v for k, v in scope.get("headers", ()) if k == b"x-nothing-replica"), b"")
-            if not hmac.compare_digest(given, self.token):
-                await send({"type": "http.response.start", "status": 403,
-                            "headers": [(b"content-type", b"application/json")]})
-                await send({"type": "http.response.body",
-                            "body": b'{"error": "call this model through the platform (/serve/...)"}'})
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v for k, v in scope.get("headers", ()) if k == b"x-nothing-replica"), b"")
+        if not hmac.compare_digest(given, self.token):
+            await _answer(send, 403, b'{"error": "call this model through the platform (/serve/...)"}')
+            return
+        if scope.get("path") == IN_FLIGHT_PATH:
+            await _answer(send, 200, json.dumps({"in_flight": self.in_flight}).encode())
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
+async def _answer(send, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def serve(args: argparse.Namespace, predictor: loaders.Predictor) -> None:
@@ -152,7 +171,11 @@ def serve(args: argparse.Namespace, predictor: loaders.Predictor) -> None:
     for quiet in ("uvicorn.access", "kserve.trace"):  # no line per request: they cost more than a prediction
         logging.getLogger(quiet).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")  # kserve's, once per process
-    sock = listen(args.host, args.port)
+    try:
+        sock = listen(args.host, args.port)
+    except OSError as e:  # a port the platform chose was taken meanwhile: it starts the replica again on another
+        print(f"model_server: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
     port = sock.getsockname()[1]
     server = BoundModelServer(http_port=port, workers=1, enable_grpc=False, enable_latency_logging=False)
     write_port_file(args.port_file, args.host, port)
