@@ -80,3 +80,39 @@ def kill_jobs(runs_dir) -> None:
             job = cgroups.job(name)
             job.kill()
             job.remove()
+
+
+class SteadyLoad:
+    """``call(session)`` over and over from ``threads`` threads, each with a kept-alive ``requests.Session``, while
+    the ``with`` block runs; ``answers`` gets ``(status, text)`` of each call, ``(0, error)`` for one that failed
+    to connect: what "no request lost, none failed" is checked on."""
+
+    def __init__(self, call, threads: int = 4):
+        import threading
+
+        self.call, self.answers, self._stop = call, [], threading.Event()
+        self._threads = [threading.Thread(target=self._load) for _ in range(threads)]
+
+    def _load(self) -> None:
+        import requests
+
+        session = requests.Session()
+        while not self._stop.is_set():
+            try:
+                resp = self.call(session)
+                self.answers.append((resp.status_code, resp.text))
+            except requests.RequestException as exc:
+                self.answers.append((0, str(exc)))
+
+    def failed(self) -> list:
+        return [a for a in self.answers if a[0] != 200]
+
+    def __enter__(self) -> SteadyLoad:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join()

@@ -9,7 +9,6 @@ import json
 import os
 import secrets
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 import requests
 
 from .conftest import GATEWAY_URL
-from .helpers import wait_for_sync
+from .helpers import SteadyLoad, wait_for_sync
 from .test_endpoints_live import delete_endpoint, stage, train_model, wait_endpoint
 
 pytestmark = pytest.mark.hub
@@ -127,22 +126,10 @@ def test_the_default_stage_changes_under_load_through_nginx_without_a_failed_cal
     old_replicas = {r["id"] for r in api("GET", "/runs?kind=serving").json()["runs"]
                     if r["state"] == "RUNNING" and r["parent_id"] in old_resources}
     assert old_replicas
-    answers: list = []
-    stop = threading.Event()
-
-    def load():
-        session = requests.Session()  # kept alive: its route answer comes from nginx's cache
-        while not stop.is_set():
-            try:
-                resp = through_nginx(f"/serve/{name}/inference", token, {"instances": [[1, 2]]}, session)
-                answers.append((resp.status_code, resp.text))
-            except requests.RequestException as exc:
-                answers.append((0, str(exc)))
-
-    threads = [threading.Thread(target=load) for _ in range(4)]
-    for t in threads:
-        t.start()
-    try:
+    # Each session kept alive: its route answer comes from nginx's cache.
+    with SteadyLoad(lambda session: through_nginx(f"/serve/{name}/inference", token, {"instances": [[1, 2]]},
+                                                  session)) as load:
+        answers = load.answers
         wait_for_sync(lambda: len(answers) > 200, timeout=30, message="load before the switch")
         r = api("POST", f"/endpoints/{name}/default-stage", json={"stage": "canary"})
         assert r.status_code == 200, r.text
@@ -152,11 +139,7 @@ def test_the_default_stage_changes_under_load_through_nginx_without_a_failed_cal
                       timeout=60, interval=0.3, message="the old default stage's resources to be removed")
         after_removal = len(answers)
         wait_for_sync(lambda: len(answers) > after_removal + 200, timeout=30, message="load after the removal")
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
-    failed = [a for a in answers if a[0] != 200]
+    failed = load.failed()
     assert not failed, f"{len(failed)} of {len(answers)} calls failed: {failed[:5]}"
     predictions = [json.loads(text)["predictions"] for _, text in answers]
     assert predictions[0] == [[7.0]] and predictions[-1] == [[10.0]]

@@ -11,14 +11,13 @@ import re
 import secrets
 import signal
 import textwrap
-import threading
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from .helpers import wait_for_sync
+from .helpers import SteadyLoad, wait_for_sync
 
 pytestmark = pytest.mark.hub
 
@@ -176,24 +175,12 @@ def test_a_new_stage_becomes_the_default_under_load_without_a_failed_request(hub
     assert call(hub, token, canary_url, {"instances": [[1, 2]]}).json() == {"predictions": [[10.0]]}
 
     # Steady load on the default URL while the default changes.
-    answers: list = []
-    stop = threading.Event()
+    def infer(session):
+        return session.post(f"{hub.url}/services/nothing/serve/{name}/inference", json={"instances": [[1, 2]]},
+                            headers={"Authorization": f"token {token}"}, timeout=10)
 
-    def load():
-        session = requests.Session()
-        session.headers["Authorization"] = f"token {token}"
-        while not stop.is_set():
-            try:
-                resp = session.post(f"{hub.url}/services/nothing/serve/{name}/inference",
-                                    json={"instances": [[1, 2]]}, timeout=10)
-                answers.append((resp.status_code, resp.text))
-            except requests.RequestException as exc:
-                answers.append((0, str(exc)))
-
-    threads = [threading.Thread(target=load) for _ in range(4)]
-    for t in threads:
-        t.start()
-    try:
+    with SteadyLoad(infer) as load:
+        answers = load.answers
         wait_for_sync(lambda: len(answers) > 100, timeout=30, message="load before the switch")
         r = api("POST", f"/endpoints/{name}/default-stage", json={"stage": "canary"})
         assert r.status_code == 200, r.text
@@ -202,11 +189,7 @@ def test_a_new_stage_becomes_the_default_under_load_without_a_failed_request(hub
         # The old default's resources are removed once drained, as in the seed.
         wait_for_sync(lambda: not stage(api("GET", f"/endpoints/{name}").json(), "default")["resources"],
                       timeout=60, interval=0.3, message="the old default stage's resources to be removed")
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
-    failed = [a for a in answers if a[0] != 200]
+    failed = load.failed()
     assert not failed, f"{len(failed)} of {len(answers)} requests failed: {failed[:5]}"
     predictions = [json.loads(text)["predictions"] for _, text in answers]
     assert predictions[0] == [[7.0]] and predictions[-1] == [[10.0]]
