@@ -1,21 +1,32 @@
 """Benchmarks of datasets: upload throughput against ``cp``, service memory during an upload, submit → running.
 
 Starts a real JupyterHub with its proxy and the scheduler (8 virtual GPUs, SQLite),
-as ``bench/spine.py`` does, and drives the REST API through the proxy with a
-streaming client (``requests`` given an open file: the file is never read whole).
+as ``bench/spine.py`` does.
 
 1. 4 files x 512 MiB of random data (2 GiB), made once in a temporary folder on the
-   disk of the hub's data folder, uploaded (``POST /datasets``, ``POST .../uploads``,
-   one ``PUT .../files?path=P`` per file with ``X-Content-SHA256``, ``POST .../commit``)
-   and copied with ``cp`` to the same disk, alternating, ``--trials`` times each, the
-   page cache dropped before every trial (the source is read from disk each time;
-   the writes land in the page cache on both sides: neither ``cp`` nor the service
-   fsyncs, so the time to ``sync`` afterwards is reported beside).  The same upload
-   straight to the service's own port (no proxy) is measured alongside to show the
-   proxy's share.  Each trial's dataset is deleted before the next (the store keeps one
-   object per content: a second upload of the same bytes would write nothing).
+   disk of the hub's data folder, and, alternating, ``--trials`` times each, the page
+   cache dropped before each (the source is read from disk each time; the writes land
+   in the page cache on every side: neither ``cp`` nor the service fsyncs, so the time
+   to ``sync`` afterwards is reported beside):
+
+   - ``cp`` of the files to the same disk, and ``cp`` then the SHA-256 of the copies
+     (the work any content-addressed store does) with coreutils' ``sha256sum`` and with
+     ``openssl dgst -sha256`` (SHA-NI where the CPU has it, as the platform's hashlib),
+     the references;
+   - ``push``: the platform's client as a notebook runs it (``nothing.magics.datasets.push``
+     given ``NOTHING_SERVICE_URL``, the hub's proxy): it hashes each file (the next one
+     while the current one is sent), offers it by hash, and sends it with ``PUT`` to the
+     address the upload names (``direct_url``: the service's own listener, loopback
+     here), then commits;
+   - the same protocol with plain ``requests`` given the open file, the hashes computed
+     beforehand (not timed), through the proxy and straight to the service's port: the
+     rows of the earlier runs, to show the proxy's share.
+
+   Each trial's datasets are deleted before the next (the store keeps one object per
+   content: a second upload of the same bytes would write nothing).
 2. The RSS of the scheduler process (and of configurable-http-proxy, for information)
-   sampled every 50 ms during every upload; CPU seconds of scheduler, proxy and client.
+   sampled every 50 ms during every upload; CPU seconds of scheduler, proxy and client;
+   the load average before and after each trial.
 3. Submit → the entry point's first line running, for the same trivial run with no
    dataset, with a 10 GiB dataset (a registered server folder under
    ``c.Datasets.allowed_roots`` holding one sparse 10 GiB file made with ``truncate``),
@@ -32,6 +43,7 @@ import hashlib
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -45,6 +57,8 @@ import psutil
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from nothing.magics import datasets as client_datasets  # noqa: E402
+from nothing.magics.client import NothingClient  # noqa: E402
 from tests.helpers import make_archive  # noqa: E402
 from tests.hub import Hub  # noqa: E402
 
@@ -54,6 +68,9 @@ FILE_BYTES = 512 * MiB
 BIG_BYTES = 10 * 1024 * MiB
 SAMPLE_S = 0.05
 SAME_MS = 20  # "the same start time": a median within this of the run without a dataset
+# Measured in this order in every trial; the last one's dataset is kept for step 3 (kept earlier, its objects
+# would make the next ones' files "already stored").
+VIAS = ("push", "direct", "proxy")
 
 STAMP = "import os, time\nopen(os.path.join(os.environ['EM_MODEL_DIR'], 't'), 'w').write(repr(time.time()))\n"
 SEEN = STAMP + """import json
@@ -74,6 +91,12 @@ def drop_caches() -> bool:
         return True
     except OSError:
         return False
+
+
+def children_cpu() -> float:
+    """CPU seconds (user + system) of the finished child processes so far: what cp and the hashers used."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def med(values):
@@ -155,6 +178,20 @@ class Bench:
         self.api("POST", f"/datasets/{dataset}/uploads/{upload}/commit", direct)
         return dataset, time.perf_counter() - t0
 
+    def push(self, name: str, folder: Path) -> tuple[int, float]:
+        """``nothing dataset push NAME FOLDER`` as a notebook runs it (the client finds the service through the
+        proxy, as ``NOTHING_SERVICE_URL`` says); ``(dataset id, seconds)``, hashing included."""
+        client = NothingClient(f"{self.hub.url}/services/nothing/", self.token, timeout=600)
+        puts: list[str] = []
+        client.session.hooks["response"].append(
+            lambda r, *args, **kwargs: puts.append(r.request.url) if r.request.method == "PUT" else None)
+        t0 = time.perf_counter()
+        result = client_datasets.push(client, name, folder)
+        seconds = time.perf_counter() - t0
+        # Every file sent, each to the service's own listener (the proxy only for the small calls).
+        assert len(result.sent) == FILES and all(u.startswith(self.hub.service_url) for u in puts), (result, puts)
+        return result.dataset["id"], seconds
+
     def delete(self, dataset: int) -> None:
         self.api("DELETE", f"/datasets/{dataset}")
 
@@ -232,8 +269,8 @@ def main():  # noqa: C901 - one straight sequence of measurements
         sys.exit(f"{tmp} has {free / 2**30:.1f} GiB free; the bench needs {need / 2**30:.1f} GiB")
     base = Path(tempfile.mkdtemp(prefix="nothing-bench-datasets-"))
     print("working in", base, f"({free / 2**30:.0f} GiB free)", flush=True)
-    results: dict = {"cp": [], "cp_sync": [], "proxy": [], "proxy_sync": [], "direct": [], "direct_sync": [],
-                     "rss": {"proxy": [], "direct": []}, "cpu": {"proxy": [], "direct": []}}
+    results: dict = {"cp": [], "cp_sync": [], "cp_sha": [], "cp_ossl": [], "cpu_cp": [], "cpu_cp_sha": [], "cpu_cp_ossl": [], **{k: [] for via in VIAS for k in (via, f"{via}_sync")},
+                     "rss": {via: [] for via in VIAS}, "cpu": {via: [] for via in VIAS}, "load": []}
     bench = None
     try:
         t = time.perf_counter()
@@ -246,26 +283,48 @@ def main():  # noqa: C901 - one straight sequence of measurements
         dropped = drop_caches()
         keep_id = None
         for trial in range(args.trials):
+            load_before = os.getloadavg()
             # cp of the same files to the same disk
             dropped &= drop_caches()
             dst = base / "cp-dst"
             dst.mkdir()
+            cpu0 = children_cpu()
             t0 = time.perf_counter()
             subprocess.run(["cp", *(str(p) for p, _ in files), str(dst)], check=True)
             t1 = time.perf_counter()
+            results["cpu_cp"].append(children_cpu() - cpu0)
             os.sync()
             results["cp"].append(t1 - t0)
             results["cp_sync"].append(time.perf_counter() - t0)
             shutil.rmtree(dst)
-            print(f"trial {trial}: cp {rate(t1 - t0):.0f} MiB/s", flush=True)
-            for via in ("proxy", "direct"):
+            # cp, then the SHA-256 of what was copied: the work of a content-addressed store, with no network;
+            # coreutils' sha256sum, and OpenSSL's (SHA-NI where the CPU has it, as Python's hashlib)
+            for key, hasher in (("cp_sha", ["sha256sum"]), ("cp_ossl", ["openssl", "dgst", "-sha256"])):
+                dropped &= drop_caches()
+                dst.mkdir()
+                cpu0 = children_cpu()
+                t0 = time.perf_counter()
+                subprocess.run(["cp", *(str(p) for p, _ in files), str(dst)], check=True)
+                subprocess.run([*hasher, *(str(dst / p.name) for p, _ in files)], check=True,
+                               stdout=subprocess.DEVNULL)
+                results[key].append(time.perf_counter() - t0)
+                results[f"cpu_{key}"].append(children_cpu() - cpu0)
+                os.sync()
+                shutil.rmtree(dst)
+            print(f"trial {trial}: cp {rate(results['cp'][-1]):.0f} MiB/s, cp + sha256sum "
+                  f"{rate(results['cp_sha'][-1]):.0f} MiB/s, cp + openssl sha256 {rate(results['cp_ossl'][-1]):.0f} "
+                  f"MiB/s, load {load_before[0]:.2f}", flush=True)
+            for via in VIAS:
                 dropped &= drop_caches()
                 time.sleep(1)
                 base_rss = psutil.Process(pids["scheduler"]).memory_info().rss
                 base_proxy = psutil.Process(pids["proxy"]).memory_info().rss
                 with Sampler(pids) as sampler:
                     t0 = time.perf_counter()
-                    dataset, seconds = bench.upload(f"up-{via}-{trial}", files, direct=via == "direct")
+                    if via == "push":
+                        dataset, seconds = bench.push(f"up-{via}-{trial}", base / "src")
+                    else:
+                        dataset, seconds = bench.upload(f"up-{via}-{trial}", files, direct=via == "direct")
                 os.sync()
                 results[via].append(seconds)
                 results[f"{via}_sync"].append(time.perf_counter() - t0)
@@ -282,6 +341,7 @@ def main():  # noqa: C901 - one straight sequence of measurements
                     keep_id = dataset
                 else:
                     bench.delete(dataset)
+            results["load"].append((load_before[0], os.getloadavg()[0]))
         stored = sum(p.stat().st_size for p in (bench.store / "objects").rglob("*") if p.is_file())
         # 3: submit -> running
         big = bench.allowed / "ten-gib"
@@ -324,42 +384,53 @@ def main():  # noqa: C901 - one straight sequence of measurements
         shutil.rmtree(base, ignore_errors=True)
 
     total_mib = FILES * FILE_BYTES / MiB
-    cp, proxy, direct = med(results["cp"]), med(results["proxy"]), med(results["direct"])
-    extra = [(r["scheduler_max"] - r["scheduler_base"]) / MiB for r in results["rss"]["proxy"]]
-    extra_direct = [(r["scheduler_max"] - r["scheduler_base"]) / MiB for r in results["rss"]["direct"]]
+    cp, cp_sha, cp_ossl = med(results["cp"]), med(results["cp_sha"]), med(results["cp_ossl"])
+    times = {via: med(results[via]) for via in VIAS}
+    extra = {via: [(r["scheduler_max"] - r["scheduler_base"]) / MiB for r in results["rss"][via]] for via in VIAS}
     proxy_extra = [(r["proxy_max"] - r["proxy_base"]) / MiB for r in results["rss"]["proxy"]]
     cpu = {via: {k: med([c[k] for c in results["cpu"][via]]) for k in ("scheduler", "proxy", "client")}
-           for via in ("proxy", "direct")}
+           for via in VIAS}
     none_ms = 1000 * med(starts["no dataset"])
     no_copy = same_inodes and big_seen
+    push = times["push"]
+    names = {"push": "`push` (the client as a notebook runs it: hash, offer, PUT to the service's own listener, "
+                     "commit; hashing timed)",
+             "direct": "`requests` straight to the service's port (hashes beforehand, not timed)",
+             "proxy": "`requests` through the hub's proxy (hashes beforehand, not timed): the earlier runs' path"}
+    loads = results["load"]
     lines = [
         "# Datasets: upload throughput, service memory, start time (`bench/datasets.py`)",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared with other work), Python "
         f"{platform.python_version()}; a real JupyterHub + configurable-http-proxy + scheduler (SQLite, 8 virtual "
-        f"GPUs); one run of `.venv/bin/python bench/datasets.py` on {time.strftime('%Y-%m-%d')}. "
+        f"GPUs); one run of `.venv/bin/python bench/datasets.py` on {time.strftime('%Y-%m-%d %H:%M %Z')}; 1-minute "
+        f"load average before/after each trial: {', '.join(f'{a:.2f}/{b:.2f}' for a, b in loads)}. "
         f"{FILES} files x {FILE_BYTES // MiB} MiB of random data ({total_mib / 1024:.0f} GiB) on the disk of the "
-        f"hub's data folder; cp and the uploads alternate, {args.trials} trials each, page cache dropped before "
-        f"each ({'done' if dropped else 'NOT possible here: the source may be cached'}); figures are medians. "
-        "Neither cp nor the service fsyncs: the writes land in the page cache (24 GiB of RAM), so \"+ sync\" "
-        "adds the time until they are on disk. The client is `requests` given the open file (streamed, "
-        "Content-Length from its size) with the file's SHA-256 computed beforehand (not timed).",
+        f"hub's data folder; cp, cp + sha256sum and the uploads alternate ({', '.join(VIAS)}), {args.trials} "
+        f"trials each, page cache dropped before each ({'done' if dropped else 'NOT possible here: the source may be cached'}); "
+        "figures are medians, ratios of medians of this one run. Neither cp nor the service fsyncs: the writes "
+        "land in the page cache, so \"+ sync\" adds the time until they are on disk.",
         "",
         "| figure | measured | target |",
         "| --- | --- | --- |",
         f"| `cp` of the 4 files, same disk | {rate(cp):.0f} MiB/s ({cp:.2f} s; + sync {med(results['cp_sync']):.2f}"
         " s) | reference |",
-        f"| upload through the proxy (create, open, 4 PUTs, commit) | {rate(proxy):.0f} MiB/s ({proxy:.2f} s; + sync "
-        f"{med(results['proxy_sync']):.2f} s) = **{cp / proxy:.0%} of cp** ({med(results['cp_sync']) / med(results['proxy_sync']):.0%} with sync) "
-        f"| ≥ 50% of cp: **{'met' if cp / proxy >= 0.5 else 'missed'}** |",
-        f"| upload straight to the service (no proxy), for comparison | {rate(direct):.0f} MiB/s ({direct:.2f} s) "
-        f"= {cp / direct:.0%} of cp | |",
-        f"| scheduler RSS during the upload (through the proxy), every 50 ms | baseline "
+        f"| `cp`, then `sha256sum` of the copies (coreutils: no SHA-NI) | {rate(cp_sha):.0f} MiB/s ({cp_sha:.2f} s) "
+        "| second reference |",
+        f"| `cp`, then `openssl dgst -sha256` of the copies (SHA-NI, as the platform's hashlib) | "
+        f"{rate(cp_ossl):.0f} MiB/s ({cp_ossl:.2f} s) | third reference |",
+        *(f"| {names[via]} | {rate(times[via]):.0f} MiB/s ({times[via]:.2f} s; + sync "
+          f"{med(results[via + '_sync']):.2f} s) = **{cp / times[via]:.0%} of cp**, {cp_sha / times[via]:.0%} of "
+          f"cp + sha256sum, {cp_ossl / times[via]:.0%} of cp + openssl | "
+          + (f"≥ 50% of cp: **{'met' if cp / push >= 0.5 else 'missed'}**; ≥ 50% of cp + openssl sha256: "
+             f"**{'met' if cp_ossl / push >= 0.5 else 'missed'}** |" if via == "push" else "(comparison) |")
+          for via in VIAS),
+        f"| scheduler RSS during the uploads, every 50 ms | baseline "
         f"{med([r['scheduler_base'] for r in results['rss']['proxy']]) / MiB:.0f} MiB, max extra "
-        f"{max(extra):.1f} MiB (per trial: {', '.join(f'{x:.1f}' for x in extra)}; direct: "
-        f"{', '.join(f'{x:.1f}' for x in extra_direct)}) | flat, < 100 MB extra: "
-        f"**{'met' if max(extra + extra_direct) < 100 else 'missed'}** |",
-        f"| configurable-http-proxy RSS during the upload | baseline "
+        f"{max(max(v) for v in extra.values()):.1f} MiB (per trial: "
+        + "; ".join(f"{via} {', '.join(f'{x:.1f}' for x in extra[via])}" for via in VIAS)
+        + f") | flat, < 100 MB extra: **{'met' if max(max(v) for v in extra.values()) < 100 else 'missed'}** |",
+        f"| configurable-http-proxy RSS during the upload through it | baseline "
         f"{med([r['proxy_base'] for r in results['rss']['proxy']]) / MiB:.0f} MiB, max extra "
         f"{max(proxy_extra):.1f} MiB | (information) |",
         *(f"| submit → entry point running, {kind} | median {1000 * med(v):.0f} ms (n={len(v)}; "
@@ -369,19 +440,24 @@ def main():  # noqa: C901 - one straight sequence of measurements
              f"**; no copy (the run sees the stored inodes, below): **{'met' if no_copy else 'missed'}** |")
           for kind, v in starts.items()),
         "",
-        "CPU seconds per 2 GiB upload (medians; 2 cores, so at most 2 CPU-seconds per second):",
+        f"CPU seconds per {total_mib:.0f} MiB upload (medians; {os.cpu_count()} cores, so at most "
+        f"{os.cpu_count()} CPU-seconds per second; the client's includes hashing only for push):",
         "",
-        "| path | scheduler | proxy | client (`requests`) | wall |",
+        "| path | scheduler | proxy | client (cp rows: the commands) | wall |",
         "| --- | --- | --- | --- | --- |",
         *(f"| {via} | {cpu[via]['scheduler']:.1f} | {cpu[via]['proxy']:.1f} | {cpu[via]['client']:.1f} | "
-          f"{med(results[via]):.1f} |" for via in ("proxy", "direct")),
+          f"{times[via]:.1f} |" for via in VIAS),
+        *(f"| {what} | | | {med(results['cpu_' + key]):.1f} | {med(results[key]):.1f} |"
+          for what, key in (("`cp`", "cp"), ("`cp` + `sha256sum`", "cp_sha"), ("`cp` + `openssl dgst -sha256`",
+                                                                            "cp_ossl"))),
         "",
         "Every trial (seconds):",
         "",
-        "| trial | cp | cp + sync | upload via proxy | + sync | upload direct | + sync |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-        *(f"| {i + 1} | {results['cp'][i]:.2f} | {results['cp_sync'][i]:.2f} | {results['proxy'][i]:.2f} | "
-          f"{results['proxy_sync'][i]:.2f} | {results['direct'][i]:.2f} | {results['direct_sync'][i]:.2f} |"
+        "| trial | cp | cp + sync | cp + sha256sum | cp + openssl | " + " | ".join(f"{via} | + sync" for via in VIAS) + " |",
+        "| --- | --- | --- | --- | --- | " + " | ".join("--- | ---" for _ in VIAS) + " |",
+        *(f"| {i + 1} | {results['cp'][i]:.2f} | {results['cp_sync'][i]:.2f} | {results['cp_sha'][i]:.2f} | "
+          f"{results['cp_ossl'][i]:.2f} | "
+          + " | ".join(f"{results[via][i]:.2f} | {results[via + '_sync'][i]:.2f}" for via in VIAS) + " |"
           for i in range(args.trials)),
         "",
         f"Submit → running, every run (ms), interleaved, {args.runs} of each:",

@@ -1,11 +1,14 @@
 """Datasets from the client: push a local file or folder as a new version, list, show and delete them.
 
-A push never holds a file in memory: each file is hashed in 1 MB reads, then
-offered to the service by its SHA-256 (``POST .../files?path=&sha256=&size=``);
-only a file the store does not have yet is sent, streamed from disk with ``PUT``
-and its ``X-Content-SHA256``.  A file whose transfer fails is sent again on its
-own (the service keeps nothing of a file cut off half-way), and the upload is
-committed only once every file is in: a version is whole or not at all.
+A push never holds a file in memory: each file is hashed in 1 MB reads (the
+next one while the current one is sent), then offered to the service by its
+SHA-256 (``POST .../files?path=&sha256=&size=``); only a file the store does not
+have yet is sent, streamed from disk with ``PUT`` and its ``X-Content-SHA256``,
+straight to the service's own listener when the upload names one that answers
+from here (else through the hub's proxy, as every other call goes).  A file
+whose transfer fails is sent again on its own (the service keeps nothing of a
+file cut off half-way), and the upload is committed only once every file is in:
+a version is whole or not at all.
 
 Used by ``nothing dataset`` (:mod:`.cli`) and ``%nothing_dataset`` (:mod:`.train`).
 """
@@ -15,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -78,12 +83,19 @@ def local_files(path: str | Path) -> list[tuple[str, Path]]:
     return found
 
 
-def sha256_of(path: Path) -> str:
+def sha256_of(path: Path, stop: threading.Event | None = None) -> str:
+    """The file's SHA-256 in 1 MB reads; :class:`Stopped` as soon as ``stop`` is set (the push gave up)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(HASH_CHUNK):
+            if stop is not None and stop.is_set():
+                raise Stopped(str(path))
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class Stopped(Exception):
+    """Hashing ahead was stopped: the push it was for has ended."""
 
 
 def find(client: NothingClient, name: str, group: str | None = None) -> dict | None:
@@ -115,10 +127,17 @@ def push(client: NothingClient, name: str, path: str | Path, group: str | None =
         dataset = client.create_dataset(name, group=group, description=description)
     upload = client.open_upload(dataset["id"])
     result = PushResult(dataset)
+    stop = threading.Event()
+    # The next file is hashed while this one is sent (hashlib and socket writes release the GIL): one ahead,
+    # so the push reads each file at most twice and holds nothing but the digests.
+    hasher = ThreadPoolExecutor(1, thread_name_prefix="nothing-push-hash")
     try:
-        for rel, local in files:
+        ahead = hasher.submit(sha256_of, files[0][1], stop)
+        for i, (rel, local) in enumerate(files):
             size = local.stat().st_size
-            digest = sha256_of(local)
+            digest = ahead.result()
+            if i + 1 < len(files):
+                ahead = hasher.submit(sha256_of, files[i + 1][1], stop)
             if client.offer_upload_file(dataset["id"], upload, rel, digest, size):
                 result.reused.append(rel)
                 continue
@@ -134,6 +153,9 @@ def push(client: NothingClient, name: str, path: str | Path, group: str | None =
         except NothingError:
             pass
         raise
+    finally:
+        stop.set()
+        hasher.shutdown(wait=False, cancel_futures=True)
     return result
 
 

@@ -10,10 +10,12 @@ start does not depend on the dataset's size), and the run finds it in
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
+from urllib.parse import urlparse
 
-from traitlets import Integer, List, Unicode
+from traitlets import Bool, Integer, List, TraitError, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from .dataset_files import DatasetFiles
@@ -76,10 +78,45 @@ class Datasets(LoggingConfigurable):
         1024**4, help="Largest single file of an upload, in bytes (the disk is the real limit)."
     ).tag(config=True)
     store_dir = Unicode(help="Where datasets are stored (default: <data_dir>/datasets).").tag(config=True)
+    direct_uploads = Bool(
+        True,
+        help="""Tell clients to send dataset files straight to this service's own listener rather than through
+        the hub's proxy (configurable-http-proxy spends about as much CPU on a large file as this service). It is
+        the same server, handlers, token check and access rules: only the hop is gone. The client uses it only when it
+        answers there for the upload it opened, and takes the proxy otherwise. Example:
+        ``c.Datasets.direct_uploads = False`` (every file through the proxy).""",
+    ).tag(config=True)
+    upload_url = Unicode(
+        help="""Where notebooks reach this service's own listener for direct uploads: its URL with the service
+        prefix. Default: the listener itself (``c.NothingScheduler.service_url`` and the prefix) when that is a
+        loopback address, which notebooks on this host reach; none otherwise. For notebooks on other hosts
+        (Kubernetes pods), the address they reach the service at, the service listening there (its
+        ``service_url``), e.g. ``c.Datasets.upload_url = "http://10.0.0.5:10101/services/nothing/"``.""",
+    ).tag(config=True)
+
+    @validate("upload_url")
+    def _check_upload_url(self, proposal):
+        url = proposal["value"]
+        if url and not url.startswith(("http://", "https://")):
+            raise TraitError(f"c.Datasets.upload_url must be an http:// or https:// URL, not {url!r}")
+        return url.rstrip("/") + "/" if url else url
 
     def __init__(self, data_dir: str, **kwargs):
         super().__init__(**kwargs)
         self.files = DatasetFiles(self.store_dir or Path(data_dir) / "datasets")
+
+    def advertised_upload_url(self, service_url: str, prefix: str) -> str | None:
+        """The address clients are told to send files to directly (see ``direct_uploads``), or None."""
+        if not self.direct_uploads:
+            return None
+        if self.upload_url:
+            return self.upload_url
+        listener = urlparse(service_url)
+        try:
+            loopback = listener.hostname == "localhost" or ipaddress.ip_address(listener.hostname or "").is_loopback
+        except ValueError:
+            loopback = False
+        return f"{listener.scheme}://{listener.netloc}/{prefix.strip('/')}/" if loopback else None
 
     @staticmethod
     def visible(principal: Principal, row) -> bool:

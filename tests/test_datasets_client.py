@@ -116,6 +116,51 @@ def test_a_file_whose_transfer_fails_is_sent_again_alone(hub, tmp_path):
     assert failed == ["y.txt"] and result.sent == ["x.txt", "y.txt"] and result.dataset["files"] == 2
 
 
+def test_a_push_sends_its_files_to_the_services_own_listener_not_through_the_proxy(hub, tmp_path):
+    from nothing.magics import datasets
+
+    hub.create_user("dsdirect")
+    client, sent = counting_client(hub, hub.token_for("dsdirect"))
+    for i in range(3):  # several files: each next one is hashed while the one before is sent
+        (tmp_path / f"part-{i}.bin").write_bytes(os.urandom(1024 * 1024 + i))
+    result = datasets.push(client, "direct", tmp_path)
+    assert result.sent == ["part-0.bin", "part-1.bin", "part-2.bin"] and result.dataset["files"] == 3
+    assert len(sent) == 3 and all(url.startswith(hub.service_url) for url in sent), sent
+    assert client.dataset_version(result.dataset["id"], 1)["bytes"] == 3 * 1024 * 1024 + 3
+
+
+def test_a_push_takes_the_proxy_when_the_direct_address_does_not_answer(hub, tmp_path):
+    from nothing.magics import datasets
+
+    hub.create_user("dsnodirect")
+    client, sent = counting_client(hub, hub.token_for("dsnodirect"))
+    (tmp_path / "a.txt").write_text(f"a {tmp_path}")
+    probe = client._reach_direct
+    client._reach_direct = lambda url, *args: probe("http://127.0.0.1:9/services/nothing/", *args)  # port 9: closed
+    result = datasets.push(client, "nodirect", tmp_path)
+    assert result.sent == ["a.txt"] and len(sent) == 1 and sent[0].startswith(hub.url + "/services/nothing/"), sent
+
+
+def test_a_file_cut_off_on_the_direct_address_is_sent_again_through_the_proxy(hub, tmp_path):
+    from nothing.magics import datasets
+
+    hub.create_user("dsdirectcut")
+    client, sent = counting_client(hub, hub.token_for("dsdirectcut"))
+    (tmp_path / "b.txt").write_text(f"b {tmp_path}")
+    opened = client.open_upload
+
+    def open_then_lose_the_listener(dataset_id):
+        upload = opened(dataset_id)
+        assert client.direct_uploads[upload] == hub.service_url + "api"
+        client.direct_uploads[upload] = "http://127.0.0.1:9/services/nothing/api"  # gone after the probe
+        return upload
+
+    client.open_upload = open_then_lose_the_listener
+    result = datasets.push(client, "directcut", tmp_path)
+    assert result.sent == ["b.txt"] and len(sent) == 1 and sent[0].startswith(hub.url + "/services/nothing/"), sent
+    assert client.direct_uploads == {}  # forgotten at commit
+
+
 @pytest.fixture
 def ip(hub, monkeypatch):
     hub.create_user("dsmagic")

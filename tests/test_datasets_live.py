@@ -307,3 +307,67 @@ def test_a_disk_that_fills_during_an_upload_is_a_clear_refusal_and_loses_nothing
                     datasets={"d": "full"})
     api.wait_state(run_id, "COMPLETE")
     assert "sss" in api("GET", f"/runs/{run_id}/logs").text
+
+
+def direct(api: Api, hub) -> Api:
+    """The same user's API on the service's own listener (what ``direct_url`` names), not through the proxy."""
+    other = Api(hub, api.session.headers["Authorization"].split(" ", 1)[1])
+    other.base = hub.service_url + "api"
+    return other
+
+
+def test_an_upload_names_the_services_own_listener_and_a_file_sent_there_is_in_the_version(hub):
+    api = user(hub)
+    data = api("POST", "/datasets", json={"name": "fast"}).json()
+    opened = api("POST", f"/datasets/{data['id']}/uploads").json()
+    assert opened["direct_url"] == hub.service_url  # the listener the proxy forwards to: loopback here
+    body = os.urandom(5 * 1024 * 1024 + 3)  # more than one batch of the writing thread
+    r = direct(api, hub)("PUT", f"/datasets/{data['id']}/uploads/{opened['upload']}/files", params={"path": "f.bin"},
+                         data=body, headers={"X-Content-SHA256": hashlib.sha256(body).hexdigest()})
+    assert r.status_code == 200, r.text
+    done = api("POST", f"/datasets/{data['id']}/uploads/{opened['upload']}/commit").json()
+    assert done["latest"] == 1 and done["bytes"] == len(body)
+    r = direct(api, hub)("PUT", f"/datasets/{data['id']}/uploads/{opened['upload']}/files", params={"path": "g"},
+                         data=b"late")
+    assert r.status_code == 404  # committed: the upload is gone on every path
+
+
+def test_the_direct_listener_refuses_exactly_what_the_proxy_refuses(hub):
+    dana, olga, stranger = user(hub, "dana"), user(hub, "olga"), user(hub)
+    data = dana("POST", "/datasets", json={"name": "guarded", "group": "vision"}).json()
+    upload = dana("POST", f"/datasets/{data['id']}/uploads").json()["upload"]
+    files = f"/datasets/{data['id']}/uploads/{upload}/files"
+    vic = user(hub, "vic")
+    nobody = Api(hub, "not-a-token")
+    cases = [
+        (olga, "PUT", files, {"params": {"path": "x"}, "data": b"x"}),  # not in the group: 404, as if absent
+        (vic, "PUT", files, {"params": {"path": "x"}, "data": b"x"}),  # a member, but not the upload's owner
+        (stranger, "POST", files, {"params": {"path": "x", "sha256": "0" * 64, "size": 1}}),
+        (stranger, "POST", f"/datasets/{data['id']}/uploads/{upload}/commit", {}),
+        (nobody, "PUT", files, {"params": {"path": "x"}, "data": b"x"}),  # no valid token
+        (dana, "PUT", files, {"params": {"path": "../x"}, "data": b"x"}),
+        (dana, "PUT", files, {"params": {"path": "x"}, "data": b"x", "headers": {"X-Content-SHA256": "1" * 64}}),
+    ]
+    for caller, method, path, kwargs in cases:
+        via_proxy = caller(method, path, **kwargs)
+        straight = direct(caller, hub)(method, path, **kwargs)
+        assert via_proxy.status_code >= 400 and (straight.status_code, straight.json()) == \
+            (via_proxy.status_code, via_proxy.json()), (method, path, via_proxy.text, straight.text)
+    assert dana("GET", f"/datasets/{data['id']}/uploads/{upload}").json()["files"] == []
+
+
+def test_a_put_cut_off_on_the_direct_listener_leaves_nothing(hub):
+    api = user(hub)
+    data = api("POST", "/datasets", json={"name": "cut-direct"}).json()
+    upload = api("POST", f"/datasets/{data['id']}/uploads").json()["upload"]
+    incoming = Path(hub.root, "var", "scheduler", "datasets", "incoming")
+    url = urlparse(f"{hub.service_url}api/datasets/{data['id']}/uploads/{upload}/files?path=half.bin")
+    with socket.create_connection((url.hostname, url.port)) as s:
+        s.sendall((f"PUT {url.path}?{url.query} HTTP/1.1\r\nHost: {url.netloc}\r\nContent-Length: 100000000\r\n"
+                   f"Authorization: {api.session.headers['Authorization']}\r\n\r\n").encode())
+        for _ in range(12):  # past a few batches of the writing thread
+            s.sendall(b"x" * 1024 * 1024)
+        wait_for_sync(lambda: any(incoming.iterdir()), message="the upload to start")
+    wait_for_sync(lambda: not any(incoming.iterdir()), message="the cut-off file to be removed")
+    assert api("GET", f"/datasets/{data['id']}/uploads/{upload}").json()["files"] == []
+    assert api("POST", f"/datasets/{data['id']}/uploads/{upload}/commit").status_code == 400
