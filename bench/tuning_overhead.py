@@ -16,15 +16,21 @@ run's events (``GET /api/runs/ID/events``) and its record it measures:
 Beside it, the same study in-process: an in-memory Optuna study with the same sampler, ``ask``, the same script
 run with ``subprocess.run``, ``tell``, one after the other. Its per-trial time is the reference; its "end →
 next entry point" (the script's exit to the next script's first line) is what the platform's "end → next
-running" compares with. And Optuna's ``tell`` + ``ask`` timed against a persistent study: Optuna's journal
-file, the storage the tuning controller keeps its studies in (``scheduler/tuning_studies.py``), and the RDB
-storage in a SQLite file it used before, to show what each costs per trial.
+running" compares with. And Optuna's ``tell`` + ``ask`` timed against a persistent study: the RDB storage in
+the scheduler's SQLite database, where the tuning controller keeps its studies by default
+(``scheduler/tuning_studies.py``: its engine's settings, Optuna's cache), Optuna's journal file (the other
+``c.TuningController.study_storage``), and the RDB storage in a SQLite file of its own with Optuna's defaults
+(the storage before journal files), to show what each costs per trial. Last, how long the scheduler's database
+writes wait while Optuna writes to the same SQLite file (two writers, one lock): a small write on the
+scheduler's database thread (``Database.run``), timed with Optuna idle and while the Optuna thread runs
+tell + ask without pause.
 
 With random (and grid) suggestions the controller asks for the next one while a trial runs, so a trial's end
 is followed by a submission; ``--strategy bayesian`` times TPE, which past its random start asks only after
 the ended trial is told (``tuning_spec.may_ask_ahead``), so Optuna's tell and ask are on that path.
 
-    .venv/bin/python bench/tuning_overhead.py [--trials 30] [--strategy random] [--interval 1.0] [--py-spy FILE.txt]
+    .venv/bin/python bench/tuning_overhead.py [--trials 30] [--strategy random] [--study-storage database]
+        [--interval 1.0] [--py-spy FILE.txt]
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -68,11 +75,12 @@ def fmt(stats: dict) -> str:
 
 
 # ------------------------------------------------------------------ the platform
-def start_hub(interval: float) -> Hub:
+def start_hub(interval: float, study_storage: str) -> Hub:
     root = Path(tempfile.mkdtemp(prefix="nothing-bench-tuning-"))
     (root / "hub").mkdir()
     config = root / "hub" / "scheduler_config.py"
-    config.write_text(f"c.TuningController.interval = {interval}\n")
+    config.write_text(f"c.TuningController.interval = {interval}\n"
+                      f"c.TuningController.study_storage = {study_storage!r}\n")
     hub = Hub(root / "hub", ["--NothingScheduler.gpu_mode=virtual", "--NothingScheduler.virtual_gpus=2",
                              "--NothingScheduler.node_cpus=16", "--NothingScheduler.log_level=WARN",
                              f"--NothingScheduler.config_file={config}"])
@@ -158,31 +166,101 @@ def in_process_trials(trials: int, strategy: str) -> dict[str, list[float]]:
             "ask_tell": optuna_s}
 
 
+def scheduler_database(work: Path):
+    """A scheduler's SQLite database as the service makes it at start (WAL, our schema at head)."""
+    from nothing.scheduler.db import Database
+
+    db = Database(f"sqlite:///{work / 'scheduler.sqlite'}")
+    db.upgrade()
+    return db
+
+
+def optuna_storage(kind: str, work: Path):
+    import optuna
+
+    if kind == "database":
+        from nothing.scheduler.tuning_studies import database_storage
+
+        scheduler_database(work).close()
+        return database_storage(f"sqlite:///{work / 'scheduler.sqlite'}")
+    if kind == "sqlite":
+        return optuna.storages.RDBStorage(f"sqlite:///{work / 'optuna.sqlite'}",
+                                          engine_kwargs={"connect_args": {"timeout": 30}})
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(work / "journal")))
+
+
 def storage_ask_tell(trials: int, kind: str, strategy: str) -> list[float]:
     """One trial's tell, the next one's ask and a read of the study's trials (the controller reads them at each
-    reconcile), against a persistent Optuna storage: ``journal`` is Optuna's append-only journal file, as the
-    tuning controller keeps its studies (``scheduler/tuning_studies.py``); ``sqlite`` is the RDB storage in a
-    SQLite file, which it used before."""
+    reconcile), against a persistent Optuna storage: ``database`` is the RDB storage in the scheduler's database
+    as the tuning controller makes it (``tuning_studies.database_storage``), ``journal`` Optuna's append-only
+    journal file, ``sqlite`` the RDB storage in a SQLite file of its own with Optuna's defaults."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     work = Path(tempfile.mkdtemp(prefix="nothing-bench-optuna-db-"))
-    if kind == "sqlite":
-        storage = optuna.storages.RDBStorage(f"sqlite:///{work / 'optuna.sqlite'}",
-                                             engine_kwargs={"connect_args": {"timeout": 30}})
-    else:
-        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(work / "journal")))
-    study = optuna.create_study(storage=storage, study_name="bench", direction="maximize",
+    study = optuna.create_study(storage=optuna_storage(kind, work), study_name="bench", direction="maximize",
                                 sampler=sampler(strategy))
     space = {"x": optuna.distributions.FloatDistribution(0, 6)}
     times, trial = [], study.ask(space)
     for _ in range(trials):
         started = time.perf_counter()
         study.get_trials(deepcopy=False)
-        study.tell(trial.number, -(trial.params["x"] - 3) ** 2)
+        study.tell(trial.number, -(trial.params["x"] - 3) ** 2, skip_if_finished=True)
         trial = study.ask(space)
         times.append(time.perf_counter() - started)
     return times
+
+
+def scheduler_write_waits(writes: int) -> dict[str, list[float]]:
+    """The scheduler's small writes (``Database.run``, one insert each) timed with Optuna idle, then while the
+    Optuna thread runs tell + ask in the same SQLite database without pause (each its own write transaction)."""
+    import asyncio
+
+    import optuna
+    from sqlalchemy import text
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    work = Path(tempfile.mkdtemp(prefix="nothing-bench-two-writers-"))
+    storage = optuna_storage("database", work)
+    db = scheduler_database(work)
+    study = optuna.create_study(storage=storage, study_name="bench", direction="maximize")
+    space = {"x": optuna.distributions.FloatDistribution(0, 6)}
+    busy, optuna_calls = threading.Event(), [0]
+
+    def optuna_writes() -> None:
+        while busy.is_set():
+            trial = study.ask(space)
+            study.tell(trial.number, trial.params["x"])
+            optuna_calls[0] += 1
+
+    def insert(session, k: int) -> None:
+        session.execute(text("INSERT INTO bench_writes (k) VALUES (:k)"), {"k": k})
+
+    async def timed(n: int, offset: int) -> list[float]:
+        out = []
+        for k in range(n):
+            started = time.perf_counter()
+            await db.run(insert, offset + k)
+            out.append(time.perf_counter() - started)
+            await asyncio.sleep(0.005)  # the scheduler writes now and then, not in a tight loop
+        return out
+
+    db.run_sync(lambda s: s.execute(text("CREATE TABLE bench_writes (k INTEGER PRIMARY KEY)")))
+    try:
+        alone = asyncio.run(timed(writes, 0))
+        busy.set()
+        writer = threading.Thread(target=optuna_writes, name="nothing-optuna")
+        writer.start()
+        try:
+            beside = asyncio.run(timed(writes, writes))
+        finally:
+            busy.clear()
+            writer.join()
+    finally:
+        db.close()
+        storage.engine.dispose()
+    print(f"  (Optuna made {optuna_calls[0]} ask + tell pairs while the scheduler wrote {writes} times)")
+    return {"scheduler_write_alone": alone, "scheduler_write_beside_optuna": beside}
 
 
 def pooled(rounds: list[dict[str, list[float]]]) -> dict[str, dict]:
@@ -197,10 +275,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3,
                         help="tunings, each followed by the in-process study (both see the same machine)")
     parser.add_argument("--interval", type=float, default=1.0, help="c.TuningController.interval (the default)")
+    parser.add_argument("--study-storage", choices=("database", "journal"), default="database",
+                        help="c.TuningController.study_storage (the default: the scheduler's database)")
+    parser.add_argument("--writes", type=int, default=300,
+                        help="scheduler writes timed alone and beside Optuna's (0: skip that part)")
     parser.add_argument("--py-spy", help="record the scheduler with py-spy (raw format) into this file")
     parser.add_argument("--json", help="also write the figures as JSON here")
     args = parser.parse_args()
-    hub = start_hub(args.interval)
+    hub = start_hub(args.interval, args.study_storage)
     spy = None
     platform_rounds, reference_rounds, storage_rounds = [], [], []
     try:
@@ -216,16 +298,18 @@ def main() -> None:
             platform_rounds.append(one_tuning(hub, api, args.trials, args.strategy))
             reference_rounds.append(in_process_trials(args.trials, args.strategy))
             storage_rounds.append({kind: storage_ask_tell(args.trials, kind, args.strategy)
-                                   for kind in ("sqlite", "journal")})
+                                   for kind in ("database", "journal", "sqlite")})
     finally:
         if spy is not None:
             spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
             spy.wait(timeout=60)
         hub.stop()
+    waits = {key: ms(v) for key, v in scheduler_write_waits(args.writes).items()} if args.writes else {}
     figures, reference, storage = pooled(platform_rounds), pooled(reference_rounds), pooled(storage_rounds)
     ratio = figures["cycle"]["p50_ms"] / reference["per_trial"]["p50_ms"]
     overhead = {q: figures["end_to_next_entry"][q] - reference["end_to_next_entry"][q] for q in ("p50_ms", "p95_ms")}
-    print(f"# {args.rounds} tunings x {args.trials} trials, parallel 1, {args.strategy}; {platform.machine()}, "
+    print(f"# {args.rounds} tunings x {args.trials} trials, parallel 1, {args.strategy}, studies in the "
+          f"{args.study_storage}; {platform.machine()}, "
           f"{os.cpu_count()} CPUs, Python {platform.python_version()}, load average "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print("platform:")
@@ -236,15 +320,21 @@ def main() -> None:
     print(f"  per trial                {fmt(reference['per_trial'])}")
     print(f"  end_to_next_entry        {fmt(reference['end_to_next_entry'])}")
     print(f"  ask + tell (in memory)   {fmt(reference['ask_tell'])}")
-    print(f"  tell + ask (journal)     {fmt(storage['journal'])}  (the controller's storage)")
-    print(f"  tell + ask (SQLite RDB)  {fmt(storage['sqlite'])}  (its storage before)")
+    print(f"  tell + ask (database)    {fmt(storage['database'])}  (RDB in the scheduler's database: the default)")
+    print(f"  tell + ask (journal)     {fmt(storage['journal'])}  (study_storage = 'journal')")
+    print(f"  tell + ask (SQLite RDB)  {fmt(storage['sqlite'])}  (RDB in a file of its own, Optuna's defaults)")
+    if waits:
+        print("the scheduler's writes (Database.run, one insert) in the same SQLite file:")
+        print(f"  Optuna idle              {fmt(waits['scheduler_write_alone'])}")
+        print(f"  Optuna writing meanwhile {fmt(waits['scheduler_write_beside_optuna'])}")
     print(f"cycle / in-process per trial (medians): {ratio:.2f}x")
     verdict = "met" if overhead["p95_ms"] <= TARGET_MS else f"missed by {overhead['p95_ms'] - TARGET_MS:.0f} ms"
     print(f"overhead per trial (end → next entry point, platform minus in-process): p50 {overhead['p50_ms']:.1f} ms, "
           f"p95 {overhead['p95_ms']:.1f} ms; target p95 ≤ {TARGET_MS:.0f} ms: {verdict}")
     if args.json:
         Path(args.json).write_text(json.dumps({"platform": figures, "in_process": reference,
-                                               "storage_ask_tell": storage, "ratio": ratio,
+                                               "storage_ask_tell": storage, "scheduler_writes": waits,
+                                               "ratio": ratio,
                                                "overhead": overhead}, indent=2))
 
 

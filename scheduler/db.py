@@ -4,7 +4,10 @@ All SQLAlchemy work runs on one dedicated thread (``Database.run``), so
 coroutines await it like any other I/O and SQLite sees a single writer.  Work
 that arrives while a transaction is being written joins the next one (group
 commit): under a burst of submissions the cost of a commit is shared.  At start
-the schema is brought to the newest Alembic revision.
+the schema is brought to the newest Alembic revision, kept in a version table of
+our own name (``nothing_alembic_version``): Optuna's studies live in the same
+database (``tuning_studies.py``), and Optuna's schema keeps its revision in
+Alembic's default table, ``alembic_version``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, create_engine, event
+from sqlalchemy import Connection, create_engine, event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 
@@ -30,6 +33,9 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 ALEMBIC_DIR = Path(__file__).parent / "alembic"
+VERSION_TABLE = "nothing_alembic_version"
+# Where releases up to revision 0011 kept it; Optuna's RDB storage keeps its own revision there.
+SHARED_VERSION_TABLE = "alembic_version"
 
 
 def alembic_config(url: str) -> Config:
@@ -56,13 +62,20 @@ def make_engine(url: str, busy_timeout: float = 30.0) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def migration_context(conn: Connection) -> MigrationContext:
+    """Alembic's view of our revision, in our version table (``alembic/env.py`` migrates with the same)."""
+    return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+
+
 def upgrade_to_head(engine: Engine) -> str:
     """Bring the schema to the head revision; returns it."""
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
-    head = ScriptDirectory.from_config(cfg).get_current_head()
+    script = ScriptDirectory.from_config(cfg)
+    head = script.get_current_head()
     with engine.connect() as conn, _foreign_keys_off(conn):
         with conn.begin():
-            current = MigrationContext.configure(conn).get_current_revision()
+            move_revision_out_of_shared_table(conn, script)
+            current = migration_context(conn).get_current_revision()
             if current != head:
                 log.info("Upgrading scheduler database from revision %s to %s", current, head)
                 cfg.attributes["connection"] = conn
@@ -91,9 +104,34 @@ def _foreign_keys_off(conn: Connection):
         conn.commit()
 
 
+def move_revision_out_of_shared_table(conn: Connection, script: ScriptDirectory) -> None:
+    """Move our revision from ``alembic_version`` (releases up to 0011 kept it there) into our version table.
+
+    Only a row holding one of our revisions moves; a row of Optuna's stays. The table is dropped once
+    it is empty (it was Alembic's for us), so that Optuna's storage makes and stamps its own.
+    """
+    if not inspect(conn).has_table(SHARED_VERSION_TABLE):
+        return
+    ours = {r.revision for r in script.walk_revisions()}
+    rows = [r for (r,) in conn.execute(text(f"SELECT version_num FROM {SHARED_VERSION_TABLE}"))]
+    mine = [r for r in rows if r in ours]
+    if not mine:
+        return
+    context = migration_context(conn)
+    if context.get_current_revision() is None:
+        assert len(mine) == 1, f"several of our revisions in {SHARED_VERSION_TABLE}: {mine}"
+        log.info("Moving the scheduler database's revision %s from %s to %s", mine[0], SHARED_VERSION_TABLE,
+                 VERSION_TABLE)
+        context.stamp(script, mine[0])
+    for revision in mine:  # with our table already stamped, a leftover: ours is the one in our table
+        conn.execute(text(f"DELETE FROM {SHARED_VERSION_TABLE} WHERE version_num = :r"), {"r": revision})
+    if len(mine) == len(rows):
+        conn.execute(text(f"DROP TABLE {SHARED_VERSION_TABLE}"))
+
+
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        return migration_context(conn).get_current_revision()
 
 
 class Database:

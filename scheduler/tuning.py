@@ -15,8 +15,8 @@ from the database and the study alone, so that it is the same after a restart as
 * up to ``parallel_trials`` trials are kept queued or running; a waiting suggestion is
   submitted before the ended trial is told, so a trial's end leads straight to the next.
 
-Optuna's calls block; they run on one thread of their own, against each study's journal
-file (why: docs/tuning.md).
+Optuna's calls block; they run on one thread of their own, against the studies in the
+scheduler's database or in journal files (``c.TuningController.study_storage``; docs/tuning.md).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Any
 import optuna
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from traitlets import Float
+from traitlets import Enum, Float
 from traitlets.config import LoggingConfigurable
 
 from . import store
@@ -44,7 +44,7 @@ from .spec import SpecError, parse_submission
 from .states import StopCause
 from .tracking_store import metric_series
 from .tuning_spec import TuningSpec
-from .tuning_studies import Studies
+from .tuning_studies import STUDY_STORAGES, Studies
 
 log = logging.getLogger(__name__)
 
@@ -151,13 +151,23 @@ class TuningController(LoggingConfigurable):
         missed ends are caught. Example: ``c.TuningController.interval = 5``""",
     ).tag(config=True)
 
+    study_storage = Enum(
+        list(STUDY_STORAGES), "database",
+        help="""Where new tunings' Optuna studies are kept: ``"database"``, Optuna's RDB storage in the
+        scheduler's database (``c.NothingScheduler.db_url``: one database to back up, shared by the service's
+        replicas on PostgreSQL), or ``"journal"``, an Optuna journal file per study in
+        ``DATA_DIR/tunings/studies/``. A study that exists stays where it is, so changing this (or upgrading
+        from a version that used journal files) leaves running tunings where they were.
+        Example: ``c.TuningController.study_storage = "journal"``""",
+    ).tag(config=True)
+
     def __init__(self, scheduler, **kwargs):
         super().__init__(**kwargs)
         self.scheduler = scheduler
         self.dispatcher = scheduler.dispatcher
         self.db = scheduler.db
         self.dir = Path(scheduler.data_dir) / "tunings"
-        self.studies = Studies(self.dir)
+        self.studies = Studies(self.dir, self.db.url, self.study_storage)
         self._locks: dict[int, asyncio.Lock] = {}
         # Per tuning, the Optuna trials this process asked for and has not submitted: known to have no run,
         # so only suggestions left by an earlier process are looked up by their key.
@@ -178,6 +188,7 @@ class TuningController(LoggingConfigurable):
             if task is not None:
                 task.cancel()
         await asyncio.gather(*[t for t in [self._loop_task, *self._tasks] if t], return_exceptions=True)
+        await self.studies.call(self.studies.close)
         self.studies.pool.shutdown(wait=True)
 
     def _spawn(self, coro) -> None:

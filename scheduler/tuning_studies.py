@@ -1,9 +1,11 @@
 """The Optuna side of tunings: each strategy's sampler, median stopping, and where the studies are kept.
 
-``Studies`` keeps every tuning's study in an Optuna journal file of its own and makes all
-Optuna calls on one thread; studies made by earlier versions in the RDB storage in
-``optuna.sqlite`` stay there and keep being used. Why a journal and not the RDB storage,
-and why not the scheduler's database: docs/tuning.md.
+``Studies`` keeps the tunings' studies in Optuna's RDB storage in the scheduler's own database
+(``c.TuningController.study_storage = "database"``, the default), so they are backed up, and on
+PostgreSQL shared, with everything else; or each in an Optuna journal file of its own
+(``"journal"``). Studies made by earlier versions stay where they are and keep being used: journal
+files, and the RDB storage in ``optuna.sqlite``. All Optuna calls are made on one thread.
+Why and what it costs: docs/tuning.md ("Storage").
 """
 
 from __future__ import annotations
@@ -11,16 +13,27 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import fcntl
+import logging
 import os
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.storages.journal._file import BaseJournalFileLock  # the type JournalFileBackend's lock_obj takes
+from sqlalchemy.pool import NullPool
 
 from . import tuning_spec as ts
 from .tuning_spec import TuningSpec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+log = logging.getLogger(__name__)
+
+STUDY_STORAGES = ("database", "journal")
+# How long a write to an SQLite database waits for the other writer (the scheduler's database thread, or
+# the Optuna thread): each holds the write lock for one short transaction, milliseconds (docs/tuning.md).
+BUSY_TIMEOUT_S = 30.0
 
 
 def make_sampler(spec: TuningSpec, asked: int = 0) -> optuna.samplers.BaseSampler:
@@ -93,19 +106,81 @@ def _drop_torn_tail(path: Path) -> None:
             f.truncate(data.rfind(b"\n") + 1)
 
 
-class Studies:
-    """Every tuning's Optuna study, each in a journal file of its own; all calls on one thread.
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    """Optuna's engine: on SQLite the scheduler's settings (WAL, no fsync per commit, a long busy wait)."""
+    parsed = sqlalchemy.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return {"pool_pre_ping": True}
+    path = parsed.database or ":memory:"
 
-    A study is ``DATA_DIR/tunings/studies/<name>.journal``: Optuna's append-only journal
-    storage, one write and fsync per change, the study kept in memory (docs/tuning.md says why
-    not the RDB storage). Studies made before, in the RDB storage in ``optuna.sqlite``, stay
-    there and keep being used, so a tuning that spans the upgrade continues where it was.
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    return {"creator": connect}
+
+
+def database_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage in the database at ``url``, its tables made or brought to Optuna's head revision.
+
+    Optuna's revision is in ``alembic_version``, ours in ``nothing_alembic_version`` (``db.py``); their
+    tables have no name in common (``tests/test_tuning_spec.py`` checks). An Optuna that is newer than its
+    tables upgrades them here, as the scheduler does its own at start, rather than refusing every study.
+    """
+    storage = optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), skip_compatibility_check=True)
+    current, head = storage.get_current_version(), storage.get_head_version()
+    if current != head:
+        if current not in storage.get_all_versions():
+            raise RuntimeError(f"the Optuna tables in the scheduler's database are at revision {current}, which "
+                               f"Optuna {optuna.__version__} does not know (made by a newer Optuna?)")
+        log.info("Upgrading Optuna's tables in the scheduler's database from revision %s to %s", current, head)
+        root = logging.getLogger()
+        # Optuna's alembic env.py configures logging from its alembic.ini when the root logger has no handler,
+        # which would disable the scheduler's loggers.
+        guard = logging.NullHandler() if not root.handlers else None
+        if guard is not None:
+            root.addHandler(guard)
+        try:
+            storage.upgrade()
+        finally:
+            if guard is not None:
+                root.removeHandler(guard)
+    return storage
+
+
+def has_optuna_tables(url: str) -> bool:
+    """Whether Optuna has made its tables at ``url``, looked up without making them."""
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+    try:
+        return sqlalchemy.inspect(engine).has_table("studies")
+    finally:
+        engine.dispose()
+
+
+class Studies:
+    """Every tuning's Optuna study, in the scheduler's database or a journal file; all calls on one thread.
+
+    A new study goes where ``new_studies`` says: ``"database"``, Optuna's RDB storage at
+    ``database_url`` (the scheduler's database: Optuna's tables beside ours), or ``"journal"``,
+    ``DATA_DIR/tunings/studies/<name>.journal``, Optuna's append-only journal, one write and
+    fsync per change. A study that exists stays where it is, whatever ``new_studies`` says:
+    its journal file, the database, or the RDB storage in ``optuna.sqlite`` that versions before
+    journal files used; so a tuning that spans an upgrade or a change of setting continues where
+    it was. Optuna wraps the RDB storage in its cache (``_CachedStorage``): finished trials are
+    read from the database once.
     """
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, database_url: str, new_studies: str = "database"):
+        if new_studies not in STUDY_STORAGES:
+            raise ValueError(f"study storage must be one of {STUDY_STORAGES}, not {new_studies!r}")
         self.folder = folder / "studies"
         self.legacy_path = folder / "optuna.sqlite"
+        self.database_url = database_url
+        self.new_studies = new_studies
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="nothing-optuna")
+        self._database: optuna.storages.RDBStorage | None = None
         self._legacy: optuna.storages.RDBStorage | None = None
         self._legacy_names: set[str] | None = None
         self._studies: dict[str, optuna.Study] = {}
@@ -115,6 +190,11 @@ class Studies:
 
     def journal_path(self, name: str) -> Path:
         return self.folder / f"{name}.journal"
+
+    def database(self) -> optuna.storages.RDBStorage:
+        if self._database is None:
+            self._database = database_storage(self.database_url)
+        return self._database
 
     def legacy_names(self) -> set[str]:
         """The studies of the old SQLite file, read once: new studies are never made there."""
@@ -126,11 +206,33 @@ class Studies:
                 self._legacy_names = {s.study_name for s in self._legacy.get_all_studies()}
         return self._legacy_names
 
+    def _in_database(self, name: str) -> bool:
+        """Whether the database has the study; with journal files for new studies, looked up without making
+        Optuna's tables there."""
+        if self._database is None and self.new_studies != "database" and not has_optuna_tables(self.database_url):
+            return False
+        try:
+            self.database().get_study_id_from_name(name)
+            return True
+        except KeyError:
+            return False
+
+    def where(self, name: str) -> str | None:
+        """Where the study is kept: ``journal``, ``legacy`` (``optuna.sqlite``), ``database``, or None (nowhere)."""
+        if self.journal_path(name).exists():
+            return "journal"
+        if name in self.legacy_names():
+            return "legacy"
+        return "database" if self._in_database(name) else None
+
     def storage(self, name: str) -> optuna.storages.BaseStorage:
-        path = self.journal_path(name)
-        if not path.exists() and name in self.legacy_names():
+        kept = self.where(name) or self.new_studies
+        if kept == "legacy":
             assert self._legacy is not None
             return self._legacy
+        if kept == "database":
+            return self.database()
+        path = self.journal_path(name)
         self.folder.mkdir(parents=True, exist_ok=True)
         os.chmod(self.folder, 0o700)
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
@@ -149,6 +251,12 @@ class Studies:
             self._studies[name] = study
         return study
 
+    def close(self) -> None:
+        """Close the databases' connections (on the Optuna thread, like every other call)."""
+        for storage in (self._database, self._legacy):
+            if storage is not None:
+                storage.engine.dispose()
+
     # The calls below run on the Optuna thread.
     def trials(self, name: str, spec: TuningSpec) -> list[optuna.trial.FrozenTrial]:
         return self.study(name, spec).get_trials(deepcopy=False)
@@ -158,42 +266,49 @@ class Studies:
         return trial.number, dict(trial.params)
 
     def ask_ahead(self, name: str, spec: TuningSpec) -> int | None:
-        """Ask for the next suggestion now if the trials in flight cannot change it; its number, or None."""
-        states = [t.state for t in self.trials(name, spec)]
-        finished = sum(s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for s in states)
-        if not ts.may_ask_ahead(spec.strategy, finished, states.count(optuna.trial.TrialState.RUNNING)):
-            return None
+        """Ask for the next suggestion now if the trials in flight cannot change it; its number, or None.
+
+        The study's trials are read only for a strategy whose answer depends on them (TPE's, up to its
+        start): a read is a query with the database storage.
+        """
+        if not ts.may_ask_ahead(spec.strategy, ts.TPE_STARTUP_TRIALS, 0):
+            states = [t.state for t in self.trials(name, spec)]
+            finished = sum(s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for s in states)
+            if not ts.may_ask_ahead(spec.strategy, finished, states.count(optuna.trial.TrialState.RUNNING)):
+                return None
         return self.ask(name, spec)[0]
 
-    def report(self, name: str, spec: TuningSpec, number: int, points: list[tuple[int, float]]) -> None:
+    def report(self, name: str, spec: TuningSpec, number: int, points: list[tuple[int, float]]) -> int | None:
+        """Store the points not yet stored as intermediate values; the trial's id, or None if it has ended."""
         study = self.study(name, spec)
         frozen = study.get_trials(deepcopy=False)[number]
         if frozen.state != optuna.trial.TrialState.RUNNING:
-            return
+            return None
         for step, value in points:
             if step not in frozen.intermediate_values:
                 study._storage.set_trial_intermediate_value(frozen._trial_id, step, value)
+        return frozen._trial_id
 
     def should_prune(self, name: str, spec: TuningSpec, number: int, points: list[tuple[int, float]]) -> bool:
-        self.report(name, spec, number, points)
+        trial_id = self.report(name, spec, number, points)
+        if trial_id is None:
+            return False
         study = self.study(name, spec)
-        frozen = study._storage.get_trial(study.get_trials(deepcopy=False)[number]._trial_id)
+        frozen = study._storage.get_trial(trial_id)
         return frozen.state == optuna.trial.TrialState.RUNNING and bool(frozen.intermediate_values) and \
             study.pruner.prune(study, frozen)
 
     def tell(self, name: str, spec: TuningSpec, number: int, state: str, value: float | None,
              points: list[tuple[int, float]]) -> None:
+        """Tell a trial's end once: one told before the service stopped is skipped. The trial is read only
+        when there are points to store: each read is a query with the database storage."""
         study = self.study(name, spec)
-        if study.get_trials(deepcopy=False)[number].state != optuna.trial.TrialState.RUNNING:
+        if points and self.report(name, spec, number, points) is None:
             return  # told before the service stopped
-        self.report(name, spec, number, points)
+        told: dict[str, Any] = {"values": value} if state == "complete" else \
+            {"state": optuna.trial.TrialState.PRUNED if state == "pruned" else optuna.trial.TrialState.FAIL}
         try:
-            if state == "complete":
-                study.tell(number, value)
-            elif state == "pruned":
-                study.tell(number, state=optuna.trial.TrialState.PRUNED)
-            else:
-                study.tell(number, state=optuna.trial.TrialState.FAIL)
+            study.tell(number, skip_if_finished=True, **told)
         except RuntimeError as e:
             # GridSampler stops the study when its grid is done: allowed only inside optimize(); the trial is
             # told by then, and the controller ends the tuning (SuggestionEndReached) itself.
@@ -206,9 +321,12 @@ class Studies:
 
     def delete(self, name: str) -> None:
         self._studies.pop(name, None)
-        path = self.journal_path(name)
-        if not path.exists() and name in self.legacy_names():
+        kept = self.where(name)
+        if kept == "journal":
+            self.journal_path(name).unlink()
+        elif kept == "legacy":
             assert self._legacy is not None
             optuna.delete_study(study_name=name, storage=self._legacy)
             self.legacy_names().discard(name)
-        path.unlink(missing_ok=True)
+        elif kept == "database":
+            optuna.delete_study(study_name=name, storage=self.database())

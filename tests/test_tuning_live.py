@@ -90,7 +90,9 @@ def test_each_strategy_finds_the_optimum_within_tolerance(hub, strategy, trials,
     runs = api("GET", "/runs", params={"experiment": "default"}).json()["runs"]
     assert len(runs) == trials and {r["owner"] for r in runs} == {t["owner"]}
     assert most_at_once(runs) <= 4  # suggestions asked ahead wait: parallel trials stays a cap
-    assert [s.state for s in study_of(hub, t["id"]).trials] == [COMPLETE] * trials  # nor asked beyond max trials
+    assert [s.state for s in study_of(hub, t["id"])] == [COMPLETE] * trials  # nor asked beyond max trials
+    objectives = {x["number"]: x["objective"] for x in api("GET", f"/tunings/{t['id']}/trials").json()["trials"]}
+    assert trial_rows(hub, t["id"]) == [(n, "COMPLETE", objectives[n]) for n in range(trials)]
 
 
 def most_at_once(runs) -> int:
@@ -103,11 +105,29 @@ def most_at_once(runs) -> int:
     return most
 
 
+def db_url(hub) -> str:
+    return f"sqlite:///{hub.root / 'var' / 'scheduler' / 'scheduler.sqlite'}"
+
+
+def journal_of(hub, tuning_id: int) -> Path:
+    return hub.root / "var" / "scheduler" / "tunings" / "studies" / f"tuning-{tuning_id}.journal"
+
+
 def study_of(hub, tuning_id: int):
-    """The tuning's Optuna study, read from its journal file (reading takes no lock)."""
-    path = hub.root / "var" / "scheduler" / "tunings" / "studies" / f"tuning-{tuning_id}.journal"
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
-    return optuna.load_study(study_name=f"tuning-{tuning_id}", storage=storage)
+    """The tuning's Optuna study, read from the scheduler's database through its URL (the default storage)."""
+    assert not journal_of(hub, tuning_id).exists()
+    storage = optuna.storages.RDBStorage(db_url(hub), skip_table_creation=True)
+    study = optuna.load_study(study_name=f"tuning-{tuning_id}", storage=storage)
+    trials = study.trials
+    storage.engine.dispose()
+    return trials
+
+
+def trial_rows(hub, tuning_id: int) -> list[tuple]:
+    """The study's trials as rows of Optuna's tables in the scheduler's database: (number, state, value)."""
+    from .test_tuning_spec import trial_rows as rows
+
+    return rows(db_url(hub), f"tuning-{tuning_id}")
 
 
 def test_grid_enumerates_exactly_the_grid_and_ends_suggestion_end_reached(hub):
@@ -222,6 +242,61 @@ def test_a_sigkilled_scheduler_during_parallel_trials_runs_each_trial_once(hub):
     assert sorted(x["number"] for x in trials) == list(range(8)), trials
     assert len({x["hyperparameters"]["x"] for x in trials}) == 8, trials
     assert {x["state"] for x in trials} == {"SUCCEEDED"}, trials
+    runs = api("GET", "/runs", params={"limit": 100}).json()["runs"]
+    assert sorted(r["id"] for r in runs) == sorted(x["run_id"] for x in trials), (runs, trials)
+    assert [(n, state) for n, state, _ in trial_rows(hub, tid)] == [(n, "COMPLETE") for n in range(8)]
+
+
+def restart(hub, api, path: str = "/tunings") -> None:
+    """SIGKILL the scheduler and wait for its supervisor's next start to answer (it reads its config anew)."""
+    import os
+    import signal
+
+    from .test_restart import _pid_or_none
+
+    old = hub.scheduler_pid()
+    os.kill(old, signal.SIGKILL)
+    wait_for_sync(lambda: _pid_or_none(hub.scheduler_pid) not in (old, None), timeout=30, interval=0.05,
+                  message="the supervisor to start the scheduler again")
+    wait_for_sync(lambda: _answers(api, path), timeout=30, message="the API to answer again")
+
+
+def test_a_tuning_whose_study_is_a_journal_file_continues_in_it_after_the_upgrade(hub):
+    """The version before kept each study in a journal file. A tuning running across the upgrade (a restart with
+    the database storage, the default now) continues in its file: its trials once each, none lost; a tuning
+    made after it is in the database."""
+    _, api = user(hub, "upgrade")
+    config = hub.root / "scheduler_config.py"
+    default = config.read_text()
+    config.write_text(default + 'c.TuningController.study_storage = "journal"\n')
+    try:
+        restart(hub, api)
+        r = create(api, code=SLOW, resources={"max_trials": 6, "parallel_trials": 2})
+        assert r.status_code == 201, r.text
+        tid = r.json()["id"]
+        wait_for_sync(lambda: api("GET", f"/tunings/{tid}").json()["trials"]["by_state"].get("RUNNING", 0) == 2,
+                      timeout=60, interval=0.1, message="two trials to run")
+        assert journal_of(hub, tid).exists()
+    finally:
+        config.write_text(default)
+    restart(hub, api, f"/tunings/{tid}")
+    after = create(api, resources={"max_trials": 2, "parallel_trials": 2})
+    assert after.status_code == 201, after.text
+
+    t = wait_ended(api, tid, timeout=180)
+    assert (t["state"], t["state_detail"], t["trials"]["by_state"]) == ("COMPLETE", "MaxTrialsReached",
+                                                                         {"SUCCEEDED": 6}), t
+    trials = api("GET", f"/tunings/{tid}/trials").json()["trials"]
+    assert sorted(x["number"] for x in trials) == list(range(6)), trials
+    assert len({x["hyperparameters"]["x"] for x in trials}) == 6, trials
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal_of(hub, tid))))
+    assert [s.state for s in optuna.load_study(study_name=f"tuning-{tid}", storage=storage).trials] == [COMPLETE] * 6
+    assert trial_rows(hub, tid) == []
+
+    second = wait_ended(api, after.json()["id"])
+    assert second["trials"]["by_state"] == {"SUCCEEDED": 2}, second
+    assert [s.state for s in study_of(hub, second["id"])] == [COMPLETE] * 2
+    trials += api("GET", f"/tunings/{second['id']}/trials").json()["trials"]
     runs = api("GET", "/runs", params={"limit": 100}).json()["runs"]
     assert sorted(r["id"] for r in runs) == sorted(x["run_id"] for x in trials), (runs, trials)
 
