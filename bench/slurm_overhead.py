@@ -11,8 +11,9 @@ Starts the tests' loopback Slurm (3 nodes x 4 GRES GPUs, ``batch_sched_delay=0``
   such run waits; latency = the second's first stamp - the first's end stamp;
 - draining N trivial runs of one GPU each, all submitted at once, through each.
 
-Our side runs twice, with the same counts: as it is, and with the poll it had before (``squeue --json`` of every job
-the controller remembers, :class:`JsonPollExecutor`), so that one run shows before and after on the same machine.
+Our side runs the platform's default policy (``fair-share``) twice, with the same counts: as it is (the run the policy
+keeps nodes for submitted ahead, ``c.SlurmExecutor.submit_ahead``), and with that off ("before"), so that one run
+shows both on the same machine.
 Where our submit → start goes is split at the executor: submit → the executor asked to start (the pass, staging the
 code), → sbatch answered (the environment file, sbatch), → the first rank's stamp (Slurm, the batch script, Python;
 srun and the rank launcher for 2 nodes); the plain side's sbatch is timed too.
@@ -37,8 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nothing.scheduler.db import Database  # noqa: E402
 from nothing.scheduler.dispatcher import Dispatcher  # noqa: E402
 from nothing.scheduler.executors.slurm import SlurmExecutor  # noqa: E402
-from nothing.scheduler.executors.slurm_commands import SlurmCommandError, parse_squeue, squeue_argv  # noqa: E402
-from nothing.scheduler.policy import PriorityFifoPolicy  # noqa: E402
+from nothing.scheduler.servicefair import ServiceFairPolicy  # noqa: E402
 from nothing.scheduler.snapshot import SnapshotLimits  # noqa: E402
 from tests.helpers import make_archive  # noqa: E402
 from tests.slurm import Slurm  # noqa: E402
@@ -163,29 +163,17 @@ class TimedExecutor(SlurmExecutor):
         return result
 
 
-class JsonPollExecutor(TimedExecutor):
-    """The poll as it was before: ``squeue --json`` (every job the controller remembers, in 22.05) for the
-    watched jobs, with their exit status; the reference for "before" in the same run."""
-
-    async def _statuses(self, ids):
-        argv = squeue_argv(ids)
-        result = await self._run(argv, check=False)
-        if result.returncode != 0:
-            raise SlurmCommandError(argv, result.returncode, result.stderr)
-        return parse_squeue(result.stdout, ids)
-
-
 VALUES = dict(owner="bench", name="", experiment="default", entry_point="train.py", args=[], hyperparameters={},
               gpus=1, cpus=1, memory_bytes=0, priority=0, max_seconds=None, snapshot_bytes=0)
 
 
-async def ours(slurm: Slurm, root: Path, count: int, handoffs: int, drain: int, kind: type[TimedExecutor]) -> dict:
+async def ours(slurm: Slurm, root: Path, count: int, handoffs: int, drain: int, ahead: bool) -> dict:
     root.mkdir()
     root.chmod(0o711)
     db = Database(f"sqlite:///{root / 'scheduler.sqlite'}")
     db.upgrade()
-    executor = kind(on_exit=None, slurm_conf=str(slurm.conf), poll_interval=0.1)
-    d = Dispatcher(db, executor, PriorityFifoPolicy(), [], root / "runs", sys.executable, SnapshotLimits(2**26))
+    executor = TimedExecutor(on_exit=None, slurm_conf=str(slurm.conf), poll_interval=0.1, submit_ahead=ahead)
+    d = Dispatcher(db, executor, ServiceFairPolicy(), [], root / "runs", sys.executable, SnapshotLimits(2**26))
     await d.start()
     archive = make_archive({"train.py": STAMP})
     results: dict = {}
@@ -254,7 +242,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--handoffs", type=int, default=8)
     parser.add_argument("--drain", type=int, default=1000)
-    parser.add_argument("--no-before", action="store_true", help="skip our side with the poll of before")
+    parser.add_argument("--no-before", action="store_true", help="skip our side without submitting ahead")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="nothing-bench-slurm-"))
     root.chmod(0o711)
@@ -269,8 +257,8 @@ def main() -> None:
         plain["drain"] = plain_drain(slurm, root, args.drain)
         print(f"plain drain done in {time.time() - began:.1f} s", file=sys.stderr)
         before = None if args.no_before else asyncio.run(
-            ours(slurm, root / "before", args.runs, args.handoffs, args.drain, JsonPollExecutor))
-        mine = asyncio.run(ours(slurm, root / "ours", args.runs, args.handoffs, args.drain, TimedExecutor))
+            ours(slurm, root / "before", args.runs, args.handoffs, args.drain, False))
+        mine = asyncio.run(ours(slurm, root / "ours", args.runs, args.handoffs, args.drain, True))
     finally:
         slurm.stop()
         shutil.rmtree(root, ignore_errors=True)

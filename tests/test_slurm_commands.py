@@ -17,6 +17,7 @@ from nothing.scheduler.executors.slurm_commands import (
     CommandResult, SlurmCommandError, SlurmJobRequest, SlurmJobStatus, SlurmNode, SlurmOutputError,
     env_file_content, expand_hostlist, node_state, parse_gres, parse_nodes, parse_sbatch, parse_scontrol_job,
     parse_squeue, parse_squeue_lines, run_command, sbatch_argv, scancel_argv, scontrol_job_argv, scontrol_nodes_argv,
+    scontrol_release_argv,
     scontrol_update_node_argv, sinfo_argv, slurm_command_env, squeue_argv, squeue_forgot_all, squeue_poll_argv,
     write_env_file,
 )
@@ -56,6 +57,17 @@ def test_sbatch_argv_asks_for_gpus_cpus_memory_and_time_per_node_of_a_two_node_j
         "--error=/runs/7/log", "--chdir=/runs/7", "--export-file=/runs/7/env", "--kill-on-invalid-dep=yes",
         "--no-requeue", "--partition=gpu", "--qos=high", "/runs/7/job.sh",
     ]
+
+
+def test_a_job_submitted_ahead_waits_for_the_jobs_on_its_nodes_however_they_end_and_can_be_released():
+    argv = sbatch_argv(one_node_request(after=("41", "40")))
+    assert "--dependency=afterany:41:40" in argv and argv.index("--dependency=afterany:41:40") < argv.index(
+        "--kill-on-invalid-dep=yes")
+    with pytest.raises(ValueError, match="not Slurm job ids"):
+        sbatch_argv(one_node_request(after=("41;rm",)))
+    assert scontrol_release_argv("42") == ["scontrol", "update", "JobId=42", "Dependency="]
+    with pytest.raises(ValueError):
+        scontrol_release_argv("42 43")
 
 
 def test_sbatch_argv_keeps_a_percent_in_the_output_path_literal():

@@ -36,12 +36,12 @@ sys.exit(int(os.environ.get("EM_HP_CODE", "0")))
 
 
 @contextlib.asynccontextmanager
-async def slurm_dispatcher(data_dir: Path, slurm, kill_grace: float = 1.0):
+async def slurm_dispatcher(data_dir: Path, slurm, kill_grace: float = 1.0, policy=None):
     """A dispatcher whose runs are Slurm jobs of ``slurm``; the nodes come from Slurm's inventory."""
     db = Database(f"sqlite:///{data_dir / 'scheduler.sqlite'}")
     db.upgrade()
     executor = SlurmExecutor(on_exit=None, slurm_conf=str(slurm.conf), poll_interval=0.2)
-    d = Dispatcher(db, executor, PriorityFifoPolicy(), [], data_dir / "runs", sys.executable,
+    d = Dispatcher(db, executor, policy or PriorityFifoPolicy(), [], data_dir / "runs", sys.executable,
                    SnapshotLimits(64 * 1024**2), kill_grace_seconds=kill_grace)
     d.inventory_interval = 0.3
     await d.start()

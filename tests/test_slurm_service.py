@@ -77,13 +77,14 @@ def _pid(hub):
 
 
 def jobs_of(slurm, hub, run_id: int) -> list[str]:
-    """Every job Slurm knows (running or ended within MinJobAge) by the name the hub's scheduler gives the run."""
+    """Every job Slurm knows (running or ended within MinJobAge) by the name the hub's scheduler gives the run, that
+    was given nodes: a job submitted ahead and withdrawn while it waited never ran anything."""
     from nothing.scheduler.executors.slurm import SlurmExecutor
 
     executor = SlurmExecutor(on_exit=None)
     executor.set_scope(str(hub.root / "var" / "scheduler" / "runs"))
     jobs = json.loads(slurm.run("squeue", "--json").stdout)["jobs"]
-    return [str(j["job_id"]) for j in jobs if j.get("name") == executor.job_name(run_id)]
+    return [str(j["job_id"]) for j in jobs if j.get("name") == executor.job_name(run_id) and j.get("nodes")]
 
 
 def test_the_api_takes_the_shape_and_shows_the_placement(slurm_hub, api):

@@ -168,6 +168,23 @@ class Executor(LoggingConfigurable):
         """Kill whatever of a run is left after a start that failed; True if anything was."""
         return False
 
+    @property
+    def submits_ahead(self) -> bool:
+        """Whether the engine can be given the run that nodes are kept for before they are free, to start it
+        itself the moment the runs on them end (``submit_ahead_of``); the others are started once we see them end."""
+        return False
+
+    async def submit_ahead_of(self, launch: RunLaunch, paths: RunPaths, python: str, after: list) -> bool:
+        """Give the engine ``launch`` to start once the jobs ``after`` (their references) have ended; a later
+        ``launch`` of the same run on the same nodes takes that job over.  False: not submitted."""
+        return False
+
+    async def withdraw_ahead(self, run_id: int, paths: RunPaths) -> None:
+        """End the run's job submitted ahead, whatever its state (the run still waits)."""
+
+    async def withdraw_stale_ahead(self, runs: list[tuple[int, RunPaths]]) -> None:
+        """After a restart: end the jobs a previous life submitted ahead for these waiting runs."""
+
     def node_address(self, node: str) -> str:
         """Where the platform reaches a process of a run on ``node`` (a model server's port): this machine for
         engines whose runs are local processes; an engine with nodes of its own says."""

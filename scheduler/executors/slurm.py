@@ -33,20 +33,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from traitlets import Float, Integer, List, Unicode
+from traitlets import Bool, Float, Integer, List, Unicode
 
 from ..runenv import RankLayout, RunLaunch, RunPaths, build_environment, entry_argv, rank_plan
 from .base import EngineRefused, Executor, ExitStatus, NodeInfo
 from .slurm_commands import (SlurmCommandError, SlurmJobRequest, SlurmJobStatus, SlurmOutputError, hold_sbatch_argv,
                              parse_gpu_indices, parse_job_names, parse_nodes, parse_sbatch, parse_scontrol_job,
                              parse_squeue_lines, run_command, sbatch_argv, scancel_argv, scontrol_job_argv,
-                             scontrol_job_details_argv, sinfo_argv, slurm_command_env, squeue_argv, squeue_forgot_all,
+                             scontrol_job_details_argv, scontrol_release_argv, sinfo_argv, slurm_command_env, squeue_argv, squeue_forgot_all,
                              squeue_poll_argv, srun_argv, write_env_file)
 
 JOB_SCRIPT = str(Path(__file__).with_name("slurmjob.sh"))
 RANK_SCRIPT = str(Path(__file__).with_name("slurmrank.py"))
 RANKS_DIR = "ranks"  # in the run's folder: rank-N.log and rank-N.exit.json of a distributed run
 SUBMITTED = "slurm.submitted"  # in the run's control folder: when its current attempt was submitted
+AHEAD = "slurm.ahead"  # in a waiting run's control folder: the id of its job submitted ahead
 CLOCK_SLACK = 5.0  # seconds the controller's clock (a job's submit time) may be behind the scheduler's
 log = logging.getLogger(__name__)
 
@@ -121,8 +122,16 @@ class SlurmExecutor(Executor):
         services on the compute nodes. Example: ``c.SlurmExecutor.master_port_count = 8192``""",
     ).tag(config=True)
 
+    submit_ahead = Bool(
+        True, help="""Submit the run the policy keeps nodes for before they are free, as a job that waits for
+        the jobs on them (``sbatch --dependency=afterany``), so that Slurm starts it the moment they end, as it
+        would start its own queued job. Withdrawn (``scancel``) if the queue changes first.
+        Example: ``c.SlurmExecutor.submit_ahead = False``""",
+    ).tag(config=True)
+
     def __init__(self, on_exit, **kwargs):
         super().__init__(on_exit, **kwargs)
+        self._ahead: dict[int, tuple[SlurmJobRef, tuple[str, ...]]] = {}
         self._waiting: dict[str, asyncio.Future] = {}
         self._last: dict[str, SlurmJobStatus] = {}
         self._poller: asyncio.Task | None = None
@@ -227,10 +236,66 @@ class SlurmExecutor(Executor):
         if status is not None and not status.finished:
             await self._run(scancel_argv(status.job_id), check=False)
 
+    # ------------------------------------------------------------------ submitted ahead
+    @property
+    def submits_ahead(self) -> bool:
+        return self.submit_ahead
+
+    async def submit_ahead_of(self, launch: RunLaunch, paths: RunPaths, python: str, after: list) -> bool:
+        """Submit the run the policy keeps nodes for, to start as soon as the jobs now on them end (Slurm's
+        own hand-off: ``--dependency=afterany``), instead of after we have seen them end and submitted it."""
+        if not self.submit_ahead or launch.run_id in self._ahead:
+            return False
+        ids = tuple(sorted({ref.job_id for ref in after if isinstance(ref, SlurmJobRef)}))
+        if not ids:
+            return False
+        ref, nodelist = await self._submit(launch, paths, python, after=ids)
+        self._ahead[launch.run_id] = (ref, nodelist)
+        await asyncio.to_thread((paths.control / AHEAD).write_text, ref.job_id + "\n")
+        log.info("Run %s submitted ahead as Slurm job %s on %s, after job %s", launch.run_id, ref.job_id,
+                 ",".join(nodelist), ",".join(ids))
+        return True
+
+    async def withdraw_ahead(self, run_id: int, paths: RunPaths) -> None:
+        """The run submitted ahead is not to start there after all (the queue changed, it was cancelled):
+        its job ends whatever its state.  A job that had started is one the run never acknowledged."""
+        entry = self._ahead.pop(run_id, None)
+        job_id = entry[0].job_id if entry is not None else await asyncio.to_thread(_read_ahead, paths)
+        if job_id:
+            await self._run(scancel_argv(job_id), check=False)
+            log.info("Run %s: withdrew Slurm job %s, submitted ahead", run_id, job_id)
+        await asyncio.to_thread((paths.control / AHEAD).unlink, missing_ok=True)
+
+    async def withdraw_stale_ahead(self, runs: list[tuple[int, RunPaths]]) -> None:
+        """After a restart, every waiting run's job submitted ahead by the previous life ends: this life's
+        first passes decide again."""
+        found = await asyncio.to_thread(lambda: [(i, p) for i, p in runs if (p.control / AHEAD).exists()])
+        for run_id, paths in found:
+            await self.withdraw_ahead(run_id, paths)
+
     # ------------------------------------------------------------------ the primitives
     async def _start(self, launch: RunLaunch, paths: RunPaths, python: str):
         if not launch.node:
             raise ValueError("a Slurm run needs the node the policy chose")
+        ahead = self._ahead.pop(launch.run_id, None)
+        if ahead is not None:
+            ref, nodelist = ahead
+            if nodelist == self._nodelist(launch):
+                # Started, or about to: whatever it still waits for is no longer needed.
+                await self._run(scontrol_release_argv(ref.job_id), check=False)
+                await asyncio.to_thread((paths.control / AHEAD).unlink, missing_ok=True)
+                log.info("Run %s is Slurm job %s, submitted ahead", launch.run_id, ref.job_id)
+                return ref, ref
+            self._ahead[launch.run_id] = ahead
+            await self.withdraw_ahead(launch.run_id, paths)
+        ref, _ = await self._submit(launch, paths, python)
+        return ref, ref
+
+    def _nodelist(self, launch: RunLaunch) -> tuple[str, ...]:
+        return self.layout(launch)[1] if launch.distributed else (launch.node,)
+
+    async def _submit(self, launch: RunLaunch, paths: RunPaths, python: str,
+                      after: tuple[str, ...] = ()) -> tuple[SlurmJobRef, tuple[str, ...]]:
         requirements = paths.source / "requirements.txt"
         has_requirements = requirements.is_file()
         base = {k: os.environ[k] for k in self.inherit_env if k in os.environ}
@@ -265,7 +330,8 @@ class SlurmExecutor(Executor):
             ntasks_per_node=tasks_per_node, cpus_per_task=max(1, launch.cpus // tasks_per_node),
             memory_per_node_mb=-(-launch.memory_bytes // 1024**2),
             # Our own timer stops the run at its max time; Slurm's limit is the backstop, a minute later.
-            time_limit_seconds=launch.max_seconds + 60 if launch.max_seconds else None, extra=tuple(extra))
+            time_limit_seconds=launch.max_seconds + 60 if launch.max_seconds else None, extra=tuple(extra),
+            after=after)
         argv = sbatch_argv(request)
         argv += [str(paths.source), str(requirements) if has_requirements else "", python, str(paths.packages),
                  str(paths.root / ".nothing-phase"), "--", *command]
@@ -274,8 +340,9 @@ class SlurmExecutor(Executor):
         finally:
             env_file.unlink(missing_ok=True)  # sbatch has read it
         ref = SlurmJobRef(parse_sbatch(result.stdout), launch.run_id, launch.distributed)
-        log.info("Run %s is Slurm job %s on %s", launch.run_id, ref.job_id, ",".join(nodelist))
-        return ref, ref
+        if not after:
+            log.info("Run %s is Slurm job %s on %s", launch.run_id, ref.job_id, ",".join(nodelist))
+        return ref, tuple(nodelist)
 
     async def _wait(self, ref: SlurmJobRef, paths: RunPaths) -> ExitStatus:
         future = self._waiting.get(ref.job_id)
@@ -436,6 +503,13 @@ class SlurmExecutor(Executor):
             if failed is not None:
                 return failed
         return ExitStatus("requirements" if phase == "requirements" else "entry", status.exit_code)
+
+
+def _read_ahead(paths: RunPaths) -> str:
+    try:
+        return (paths.control / AHEAD).read_text().strip()
+    except OSError:
+        return ""
 
 
 def first_failed_rank(records: Iterable[Mapping]) -> ExitStatus | None:

@@ -44,7 +44,7 @@ from typing import Any, Iterable, Mapping, Sequence
 __all__ = [
     "CommandResult", "SlurmCommandError", "SlurmJobRequest", "SlurmJobStatus", "SlurmNode", "SlurmOutputError",
     "FINISHED_STATES", "env_file_content", "expand_hostlist", "node_state", "parse_gres", "parse_nodes", "parse_sbatch",
-    "parse_scontrol_job", "parse_squeue", "run_command", "sbatch_argv", "scancel_argv",
+    "parse_scontrol_job", "parse_squeue", "run_command", "sbatch_argv", "scancel_argv", "scontrol_release_argv",
     "hold_sbatch_argv", "scontrol_job_argv", "scontrol_job_details_argv", "parse_gpu_indices", "scontrol_nodes_argv", "scontrol_update_node_argv", "sinfo_argv", "srun_argv",
     "slurm_command_env", "squeue_argv", "squeue_forgot_all", "squeue_poll_argv", "parse_squeue_lines",
     "write_env_file",
@@ -106,6 +106,7 @@ class SlurmJobRequest:
     time_limit_seconds: int | None = None
     environment: Mapping[str, str] = field(default_factory=dict)
     extra: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()  # start only once these jobs have ended, however they end (submitted ahead)
 
     @property
     def nodes(self) -> int:
@@ -158,6 +159,10 @@ def sbatch_argv(request: SlurmJobRequest, sbatch: str = "sbatch") -> list[str]:
         argv.append(f"--mem={request.memory_per_node_mb}M")
     if request.time_limit_seconds is not None:
         argv.append(f"--time={math.ceil(request.time_limit_seconds / 60)}")
+    if request.after:
+        if not all(_JOB_ID.match(str(j)) for j in request.after):
+            raise ValueError(f"not Slurm job ids: {request.after!r}")
+        argv.append("--dependency=afterany:" + ":".join(request.after))
     output = _slurm_filename(request.output)
     argv += [f"--output={output}", f"--error={output}", f"--chdir={request.workdir}",
              f"--export-file={request.env_file}", "--kill-on-invalid-dep=yes", "--no-requeue",
@@ -376,6 +381,14 @@ def parse_squeue_lines(text: str, job_ids: Iterable[str] | None = None) -> dict[
         result[job_id] = SlurmJobStatus(job_id, state, _null(reason), tuple(expand_hostlist(_null(nodes))),
                                         0 if state == "COMPLETED" else None)
     return result
+
+
+def scontrol_release_argv(job_id: str, scontrol: str = "scontrol") -> list[str]:
+    """``scontrol update JobId=ID Dependency=``: a job submitted ahead may start as soon as its resources are
+    free, whatever became of the jobs it waited for (a no-op for a job that has started)."""
+    if not _JOB_ID.match(str(job_id)):
+        raise ValueError(f"not a Slurm job id: {job_id!r}")
+    return [scontrol, "update", f"JobId={job_id}", "Dependency="]
 
 
 def scontrol_job_argv(job_id: str, scontrol: str = "scontrol") -> list[str]:
