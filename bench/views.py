@@ -1,18 +1,28 @@
-"""Benchmark of the sidebar's views at scale: N open sidebars polling while 10,000 runs wait.
+"""Benchmark of the sidebar's views at scale: N open sidebars while 10,000 runs wait.
 
 Starts a real JupyterHub with its proxy and the scheduler (2 virtual GPUs, SQLite), fills
 both GPUs with one run that holds them, and queues 10,000 one-GPU runs behind it.  Then,
-for each N, N simulated sidebars poll what the sidebar polls in the "everyone" view
-(``GET /api/summary`` and ``GET /api/queue``) every 3 s through the proxy with a user's
-token: first 10 s with nothing changing (the "quiet" CPU), then a window in which one
-submitter submits a run every 0.25 s; the figures are the scheduler process's CPU
-(``/proc/<pid>/stat``, user + system) in both and the submissions' latency.
+for each N and each way a sidebar follows the "everyone" view, N simulated sidebars
+follow it through the proxy with a user's token: first 10 s with nothing changing (the
+"quiet" CPU), then a window in which one submitter submits a run every 0.25 s; the
+figures are the scheduler process's CPU (``/proc/<pid>/stat``, user + system) in both
+and the submissions' latency.
 
-``--client old`` polls as the sidebar did before views were cached (the whole queue, no
-``If-None-Match``); ``--client new`` as it does now (the first page of 50, ``If-None-Match``
-with the last ETag).  ``--no-cache`` starts the service with ``ClusterView.cache_views=False``.
+The ways (``--clients``, comma-separated, measured one after the other in the same run):
 
-    .venv/bin/python bench/views.py [--queued 10000] [--window 20] [--client new] [--no-cache]
+- ``stream``: as the sidebar does where the browser has ``EventSource``: one
+  ``GET /api/views/stream?views=summary,queue&my_active=0&limit=20`` per tab, kept open,
+  the summary and the first page pushed when they change;
+- ``new``: as the sidebar polls without a stream: ``GET /api/summary?my_active=0`` and
+  the first page of 20 (``/api/queue?limit=20``) every 3 s with ``If-None-Match``;
+- ``old``: as the sidebar polled before views were cached (the whole queue, no
+  ``If-None-Match``).
+
+``--no-cache`` starts the service with ``ClusterView.cache_views=False``.  Before it
+starts, the benchmark waits (up to 10 min) for the machine's 1-minute load to fall under
+``--max-load`` and prints the load it started at and the load at each window.
+
+    .venv/bin/python bench/views.py [--queued 10000] [--window 20] [--clients stream,new] [--no-cache]
 """
 
 from __future__ import annotations
@@ -44,6 +54,43 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def wait_for_quiet_machine(max_load: float, patience: float = 600.0) -> float:
+    """Wait until the 1-minute load is under ``max_load`` (at most ``patience`` seconds); the load then."""
+    deadline = time.monotonic() + patience
+    while os.getloadavg()[0] >= max_load and time.monotonic() < deadline:
+        time.sleep(10)
+    return os.getloadavg()[0]
+
+
+class StreamSidebar:
+    """One browser tab's sidebar on the view stream: one connection, read as the events come."""
+
+    def __init__(self, base: str, token: str, stats: dict):
+        self.parts = urlsplit(base)
+        self.token, self.stats = token, stats
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await asyncio.sleep(random.uniform(0, 1))
+        reader, writer = await asyncio.open_connection(self.parts.hostname, self.parts.port)
+        writer.write((f"GET {self.parts.path}/views/stream?views=summary,queue&my_active=0&limit=20&offset=0 "
+                      f"HTTP/1.1\r\nHost: {self.parts.netloc}\r\nAuthorization: token {self.token}\r\n"
+                      f"Accept: text/event-stream\r\n\r\n").encode())
+        try:
+            status = int((await reader.readline()).split()[1])
+            self.stats[status] = self.stats.get(status, 0) + 1
+            reading = asyncio.ensure_future(self._read(reader))
+            await stop.wait()
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
+        finally:
+            writer.close()
+
+    async def _read(self, reader) -> None:
+        while data := await reader.read(65536):
+            self.stats["bytes"] += len(data)
+            self.stats["events"] = self.stats.get("events", 0) + data.count(b"\nevent: ") + data.startswith(b"event: ")
+
+
 class Sidebar:
     """One browser tab's sidebar: a keep-alive connection polling summary and queue."""
 
@@ -59,7 +106,7 @@ class Sidebar:
 
     async def run(self, stop: asyncio.Event) -> None:
         reader, writer = await asyncio.open_connection(self.parts.hostname, self.parts.port)
-        queue = "queue?limit=50&offset=0" if self.client == "new" else "queue"
+        queue = "queue?limit=20&offset=0" if self.client == "new" else "queue"
         await asyncio.sleep(random.uniform(0, INTERVAL))
         try:
             while not stop.is_set():
@@ -101,12 +148,16 @@ async def window(hub: Hub, tokens: list[str], n: int, seconds: float, client: st
     stop = asyncio.Event()
     stats: dict = {"bytes": 0}
     latencies: list[float] = []
-    sidebars = [Sidebar(hub.api_url, tokens[i % len(tokens)], client, stats) for i in range(n)]
+    sidebars = [StreamSidebar(hub.api_url, tokens[i % len(tokens)], stats) if client == "stream"
+                else Sidebar(hub.api_url, tokens[i % len(tokens)], client, stats) for i in range(n)]
     tasks = [asyncio.ensure_future(s.run(stop)) for s in sidebars]
     await asyncio.sleep(INTERVAL)  # every sidebar has polled once (the first answers are full ones)
+    await asyncio.sleep(2.0)  # and what the last window left behind (the scheduling passes it woke) is done
+    stats_quiet = dict(stats)
     cpu0, t0 = cpu_seconds(pid), time.monotonic()
     await asyncio.sleep(quiet)  # nothing changes: what the open sidebars alone cost
     quiet_cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
+    quiet_polls = {k: v - stats_quiet.get(k, 0) for k, v in stats.items()}
     cpu0, t0 = cpu_seconds(pid), time.monotonic()
     stats_before = dict(stats)
     sub = asyncio.ensure_future(submitter(hub.api_url + "/runs", tokens[0], make_archive({"train.py": "pass\n"}),
@@ -116,7 +167,8 @@ async def window(hub: Hub, tokens: list[str], n: int, seconds: float, client: st
     stop.set()
     await asyncio.gather(sub, *tasks)
     polls = {k: v - stats_before.get(k, 0) for k, v in stats.items()}
-    return {"n": n, "cpu": cpu, "quiet_cpu": quiet_cpu, "latencies": latencies, "polls": polls}
+    return {"n": n, "cpu": cpu, "quiet_cpu": quiet_cpu, "latencies": latencies, "polls": polls,
+            "quiet_polls": quiet_polls}
 
 
 def main() -> None:
@@ -124,9 +176,15 @@ def main() -> None:
     parser.add_argument("--queued", type=int, default=10000)
     parser.add_argument("--window", type=float, default=20.0)
     parser.add_argument("--sidebars", default="0,20,100")
-    parser.add_argument("--client", choices=("old", "new"), default="new")
+    parser.add_argument("--clients", default="stream,new", help="comma-separated: stream, new, old")
     parser.add_argument("--no-cache", action="store_true")
+    parser.add_argument("--max-load", type=float, default=3.0)
     args = parser.parse_args()
+    clients = args.clients.split(",")
+    if set(clients) - {"stream", "new", "old"}:
+        parser.error("--clients takes stream, new and old")
+    load = wait_for_quiet_machine(args.max_load)
+    print(f"1-minute load at the start: {load:.2f} ({os.cpu_count()} CPUs)", flush=True)
     root = Path(tempfile.mkdtemp(prefix="nothing-bench-views-"))
     extra = ["--ClusterView.cache_views=False"] if args.no_cache else []
     hub = Hub(root, ["--NothingScheduler.gpu_mode=virtual", "--NothingScheduler.virtual_gpus=2",
@@ -149,15 +207,18 @@ def main() -> None:
         pid = hub.scheduler_pid()
         results = []
         for n in (int(x) for x in args.sidebars.split(",")):
-            result = asyncio.run(window(hub, tokens, n, args.window, args.client, pid))
-            lat = result["latencies"]
-            print(json.dumps({"sidebars": n, "client": args.client, "cache": not args.no_cache,
-                              "quiet_cpu_percent_of_a_core": round(100 * result["quiet_cpu"], 1),
-                              "cpu_percent_of_a_core": round(100 * result["cpu"], 1),
-                              "submit_p50_ms": round(1000 * statistics.median(lat), 1),
-                              "submit_p99_ms": round(1000 * pct(lat, 99), 1), "submits": len(lat),
-                              "responses": result["polls"]}), flush=True)
-            results.append(result)
+            for client in clients if n else clients[:1]:  # no sidebar: the same whichever way
+                result = asyncio.run(window(hub, tokens, n, args.window, client, pid))
+                lat = result["latencies"]
+                print(json.dumps({"sidebars": n, "client": client if n else "none", "cache": not args.no_cache,
+                                  "load_1m": round(os.getloadavg()[0], 2),
+                                  "quiet_cpu_percent_of_a_core": round(100 * result["quiet_cpu"], 1),
+                                  "cpu_percent_of_a_core": round(100 * result["cpu"], 1),
+                                  "submit_p50_ms": round(1000 * statistics.median(lat), 1),
+                                  "submit_p99_ms": round(1000 * pct(lat, 99), 1), "submits": len(lat),
+                                  "quiet_responses": result["quiet_polls"],
+                                  "responses": result["polls"]}), flush=True)
+                results.append(result)
     finally:
         hub.stop()
 

@@ -6,7 +6,8 @@ with ``access:services!service=nothing``).  This extension forwards
 ``<server>/nothing/api/<path>`` to ``<service>/api/<path>`` with that token, after
 jupyter-server's own authentication (the server's owner, XSRF-checked), so the
 browser never sees the token and needs no OAuth round trip to the service.
-Responses are streamed chunk by chunk, so ``logs?follow=1`` follows live.
+Responses are streamed chunk by chunk, so ``logs?follow=1`` follows live and ``views/stream`` (the
+sidebar's server-sent events) is pushed as it comes.
 Calls that are safe to repeat (reads, cancels, submissions with an
 ``Idempotency-Key``) are retried with back-off for up to ``RETRY_SECONDS`` while
 the scheduler cannot be reached (it is restarting), before answering 502.
@@ -22,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlencode, urlparse
 
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.utils import url_path_join
@@ -35,6 +36,7 @@ from ..common.backoff import Backoff
 FORWARD_REQUEST_HEADERS = ("Accept", "Content-Type", "Idempotency-Key", "If-None-Match")
 RETRY_SECONDS = 30.0
 _CANCEL = re.compile(r"runs/\d+/cancel/?")
+_STREAM = re.compile(r"views/stream/?")
 FORWARD_RESPONSE_HEADERS = ("Content-Type", "Content-Disposition", "X-Log-Offset", "X-Run-State", "Location", "ETag")
 
 
@@ -59,7 +61,11 @@ class ServiceProxyHandler(JupyterHandler):
         if not base or not token:
             raise web.HTTPError(503, "this server is not connected to a NothingAI scheduler "
                                      "(NOTHING_SERVICE_URL or JUPYTERHUB_API_TOKEN is not set)")
-        url = base + "api/" + path + (f"?{self.request.query}" if self.request.query else "")
+        # ``_xsrf`` (in the query where the browser cannot send headers: an EventSource) is this server's.
+        query = self.request.query or ""
+        if "_xsrf=" in query:
+            query = urlencode([(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "_xsrf"])
+        url = base + "api/" + path + (f"?{query}" if query else "")
         headers = {h: self.request.headers[h] for h in FORWARD_REQUEST_HEADERS if h in self.request.headers}
         headers["Authorization"] = f"token {token}"
         started = False
@@ -74,23 +80,35 @@ class ServiceProxyHandler(JupyterHandler):
             fut = self.flush()
             fut.add_done_callback(lambda f: f.exception())
 
+        # A followed log and a view stream stay open as long as the browser reads them.
+        endless = "follow=" in query or _STREAM.fullmatch(path) is not None
         request = HTTPRequest(
             url, method=self.request.method, headers=headers,
             body=self.request.body if self.request.method == "POST" else None,
-            follow_redirects=False, request_timeout=0 if "follow=" in (self.request.query or "") else 60,
+            follow_redirects=False, request_timeout=0 if endless else 60,
             allow_nonstandard_methods=True, header_callback=self._on_header, streaming_callback=on_chunk,
         )
+        # An endless answer gets a client of its own: the shared one runs at most 10 requests at once and
+        # queues the rest, so a few open tabs' streams would hold up every other call.
+        client = AsyncHTTPClient(force_instance=True) if endless else AsyncHTTPClient()
+        try:
+            await self._fetch(client, request, path, lambda: started)
+        finally:
+            if endless:
+                client.close()
+
+    async def _fetch(self, client: AsyncHTTPClient, request: HTTPRequest, path: str, started) -> None:
         delays = Backoff(initial=0.2, maximum=5.0, jitter=0.5, budget=RETRY_SECONDS).delays() \
             if self._repeatable(path) else iter(())
         while True:
             try:
-                response = await AsyncHTTPClient().fetch(request, raise_error=False)
+                response = await client.fetch(request, raise_error=False)
             except StreamClosedError:
                 return
             except (HTTPClientError, OSError) as e:
                 error = e
             else:
-                if response.code != 599 or started or self._status_seen:
+                if response.code != 599 or started() or self._status_seen:
                     break
                 error = response.error
             # Nothing of an answer reached the browser yet: the scheduler was not there (restarting).

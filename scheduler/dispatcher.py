@@ -2,19 +2,25 @@
 
 Every event (a submission, a cancel, a process that ended) wakes one scheduling
 pass; a pass snapshots the active runs, calls the pure policy, records the
-decisions and launches what it decided.  Runs that were going when the service
+decisions and launches what it decided.  Over a long queue the policy runs in a
+worker thread while the event loop goes on serving requests, and each start it
+decided is checked against the state found afterwards (the run still waits, its
+GPUs are still free) before it is recorded.  Runs that were going when the service
 last stopped are re-attached at start.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import logging
 import secrets
 import signal
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from pathlib import Path
@@ -51,6 +57,22 @@ def epoch(value: datetime) -> float:
     return value.replace(tzinfo=timezone.utc).timestamp()
 
 
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Python's cyclic garbage collector paused for a burst of short-lived objects (a pass's ranks and queue
+    entries, a view's sort keys over 10,000 runs).  Collected as they come, they outlive a few young
+    collections, get promoted, and set off a full collection of the whole heap every few bursts: tens to
+    hundreds of ms holding the GIL, and the event loop with it.  Paused, reference counting frees them when
+    the burst is done.  Nested uses leave it to the outermost to resume."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
 class RunNotActive(Exception):
     """The run has already ended."""
 
@@ -62,6 +84,8 @@ EXTERNAL_NODE = "(external)"
 # most half of the event loop, however long the queue.
 PASS_COALESCE_ABOVE = 0.002
 PASS_COALESCE_MAX = 0.05
+# A pass decided off the loop applies the queue's new positions in slices of this many runs.
+WAITING_SLICE = 2000
 
 
 class NotebookGpusUnavailable(Exception):
@@ -136,6 +160,7 @@ class ActiveRun:
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     # The API's view of an end not committed yet (``exit_code``, ``ended_at``), set by ``Dispatcher._end``.
     ending: dict = field(default_factory=dict)
+    _pending: PendingRun | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_row(cls, row) -> ActiveRun:
@@ -178,6 +203,17 @@ class ActiveRun:
     @cached_property
     def paths(self) -> RunPaths:
         return RunPaths(Path(self.run_dir))
+
+    def pending(self) -> PendingRun:
+        """The run as the policy sees it while queued, made once and again only after its priority changed
+        (the one field that changes while a run waits): a pass over 10,000 queued runs built them all each time."""
+        cached = self._pending
+        if cached is None or cached.priority != self.priority:
+            cached = self._pending = PendingRun(
+                self.id, self.owner, self.gpus, self.cpus, self.memory_bytes, self.priority, self.submitted_epoch,
+                group=self.group, preemptible=self.preemptible, max_seconds=self.max_seconds, nodes=self.nodes,
+                gpus_per_node=self.gpus_per_node)
+        return cached
 
     def live_fields(self) -> dict[str, Any]:
         """Fields that change without a database write (queue position and reason)."""
@@ -244,13 +280,32 @@ class Dispatcher:
         # Called with each scheduling pass's duration in seconds (the service's Prometheus histogram).
         self.pass_done: list[Callable[[float], None]] = []
         # Bumped on every change the views show (a submission, a transition, a run leaving ``active``, a pass
-        # that moved the queue, notebook GPUs): the API's ETags and view caches are keyed on it.
-        self.view_version = 0
+        # that moved the queue, notebook GPUs): the API's ETags and view caches are keyed on it, and each of
+        # ``view_changed`` is called (the open view streams, ``api.views.ViewStreams``; it must return at once).
+        self.view_changed: list[Callable[[], None]] = []
+        self._view_version = 0
         self._next_id = 1
         self._decide_seconds = 0.0
+        # A pass over at least this many queued runs asks the policy in a worker thread (``_decide``).
+        self.decide_in_thread_above = 500
+        self._decided_off_loop = False
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
+        # The run the policy keeps nodes for, given to the engine ahead (``Executor.submit_ahead_of``): its id,
+        # those nodes and its folders; at most one at a time.
+        self._ahead: tuple[int, tuple[str, ...], RunPaths] | None = None
+        self._ahead_lock = asyncio.Lock()
+
+    @property
+    def view_version(self) -> int:
+        return self._view_version
+
+    @view_version.setter
+    def view_version(self, value: int) -> None:
+        self._view_version = value
+        for listener in self.view_changed:
+            listener()
 
     # ------------------------------------------------------------------ life cycle
     async def start(self) -> None:
@@ -293,6 +348,9 @@ class Dispatcher:
                          self.executor.ref_text(run.process) if run.process else None)
                 self.executor.reattach(run.id, run.process, run.paths)
                 self._arm_timers(run)
+        if self.executor.submits_ahead:
+            await self.executor.withdraw_stale_ahead([(r.id, r.paths) for r in self.active.values()
+                                                      if r.state == S.QUEUED])
         self._loop_task = asyncio.ensure_future(self._loop())
         self.wake()
 
@@ -490,8 +548,12 @@ class Dispatcher:
     # ------------------------------------------------------------------ scheduling
     def snapshot(self) -> ClusterSnapshot:
         running, queued = [], []
+        queued_state = S.QUEUED
         for run in self.active.values():
-            if run.state in HOLDING and run.node is not None:
+            if run.state is queued_state:  # most of a long queue: checked first
+                pending = run._pending
+                queued.append(pending if pending is not None and pending.priority == run.priority else run.pending())
+            elif run.state in HOLDING and run.node is not None:
                 started = epoch(run.started_at) if run.started_at else 0.0
                 for node, gpus in run.placements:  # one Allocation per node of the run
                     running.append(Allocation(
@@ -499,11 +561,6 @@ class Dispatcher:
                         preemptible=run.preemptible, started_at=started,
                         expected_end=started + run.max_seconds if run.max_seconds and run.started_at else None,
                         stopping=run.state == S.STOP_IN_PROGRESS))
-            elif run.state == S.QUEUED:
-                queued.append(PendingRun(run.id, run.owner, run.gpus, run.cpus, run.memory_bytes, run.priority,
-                                         run.submitted_epoch, group=run.group, preemptible=run.preemptible,
-                                         max_seconds=run.max_seconds, nodes=run.nodes,
-                                         gpus_per_node=run.gpus_per_node))
         for hold in self.notebooks.values():
             # Negative ids keep notebooks apart from runs; the policy never preempts them.
             running.append(Allocation(-hold.id, hold.owner, hold.node, hold.gpus, group=hold.group,
@@ -518,22 +575,63 @@ class Dispatcher:
         for ledger, key in ((self.group_usage, group), (self.user_usage, owner)):
             ledger.charge(key, gpus, epoch(started), epoch(ended), finished)
 
-    async def _schedule_pass(self) -> None:
-        started = time.perf_counter()
-        decisions = self.policy.decide(self.snapshot())
-        self._decide_seconds = time.perf_counter() - started
-        self._wake_at(getattr(decisions, "next_pass_at", None))
+    async def _decide(self, snapshot: ClusterSnapshot):
+        """The policy's decisions on ``snapshot``: in a worker thread once the queue is long.
+
+        The policy is a pure function of the snapshot (frozen values), so it may run
+        while the event loop goes on: a submission no longer waits for a whole pass
+        over a long queue.  The loop may change the dispatcher's state meanwhile;
+        ``_schedule_pass`` checks each decision against the state it finds afterwards.
+        """
+        self._decided_off_loop = len(snapshot.queued) >= self.decide_in_thread_above
+        if not self._decided_off_loop:
+            return self.policy.decide(snapshot)
+        return await asyncio.to_thread(self.policy.decide, snapshot)
+
+    def _still_free(self, start, holders: dict) -> bool:
+        """Whether a start decided on a snapshot can still be made: the run waits, its nodes are usable and
+        none of its GPUs was taken meanwhile (a notebook's GPUs are the only ones taken outside a pass)."""
+        run = self.active.get(start.run_id)
+        if run is None or run.state != S.QUEUED:
+            return False
+        usable = {n.name: n.gpus for n in self.nodes}
+        return all(node in usable and all(g in usable[node] and (node, g) not in holders for g in gpus)
+                   for node, gpus in start.all_placements)
+
+    async def _apply_waiting(self, waiting) -> bool:
+        """The policy's positions, reasons and estimates on the runs that still wait; whether any changed."""
         unusable = self._unusable_nodes()
         moved = False
-        for entry in decisions.waiting:
-            run = self.active.get(entry.run_id)
-            if run is not None:
+        active, queued_state = self.active, S.QUEUED
+        for i, entry in enumerate(waiting):
+            run = active.get(entry.run_id)
+            if run is not None and run.state is queued_state:
                 reason = f"{entry.reason}; {unusable}" if unusable else entry.reason
-                if (run.position, run.estimated_start, run.reason) != (entry.position, entry.estimated_start, reason):
+                if run.position != entry.position or run.estimated_start != entry.estimated_start \
+                        or run.reason != reason:
                     run.position, run.estimated_start, run.reason = entry.position, entry.estimated_start, reason
                     moved = True
+            if i % WAITING_SLICE == WAITING_SLICE - 1 and self._decided_off_loop:
+                await asyncio.sleep(0)  # a long queue: requests go in between (each entry is checked as it comes)
+        return moved
+
+    async def _schedule_pass(self) -> None:
+        started = time.perf_counter()
+        with paused_gc():  # a pass over a long queue makes tens of thousands of short-lived tuples
+            snapshot = self.snapshot()
+            decisions = await self._decide(snapshot)
+            del snapshot
+            self._decide_seconds = time.perf_counter() - started
+            self._wake_at(getattr(decisions, "next_pass_at", None))
+            moved = await self._apply_waiting(decisions.waiting)
+            # Only the entries the rest of the pass reads outlive the pause: the others are freed now, not
+            # promoted by the collector's first young collection after it.
+            decisions = replace(decisions, waiting=tuple(e for e in decisions.waiting if e.reserved_nodes))
         if moved:
             self.view_version += 1
+        if self.executor.submits_ahead:
+            await self._withdraw_ahead_in_the_way(decisions.starts)
+            self._spawn(self._plan_ahead(decisions))
         for preempt in getattr(decisions, "preemptions", ()):
             victim = self.active.get(preempt.run_id)
             if victim is not None and victim.state == S.RUNNING:
@@ -543,7 +641,13 @@ class Dispatcher:
             return
         now = utcnow()
         transitions, starting = [], []
+        holders = self.gpu_holders()
         for start in decisions.starts:
+            if not self._still_free(start, holders):
+                # Cancelled, or its GPUs went to a notebook while the policy ran: the next pass decides again.
+                log.info("Run %s: not started as decided (its run or GPUs changed during the pass)", start.run_id)
+                self.wake()
+                continue
             run = self.active[start.run_id]
             run.node, run.assigned_gpus, run.position, run.estimated_start = start.node, start.gpus, None, None
             run.placement = start.placements if len(start.placements) > 1 else ()
@@ -558,6 +662,10 @@ class Dispatcher:
             transitions.append(self._transition(run, S.CREATE_IN_PROGRESS, where, now, node=start.node,
                                                 assigned_gpus=list(start.gpus), **fields))
             starting.append(run)
+            for node, gpus in start.all_placements:
+                holders.update(((node, g), run) for g in gpus)
+        if not starting:
+            return
         await self._persist(transitions)
         results = await asyncio.gather(*(self._launch(run) for run in starting), return_exceptions=True)
         now = utcnow()
@@ -590,7 +698,75 @@ class Dispatcher:
             return None
         return await asyncio.to_thread(self.accounts.account, owner)
 
+    # ------------------------------------------------------------------ submitted ahead
+    def _holders_on(self, nodes: tuple[str, ...]) -> list[ActiveRun | NotebookHold]:
+        wanted = set(nodes)
+        return list({id(h): h for (node, _), h in self.gpu_holders().items() if node in wanted}.values())
+
+    async def _withdraw_ahead_in_the_way(self, starts) -> None:
+        """Before this pass's starts: the run submitted ahead goes if another run now starts on its nodes; its
+        own start takes its job over in the executor (or replaces it, on other nodes)."""
+        if not starts:
+            return
+        async with self._ahead_lock:  # a submission ahead still under way is finished (or refused) first
+            ahead = self._ahead
+            if ahead is None:
+                return
+            if any(start.run_id == ahead[0] for start in starts):
+                self._ahead = None
+                return
+            if {node for start in starts for node, _ in start.all_placements} & set(ahead[1]):
+                await self._withdraw_ahead()
+
+    async def _withdraw_ahead(self) -> None:
+        if self._ahead is not None:
+            run_id, _, paths = self._ahead
+            self._ahead = None
+            await self.executor.withdraw_ahead(run_id, paths)
+
+    async def _plan_ahead(self, decisions) -> None:
+        """Give the engine the run holding the reservation, to start when the runs on its nodes end, so the
+        hand-off costs what the engine's own queue costs, not our noticing the end and a fresh submission.
+
+        Only while every GPU on those nodes is held by a run with a job of the engine's: a node whose holders
+        are gone but whose reserved run did not start (something else holds it back) gets no job that could
+        start unaccounted, and a job submitted ahead that might have started there is withdrawn.
+        """
+        async with self._ahead_lock:
+            entry = next((e for e in decisions.waiting if e.reserved_nodes), None)
+            run = self.active.get(entry.run_id) if entry is not None else None
+            holders = self._holders_on(entry.reserved_nodes) if entry is not None else []
+            ok = (run is not None and run.state == S.QUEUED and run.kind == "train" and bool(holders)
+                  and all(isinstance(h, ActiveRun) and h.state in (S.RUNNING, S.STOP_IN_PROGRESS)
+                          and h.process is not None for h in holders))
+            if self._ahead is not None:
+                if ok and entry is not None and self._ahead[:2] == (entry.run_id, entry.reserved_nodes):
+                    return
+                await self._withdraw_ahead()
+            if not ok or run is None or entry is None:
+                return
+            try:
+                launch, python = await self._prepare_launch(run, entry.reserved_nodes)
+                if run.state == S.QUEUED and await self.executor.submit_ahead_of(
+                        launch, run.paths, python, [h.process for h in holders if isinstance(h, ActiveRun)]):
+                    self._ahead = (run.id, entry.reserved_nodes, run.paths)
+            except Exception as e:  # noqa: BLE001 - the run is started the ordinary way then
+                log.warning("Run %s: not submitted ahead: %s", run.id, e)
+
+    # ------------------------------------------------------------------ launching
     async def _launch(self, run: ActiveRun) -> ProcessRef:
+        launch, python = await self._prepare_launch(run)
+        return await self.executor.launch(launch, run.paths, python)
+
+    async def _prepare_launch(self, run: ActiveRun,
+                              ahead_nodes: tuple[str, ...] = ()) -> tuple[RunLaunch, str]:
+        """The run's code staged and what the executor needs to start it: where the policy placed it, or, for a
+        run submitted ahead, on ``ahead_nodes`` (the engine picks the devices, so GPUs are counted, not named)."""
+        node, gpus, placement = run.node or "", run.assigned_gpus, run.placement
+        if ahead_nodes:
+            per_node = tuple(range(run.gpus_per_node if run.nodes > 1 else run.gpus))
+            node, gpus = ahead_nodes[0], per_node
+            placement = tuple((n, per_node) for n in ahead_nodes) if len(ahead_nodes) > 1 else ()
         account = await self.account(run.owner)
         if account is None:
             await self.launcher.call_idempotent(stage_source, run.run_dir, self.snapshot_limits)
@@ -600,14 +776,13 @@ class Dispatcher:
             await self.launcher.call_idempotent(stage_source, run.run_dir, self.snapshot_limits,
                                         account.uid, account.gid)
         launch = RunLaunch(run.id, run.owner, run.experiment, run.entry_point, run.args, run.hyperparameters,
-                           run.assigned_gpus, cpus=run.cpus, memory_bytes=run.memory_bytes, node=run.node or "",
+                           gpus, cpus=run.cpus, memory_bytes=run.memory_bytes, node=node,
                            max_seconds=run.max_seconds,
                            uid=account.uid if account else None, gid=account.gid if account else None,
-                           unix_name=account.name if account else "", placement=run.placement,
+                           unix_name=account.name if account else "", placement=placement,
                            procs_per_node=run.procs_per_node, torchrun=run.torchrun,
                            **await self._read_only_inputs(run))
-        python = self.python if run.kind == "train" else self.runtime_python
-        return await self.executor.launch(launch, run.paths, python)
+        return launch, self.python if run.kind == "train" else self.runtime_python
 
     async def _read_only_inputs(self, run: ActiveRun) -> dict[str, Any]:
         """What the run reads and must not change: its checkpoint input and its datasets, bound read-only."""
@@ -792,6 +967,10 @@ class Dispatcher:
         if run.state == S.QUEUED:
             await self._persist([self._end(run, S.STOPPED, f"cancelled by {by} while queued", utcnow(),
                                            stop_cause=StopCause.CANCEL)])
+            if self._ahead is not None and self._ahead[0] == run.id:
+                async with self._ahead_lock:
+                    if self._ahead is not None and self._ahead[0] == run.id:
+                        await self._withdraw_ahead()
             self.wake()
         elif run.state in (S.CREATE_IN_PROGRESS, S.RUNNING):
             await run.launched.wait()

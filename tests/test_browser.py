@@ -122,6 +122,51 @@ def test_sidebar_follows_a_run_and_opens_its_log_and_tensorboard(hub, make_user,
         hub.hub_api("DELETE", f"/users/{name}/server")
 
 
+def test_everyones_queue_is_pushed_on_one_stream_and_not_polled(hub, make_user, browser):
+    """The sidebar shows the queue from the view stream: runs appear and change state without a poll."""
+    from playwright.sync_api import expect
+
+    name, api = make_user("lab")
+    r = hub.hub_api("POST", f"/users/{name}/server")
+    assert r.status_code in (201, 202), r.text
+    wait_for_sync(lambda: hub.hub_api("GET", f"/users/{name}").json()["servers"].get("", {}).get("ready"),
+                  timeout=60, message="the single-user server")
+    context, page = login(browser, hub, name)
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    blocker = queued = None
+    try:
+        page.goto(f"{hub.url}/user/{name}/lab?reset")
+        tab = page.locator("li.lm-TabBar-tab[data-id='nothing-runs']")
+        tab.wait_for(timeout=60_000)
+        if "lm-mod-current" not in (tab.get_attribute("class") or ""):
+            tab.click()
+        panel = page.locator("#nothing-runs")
+        panel.get_by_role("button", name="Everyone's queue").click()
+        wait_all_gpus_free(api)
+        blocker = api.submit({"hold.py": GATED}, entry_point="hold.py", name="blocker", gpus=4).json()["id"]
+        queued = api.submit({"hold.py": GATED}, entry_point="hold.py", name="pushed", gpus=1).json()["id"]
+        row = panel.locator(f"li[data-run-id='{queued}']")
+        expect(row.locator("[data-state]")).to_have_text("QUEUED", timeout=20_000)
+        expect(row).to_contain_text("pushed")
+        expect(panel).to_have_attribute("data-updates", "pushed", timeout=20_000)
+        assert any("/nothing/api/views/stream?views=summary,queue" in u for u in requests), requests
+
+        # While the stream is live the panel asks for nothing: several poll periods pass without a request ...
+        polled = len([u for u in requests if "/nothing/api/queue" in u or "/nothing/api/summary" in u])
+        page.wait_for_timeout(7_000)
+        release(hub, blocker)
+        # ... and the run's start still reaches it.
+        expect(row.locator("[data-state]")).to_have_text("RUNNING", timeout=30_000)
+        assert len([u for u in requests if "/nothing/api/queue" in u or "/nothing/api/summary" in u]) == polled
+    finally:
+        for run_id in (blocker, queued):
+            if run_id is not None:
+                api("POST", f"/runs/{run_id}/cancel")
+        context.close()
+        hub.hub_api("DELETE", f"/users/{name}/server")
+
+
 def test_admin_page_shows_gpus_and_the_queue_and_refuses_non_admins(hub, make_user, browser):
     from playwright.sync_api import expect
 

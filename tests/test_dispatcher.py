@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
+import threading
 
 import pytest
 
@@ -310,3 +312,50 @@ async def test_a_runs_end_shows_whole_in_its_live_fields_before_the_commit(tmp_p
     live = run.live_fields()
     assert (live["state"], live["exit_code"], live["ended_at"]) == ("COMPLETE", 0, "2026-12-01T10:00:00Z")
     d.db.close()
+
+
+class HeldPolicy:
+    """The dispatcher's policy, held inside its worker thread until ``go`` once it has decided a start."""
+
+    def __init__(self, policy):
+        self.policy = policy
+        self.deciding, self.go = threading.Event(), threading.Event()
+
+    def decide(self, snapshot):
+        decisions = self.policy.decide(snapshot)
+        if decisions.starts:
+            self.deciding.set()
+            self.go.wait(10)
+        return decisions
+
+
+async def test_a_submission_is_answered_while_a_pass_is_still_deciding(dispatcher):
+    dispatcher.decide_in_thread_above = 0  # every pass asks the policy in a worker thread, as for long queues
+    dispatcher.policy = held = HeldPolicy(dispatcher.policy)
+    blocker = await submit(dispatcher, HOLD, gpus=4)
+    await wait_for(held.deciding.is_set, message="the pass to be deciding")
+    queued = await asyncio.wait_for(submit(dispatcher, "pass", gpus=1), 10)
+    assert queued.state == RunState.QUEUED and blocker.state == RunState.QUEUED
+    held.go.set()
+    await wait_for(lambda: has_seen(blocker), message="the blocker to start")
+    release(blocker)
+    assert (await ended(dispatcher, blocker)).state == (await ended(dispatcher, queued)).state == RunState.COMPLETE
+
+
+async def test_a_start_decided_off_the_loop_is_not_made_on_gpus_a_notebook_took_meanwhile(dispatcher):
+    dispatcher.decide_in_thread_above = 0
+    dispatcher.policy = held = HeldPolicy(dispatcher.policy)
+    run = await submit(dispatcher, HOLD, gpus=4)
+    await wait_for(held.deciding.is_set, message="the pass to be deciding")
+    # The policy gave the run all four GPUs; meanwhile a notebook takes one of them.
+    hold = await dispatcher.hold_notebook_gpus("bob", "", "", 1)
+    held.go.set()
+    await wait_for(lambda: run.position is not None, message="the run to wait for the next pass's GPUs")
+    assert run.state == RunState.QUEUED and run.node is None
+    assert dispatcher.gpu_holders()[("node-a", hold.gpus[0])] is hold
+    assert RunState.CREATE_IN_PROGRESS not in [e.to_state for e in await dispatcher.db.run(store.run_events, run.id)]
+    await dispatcher.release_notebook_gpus("bob", "")
+    await wait_for(lambda: has_seen(run), message="the run to start once the notebook gave its GPU back")
+    assert set(seen(run)["env"]["CUDA_VISIBLE_DEVICES"].split(",")) == {"0", "1", "2", "3"}
+    release(run)
+    assert (await ended(dispatcher, run)).state == RunState.COMPLETE

@@ -1,12 +1,18 @@
 /**
- * The sidebar's data: one poll per panel (not per row) that reads the caller's
- * summary and either their runs or everyone's queue, backing off on errors and
- * standing by while the page is hidden.
+ * The sidebar's data: the caller's summary and either their runs or everyone's queue.
+ *
+ * Where the browser has `EventSource`, the service pushes the summary and the queue's
+ * page on one stream per tab (`ViewStream`) when they change, and the panel requests
+ * only what the stream does not carry (a page of "My runs", fetched when the caller's
+ * active runs changed). Without a live stream, one poll per panel (not per row) reads
+ * them every few seconds with `If-None-Match`, backing off on errors and standing by
+ * while the page is hidden.
  */
 import { Poll } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { IQueueEntry, IRun, ISummary, NothingAPIError, requestAPI, requestConditional } from './api';
+import { StreamEvent, ViewStream } from './stream';
 
 export type View = 'mine' | 'everyone';
 
@@ -53,7 +59,9 @@ export interface IRow {
 }
 
 export class RunsModel {
-  constructor(interval = 3000) {
+  constructor(interval = 3000, stream = ViewStream.supported) {
+    this._stream = stream ? new ViewStream((event, value) => this._onPushed(event, value)) : null;
+    this._follow();
     this._poll = new Poll({
       auto: true,
       factory: () => this._refresh(),
@@ -78,6 +86,7 @@ export class RunsModel {
       this._offset = 0;
       this._total = null;
       this._changed.emit();
+      this._follow();
       void this.refresh();
     }
   }
@@ -108,6 +117,7 @@ export class RunsModel {
     if (offset !== this._offset) {
       this._offset = offset;
       this._changed.emit();
+      this._follow();
       void this.refresh();
     }
   }
@@ -125,31 +135,79 @@ export class RunsModel {
     return this._error;
   }
 
+  /** Whether the views come pushed on a live stream (else they are polled). */
+  get streaming(): boolean {
+    return this._stream !== null && this._stream.live;
+  }
+
   /** Refresh now (after an action) instead of waiting for the next tick. */
   refresh(): Promise<void> {
+    this._stale = true;
     return this._poll.refresh();
   }
 
   dispose(): void {
+    this._stream?.dispose();
     this._poll.dispose();
     Signal.clearData(this);
+  }
+
+  /** The stream's views for what the panel shows now. */
+  private _follow(): void {
+    this._stream?.follow(
+      this._view === 'mine'
+        ? 'views=summary'
+        : `views=summary,queue&my_active=0&limit=${PAGE_SIZE}&offset=${this._offset}`
+    );
+  }
+
+  /** A view the service pushed: shown at once; "My runs" is fetched again when my active runs changed. */
+  private _onPushed(event: StreamEvent, value: unknown): void {
+    if (event === 'summary') {
+      const summary = value as ISummary;
+      const active = JSON.stringify(summary.my_active ?? null);
+      if (this._view === 'mine' && active !== this._pushedActive) {
+        this._stale = true;
+        void this._poll.refresh();
+      }
+      this._pushedActive = active;
+      this._summary = summary;
+    } else if (this._view === 'everyone') {
+      const queue = value as { runs: IQueueEntry[]; total: number; offset: number };
+      if (queue.offset !== this._offset) {
+        return;
+      }
+      this._rows = queue.runs.map(fromQueue);
+      this._total = queue.total;
+    }
+    this._error = null;
+    this._changed.emit();
   }
 
   private async _refresh(): Promise<void> {
     const view = this._view;
     const query = runsQuery(this._filters, this._offset);
     const offset = this._offset;
+    // The stream brings the summary and the queue: ask only for what it does not carry, when it changed.
+    const pushed = this.streaming;
+    if (pushed && (view === 'everyone' || !this._stale)) {
+      this._stale = false;
+      return;
+    }
+    this._stale = false;
     try {
       // Unchanged since the last tick: the service answers 304 and the last answer is used.
       // "Everyone" shows only the header of the summary: not my active runs' details.
-      const summaryRequest = requestConditional<ISummary>(view === 'mine' ? 'summary' : 'summary?my_active=0');
+      const summaryRequest: Promise<ISummary | null> = pushed
+        ? Promise.resolve(this._summary)
+        : requestConditional<ISummary>(view === 'mine' ? 'summary' : 'summary?my_active=0');
       let rows: IRow[];
       if (view === 'mine') {
         const [summary, runs] = await Promise.all([
           summaryRequest,
           requestAPI<{ runs: IRun[]; total: number }>(query)
         ]);
-        const live = new Map((summary.my_active ?? []).map(e => [e.id, e]));
+        const live = new Map((summary?.my_active ?? []).map(e => [e.id, e]));
         rows = runs.runs.map(r => fromRun(r, live.get(r.id)));
         if (query === runsQuery(this._filters, this._offset)) {
           this._total = runs.total;
@@ -175,6 +233,7 @@ export class RunsModel {
       }
       this._error = null;
     } catch (error) {
+      this._stale = true;
       this._error = error instanceof NothingAPIError ? error.message : String(error);
       this._changed.emit();
       throw error;
@@ -183,6 +242,10 @@ export class RunsModel {
   }
 
   private _poll: Poll;
+  private _stream: ViewStream | null;
+  /** Something the stream does not carry must be fetched (a view, filter or page changed, an action). */
+  private _stale = true;
+  private _pushedActive = '';
   private _view: View = 'mine';
   private _rows: IRow[] = [];
   private _filters: IFilters = { state: '', experiment: '', since: '' };

@@ -139,6 +139,8 @@ export class RunsPanel extends Widget {
       button.setAttribute('aria-pressed', String(button.dataset.view === this.model.view));
     }
     this._error.textContent = this.model.error ? `Cannot load runs: ${this.model.error}` : '';
+    // How the list is kept current: pushed by the service's stream, or polled.
+    this.node.dataset.updates = this.model.streaming ? 'pushed' : 'polled';
     const mine = this.model.view === 'mine';
     this._filterForm.hidden = !mine;
     this._renderPager();

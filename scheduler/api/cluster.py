@@ -13,9 +13,11 @@ NVML; on virtual GPUs they are ``null`` with the reason in ``*_note``.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, or_, select, update
 from tornado import web
@@ -29,7 +31,7 @@ from .base import APIHandler, HandlerMixin, hub_api
 from .gpus import holder_ids, holder_kind
 from .runs import RunAccessMixin
 from .tensorboard import experiment_board_url, run_board_url
-from .views import not_modified, page_bounds, queue_views, summary_etag
+from .views import StreamView, ViewStream, ViewStreams, not_modified, page_bounds, queue_views, summary_etag
 
 
 class ClusterView(Configurable):
@@ -64,6 +66,36 @@ class ClusterView(Configurable):
         ``304 Not Modified`` on ``If-None-Match``, each queue page serialized once per version.  Off: every
         request rebuilds its answer (as before; only for comparing in ``bench/views.py``).
         Example: ``c.ClusterView.cache_views = False``
+        """,
+    ).tag(config=True)
+
+    stream_interval = Float(
+        1.0,
+        help="""Seconds between two updates of an open view stream (``GET /api/views/stream``) at most: the
+        changes of a burst of submissions reach the sidebars together, in one update, and a quiet queue's first
+        change goes out at once.  Example: ``c.ClusterView.stream_interval = 2.0``
+        """,
+    ).tag(config=True)
+
+    stream_heartbeat = Float(
+        15.0,
+        help="""Seconds between the comments a quiet view stream sends, so proxies keep the connection open
+        and a client that is gone is noticed.  Example: ``c.ClusterView.stream_heartbeat = 30``
+        """,
+    ).tag(config=True)
+
+    stream_stall_seconds = Float(
+        30.0,
+        help="""A view stream whose client has not read what was written for this long is closed (the browser
+        reconnects), so a slow client never grows the service's memory.  Example:
+        ``c.ClusterView.stream_stall_seconds = 60``
+        """,
+    ).tag(config=True)
+
+    stream_max_seconds = Float(
+        600.0,
+        help="""A view stream is ended after this long (the browser reconnects 3 s later), so who may see what is
+        checked again as on every polled request.  Example: ``c.ClusterView.stream_max_seconds = 300``
         """,
     ).tag(config=True)
 
@@ -172,7 +204,7 @@ def borrowable_gpus(dispatcher, quotas, free: int, group: str) -> int:
         return free
     used: dict[str, int] = {}
     for run in dispatcher.active.values():
-        if run.state.holds_gpus:
+        if run.state in HOLDS_GPUS:
             used[run.group] = used.get(run.group, 0) + run.held_gpus
     held_back = sum(max(0, (q.guaranteed_gpus or 0) - used.get(name, 0)) for name, q in quotas.groups.items())
     if group not in quotas.groups and quotas.default_group.guaranteed_gpus:
@@ -213,14 +245,100 @@ def _generic_reason(run) -> str:
     return "waiting" if run.state == RunState.QUEUED else run.state.value.lower()
 
 
+# The states whose runs hold GPUs (a set lookup: the views check it for every active run, per version).
+HOLDS_GPUS = frozenset(s for s in RunState if s.holds_gpus)
+
+
 def sort_queue(runs) -> list:
     """Holding GPUs first (oldest start first), then the queue in position order."""
-    def key(run):
-        if run.state.holds_gpus:
-            return (0, run.started_at or run.submitted_at, run.id)
-        return (1, run.position if run.position is not None else 1 << 30, run.id)
+    holding: list[Any] = []
+    waiting: list[Any] = []
+    for run in runs:
+        (holding if run.state in HOLDS_GPUS else waiting).append(run)
+    holding.sort(key=lambda run: (run.started_at or run.submitted_at, run.id))
+    waiting.sort(key=lambda run: (run.position if run.position is not None else 1 << 30, run.id))
+    return holding + waiting
 
-    return sorted(runs, key=key)
+
+def gpu_totals(scheduler, dispatcher) -> dict[str, int]:
+    total = sum(len(g) for g in scheduler.inventory.values())
+    busy = len(gpu_holders(dispatcher))
+    return {"total": total, "busy": busy, "free": total - busy}
+
+
+class Viewer(NamedTuple):
+    """Who looks at a view: what decides what they may see of it."""
+
+    name: str
+    admin: bool
+    groups: tuple[str, ...]
+
+
+def summary_document(settings: dict, viewer: Viewer, with_active: bool, used: dict[str, float],
+                     period: tuple[datetime, datetime], state=None) -> dict[str, Any]:
+    """The summary ``viewer`` sees (``/api/summary`` and the view stream); ``state``: the cached view version
+    whose shared values it reuses (None: computed afresh)."""
+    scheduler, dispatcher = settings["scheduler"], settings["dispatcher"]
+    active = dispatcher.active.values()
+    quota = quota_for(scheduler, viewer.name, list(viewer.groups))
+    quotas, group = getattr(scheduler, "quotas", None), quota["group"] or ""
+    if state is None:
+        mine = sort_queue([r for r in active if r.owner == viewer.name])
+        gpus = gpu_totals(scheduler, dispatcher)
+        queue_length = sum(r.state == RunState.QUEUED for r in active)
+        borrowable = borrowable_gpus(dispatcher, quotas, gpus["free"], group)
+    else:
+        mine = state.runs(viewer.name)
+        gpus = state.memo("gpus", lambda: gpu_totals(scheduler, dispatcher))
+        queue_length = state.memo("queue_length", lambda: sum(r.state is RunState.QUEUED for r in active))
+        borrowable = state.memo(("borrowable", group),
+                                lambda: borrowable_gpus(dispatcher, quotas, gpus["free"], group))
+    def counts() -> tuple[int, int, int]:
+        holding = [r for r in mine if r.state in HOLDS_GPUS]
+        return sum(r.held_gpus for r in holding), sum(r.state is RunState.QUEUED for r in mine), len(holding)
+
+    in_use, queued, running = counts() if state is None else state.memo(("counts", viewer.name), counts)
+    start, end = period
+    return {
+        "user": viewer.name,
+        "admin": viewer.admin,
+        "gpus": gpus,
+        "my_gpus_in_use": in_use,
+        "my_runs": {"queued": queued, "running": running},
+        "queue_length": queue_length,
+        "guaranteed_gpus": quota["guaranteed_gpus"],
+        "group": quota["group"],
+        "borrowable_gpus": borrowable,
+        "quota_source": quota["source"],
+        "usage_gpu_hours": round(used.get(viewer.name, 0.0), 6),
+        "period": {"start": _iso(start), "end": _iso(end)},
+        # Live queue facts of the caller's active runs (position, reason, estimated start).
+        **({"my_active": [queue_entry(r, viewer.name, viewer.admin, "full") for r in mine]}
+           if with_active else {}),
+    }
+
+
+async def queue_page(settings: dict, viewer: Viewer, only_mine: bool, limit: int | None, offset: int,
+                     state=None) -> str:
+    """The JSON of one page of the queue as ``viewer`` sees it, built once per view version and viewer class
+    (``views.QueueViews``); shared by ``/api/queue`` and the view stream."""
+    view, dispatcher = cluster_view(settings), settings["dispatcher"]
+    views = queue_views(settings, sort_queue)
+    state = state or views.current(dispatcher)
+    view_class = "full" if viewer.admin else view.others_visibility
+
+    def build(runs: list, names: dict[int, str]) -> dict:
+        entries = []
+        for run in runs:
+            entry = queue_entry(run, viewer.name, viewer.admin, view.others_visibility)
+            if entry["experiment"] is not None:
+                entry["name"] = names.get(run.id, "")
+            entries.append(entry)
+        gpus = state.memo("gpus", lambda: gpu_totals(settings["scheduler"], dispatcher))
+        return {"runs": entries, "gpus": gpus, "visibility": view_class}
+
+    return await views.page(state, viewer.name, view_class, only_mine, limit, offset, build,
+                            lambda ids: dispatcher.db.run(_names, ids))
 
 
 class ClusterMixin(HandlerMixin):
@@ -228,10 +346,12 @@ class ClusterMixin(HandlerMixin):
     def view(self) -> ClusterView:
         return cluster_view(self.settings)
 
+    @property
+    def viewer(self) -> Viewer:
+        return Viewer(self.username, self.is_admin, tuple(sorted(self.current_user.get("groups") or ())))
+
     def gpu_totals(self) -> dict[str, int]:
-        total = sum(len(g) for g in self.scheduler.inventory.values())
-        busy = len(gpu_holders(self.dispatcher))
-        return {"total": total, "busy": busy, "free": total - busy}
+        return gpu_totals(self.scheduler, self.dispatcher)
 
 
 class SummaryHandler(ClusterMixin, APIHandler):
@@ -252,41 +372,9 @@ class SummaryHandler(ClusterMixin, APIHandler):
                 return
             state = queue_views(self.settings, sort_queue).current(self.dispatcher)
         now = utcnow()
-        start, end = period_bounds(now, self.view.period_seconds)
-        used = await self.dispatcher.db.run(gpu_hours_by_owner, start, now)
-        active = self.dispatcher.active.values()
-        quota = quota_for(self.scheduler, self.username, groups)
-        quotas, group = getattr(self.scheduler, "quotas", None), quota["group"] or ""
-        if state is None:
-            mine = sort_queue([r for r in active if r.owner == self.username])
-            gpus = self.gpu_totals()
-            queue_length = sum(r.state == RunState.QUEUED for r in active)
-            borrowable = borrowable_gpus(self.dispatcher, quotas, gpus["free"], group)
-        else:
-            mine = state.runs(self.username)
-            gpus = state.memo("gpus", self.gpu_totals)
-            queue_length = state.memo("queue_length", lambda: sum(r.state == RunState.QUEUED for r in active))
-            borrowable = state.memo(("borrowable", group),
-                                    lambda: borrowable_gpus(self.dispatcher, quotas, gpus["free"], group))
-        in_use = sum(r.held_gpus for r in mine if r.state.holds_gpus)
-        self.write_json({
-            "user": self.username,
-            "admin": self.is_admin,
-            "gpus": gpus,
-            "my_gpus_in_use": in_use,
-            "my_runs": {"queued": sum(r.state == RunState.QUEUED for r in mine),
-                        "running": sum(r.state.holds_gpus for r in mine)},
-            "queue_length": queue_length,
-            "guaranteed_gpus": quota["guaranteed_gpus"],
-            "group": quota["group"],
-            "borrowable_gpus": borrowable,
-            "quota_source": quota["source"],
-            "usage_gpu_hours": round(used.get(self.username, 0.0), 6),
-            "period": {"start": _iso(start), "end": _iso(end)},
-            # Live queue facts of the caller's active runs (position, reason, estimated start).
-            **({"my_active": [queue_entry(r, self.username, self.is_admin, "full") for r in mine]}
-               if with_active else {}),
-        })
+        period = period_bounds(now, self.view.period_seconds)
+        used = await self.dispatcher.db.run(gpu_hours_by_owner, period[0], now)
+        self.write_json(summary_document(self.settings, self.viewer, with_active, used, period, state))
 
 
 class QueueHandler(ClusterMixin, APIHandler):
@@ -322,19 +410,82 @@ class QueueHandler(ClusterMixin, APIHandler):
         view_class = "full" if self.is_admin else self.view.others_visibility
         if not_modified(self, views.tag(state.version, self.username, view_class, only_mine, limit, offset)):
             return
+        self.finish(await queue_page(self.settings, self.viewer, only_mine, limit, offset, state))
 
-        def build(runs: list, names: dict[int, str]) -> dict:
-            entries = []
-            for run in runs:
-                entry = queue_entry(run, self.username, self.is_admin, self.view.others_visibility)
-                if entry["experiment"] is not None:
-                    entry["name"] = names.get(run.id, "")
-                entries.append(entry)
-            return {"runs": entries, "gpus": self.gpu_totals(), "visibility": view_class}
 
-        body = await views.page(state, self.username, view_class, only_mine, limit, offset, build,
-                                lambda ids: self.dispatcher.db.run(_names, ids))
-        self.finish(body)
+def view_streams(settings: dict) -> ViewStreams:
+    """The service's open view streams (made on first use; the dispatcher tells them of every change)."""
+    streams = settings.get("nothing_view_streams")
+    if streams is None:
+        view, dispatcher = cluster_view(settings), settings["dispatcher"]
+
+        async def context() -> tuple[dict[str, float], tuple[datetime, datetime], Any]:
+            now = utcnow()
+            period = period_bounds(now, view.period_seconds)
+            used = await dispatcher.db.run(gpu_hours_by_owner, period[0], now) \
+                if any(v.event == "summary" for s in made.streams for v in s.views) else {}
+            return used, period, queue_views(settings, sort_queue).current(dispatcher)
+
+        streams = made = settings["nothing_view_streams"] = ViewStreams(
+            context, interval=view.stream_interval, heartbeat=view.stream_heartbeat,
+            stall_seconds=view.stream_stall_seconds, max_seconds=view.stream_max_seconds)
+        dispatcher.view_changed.append(streams.changed)
+    return streams
+
+
+class ViewStreamHandler(ClusterMixin, APIHandler):
+    """``GET /api/views/stream``: the sidebar's views pushed as server-sent events, one stream per browser tab.
+
+    ``views`` names what the stream carries (``summary``, ``queue``, or both, comma-separated); ``my_active``
+    is the summary's and ``mine``, ``limit`` and ``offset`` the queue's, as for ``/api/summary`` and
+    ``/api/queue``.  Each view is sent as an event of its name whose data is that view's JSON, exactly what the
+    polled request answers the same caller (the same builders, the same access rule): first at once, then each
+    time it changes (at most every ``ClusterView.stream_interval`` seconds), and never while it does not.
+    Comments keep the connection open while nothing changes.
+    """
+
+    async def get(self):
+        names = [v for v in self.get_argument("views", "summary,queue").split(",") if v]
+        if not names or set(names) - {"summary", "queue"}:
+            raise web.HTTPError(400, "views must name summary, queue or both, separated by commas")
+        with_active = self.get_argument("my_active", "1") not in ("0", "false")
+        only_mine = self.get_argument("mine", "0") in ("1", "true")
+        limit, offset = page_bounds(self.get_argument("limit", None), self.get_argument("offset", None))
+        settings, viewer = self.settings, self.viewer
+        views = []
+        if "summary" in names:
+            async def summary(context) -> str:
+                used, period, state = context
+                return json.dumps(summary_document(settings, viewer, with_active, used, period, state), default=str)
+
+            views.append(StreamView("summary", ("summary", viewer, with_active), summary))
+        if "queue" in names:
+            async def queue(context) -> str:
+                return await queue_page(settings, viewer, only_mine, limit, offset, context[2])
+
+            # Pages are shared by viewer class in ``QueueViews``; the key only saves the lookups.
+            views.append(StreamView("queue", ("queue", viewer, only_mine, limit, offset), queue))
+        streams = view_streams(self.settings)
+        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.set_header("X-Accel-Buffering", "no")
+        stream = self._stream = ViewStream(self, views, time.monotonic())
+        streams.add(stream)
+        try:
+            self.write(f"retry: {RECONNECT_MS}\n\n")
+            await streams.send_current(stream)
+            await stream.done
+        finally:
+            streams.remove(stream)
+
+    _stream: ViewStream | None = None
+
+    def on_connection_close(self) -> None:
+        if self._stream is not None:
+            self._stream.end()  # ``get`` removes it
+
+
+# How long a browser waits before reconnecting a view stream that ended.
+RECONNECT_MS = 3000
 
 
 def _names(session, ids: list[int]) -> dict[int, str]:
@@ -530,6 +681,7 @@ default_handlers = [
     (r"/api/runs/(\d+)/copy", CopyHandler),
     (r"/api/summary/?", SummaryHandler),
     (r"/api/queue/?", QueueHandler),
+    (r"/api/views/stream/?", ViewStreamHandler),
     (r"/api/admin/overview/?", AdminOverviewHandler),
     (r"/api/runs/(\d+)/priority", PriorityHandler),
 ]

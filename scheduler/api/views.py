@@ -1,4 +1,5 @@
-"""The views every open sidebar polls (``/api/summary``, ``/api/queue``), answered from versioned state.
+"""The views every open sidebar shows (``/api/summary``, ``/api/queue``), answered from versioned state,
+polled or pushed on a stream (``ViewStreams``, ``GET /api/views/stream``).
 
 The dispatcher bumps ``Dispatcher.view_version`` on every change a view shows (a
 submission, a transition, a run leaving ``active``, a pass that moved the queue,
@@ -16,17 +17,29 @@ notebook GPUs, a priority).  The answers here are keyed on that version:
 Only the current version's answers are kept; the first request after a change builds
 them again.  ETags start with a token drawn when the service starts, so a version
 number reused after a restart never matches an answer from before it.
+
+A tab with a stream open asks nothing: the dispatcher calls ``ViewStreams.changed`` on
+every version, and at most once per interval each distinct answer is built once (by the
+same builders, for the same viewer, as a polled request) and sent to the streams whose
+tab does not have it yet.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
 import secrets
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, Hashable, NamedTuple
 
 from tornado import web
+from tornado.http1connection import HTTP1Connection
+
+from ..dispatcher import paused_gc
+
+log = logging.getLogger(__name__)
 
 BOOT = secrets.token_hex(4)
 
@@ -102,7 +115,8 @@ class _Version:
     def memo(self, key: Any, make: Callable[[], Any]) -> Any:
         """``make()`` once per version (a value that depends only on the dispatcher's state)."""
         if key not in self._memo:
-            self._memo[key] = make()
+            with paused_gc():
+                self._memo[key] = make()
         return self._memo[key]
 
 
@@ -118,7 +132,8 @@ class QueueViews:
     def current(self, dispatcher: Any) -> _Version:
         state = self._current
         if state is None or state.version != dispatcher.view_version:
-            state = self._current = _Version(dispatcher.view_version, self._sort(dispatcher.active.values()))
+            with paused_gc():  # a sort key for each of 10,000 runs
+                state = self._current = _Version(dispatcher.view_version, self._sort(dispatcher.active.values()))
             if len(self.names) > 2 * len(dispatcher.active) + 1000:
                 self.names = {i: n for i, n in self.names.items() if i in dispatcher.active}
         return state
@@ -139,9 +154,10 @@ class QueueViews:
             missing = [r.id for r in shown if r.id not in self.names]
             if missing:
                 self.names.update(await fetch_names(missing))
-            document = build(shown, self.names)
-            document.update(total=len(runs), offset=offset, limit=limit)
-            body = state.pages[key] = json.dumps(document, default=str)
+            with paused_gc():
+                document = build(shown, self.names)
+                document.update(total=len(runs), offset=offset, limit=limit)
+                body = state.pages[key] = json.dumps(document, default=str)
             self.builds += 1
         return body
 
@@ -151,3 +167,176 @@ def queue_views(settings: dict, sort: Callable[[Any], list]) -> QueueViews:
     if views is None:
         views = settings["nothing_queue_views"] = QueueViews(sort)
     return views
+
+
+# ---------------------------------------------------------------------------------------------------- streams
+# A flush offers the new answers to this many streams, then lets the event loop serve requests.
+STREAMS_SLICE = 8
+
+
+class StreamView(NamedTuple):
+    """One view a stream carries: the event's name, a key shared by every stream that sees the same answer
+    (so one flush builds it once), and ``make(context)``, the answer's JSON."""
+
+    event: str
+    key: Hashable
+    make: Callable[[Any], Awaitable[str]]
+
+
+class ViewStream:
+    """One browser tab's server-sent-events stream: what it was sent last per view, and at most one write in
+    flight.  An answer that changes while a write has not drained replaces the one waiting, so a client that
+    reads slowly holds one answer per view here, never a growing backlog."""
+
+    def __init__(self, handler: web.RequestHandler, views: list[StreamView], opened: float):
+        self.handler, self.views, self.opened = handler, views, opened
+        self.sent: dict[str, str] = {}
+        self.waiting: dict[str, str] = {}
+        self.writing_since: float | None = None
+        self.done: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    def offer(self, event: str, body: str) -> None:
+        """Send ``body`` as ``event`` unless it is what the tab already has."""
+        if self.done.done() or self.sent.get(event) == body:
+            return
+        self.sent[event] = body
+        self.waiting[event] = body
+        if self.writing_since is None:
+            self._write()
+
+    def heartbeat(self) -> None:
+        if self.writing_since is None and not self.done.done():
+            self._write(b": keep-alive\n\n")
+
+    def _write(self, extra: bytes = b"") -> None:
+        chunk = b"".join(f"event: {e}\ndata: {b}\n\n".encode() for e, b in self.waiting.items()) + extra
+        self.waiting = {}
+        self.writing_since = time.monotonic()
+        try:
+            self.handler.write(chunk)
+            flushed = self.handler.flush()
+        except Exception:  # noqa: BLE001 - the connection is gone: the stream ends
+            self.end()
+            return
+        flushed.add_done_callback(self._written)
+
+    def _written(self, future: asyncio.Future) -> None:
+        self.writing_since = None
+        if future.cancelled() or future.exception() is not None:
+            self.end()
+        elif self.waiting and not self.done.done():
+            self._write()
+
+    def end(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def abort(self) -> None:
+        """Close the connection without finishing the answer (its client stopped reading)."""
+        connection = self.handler.request.connection
+        if isinstance(connection, HTTP1Connection):
+            connection.close()
+        self.end()
+
+
+class ViewStreams:
+    """Every open view stream of the service, kept current from ``Dispatcher.view_version``.
+
+    A change (the dispatcher calls ``changed``) schedules one flush, at most one per
+    ``interval`` seconds: it builds each distinct answer once (``StreamView.key``) and
+    offers it to every stream that carries it, which sends it only if it differs from
+    what that tab has, so nothing is sent while nothing a tab shows changes.  One
+    timer, running only while streams are open, sends heartbeats, refreshes the views
+    that change with time alone (``refresh_every``: the summary's GPU-hours), and ends
+    streams whose writes stall (``stall_seconds``: the client stopped reading) or that
+    are older than ``max_seconds`` (the browser reconnects and is authenticated again).
+    """
+
+    def __init__(self, context: Callable[[], Awaitable[Any]], interval: float = 1.0, heartbeat: float = 15.0,
+                 stall_seconds: float = 30.0, max_seconds: float = 600.0, refresh_every: float = 30.0):
+        self.context = context
+        self.interval, self.heartbeat_seconds = interval, heartbeat
+        self.stall_seconds, self.max_seconds, self.refresh_every = stall_seconds, max_seconds, refresh_every
+        self.streams: set[ViewStream] = set()
+        self.flushes = 0  # flushes made, for tests and benchmarks
+        self._due: asyncio.TimerHandle | None = None
+        self._flushing: asyncio.Task | None = None
+        self._again = False
+        self._last_flush = 0.0
+        self._last_refresh = 0.0
+        self._ticker: asyncio.TimerHandle | None = None
+
+    def add(self, stream: ViewStream) -> None:
+        self.streams.add(stream)
+        if self._ticker is None:
+            self._last_refresh = time.monotonic()
+            self._ticker = asyncio.get_running_loop().call_later(self.heartbeat_seconds, self._tick)
+
+    def remove(self, stream: ViewStream) -> None:
+        self.streams.discard(stream)
+        stream.end()
+        if not self.streams and self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+
+    async def send_current(self, stream: ViewStream) -> None:
+        """A new stream's first answers: what its views show now."""
+        context = await self.context()
+        for view in stream.views:
+            stream.offer(view.event, await view.make(context))
+
+    def changed(self) -> None:
+        """Something a view shows changed: flush soon (at once after a quiet spell, else ``interval`` after
+        the last flush)."""
+        if not self.streams:
+            return
+        if self._flushing is not None:
+            self._again = True
+            return
+        if self._due is None:
+            wait = max(0.0, self._last_flush + self.interval - time.monotonic())
+            self._due = asyncio.get_running_loop().call_later(wait, self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._due = None
+        self._flushing = asyncio.ensure_future(self._flush())
+        self._flushing.add_done_callback(self._flushed)
+
+    def _flushed(self, task: asyncio.Task) -> None:
+        self._flushing = None
+        if not task.cancelled() and task.exception() is not None:
+            log.error("Could not update the open view streams: %s", task.exception())
+        if self._again:
+            self._again = False
+            self.changed()
+
+    async def _flush(self) -> None:
+        self._last_flush = time.monotonic()
+        self.flushes += 1
+        context = await self.context()
+        built: dict[Hashable, str] = {}
+        for i, stream in enumerate(list(self.streams)):
+            for view in stream.views:
+                body = built.get(view.key)
+                if body is None:
+                    body = built[view.key] = await view.make(context)
+                stream.offer(view.event, body)
+            if i % STREAMS_SLICE == STREAMS_SLICE - 1:
+                await asyncio.sleep(0)  # many streams: let requests in between
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for stream in list(self.streams):
+            if stream.writing_since is not None and now - stream.writing_since > self.stall_seconds:
+                log.info("Ending a view stream whose client has not read for %.0f s", now - stream.writing_since)
+                stream.abort()
+                self.remove(stream)
+            elif now - stream.opened > self.max_seconds:
+                self.remove(stream)
+            else:
+                stream.heartbeat()
+        if now - self._last_refresh >= self.refresh_every:
+            self._last_refresh = now
+            self.changed()
+        self._ticker = asyncio.get_running_loop().call_later(self.heartbeat_seconds, self._tick) \
+            if self.streams else None
