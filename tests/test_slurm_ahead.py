@@ -28,17 +28,18 @@ def job_state(slurm, job_id: str) -> str:
     return out.strip()
 
 
-async def ahead_job(d, run) -> str:
-    await wait_for(lambda: run.id in d.executor._ahead, 30, message=f"run {run.id} to be submitted ahead")
-    return d.executor._ahead[run.id][0].job_id
+async def second_waits_for_the_first(d):
+    """A run holding the whole cluster, a second one waiting for it, and the second's job submitted ahead."""
+    first = await submit_whole_cluster(d, hold=True)
+    await started(first)
+    second = await submit_whole_cluster(d, hold=False)
+    await wait_for(lambda: second.id in d.executor._ahead, 30, message=f"run {second.id} to be submitted ahead")
+    return first, second, d.executor._ahead[second.id][0].job_id
 
 
 async def test_the_run_nodes_are_kept_for_is_started_by_slurm_itself_as_the_run_before_it_ends(tmp_path, slurm):
     async with slurm_dispatcher(tmp_path, slurm, policy=ServiceFairPolicy()) as d:
-        first = await submit_whole_cluster(d, hold=True)
-        await started(first)
-        second = await submit_whole_cluster(d, hold=False)
-        job = await ahead_job(d, second)
+        first, second, job = await second_waits_for_the_first(d)
         assert job_state(slurm, job) == "PENDING" and d.active[second.id].state == RunState.QUEUED
         (first.paths.source / "release").touch()
         assert (await started(second))["job"] == job  # the job submitted ahead is the one that ran
@@ -49,10 +50,7 @@ async def test_the_run_nodes_are_kept_for_is_started_by_slurm_itself_as_the_run_
 
 async def test_a_run_cancelled_while_submitted_ahead_leaves_no_job(tmp_path, slurm):
     async with slurm_dispatcher(tmp_path, slurm, policy=ServiceFairPolicy()) as d:
-        first = await submit_whole_cluster(d, hold=True)
-        await started(first)
-        second = await submit_whole_cluster(d, hold=False)
-        job = await ahead_job(d, second)
+        first, second, job = await second_waits_for_the_first(d)
         await d.cancel(second.id, "alice")
         assert (await ended(d, second)).state == RunState.STOPPED
         assert job_state(slurm, job) == "CANCELLED"
@@ -63,10 +61,7 @@ async def test_a_run_cancelled_while_submitted_ahead_leaves_no_job(tmp_path, slu
 
 async def test_after_a_restart_the_job_submitted_ahead_is_withdrawn_and_the_run_runs_once(tmp_path, slurm):
     async with slurm_dispatcher(tmp_path, slurm, policy=ServiceFairPolicy()) as d:
-        first = await submit_whole_cluster(d, hold=True)
-        await started(first)
-        second = await submit_whole_cluster(d, hold=False)
-        job = await ahead_job(d, second)
+        first, second, job = await second_waits_for_the_first(d)
     async with slurm_dispatcher(tmp_path, slurm, policy=ServiceFairPolicy()) as d:
         assert job_state(slurm, job) == "CANCELLED"  # the previous life's job, before any pass of this one
         (first.paths.source / "release").touch()
