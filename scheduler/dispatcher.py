@@ -349,8 +349,13 @@ class Dispatcher:
                 self.executor.reattach(run.id, run.process, run.paths)
                 self._arm_timers(run)
         if self.executor.submits_ahead:
-            await self.executor.withdraw_stale_ahead([(r.id, r.paths) for r in self.active.values()
+            kept = await self.executor.reclaim_ahead([(r.id, r.paths) for r in self.active.values()
                                                       if r.state == S.QUEUED])
+            for run_id, nodes in kept.items():  # one at most: one run holds the reservation
+                if self._ahead is None:
+                    self._ahead = (run_id, nodes, self.active[run_id].paths)
+                else:
+                    await self.executor.withdraw_ahead(run_id, self.active[run_id].paths)
         self._loop_task = asyncio.ensure_future(self._loop())
         self.wake()
 

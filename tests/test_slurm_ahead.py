@@ -62,6 +62,8 @@ async def test_a_run_cancelled_while_submitted_ahead_leaves_no_job(tmp_path, slu
 async def test_after_a_restart_the_job_submitted_ahead_is_withdrawn_and_the_run_runs_once(tmp_path, slurm):
     async with slurm_dispatcher(tmp_path, slurm, policy=ServiceFairPolicy()) as d:
         first, second, job = await second_waits_for_the_first(d)
+    # As if the scheduler had been killed between sbatch's answer and writing the job's id down: found by name.
+    (second.paths.control / "slurm.ahead").unlink()
     async with slurm_dispatcher(tmp_path, slurm, policy=ServiceFairPolicy()) as d:
         assert job_state(slurm, job) == "CANCELLED"  # the previous life's job, before any pass of this one
         (first.paths.source / "release").touch()
@@ -69,3 +71,14 @@ async def test_after_a_restart_the_job_submitted_ahead_is_withdrawn_and_the_run_
         assert (await ended(d, d.active[second.id])).state == RunState.COMPLETE
         assert ran["job"] != job
         assert (await ended(d, d.active.get(first.id) or first)).state == RunState.COMPLETE
+
+
+async def test_a_job_submitted_ahead_that_started_while_the_scheduler_was_down_is_taken_over(tmp_path, slurm):
+    async with slurm_dispatcher(tmp_path, slurm, policy=ServiceFairPolicy()) as d:
+        first, second, job = await second_waits_for_the_first(d)
+    (first.paths.source / "release").touch()  # no scheduler: Slurm starts the second run's job by itself
+    assert (await started(second))["job"] == job
+    async with slurm_dispatcher(tmp_path, slurm, policy=ServiceFairPolicy()) as d:
+        assert (await ended(d, d.active.get(second.id) or second)).state == RunState.COMPLETE
+        assert (await ended(d, d.active.get(first.id) or first)).state == RunState.COMPLETE
+    assert job_state(slurm, job) == "COMPLETED"  # the run ran once, on the job submitted ahead

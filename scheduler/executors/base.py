@@ -182,8 +182,10 @@ class Executor(LoggingConfigurable):
     async def withdraw_ahead(self, run_id: int, paths: RunPaths) -> None:
         """End the run's job submitted ahead, whatever its state (the run still waits)."""
 
-    async def withdraw_stale_ahead(self, runs: list[tuple[int, RunPaths]]) -> None:
-        """After a restart: end the jobs a previous life submitted ahead for these waiting runs."""
+    async def reclaim_ahead(self, runs: list[tuple[int, RunPaths]]) -> dict[int, tuple[str, ...]]:
+        """After a restart, the jobs a previous life submitted ahead for these waiting runs: those the engine has
+        started are kept for the runs' starts (their nodes returned), the others end."""
+        return {}
 
     def node_address(self, node: str) -> str:
         """Where the platform reaches a process of a run on ``node`` (a model server's port): this machine for

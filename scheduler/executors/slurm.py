@@ -266,12 +266,39 @@ class SlurmExecutor(Executor):
             log.info("Run %s: withdrew Slurm job %s, submitted ahead", run_id, job_id)
         await asyncio.to_thread((paths.control / AHEAD).unlink, missing_ok=True)
 
-    async def withdraw_stale_ahead(self, runs: list[tuple[int, RunPaths]]) -> None:
-        """After a restart, every waiting run's job submitted ahead by the previous life ends: this life's
-        first passes decide again."""
-        found = await asyncio.to_thread(lambda: [(i, p) for i, p in runs if (p.control / AHEAD).exists()])
-        for run_id, paths in found:
-            await self.withdraw_ahead(run_id, paths)
+    async def reclaim_ahead(self, runs: list[tuple[int, RunPaths]]) -> dict[int, tuple[str, ...]]:
+        """After a restart: a waiting run's job submitted ahead by the previous life that Slurm has started (the
+        jobs it waited for ended meanwhile) is kept, to be taken over by the run's start, rather than killed
+        and run again; one still waiting ends, and this life's passes decide again.  The jobs are found by
+        name, not only by ``slurm.ahead``: a scheduler killed between sbatch's answer and writing that file
+        left a job no file names.  Returns the kept ones' nodes."""
+        result = await self._run(squeue_argv(), check=False)
+        try:
+            jobs = parse_job_names(result.stdout) if result.returncode == 0 else None
+        except SlurmOutputError:
+            jobs = None
+        if jobs is None:  # Slurm does not answer: withdraw what the files name, start the rest afresh
+            found = await asyncio.to_thread(lambda: [(i, p) for i, p in runs if (p.control / AHEAD).exists()])
+            for run_id, paths in found:
+                await self.withdraw_ahead(run_id, paths)
+            return {}
+        kept: dict[int, tuple[str, ...]] = {}
+        for run_id, paths in runs:
+            status = jobs.get(self.job_name(run_id))
+            if status is None or status.finished:
+                continue
+            if status.nodes:
+                steps = (paths.root / RANKS_DIR / "plan.json").exists()
+                order = sorted(status.nodes, key=lambda n: (self._node_order.get(n, len(status.nodes)), n))
+                self._ahead[run_id] = (SlurmJobRef(status.job_id, run_id, steps), tuple(order))
+                kept[run_id] = tuple(sorted(status.nodes))
+                log.info("Run %s: its Slurm job %s, submitted ahead, has started; kept for the run's start",
+                         run_id, status.job_id)
+            else:
+                await self._run(scancel_argv(status.job_id), check=False)
+                log.info("Run %s: withdrew Slurm job %s, submitted ahead before a restart", run_id, status.job_id)
+        await asyncio.to_thread(_forget_ahead_files, [p for i, p in runs if i not in kept])
+        return kept
 
     # ------------------------------------------------------------------ the primitives
     async def _start(self, launch: RunLaunch, paths: RunPaths, python: str):
@@ -503,6 +530,11 @@ class SlurmExecutor(Executor):
             if failed is not None:
                 return failed
         return ExitStatus("requirements" if phase == "requirements" else "entry", status.exit_code)
+
+
+def _forget_ahead_files(paths: list[RunPaths]) -> None:
+    for p in paths:
+        (p.control / AHEAD).unlink(missing_ok=True)
 
 
 def _read_ahead(paths: RunPaths) -> str:
