@@ -556,8 +556,7 @@ class Dispatcher:
         queued_state = S.QUEUED
         for run in self.active.values():
             if run.state is queued_state:  # most of a long queue: checked first
-                pending = run._pending
-                queued.append(pending if pending is not None and pending.priority == run.priority else run.pending())
+                queued.append(run.pending())
             elif run.state in HOLDING and run.node is not None:
                 started = epoch(run.started_at) if run.started_at else 0.0
                 for node, gpus in run.placements:  # one Allocation per node of the run

@@ -36,7 +36,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import aiohttp
-from traitlets import Float, Integer, Tuple, Unicode, validate
+from traitlets import Enum, Float, Integer, Tuple, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from . import endpoint_store as es
@@ -161,20 +161,14 @@ class EndpointController(LoggingConfigurable):
     max_request_bytes = Integer(
         64 * 1024 * 1024, help="Largest inference request body the gateway accepts (413 above).",
     ).tag(config=True)
-    data_plane = Unicode(
-        "auto", help="""What carries inference calls on ``gateway_url``: ``nginx`` (nginx forwards to the
-        replicas itself, asking this service once per client connection and ``route_cache_seconds`` where a call
+    data_plane = Enum(
+        ["auto", "nginx", "python"], "auto",
+        help="""What carries inference calls on ``gateway_url``: ``nginx`` (nginx forwards to the replicas itself, asking this service once per client connection and ``route_cache_seconds`` where a call
         goes: see ``scheduler/data_plane.py``), ``python`` (this service's own gateway forwards every call) or
         ``auto`` (nginx when ``gateway_url`` is set and ``nginx`` is installed). Calls through the hub's proxy
         (``/services/nothing/serve/...``) always take the Python gateway.
         Example: ``c.EndpointController.data_plane = "nginx"``""",
     ).tag(config=True)
-
-    @validate("data_plane")
-    def _check_data_plane(self, proposal):
-        if proposal.value not in ("auto", "nginx", "python"):
-            raise ValueError(f"data_plane must be auto, nginx or python, not {proposal.value!r}")
-        return proposal.value
 
     route_cache_seconds = Integer(
         2, min=1, help="""Whole seconds nginx keeps the service's answer for a client connection (which replica,

@@ -184,10 +184,18 @@ class SlurmExecutor(Executor):
         blocks = max(1, self.master_port_count // 64)
         return self.master_port_base + (run_id % blocks) * 64
 
+    def _in_slurm_order(self, nodes: Iterable[str]) -> tuple[str, ...]:
+        """Nodes as Slurm orders a job's nodes (by the inventory; unknown ones last, by name)."""
+        return tuple(sorted(nodes, key=lambda n: (self._node_order.get(n, len(self._node_order)), n)))
+
+    def _job_ref(self, job_id: str, run_id: int, paths: RunPaths | None) -> SlurmJobRef:
+        """The reference of a run's job found by name: its processes are srun tasks if it has a rank plan."""
+        return SlurmJobRef(job_id, run_id, paths is not None and (paths.root / RANKS_DIR / "plan.json").exists())
+
     def layout(self, launch: RunLaunch) -> tuple[RankLayout, tuple[str, ...]]:
         """The run's nodes in Slurm's order (``SLURM_NODEID`` counts them so) and where its ranks reach them."""
         placement = launch.placement or ((launch.node, launch.gpus),)
-        names = tuple(sorted((n for n, _ in placement), key=lambda n: (self._node_order.get(n, len(placement)), n)))
+        names = self._in_slurm_order(n for n, _ in placement)
         hosts = tuple(self._addresses.get(n, n) for n in names)
         return RankLayout(hosts, launch.processes_per_node, self.master_port(launch.run_id), launch.torchrun,
                           launch.run_id), names
@@ -288,9 +296,7 @@ class SlurmExecutor(Executor):
             if status is None or status.finished:
                 continue
             if status.nodes:
-                steps = (paths.root / RANKS_DIR / "plan.json").exists()
-                order = sorted(status.nodes, key=lambda n: (self._node_order.get(n, len(status.nodes)), n))
-                self._ahead[run_id] = (SlurmJobRef(status.job_id, run_id, steps), tuple(order))
+                self._ahead[run_id] = (self._job_ref(status.job_id, run_id, paths), self._in_slurm_order(status.nodes))
                 kept[run_id] = tuple(sorted(status.nodes))
                 log.info("Run %s: its Slurm job %s, submitted ahead, has started; kept for the run's start",
                          run_id, status.job_id)
@@ -304,16 +310,15 @@ class SlurmExecutor(Executor):
     async def _start(self, launch: RunLaunch, paths: RunPaths, python: str):
         if not launch.node:
             raise ValueError("a Slurm run needs the node the policy chose")
-        ahead = self._ahead.pop(launch.run_id, None)
-        if ahead is not None:
-            ref, nodelist = ahead
-            if nodelist == self._nodelist(launch):
-                # Started, or about to: whatever it still waits for is no longer needed.
-                await self._run(scontrol_release_argv(ref.job_id), check=False)
-                await asyncio.to_thread((paths.control / AHEAD).unlink, missing_ok=True)
-                log.info("Run %s is Slurm job %s, submitted ahead", launch.run_id, ref.job_id)
-                return ref, ref
-            self._ahead[launch.run_id] = ahead
+        ahead = self._ahead.get(launch.run_id)
+        if ahead is not None and ahead[1] == self._nodelist(launch):
+            ref = self._ahead.pop(launch.run_id)[0]
+            # Started, or about to: whatever it still waits for is no longer needed.
+            await self._run(scontrol_release_argv(ref.job_id), check=False)
+            await asyncio.to_thread((paths.control / AHEAD).unlink, missing_ok=True)
+            log.info("Run %s is Slurm job %s, submitted ahead", launch.run_id, ref.job_id)
+            return ref, ref
+        if ahead is not None:  # submitted ahead on other nodes than it starts on
             await self.withdraw_ahead(launch.run_id, paths)
         ref, _ = await self._submit(launch, paths, python)
         return ref, ref
@@ -417,8 +422,7 @@ class SlurmExecutor(Executor):
         status = parse_job_names(result.stdout, since).get(self.job_name(run_id))
         if status is None or (status.finished and since is None):
             return None
-        steps = paths is not None and (paths.root / RANKS_DIR / "plan.json").exists()
-        return SlurmJobRef(status.job_id, run_id, steps)
+        return self._job_ref(status.job_id, run_id, paths)
 
     async def leftovers(self, run_id: int) -> bool:
         ref = await self.recover(run_id, None)
