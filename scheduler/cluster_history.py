@@ -66,19 +66,21 @@ def node_gpus(dispatcher) -> dict[str, tuple[int, ...]]:
 
 def take_sample(dispatcher, now: float, utilization: dict[str, float | None]) -> Sample:
     """One sample of the dispatcher's state at ``now`` (epoch seconds); ``utilization`` by node, where measured."""
+    holding, submitted = [], []
+    for run in dispatcher.active.values():  # one walk: at 10,000 queued it runs on the event loop
+        if run.state is RunState.QUEUED:
+            submitted.append(run.submitted_epoch)
+        elif run.state in HOLDING:
+            holding.append(run)
     held: dict[str, int] = {}
-    for node, _gpu in dispatcher.gpu_holders():
+    for node, _gpu in dispatcher.gpu_holders(holding):
         held[node] = held.get(node, 0) + 1
     nodes = tuple(NodeRow(name, len(gpus), held.get(name, 0), utilization.get(name))
                   for name, gpus in sorted(node_gpus(dispatcher).items()))
-    waits, running = [], 0
-    for run in dispatcher.active.values():
-        if run.state == RunState.QUEUED:
-            waits.append(max(0.0, now - run.submitted_epoch))
-        elif run.state in HOLDING:
-            running += 1
-    cluster = ClusterRow(len(waits), quantile(waits, 0.5) if waits else None,
-                         quantile(waits, 0.95) if waits else None, running)
+    # The latest submission is the shortest wait: quantiles of the negated submission times are the waits'.
+    negated = [-at for at in submitted]
+    cluster = ClusterRow(len(negated), max(0.0, now + quantile(negated, 0.5)) if negated else None,
+                         max(0.0, now + quantile(negated, 0.95)) if negated else None, len(holding))
     return Sample(int(now), nodes, cluster)
 
 

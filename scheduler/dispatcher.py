@@ -18,7 +18,7 @@ import logging
 import secrets
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -194,6 +194,11 @@ class ActiveRun:
     @property
     def held_gpus(self) -> int:
         return sum(len(gpus) for _, gpus in self.placements)
+
+    @property
+    def started_or_submitted(self) -> datetime:
+        """When it started, else when it was submitted: the views order the runs holding GPUs by it."""
+        return self.started_at or self.submitted_at
 
     @cached_property
     def submitted_epoch(self) -> float:
@@ -840,10 +845,11 @@ class Dispatcher:
             timer.cancel()
         return t
 
-    def gpu_holders(self) -> dict[tuple[str, int], ActiveRun | NotebookHold]:
-        """Who holds each allocated GPU: a run or a notebook server."""
+    def gpu_holders(self, runs: Iterable[ActiveRun] | None = None) -> dict[tuple[str, int], ActiveRun | NotebookHold]:
+        """Who holds each allocated GPU: a run or a notebook server.  ``runs``: the active runs to look at, when
+        the caller already has those that hold GPUs (else all of them)."""
         holders: dict[tuple[str, int], ActiveRun | NotebookHold] = {}
-        for run in self.active.values():
+        for run in self.active.values() if runs is None else runs:
             if run.state in HOLDING and run.node:
                 for node, gpus in run.placements:
                     for gpu in gpus:

@@ -17,6 +17,7 @@ import json
 import math
 import time
 from datetime import datetime, timezone
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 from sqlalchemy import func, or_, select, update
@@ -198,12 +199,13 @@ def quota_for(scheduler, user: str, groups: list[str] | None = None) -> dict[str
     }
 
 
-def borrowable_gpus(dispatcher, quotas, free: int, group: str) -> int:
-    """Idle GPUs that no group's unused guarantee (one's own included) is holding back."""
+def borrowable_gpus(dispatcher, quotas, free: int, group: str, holding=None) -> int:
+    """Idle GPUs that no group's unused guarantee (one's own included) is holding back; ``holding``: the runs
+    that hold GPUs, when the caller has them (else every active run is looked at)."""
     if quotas is None:
         return free
     used: dict[str, int] = {}
-    for run in dispatcher.active.values():
+    for run in dispatcher.active.values() if holding is None else holding:
         if run.state in HOLDS_GPUS:
             used[run.group] = used.get(run.group, 0) + run.held_gpus
     held_back = sum(max(0, (q.guaranteed_gpus or 0) - used.get(name, 0)) for name, q in quotas.groups.items())
@@ -212,8 +214,8 @@ def borrowable_gpus(dispatcher, quotas, free: int, group: str) -> int:
     return max(0, free - held_back)
 
 
-def gpu_holders(dispatcher) -> dict[tuple[str, int], Any]:
-    return dispatcher.gpu_holders()
+def gpu_holders(dispatcher, holding=None) -> dict[tuple[str, int], Any]:
+    return dispatcher.gpu_holders(holding)
 
 
 def queue_entry(run, viewer: str, admin: bool, visibility: str) -> dict[str, Any]:
@@ -249,20 +251,60 @@ def _generic_reason(run) -> str:
 HOLDS_GPUS = frozenset(s for s in RunState if s.holds_gpus)
 
 
+class QueueDigest(NamedTuple):
+    """What every view of one view version reads of the active runs, from one walk over them: the view order
+    (holding GPUs first, oldest start first, then the queue in position order), the runs holding GPUs, the
+    queue's length and each owner's ``(GPUs in use, queued, holding)``."""
+
+    order: list
+    holding: list
+    queued: int
+    per_owner: dict[str, tuple[int, int, int]]
+
+
+_BY_START = attrgetter("started_or_submitted", "id")
+_BY_POSITION = attrgetter("position")
+QUEUED = RunState.QUEUED
+_BY_ID = attrgetter("id")
+
+
+def digest_queue(runs) -> QueueDigest:
+    """One walk over ``runs`` and three sorts by attributes (no Python key function per run): at 10,000 queued
+    this is what a view version costs, once, on the event loop."""
+    holding: list[Any] = []
+    placed: list[Any] = []
+    unplaced: list[Any] = []
+    owners: dict[str, list[int]] = {}
+    queued = 0
+    for run in runs:
+        counts = owners.get(run.owner)
+        if counts is None:
+            counts = owners[run.owner] = [0, 0, 0]
+        state = run.state
+        if state is QUEUED:  # most of them: ``is`` first (an enum's hash is a Python call)
+            queued += 1
+            counts[1] += 1
+        elif state in HOLDS_GPUS:
+            holding.append(run)
+            counts[0] += run.held_gpus
+            counts[2] += 1
+            continue
+        (placed if run.position is not None else unplaced).append(run)
+    holding.sort(key=_BY_START)
+    placed.sort(key=_BY_POSITION)  # stable: equal positions (none, after a pass) stay in submission order
+    unplaced.sort(key=_BY_ID)
+    return QueueDigest(holding + placed + unplaced, holding, queued,
+                       {owner: (c[0], c[1], c[2]) for owner, c in owners.items()})
+
+
 def sort_queue(runs) -> list:
     """Holding GPUs first (oldest start first), then the queue in position order."""
-    holding: list[Any] = []
-    waiting: list[Any] = []
-    for run in runs:
-        (holding if run.state in HOLDS_GPUS else waiting).append(run)
-    holding.sort(key=lambda run: (run.started_at or run.submitted_at, run.id))
-    waiting.sort(key=lambda run: (run.position if run.position is not None else 1 << 30, run.id))
-    return holding + waiting
+    return digest_queue(runs).order
 
 
-def gpu_totals(scheduler, dispatcher) -> dict[str, int]:
+def gpu_totals(scheduler, dispatcher, holding=None) -> dict[str, int]:
     total = sum(len(g) for g in scheduler.inventory.values())
-    busy = len(gpu_holders(dispatcher))
+    busy = len(gpu_holders(dispatcher, holding))
     return {"total": total, "busy": busy, "free": total - busy}
 
 
@@ -279,25 +321,21 @@ def summary_document(settings: dict, viewer: Viewer, with_active: bool, used: di
     """The summary ``viewer`` sees (``/api/summary`` and the view stream); ``state``: the cached view version
     whose shared values it reuses (None: computed afresh)."""
     scheduler, dispatcher = settings["scheduler"], settings["dispatcher"]
-    active = dispatcher.active.values()
     quota = quota_for(scheduler, viewer.name, list(viewer.groups))
     quotas, group = getattr(scheduler, "quotas", None), quota["group"] or ""
     if state is None:
-        mine = sort_queue([r for r in active if r.owner == viewer.name])
-        gpus = gpu_totals(scheduler, dispatcher)
-        queue_length = sum(r.state == RunState.QUEUED for r in active)
-        borrowable = borrowable_gpus(dispatcher, quotas, gpus["free"], group)
+        digest = digest_queue(dispatcher.active.values())
+        mine = [r for r in digest.order if r.owner == viewer.name] if with_active else []
+        gpus = gpu_totals(scheduler, dispatcher, digest.holding)
+        borrowable = borrowable_gpus(dispatcher, quotas, gpus["free"], group, digest.holding)
     else:
-        mine = state.runs(viewer.name)
-        gpus = state.memo("gpus", lambda: gpu_totals(scheduler, dispatcher))
-        queue_length = state.memo("queue_length", lambda: sum(r.state is RunState.QUEUED for r in active))
+        digest = state.digest
+        mine = state.runs(viewer.name) if with_active else []
+        gpus = state.memo("gpus", lambda: gpu_totals(scheduler, dispatcher, digest.holding))
         borrowable = state.memo(("borrowable", group),
-                                lambda: borrowable_gpus(dispatcher, quotas, gpus["free"], group))
-    def counts() -> tuple[int, int, int]:
-        holding = [r for r in mine if r.state in HOLDS_GPUS]
-        return sum(r.held_gpus for r in holding), sum(r.state is RunState.QUEUED for r in mine), len(holding)
-
-    in_use, queued, running = counts() if state is None else state.memo(("counts", viewer.name), counts)
+                                lambda: borrowable_gpus(dispatcher, quotas, gpus["free"], group, digest.holding))
+    in_use, queued, running = digest.per_owner.get(viewer.name, (0, 0, 0))
+    queue_length = digest.queued
     start, end = period
     return {
         "user": viewer.name,
@@ -323,8 +361,8 @@ async def queue_page(settings: dict, viewer: Viewer, only_mine: bool, limit: int
     """The JSON of one page of the queue as ``viewer`` sees it, built once per view version and viewer class
     (``views.QueueViews``); shared by ``/api/queue`` and the view stream."""
     view, dispatcher = cluster_view(settings), settings["dispatcher"]
-    views = queue_views(settings, sort_queue)
-    state = state or views.current(dispatcher)
+    views = queue_views(settings, digest_queue)
+    state = state or await views.current(dispatcher)
     view_class = "full" if viewer.admin else view.others_visibility
 
     def build(runs: list, names: dict[int, str]) -> dict:
@@ -334,7 +372,7 @@ async def queue_page(settings: dict, viewer: Viewer, only_mine: bool, limit: int
             if entry["experiment"] is not None:
                 entry["name"] = names.get(run.id, "")
             entries.append(entry)
-        gpus = state.memo("gpus", lambda: gpu_totals(settings["scheduler"], dispatcher))
+        gpus = state.memo("gpus", lambda: gpu_totals(settings["scheduler"], dispatcher, state.digest.holding))
         return {"runs": entries, "gpus": gpus, "visibility": view_class}
 
     return await views.page(state, viewer.name, view_class, only_mine, limit, offset, build,
@@ -370,7 +408,7 @@ class SummaryHandler(ClusterMixin, APIHandler):
             if not_modified(self, summary_etag(self.dispatcher.view_version, self.username, self.is_admin, groups,
                                                with_active=with_active)):
                 return
-            state = queue_views(self.settings, sort_queue).current(self.dispatcher)
+            state = await queue_views(self.settings, digest_queue).current(self.dispatcher)
         now = utcnow()
         period = period_bounds(now, self.view.period_seconds)
         used = await self.dispatcher.db.run(gpu_hours_by_owner, period[0], now)
@@ -405,8 +443,8 @@ class QueueHandler(ClusterMixin, APIHandler):
                          "total": total, "offset": offset, "limit": limit})
 
     async def _cached(self, only_mine: bool, limit: int | None, offset: int) -> None:
-        views = queue_views(self.settings, sort_queue)
-        state = views.current(self.dispatcher)
+        views = queue_views(self.settings, digest_queue)
+        state = await views.current(self.dispatcher)
         view_class = "full" if self.is_admin else self.view.others_visibility
         if not_modified(self, views.tag(state.version, self.username, view_class, only_mine, limit, offset)):
             return
@@ -424,7 +462,7 @@ def view_streams(settings: dict) -> ViewStreams:
             period = period_bounds(now, view.period_seconds)
             used = await dispatcher.db.run(gpu_hours_by_owner, period[0], now) \
                 if any(v.event == "summary" for s in made.streams for v in s.views) else {}
-            return used, period, queue_views(settings, sort_queue).current(dispatcher)
+            return used, period, await queue_views(settings, digest_queue).current(dispatcher)
 
         streams = made = settings["nothing_view_streams"] = ViewStreams(
             context, interval=view.stream_interval, heartbeat=view.stream_heartbeat,

@@ -92,12 +92,14 @@ def page_bounds(limit: str | None, offset: str | None) -> tuple[int | None, int]
 
 
 class _Version:
-    """What one view version shares between requests: the sorted queue, runs by owner, serialized pages and
+    """What one view version shares between requests: its digest of the active runs (made by the function
+    ``QueueViews`` was given; ``digest.order`` is the queue in view order), runs by owner, serialized pages and
     values every caller shares (``memo``)."""
 
-    def __init__(self, version: int, order: list):
+    def __init__(self, version: int, digest: Any):
         self.version = version
-        self.order = order
+        self.digest = digest
+        self.order: list = digest.order
         self.by_owner: dict[str, list] | None = None
         self.pages: dict[tuple, str] = {}
         self._memo: dict[Any, Any] = {}
@@ -120,20 +122,56 @@ class _Version:
         return self._memo[key]
 
 
+# A view version's digest over more active runs than this is made in a worker thread.
+DIGEST_IN_THREAD_ABOVE = 500
+
+
 class QueueViews:
     """The queue view's answers for the current ``Dispatcher.view_version`` (one per service)."""
 
-    def __init__(self, sort: Callable[[Any], list]):
-        self._sort = sort
+    def __init__(self, digest: Callable[[Any], Any]):
+        self._digest = digest
         self._current: _Version | None = None
+        self._making: tuple[int, asyncio.Future] | None = None
         self.names: dict[int, str] = {}  # run names (they never change), fetched for the pages shown
         self.builds = 0  # pages serialized, for tests and benchmarks
 
-    def current(self, dispatcher: Any) -> _Version:
+    async def current(self, dispatcher: Any) -> _Version:
+        """The state of the dispatcher's current view version, made once per version.
+
+        Over :data:`DIGEST_IN_THREAD_ABOVE` active runs the digest is made in a worker thread, from a copy of
+        the list of active runs, while the loop serves requests (at 10,000 queued it was the longest step
+        the loop took while runs were submitted and sidebars open).  A run may change meanwhile, as it may
+        between two requests: the change bumps the version, and the next version reads it again.
+        """
+        version = dispatcher.view_version
         state = self._current
-        if state is None or state.version != dispatcher.view_version:
-            with paused_gc():  # a sort key for each of 10,000 runs
-                state = self._current = _Version(dispatcher.view_version, self._sort(dispatcher.active.values()))
+        if state is not None and state.version == version:
+            return state
+        making = self._making
+        if making is None or making[0] != version:
+            runs = list(dispatcher.active.values())
+            if len(runs) <= DIGEST_IN_THREAD_ABOVE:
+                return self._keep(_Version(version, self._made(runs)), dispatcher)
+            making = self._making = (version, asyncio.ensure_future(self._make(version, runs, dispatcher)))
+        return await asyncio.shield(making[1])
+
+    def _made(self, runs: list) -> Any:
+        with paused_gc():  # one walk over 10,000 runs and their sorts
+            return self._digest(runs)
+
+    async def _make(self, version: int, runs: list, dispatcher: Any) -> _Version:
+        try:
+            digest = await asyncio.get_running_loop().run_in_executor(None, self._made, runs)
+        finally:
+            if self._making is not None and self._making[0] == version:
+                self._making = None
+        return self._keep(_Version(version, digest), dispatcher)
+
+    def _keep(self, state: _Version, dispatcher: Any) -> _Version:
+        """``state`` becomes the current one unless a later version's is already there."""
+        if self._current is None or self._current.version < state.version:
+            self._current = state
             if len(self.names) > 2 * len(dispatcher.active) + 1000:
                 self.names = {i: n for i, n in self.names.items() if i in dispatcher.active}
         return state
@@ -162,10 +200,10 @@ class QueueViews:
         return body
 
 
-def queue_views(settings: dict, sort: Callable[[Any], list]) -> QueueViews:
+def queue_views(settings: dict, digest: Callable[[Any], Any]) -> QueueViews:
     views = settings.get("nothing_queue_views")
     if views is None:
-        views = settings["nothing_queue_views"] = QueueViews(sort)
+        views = settings["nothing_queue_views"] = QueueViews(digest)
     return views
 
 
