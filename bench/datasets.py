@@ -14,10 +14,14 @@ as ``bench/spine.py`` does.
      ``openssl dgst -sha256`` (SHA-NI where the CPU has it, as the platform's hashlib),
      the references;
    - ``push``: the platform's client as a notebook runs it (``nothing.magics.datasets.push``
-     given ``NOTHING_SERVICE_URL``, the hub's proxy): it hashes each file (the next one
-     while the current one is sent), offers it by hash, and sends it with ``PUT`` to the
-     address the upload names (``direct_url``: the service's own listener, loopback
-     here), then commits;
+     given ``NOTHING_SERVICE_URL``, the hub's proxy), on the service's host: the local push,
+     two files at a time, each opened by the client and handed to the service's Unix socket
+     with a ticket the API gave (the service reads, hashes and writes it once; the client
+     hashes nothing), then commits;
+   - ``HTTP push``: the same client as from another host (``local_push=False``): it hashes
+     each file (the next one while the current one is sent), offers it by hash, and sends
+     it with ``PUT`` to the address the upload names (``direct_url``: the service's own
+     listener, loopback here), then commits;
    - the same protocol with plain ``requests`` given the open file, the hashes computed
      beforehand (not timed), through the proxy and straight to the service's port: the
      rows of the earlier runs, to show the proxy's share.
@@ -70,7 +74,7 @@ SAMPLE_S = 0.05
 SAME_MS = 20  # "the same start time": a median within this of the run without a dataset
 # Measured in this order in every trial; the last one's dataset is kept for step 3 (kept earlier, its objects
 # would make the next ones' files "already stored").
-VIAS = ("push", "direct", "proxy")
+VIAS = ("push", "http_push", "direct", "proxy")
 
 STAMP = "import os, time\nopen(os.path.join(os.environ['EM_MODEL_DIR'], 't'), 'w').write(repr(time.time()))\n"
 SEEN = STAMP + """import json
@@ -178,18 +182,22 @@ class Bench:
         self.api("POST", f"/datasets/{dataset}/uploads/{upload}/commit", direct)
         return dataset, time.perf_counter() - t0
 
-    def push(self, name: str, folder: Path) -> tuple[int, float]:
+    def push(self, name: str, folder: Path, local: bool = True) -> tuple[int, float]:
         """``nothing dataset push NAME FOLDER`` as a notebook runs it (the client finds the service through the
-        proxy, as ``NOTHING_SERVICE_URL`` says); ``(dataset id, seconds)``, hashing included."""
-        client = NothingClient(f"{self.hub.url}/services/nothing/", self.token, timeout=600)
+        proxy, as ``NOTHING_SERVICE_URL`` says): on the service's host (``local``: the local push), or as from
+        another host (over HTTP); ``(dataset id, seconds)``, hashing included."""
+        client = NothingClient(f"{self.hub.url}/services/nothing/", self.token, timeout=600, local_push=local)
         puts: list[str] = []
         client.session.hooks["response"].append(
             lambda r, *args, **kwargs: puts.append(r.request.url) if r.request.method == "PUT" else None)
         t0 = time.perf_counter()
         result = client_datasets.push(client, name, folder)
         seconds = time.perf_counter() - t0
-        # Every file sent, each to the service's own listener (the proxy only for the small calls).
-        assert len(result.sent) == FILES and all(u.startswith(self.hub.service_url) for u in puts), (result, puts)
+        assert len(result.sent) == FILES, result
+        if local:  # every file handed over on the socket: none crossed HTTP
+            assert result.local == FILES and not puts, (result, puts)
+        else:  # every file sent, each to the service's own listener (the proxy only for the small calls)
+            assert result.local == 0 and all(u.startswith(self.hub.service_url) for u in puts), (result, puts)
         return result.dataset["id"], seconds
 
     def delete(self, dataset: int) -> None:
@@ -321,8 +329,8 @@ def main():  # noqa: C901 - one straight sequence of measurements
                 base_proxy = psutil.Process(pids["proxy"]).memory_info().rss
                 with Sampler(pids) as sampler:
                     t0 = time.perf_counter()
-                    if via == "push":
-                        dataset, seconds = bench.push(f"up-{via}-{trial}", base / "src")
+                    if via in ("push", "http_push"):
+                        dataset, seconds = bench.push(f"up-{via}-{trial}", base / "src", local=via == "push")
                     else:
                         dataset, seconds = bench.upload(f"up-{via}-{trial}", files, direct=via == "direct")
                 os.sync()
@@ -393,8 +401,10 @@ def main():  # noqa: C901 - one straight sequence of measurements
     none_ms = 1000 * med(starts["no dataset"])
     no_copy = same_inodes and big_seen
     push = times["push"]
-    names = {"push": "`push` (the client as a notebook runs it: hash, offer, PUT to the service's own listener, "
-                     "commit; hashing timed)",
+    names = {"push": "`push` (the client as a notebook on the service's host runs it: the local push, each open "
+                     "file handed to the service's socket with a ticket, two at a time; the service hashes)",
+             "http_push": "`HTTP push` (the same client as from another host: hash, offer, PUT to the service's own "
+                          "listener, commit; hashing timed)",
              "direct": "`requests` straight to the service's port (hashes beforehand, not timed)",
              "proxy": "`requests` through the hub's proxy (hashes beforehand, not timed): the earlier runs' path"}
     loads = results["load"]
@@ -441,7 +451,7 @@ def main():  # noqa: C901 - one straight sequence of measurements
           for kind, v in starts.items()),
         "",
         f"CPU seconds per {total_mib:.0f} MiB upload (medians; {os.cpu_count()} cores, so at most "
-        f"{os.cpu_count()} CPU-seconds per second; the client's includes hashing only for push):",
+        f"{os.cpu_count()} CPU-seconds per second; the client's includes hashing only for the HTTP push):",
         "",
         "| path | scheduler | proxy | client (cp rows: the commands) | wall |",
         "| --- | --- | --- | --- | --- |",

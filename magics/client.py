@@ -16,8 +16,13 @@ from __future__ import annotations
 import base64
 import email.utils
 import io
+import json
 import os
+import socket
+import stat
+import struct
 import tarfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -35,6 +40,8 @@ JSON_SUBMISSION_MAX_BYTES = 1024 * 1024
 RETRY_STATUSES = frozenset({502, 503, 504})
 # (connect, read) seconds for the check that an upload's direct address answers: short, a proxy is the fallback.
 DIRECT_PROBE_TIMEOUT = (2.0, 10.0)
+# How often a file handed to the local push socket checks whether its push was stopped, while the service copies.
+LOCAL_POLL_SECONDS = 0.5
 
 
 class NothingError(Exception):
@@ -61,15 +68,22 @@ def _error_message(response: requests.Response) -> str:
     return text or f"{response.status_code} {response.reason}"
 
 
+class LocalPushUnavailable(NothingError):
+    """The upload's local push socket cannot take a file from here (absent, not this service's, not this user's
+    process): the file, and the rest of the upload, go over HTTP."""
+
+
 class NothingClient:
     """The scheduler's API as one user.
 
     ``timeout``: seconds one request may take; ``retry_seconds``: how long calls that
-    are safe to repeat keep being retried while the service is unreachable (0: never).
+    are safe to repeat keep being retried while the service is unreachable (0: never);
+    ``local_push``: hand dataset files to the service's local socket when it offers one
+    on this host (False: always over HTTP).
     """
 
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0,
-                 retry_seconds: float = 30.0):
+                 retry_seconds: float = 30.0, local_push: bool = True):
         url = url or os.environ.get("NOTHING_SERVICE_URL")
         if not url:
             raise NothingError(
@@ -86,6 +100,8 @@ class NothingClient:
         self.session.headers["Authorization"] = f"token {token}"
         self.clock_offset = 0.0  # the service's clock minus ours, from its last answer's Date header
         self.direct_uploads: dict[str, str | None] = {}  # upload -> the API address its files go to directly
+        self.local_push = local_push
+        self.local_sockets: dict[str, str | None] = {}  # upload -> the local push socket its files go to
 
     def server_now(self) -> float:
         """The service's time now (epoch seconds), as of its last answer: what elapsed times are counted in."""
@@ -349,11 +365,19 @@ class NothingClient:
 
     def open_upload(self, dataset_id: int) -> str:
         """Open an upload; its files will go straight to the service's own listener when the service
-        advertises one (``direct_url``) and it answers from here, else the way every other call goes."""
+        advertises one (``direct_url``) and it answers from here, else the way every other call goes; and
+        to its local push socket (``local_socket``) when there is one on this host (:meth:`local_socket`)."""
         body = self._request("POST", f"/datasets/{int(dataset_id)}/uploads").json()
         upload = body["upload"]
         self.direct_uploads[upload] = self._reach_direct(body.get("direct_url"), int(dataset_id), upload)
+        local = body.get("local_socket")
+        self.local_sockets[upload] = local if self.local_push and isinstance(local, str) and _is_socket(local) \
+            else None
         return upload
+
+    def local_socket(self, upload: str) -> str | None:
+        """The socket this upload's files are handed to (None: they go over HTTP)."""
+        return self.local_sockets.get(upload)
 
     def _reach_direct(self, url: str | None, dataset_id: int, upload: str) -> str | None:
         """The direct API address if it is the same service (it knows this fresh upload, for this token); None
@@ -396,12 +420,80 @@ class NothingClient:
                     self.direct_uploads[upload] = None
                 raise
 
+    def push_upload_file_locally(self, dataset_id: int, upload: str, path: str, local: str | Path,
+                                 stop: threading.Event | None = None) -> dict:
+        """Hand one file to the service on this host: open it here (so only what this account may read can be
+        passed), get a one-time ticket for it over HTTP, and pass the open file with the ticket over the
+        upload's local socket (``SCM_RIGHTS``); the service reads, hashes and stores it and answers
+        ``{"path", "sha256", "bytes", "reused"}``. No hashing here: the service hashes what it stores.
+
+        :class:`LocalPushUnavailable` (and the upload's later files go over HTTP) when the socket is absent,
+        refuses the connection, is not the service's (its listener runs as another account than the ticket
+        says the service does: nothing is handed to it), or refuses the ticket (403: not this service, or not
+        this user's process);
+        :class:`NothingError` with the status PUT would have had when the file itself is refused; with status
+        None when the connection breaks before the answer (the service keeps nothing of it: send it again).
+        ``stop``, once set, gives the file up (the service then drops what it copied)."""
+        where = self.local_sockets.get(upload)
+        if not where:
+            raise LocalPushUnavailable("this upload has no local push socket")
+        with open(local, "rb") as f:
+            try:
+                ticket = self._ticket(dataset_id, upload, path)
+            except NothingError as e:
+                if e.status != 404:
+                    raise
+                self.local_sockets[upload] = None  # the service takes no local pushes (any more)
+                raise LocalPushUnavailable(str(e), e.status) from None
+            request = {"ticket": ticket["ticket"], "dataset": int(dataset_id), "upload": upload,
+                       "path": ticket["path"]}
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(self.timeout)
+                try:
+                    s.connect(where)
+                    listener = _peer_uid(s)
+                except OSError as e:
+                    self.local_sockets[upload] = None
+                    raise LocalPushUnavailable(f"cannot connect to the local push socket {where}: {e}") from None
+                if listener != ticket.get("service_uid"):  # never hand a file to whoever else listens there
+                    self.local_sockets[upload] = None
+                    raise LocalPushUnavailable(f"the local push socket {where} is not the service's (its listener "
+                                               f"runs as uid {listener}, the service as {ticket.get('service_uid')})")
+                try:
+                    socket.send_fds(s, [json.dumps(request).encode() + b"\n"], [f.fileno()])
+                    answer = _read_answer(s, stop)
+                except OSError as e:
+                    raise NothingError(f"the local push of {path} was cut off: {e}") from None
+        if "error" in answer:
+            status = answer.get("status")
+            if status == 403:
+                self.local_sockets[upload] = None
+                raise LocalPushUnavailable(str(answer["error"]), status)
+            raise NothingError(str(answer["error"]), status if isinstance(status, int) else None)
+        return answer
+
+    def _ticket(self, dataset_id: int, upload: str, path: str) -> dict:
+        """A one-time ticket for one file: from the service's own listener when the upload has it (a direct
+        address that no longer answers is dropped, as for PUT), else through the proxy."""
+        where, params = f"/datasets/{int(dataset_id)}/uploads/{upload}/tickets", {"path": path}
+        direct = self.direct_uploads.get(upload)
+        if direct:
+            try:
+                return self._request("POST", where, api=direct, params=params).json()
+            except NothingError as e:
+                if e.status is not None:
+                    raise
+                self.direct_uploads[upload] = None
+        return self._request("POST", where, retry=True, params=params).json()
+
     def commit_upload(self, dataset_id: int, upload: str) -> dict:
         self.direct_uploads.pop(upload, None)
+        self.local_sockets.pop(upload, None)
         return self._request("POST", f"/datasets/{int(dataset_id)}/uploads/{upload}/commit").json()
 
     def abandon_upload(self, dataset_id: int, upload: str) -> None:
         self.direct_uploads.pop(upload, None)
+        self.local_sockets.pop(upload, None)
         self._request("DELETE", f"/datasets/{int(dataset_id)}/uploads/{upload}")
 
     def wait(self, run_id: int, timeout: float | None = None, interval: float = 0.5) -> dict:
@@ -414,6 +506,49 @@ class NothingClient:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"run {run_id} is still {run['state']} after {timeout}s")
             time.sleep(interval)
+
+
+def _peer_uid(s: socket.socket) -> int:
+    """The uid of the process at the other end of a Unix socket (Linux), the kernel's word for it."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        raise OSError("this system does not tell a Unix socket's peer (SO_PEERCRED)")
+    return struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i")))[1]
+
+
+def _is_socket(path: str) -> bool:
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _read_answer(s: socket.socket, stop: threading.Event | None) -> dict:
+    """The service's one-line JSON answer; it comes once the whole file is stored, however long that takes
+    (checking ``stop`` every :data:`LOCAL_POLL_SECONDS`)."""
+    s.settimeout(LOCAL_POLL_SECONDS)
+    data = b""
+    while not data.endswith(b"\n"):
+        try:
+            chunk = s.recv(65536)
+        except TimeoutError:
+            if stop is not None and stop.is_set():
+                raise Stopped("the push was stopped") from None
+            continue
+        if not chunk:
+            raise ConnectionResetError("the service closed the connection without an answer")
+        data += chunk
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise ConnectionResetError(f"the service's answer is not a JSON object: {data[:200]!r}")
+    return answer
+
+
+class Stopped(Exception):
+    """Work for a push that has ended (stopped or failed meanwhile) was given up."""
 
 
 class _BlockReader:

@@ -1,14 +1,22 @@
 """Datasets from the client: push a local file or folder as a new version, list, show and delete them.
 
-A push never holds a file in memory: each file is hashed in 1 MB reads (the
-next one while the current one is sent), then offered to the service by its
-SHA-256 (``POST .../files?path=&sha256=&size=``); only a file the store does not
-have yet is sent, streamed from disk with ``PUT`` and its ``X-Content-SHA256``,
-straight to the service's own listener when the upload names one that answers
-from here (else through the hub's proxy, as every other call goes).  A file
-whose transfer fails is sent again on its own (the service keeps nothing of a
-file cut off half-way), and the upload is committed only once every file is in:
-a version is whole or not at all.
+On the service's own host (the local spawner's notebooks, the CLI), when the
+upload names a local push socket that is there, each file is opened here and
+the open file handed to the service with a one-time ticket
+(:meth:`NothingClient.push_upload_file_locally`), two files at a time: the
+service reads, hashes and stores it once, and nothing is hashed here.  A socket
+that cannot be reached or does not take the ticket (another host's, say) sends
+that file and the rest of the upload the HTTP way.
+
+Over HTTP a push never holds a file in memory: each file is hashed in 1 MB
+reads (the next one while the current one is sent), then offered to the service
+by its SHA-256 (``POST .../files?path=&sha256=&size=``); only a file the store
+does not have yet is sent, streamed from disk with ``PUT`` and its
+``X-Content-SHA256``, straight to the service's own listener when the upload
+names one that answers from here (else through the hub's proxy, as every other
+call goes).  Either way a file whose transfer fails is sent again on its own
+(the service keeps nothing of a file cut off half-way), and the upload is
+committed only once every file is in: a version is whole or not at all.
 
 Used by ``nothing dataset`` (:mod:`.cli`) and ``%nothing_dataset`` (:mod:`.train`).
 """
@@ -20,27 +28,33 @@ import os
 import re
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .client import NothingClient, NothingError
+from .client import LocalPushUnavailable, NothingClient, NothingError, Stopped
 
 HASH_CHUNK = 1024 * 1024
 FILE_ATTEMPTS = 3
+# Files handed to the local push socket at once: the service copies each on a core of its own (two keep both of a
+# small machine's cores busy; the service copies a few more side by side, from every client).
+LOCAL_AT_ONCE = 2
 _REF = re.compile(r"(?:(?P<group>[A-Za-z0-9][A-Za-z0-9_.\-]{0,99})/)?(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]{0,99})"
                   r"(?::(?P<version>[0-9]{1,9}))?")
 
 
 @dataclass
 class PushResult:
-    """What a push did: the dataset as the service now has it, and which files crossed the network."""
+    """What a push did: the dataset as the service now has it, and which files were sent (the store did not have
+    them) or already stored; ``local``: how many were handed over on the local socket rather than over HTTP."""
 
     dataset: dict
     sent: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
     bytes_sent: int = 0
+    local: int = 0
 
     def summary(self) -> str:
         d = self.dataset
@@ -94,10 +108,6 @@ def sha256_of(path: Path, stop: threading.Event | None = None) -> str:
     return digest.hexdigest()
 
 
-class Stopped(Exception):
-    """Hashing ahead was stopped: the push it was for has ended."""
-
-
 def find(client: NothingClient, name: str, group: str | None = None) -> dict | None:
     """The dataset ``name`` among what the caller sees: their own (``group`` None) or the group's."""
     for d in client.datasets():
@@ -127,6 +137,97 @@ def push(client: NothingClient, name: str, path: str | Path, group: str | None =
         dataset = client.create_dataset(name, group=group, description=description)
     upload = client.open_upload(dataset["id"])
     result = PushResult(dataset)
+    done: dict[str, tuple[bool, int]] = {}  # path in the dataset -> (already stored, bytes)
+    try:
+        rest = files
+        if client.local_socket(upload):
+            rest = _push_local(client, dataset["id"], upload, files, done, progress)
+            result.local = len(done)
+        if rest:
+            _push_http(client, dataset["id"], upload, rest, done, progress)
+        for rel, _ in files:
+            reused, size = done[rel]
+            (result.reused if reused else result.sent).append(rel)
+            result.bytes_sent += 0 if reused else size
+        result.dataset = client.commit_upload(dataset["id"], upload)
+    except BaseException:
+        try:
+            client.abandon_upload(dataset["id"], upload)
+        except NothingError:
+            pass
+        raise
+    return result
+
+
+def _push_local(client: NothingClient, dataset_id: int, upload: str, files: list[tuple[str, Path]],
+                done: dict[str, tuple[bool, int]], progress: Callable[[str], None] | None) -> list[tuple[str, Path]]:
+    """Hand the files to the local push socket, :data:`LOCAL_AT_ONCE` at a time; returns those left for HTTP: once
+    the socket cannot take one (it is not this service's, or not there any more), no other file starts."""
+    out = threading.Event()  # the socket cannot take this upload's files: no file starts any more
+    abort = threading.Event()  # the push failed: the files in flight are given up
+
+    def send(rel: str, local: Path) -> dict | None:
+        if out.is_set():
+            return None
+        try:
+            return _send_local(client, dataset_id, upload, rel, local, abort)
+        except LocalPushUnavailable:
+            out.set()
+            return None
+
+    pool = ThreadPoolExecutor(LOCAL_AT_ONCE, thread_name_prefix="nothing-push-local")
+    window: deque[tuple[str, Future]] = deque()  # in flight or queued, in the files' order: noted in that order
+    try:
+        for rel, local in files:
+            if out.is_set():
+                break
+            window.append((rel, pool.submit(send, rel, local)))
+            if len(window) > 2 * LOCAL_AT_ONCE:
+                _note_local(window.popleft(), done, progress)
+        while window:
+            _note_local(window.popleft(), done, progress)
+    except BaseException:
+        out.set()
+        abort.set()  # the files in flight give up within LOCAL_POLL_SECONDS: the service keeps nothing of them
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return [(rel, local) for rel, local in files if rel not in done]
+
+
+def _note_local(entry: tuple[str, Future], done: dict[str, tuple[bool, int]],
+                progress: Callable[[str], None] | None) -> None:
+    rel, future = entry
+    answer = future.result()
+    if answer is None:
+        return  # left for HTTP
+    reused, size = bool(answer.get("reused")), int(answer["bytes"])
+    done[rel] = (reused, size)
+    if progress:
+        progress(f"{'already stored' if reused else 'stored'} {rel} ({size} bytes, handed over locally)")
+
+
+def _send_local(client: NothingClient, dataset_id: int, upload: str, rel: str, local: Path,
+                abort: threading.Event) -> dict:
+    """One file over the local socket, handed over again when the transfer breaks (the service keeps nothing of
+    a file cut off half-way), at most :data:`FILE_ATTEMPTS` times, as :func:`_send` does."""
+    attempt = 1
+    while True:
+        try:
+            return client.push_upload_file_locally(dataset_id, upload, rel, local, abort)
+        except LocalPushUnavailable:
+            raise
+        except NothingError as e:
+            retryable = e.status is None or e.status >= 500
+            if not retryable or attempt == FILE_ATTEMPTS or abort.is_set():
+                raise NothingError(f"{rel}: {e}", e.status) from None
+            time.sleep(0.5 * attempt)
+            attempt += 1
+
+
+def _push_http(client: NothingClient, dataset_id: int, upload: str, files: list[tuple[str, Path]],
+               done: dict[str, tuple[bool, int]], progress: Callable[[str], None] | None) -> None:
+    """Offer each file by its hash; send with PUT those the store does not have."""
     stop = threading.Event()
     # The next file is hashed while this one is sent (hashlib and socket writes release the GIL): one ahead,
     # so the push reads each file at most twice and holds nothing but the digests.
@@ -138,25 +239,16 @@ def push(client: NothingClient, name: str, path: str | Path, group: str | None =
             digest = ahead.result()
             if i + 1 < len(files):
                 ahead = hasher.submit(sha256_of, files[i + 1][1], stop)
-            if client.offer_upload_file(dataset["id"], upload, rel, digest, size):
-                result.reused.append(rel)
+            if client.offer_upload_file(dataset_id, upload, rel, digest, size):
+                done[rel] = (True, size)
                 continue
-            _send(client, dataset["id"], upload, rel, local, digest)
-            result.sent.append(rel)
-            result.bytes_sent += size
+            _send(client, dataset_id, upload, rel, local, digest)
+            done[rel] = (False, size)
             if progress:
                 progress(f"sent {rel} ({size} bytes)")
-        result.dataset = client.commit_upload(dataset["id"], upload)
-    except BaseException:
-        try:
-            client.abandon_upload(dataset["id"], upload)
-        except NothingError:
-            pass
-        raise
     finally:
         stop.set()
         hasher.shutdown(wait=False, cancel_futures=True)
-    return result
 
 
 def _send(client: NothingClient, dataset_id: int, upload: str, rel: str, local: Path, digest: str) -> None:

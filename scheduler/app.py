@@ -28,7 +28,9 @@ from . import __version__
 from .accounts import UnixAccounts
 from .api import default_handlers
 from .api.metrics import PrometheusMetrics
+from .collector import HeapCollector
 from .datasets import Datasets
+from .local_push import LocalPush
 from .models import Models
 from .tracker import Tracker
 from .data_plane import NginxDataPlane
@@ -73,7 +75,8 @@ class NothingScheduler(Application):
     version = __version__
     aliases = aliases
     classes = [LocalExecutor, SlurmExecutor, UnixAccounts, ZombieMonitor, TensorBoardManager, Tracker, TuningController,
-               EndpointController, NginxDataPlane, BatchController, PrometheusMetrics, Models, ClusterHistory]
+               EndpointController, NginxDataPlane, BatchController, PrometheusMetrics, Models, ClusterHistory,
+               HeapCollector]
 
     config_file = Unicode("", help="A Python config file to load, e.g. nothing_scheduler_config.py").tag(config=True)
 
@@ -295,8 +298,10 @@ class NothingScheduler(Application):
         self.endpoints = EndpointController(self, parent=self)
         self.datasets = Datasets(self.data_dir, parent=self)
         self.datasets.files.prepare()
+        self.local_push = LocalPush(self.datasets, self.accounts)
         self.models = Models(self.data_dir, parent=self)
         self.models.prepare()
+        self.collector = HeapCollector(parent=self)
 
     def take_lock(self) -> None:
         """Own the data dir and database before touching either (see ``lock.py``); exit if that is refused."""
@@ -389,6 +394,7 @@ class NothingScheduler(Application):
     async def start_async(self) -> None:
         await self.tensorboards.stop_orphans()
         await self.dispatcher.start()
+        self.collector.start()  # once the active runs are loaded: they are what it freezes
         if self.dispatcher.node_infos is not None:  # the engine's nodes, not this machine's
             self.inventory = {i.name: [Gpu(k, "", i.gpu_model or "GPU", 0) for k in range(i.gpus)]
                               for i in self.dispatcher.node_infos}
@@ -405,6 +411,7 @@ class NothingScheduler(Application):
                             body_timeout=300, chunk_size=1024**2)
         server.listen(url.port or 80, url.hostname or "127.0.0.1")
         gateway = await self.listen_gateway()
+        await self.local_push.start()
         self.log.info("NothingAI scheduler %s listening on %s%s (%d GPUs, %s mode)", __version__, self.service_url,
                       self.service_prefix, sum(len(g) for g in self.inventory.values()), self.gpu_mode_in_use)
         stop = asyncio.Event()
@@ -418,6 +425,7 @@ class NothingScheduler(Application):
             watch.cancel()
             await asyncio.gather(watch, return_exceptions=True)
         server.stop()
+        await self.local_push.stop()
         if gateway is not None:
             gateway.stop()
         await self.zombies.stop()
@@ -428,6 +436,7 @@ class NothingScheduler(Application):
         await self.tracker.stop()
         await self.dispatcher.stop()
         await self.tensorboards.stop_all()
+        self.collector.stop()
         self.db.close()
         self.lock.release()
 

@@ -11,8 +11,9 @@ a run's read-only bind of one version (``<data>/mounts/<run>/datasets/<name>``).
   renamed whole: a version is either complete or absent.
 - ``uploads/<id>/manifest.json``: an upload in progress (the files it has so
   far, each already an object); removed at commit or abandon.
-- ``incoming/``: files being received; a cut-off upload leaves only its
-  temporary file, removed at once (or at the next start).
+- ``incoming/``: files being received (over HTTP, or read from a client's
+  descriptor by ``local_push``); a cut-off upload leaves only its temporary
+  file, removed at once (or at the next start).
 
 A version registered from a server folder (under an admin-allowed root) is not
 copied: its tree is that folder, bound read-only into runs.
@@ -29,11 +30,19 @@ import posixpath
 import secrets
 import shutil
 import stat
+import threading
 from pathlib import Path
 
 MAX_PATH_CHARS = 1024
 MAX_FILES_PER_VERSION = 1_000_000
 CHUNK = 1024 * 1024
+# The refusals of a file received, in the same words whichever way it came (HTTP PUT or the local socket).
+DISK_FULL = ("the server's disk is full: the file was not stored (nothing else changed); free space or ask an "
+             "admin")
+
+
+def too_large(limit: int) -> str:
+    return f"a file may be at most {limit} bytes"
 
 
 class DatasetFileError(ValueError):
@@ -55,6 +64,8 @@ def check_relative_path(path: str) -> str:
 class DatasetFiles:
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        # An upload's manifest is read, changed and written whole: files of one upload may arrive side by side.
+        self._manifest_lock = threading.Lock()
 
     # ------------------------------------------------------------------ layout
     def prepare(self) -> None:
@@ -86,15 +97,19 @@ class DatasetFiles:
 
     def keep(self, temp: str, sha256: str) -> int:
         """Make a received file the object ``sha256`` (or drop it: the object exists); returns its size."""
+        return self.store(temp, sha256)[0]
+
+    def store(self, temp: str, sha256: str) -> tuple[int, bool]:
+        """:meth:`keep`, also saying whether the object is new (False: the store had it, the copy is dropped)."""
         target = self.object_path(sha256)
         target.parent.mkdir(exist_ok=True)
         size = os.stat(temp).st_size
         if target.exists():
             os.unlink(temp)
-        else:
-            os.chmod(temp, 0o444)
-            os.rename(temp, target)
-        return size
+            return size, False
+        os.chmod(temp, 0o444)
+        os.rename(temp, target)
+        return size, True
 
     def has_object(self, sha256: str, size: int) -> bool:
         try:
@@ -116,16 +131,20 @@ class DatasetFiles:
             raise DatasetFileError(f"upload {upload_id[:40]} not found") from None
 
     def add_to_upload(self, upload_id: str, path: str, sha256: str, size: int) -> None:
-        manifest = self.upload_manifest(upload_id)
-        if path not in manifest and len(manifest) >= MAX_FILES_PER_VERSION:
-            raise DatasetFileError(f"a version holds at most {MAX_FILES_PER_VERSION:,} files")
-        prefixes = {"/".join(path.split("/")[:i]) for i in range(1, path.count("/") + 1)}
-        clash = next((p for p in manifest if p in prefixes or p.startswith(path + "/")), None)
-        if clash is not None:
-            raise DatasetFileError(f"{path!r} and {clash!r} cannot both be in a dataset (a file and a folder "
-                                   "of one name)")
-        manifest[path] = [sha256, size]
-        self._write_manifest(upload_id, manifest)
+        with self._manifest_lock:
+            manifest = self.upload_manifest(upload_id)
+            if path not in manifest and len(manifest) >= MAX_FILES_PER_VERSION:
+                raise DatasetFileError(f"a version holds at most {MAX_FILES_PER_VERSION:,} files")
+            prefixes = {"/".join(path.split("/")[:i]) for i in range(1, path.count("/") + 1)}
+            clash = next((p for p in manifest if p in prefixes or p.startswith(path + "/")), None)
+            if clash is not None:
+                raise DatasetFileError(f"{path!r} and {clash!r} cannot both be in a dataset (a file and a folder "
+                                       "of one name)")
+            manifest[path] = [sha256, size]
+            try:
+                self._write_manifest(upload_id, manifest)
+            except FileNotFoundError:  # committed or abandoned meanwhile
+                raise DatasetFileError(f"upload {upload_id[:40]} not found") from None
 
     def _write_manifest(self, upload_id: str, manifest: dict) -> None:
         folder = self.upload_dir(upload_id)

@@ -94,6 +94,30 @@ class Datasets(LoggingConfigurable):
         ``service_url``), e.g. ``c.Datasets.upload_url = "http://10.0.0.5:10101/services/nothing/"``.""",
     ).tag(config=True)
 
+    local_push = Bool(
+        True,
+        help="""Let clients on this host (the local spawner's notebooks, the CLI) hand dataset files over as open
+        file descriptors on a Unix socket (``local_push_socket``) instead of sending their bytes over HTTP: the
+        service reads, hashes and writes each file once, several times faster. The client opens the files itself,
+        so it can pass only what its Unix account may read; each file needs a one-time ticket from the HTTP API,
+        which makes PUT's checks (``docs/datasets.md``, "Local push"). Clients elsewhere, or when this is off,
+        send over HTTP. Example: ``c.Datasets.local_push = False``""",
+    ).tag(config=True)
+    local_push_socket = Unicode(
+        help="""The Unix socket of local pushes (mode 0666: the ticket authenticates, not the socket). Every
+        folder above it must let the users' accounts through (missing ones are made 0711). Default:
+        ``<data_dir>/sockets/dataset-push.sock`` (that folder 0711). At most 106 characters (a Unix socket's
+        limit). Example: ``c.Datasets.local_push_socket = "/run/nothing/dataset-push.sock"``""",
+    ).tag(config=True)
+
+    @validate("local_push_socket")
+    def _check_local_push_socket(self, proposal):
+        path = proposal["value"]
+        if path and (not path.startswith("/") or len(path.encode()) > 106):
+            raise TraitError(f"c.Datasets.local_push_socket must be an absolute path of at most 106 bytes, not "
+                             f"{path!r}")
+        return path
+
     @validate("upload_url")
     def _check_upload_url(self, proposal):
         url = proposal["value"]
@@ -103,7 +127,14 @@ class Datasets(LoggingConfigurable):
 
     def __init__(self, data_dir: str, **kwargs):
         super().__init__(**kwargs)
+        self.data_dir = data_dir
         self.files = DatasetFiles(self.store_dir or Path(data_dir) / "datasets")
+
+    def local_push_socket_path(self) -> tuple[str, bool]:
+        """Where the local push socket listens, and whether that is the default place (its folder is ours)."""
+        if self.local_push_socket:
+            return self.local_push_socket, False
+        return str(Path(self.data_dir) / "sockets" / "dataset-push.sock"), True
 
     def advertised_upload_url(self, service_url: str, prefix: str) -> str | None:
         """The address clients are told to send files to directly (see ``direct_uploads``), or None."""

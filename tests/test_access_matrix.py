@@ -161,6 +161,8 @@ READS = [
      dict(owner=200, member=404, other=404, admin=404)),
     ("send a file", "PUT", "/datasets/{team}/uploads/{upload}/files", {"params": {"path": "sent.txt"}, "data": b"s"},
      dict(owner=200, member=404, other=404, admin=404)),
+    ("a ticket to hand a file over locally", "POST", "/datasets/{team}/uploads/{upload}/tickets",
+     {"params": {"path": "handed.txt"}}, dict(owner=201, member=404, other=404, admin=404)),
     ("show a run", "GET", "/runs/{run}", {}, dict(owner=200, member=404, other=404, admin=200)),
     ("a run's metrics", "GET", "/runs/{run}/metrics", {}, dict(owner=200, member=404, other=404, admin=200)),
     ("a run's checkpoints", "GET", "/runs/{run}/checkpoints", {}, dict(owner=200, member=404, other=404, admin=200)),

@@ -34,8 +34,9 @@ def nothing(hub, token, cwd, *args, check=True):
 
 
 def counting_client(hub, token) -> tuple[NothingClient, list[str]]:
-    """A client that records the path of every file it sends with PUT (what crossed the network)."""
-    client = NothingClient(f"{hub.url}/services/nothing/", token)
+    """A client that records the path of every file it sends with PUT (what crossed the network); over HTTP, as
+    from another host (the local socket's push: tests/test_datasets_local_push.py)."""
+    client = NothingClient(f"{hub.url}/services/nothing/", token, local_push=False)
     sent: list[str] = []
 
     def record(response, *args, **kwargs):

@@ -5,8 +5,11 @@ file is sent on its own (``PUT .../files?path=a/b.csv``, streamed to disk, never
 held in memory; or ``POST .../files?path=...&sha256=...&size=...`` when the
 store already has that content, so an unchanged file is never sent twice), and
 ``POST .../commit`` makes the next version, whole or not at all.  A file cut off
-half-way leaves nothing; sending it again replaces it.  An admin may register a
-server folder under ``c.Datasets.allowed_roots`` as a version instead.
+half-way leaves nothing; sending it again replaces it.  A client on the service's
+host may instead ask for a ticket (``POST .../tickets?path=...``, PUT's checks)
+and pass the open file over the local socket (``scheduler/local_push.py``).  An
+admin may register a server folder under ``c.Datasets.allowed_roots`` as a
+version instead.
 
 Access is the one rule of ``ownership``: the owner, the group's members (see,
 use, add versions) and admins; anyone else gets 404.
@@ -25,9 +28,10 @@ from tornado import web
 from tornado.http1connection import HTTP1Connection
 
 from .. import dataset_store as ds
-from ..dataset_files import DatasetFileError, check_relative_path, registered_folder
+from ..dataset_files import DISK_FULL, DatasetFileError, check_relative_path, registered_folder, too_large
 from ..datasets import DATASET_NAME
 from ..dispatcher import utcnow
+from ..local_push import TICKET_SECONDS, Refused
 from ..ownership import Action, may
 from ..tracker import StorageQuotaExceeded
 from .base import APIHandler, HandlerMixin, parse_id
@@ -209,7 +213,8 @@ class UploadsHandler(DatasetMixin, APIHandler):
         """Open an upload: the files sent to it become the next version at commit.
 
         ``direct_url`` (or null) is this service's own listener, for the files' PUTs without the hub's proxy
-        (``c.Datasets.upload_url``): the same application, so the same token check and rules."""
+        (``c.Datasets.upload_url``): the same application, so the same token check and rules. ``local_socket`` (or
+        null) is the local push socket, for clients on this host (:class:`UploadTicketHandler`)."""
         row = await self.get_dataset(dataset_id, "add")
         self.check_quota(row)
         files = self.datasets.files
@@ -217,7 +222,8 @@ class UploadsHandler(DatasetMixin, APIHandler):
         meta = {"dataset_id": row.id, "user": self.username}
         await asyncio.to_thread((files.upload_dir(upload_id) / "meta.json").write_text, json.dumps(meta))
         direct = self.datasets.advertised_upload_url(self.scheduler.service_url, self.settings["service_prefix"])
-        self.write_json({"upload": upload_id, "dataset": row.id, "direct_url": direct}, status=201)
+        self.write_json({"upload": upload_id, "dataset": row.id, "direct_url": direct,
+                         "local_socket": self.scheduler.local_push.path}, status=201)
 
 
 class _UploadMixin(DatasetMixin):
@@ -398,10 +404,9 @@ class UploadFileHandler(_UploadMixin, APIHandler):
     def _check_received(self) -> str:
         """The file's SHA-256 once all of it is in, hashed and written; the refusal if it must not be kept."""
         if self._write_error == "too large":
-            raise web.HTTPError(413, f"a file may be at most {self.max_body_bytes} bytes")
+            raise web.HTTPError(413, too_large(self.max_body_bytes))
         if self._write_error == "disk full":
-            raise web.HTTPError(413, "the server's disk is full: the file was not stored (nothing else changed); "
-                                     "free space or ask an admin")
+            raise web.HTTPError(413, DISK_FULL)
         if self._write_error:
             raise web.HTTPError(400, f"the file could not be stored: {self._write_error}")
         declared = self.declared_length()
@@ -433,6 +438,29 @@ class UploadFileHandler(_UploadMixin, APIHandler):
         self.write_json({"path": self._path, "sha256": sha256, "bytes": size})
 
 
+class UploadTicketHandler(_UploadMixin, APIHandler):
+    """``POST ...?path=P``: a ticket to pass the file P to the local push socket (``scheduler/local_push.py``)
+    instead of sending it with PUT: the same checks as PUT (the caller's own upload, quota, path), and good for
+    that file of that upload, once, for ``expires_in`` seconds. ``service_uid``: the account the service runs as,
+    which the client checks the socket's listener is (``SO_PEERCRED``) before it hands it a file. 404 when the
+    service takes no local pushes."""
+
+    async def post(self, dataset_id, upload_id):
+        row = await self.upload(dataset_id, upload_id)
+        self.check_quota(row)
+        path = self.file_path()
+        local = self.scheduler.local_push
+        if local.path is None:
+            raise web.HTTPError(404, "this service takes no local pushes (c.Datasets.local_push is off, or its "
+                                     "socket could not be made): send the file with PUT")
+        try:
+            ticket = local.tickets.issue(self.username, row.id, upload_id, path)
+        except Refused as e:
+            raise web.HTTPError(e.status, str(e)) from None
+        self.write_json({"ticket": ticket, "path": path, "socket": local.path, "service_uid": os.geteuid(),
+                         "expires_in": TICKET_SECONDS}, status=201)
+
+
 default_handlers = [
     (r"/api/datasets/?", DatasetsHandler),
     (r"/api/datasets/(\d+)/?", DatasetHandler),
@@ -442,4 +470,5 @@ default_handlers = [
     (r"/api/datasets/(\d+)/uploads/([^/]+)/?", UploadHandler),
     (r"/api/datasets/(\d+)/uploads/([^/]+)/commit", CommitHandler),
     (r"/api/datasets/(\d+)/uploads/([^/]+)/files", UploadFileHandler),
+    (r"/api/datasets/(\d+)/uploads/([^/]+)/tickets", UploadTicketHandler),
 ]
