@@ -84,8 +84,9 @@ EXTERNAL_NODE = "(external)"
 # most half of the event loop, however long the queue.
 PASS_COALESCE_ABOVE = 0.002
 PASS_COALESCE_MAX = 0.05
-# A pass decided off the loop applies the queue's new positions in slices of this many runs.
-WAITING_SLICE = 2000
+# A pass decided off the loop applies the queue's new positions in slices of this many runs (each slice about a
+# millisecond: a request waits for one at most).
+WAITING_SLICE = 500
 
 
 class NotebookGpusUnavailable(Exception):
@@ -291,7 +292,7 @@ class Dispatcher:
         self._view_version = 0
         self._next_id = 1
         self._decide_seconds = 0.0
-        # A pass over at least this many queued runs asks the policy in a worker thread (``_decide``).
+        # A pass over at least this many active runs asks the policy in a worker thread (``_decide``).
         self.decide_in_thread_above = 500
         self._decided_off_loop = False
         self._wake = asyncio.Event()
@@ -557,9 +558,17 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ scheduling
     def snapshot(self) -> ClusterSnapshot:
+        return self._snapshot_of(list(self.active.values()), list(self.notebooks.values()), epoch(utcnow()),
+                                 self.group_usage.snapshot(), self.user_usage.snapshot())
+
+    def _snapshot_of(self, runs: list[ActiveRun], notebooks: list[NotebookHold], now: float, group_usage,
+                     user_usage) -> ClusterSnapshot:
+        """The policy's view of ``runs`` and ``notebooks`` (copies of the lists taken on the loop, so that a
+        worker thread may walk them: a run changed meanwhile is seen either way, as a run changed during the
+        policy's call is, and every decision is checked against the state found afterwards)."""
         running, queued = [], []
         queued_state = S.QUEUED
-        for run in self.active.values():
+        for run in runs:
             if run.state is queued_state:  # most of a long queue: checked first
                 queued.append(run.pending())
             elif run.state in HOLDING and run.node is not None:
@@ -570,12 +579,12 @@ class Dispatcher:
                         preemptible=run.preemptible, started_at=started,
                         expected_end=started + run.max_seconds if run.max_seconds and run.started_at else None,
                         stopping=run.state == S.STOP_IN_PROGRESS))
-        for hold in self.notebooks.values():
+        for hold in notebooks:
             # Negative ids keep notebooks apart from runs; the policy never preempts them.
             running.append(Allocation(-hold.id, hold.owner, hold.node, hold.gpus, group=hold.group,
                                       is_notebook=True, started_at=epoch(hold.allocated_at)))
-        return ClusterSnapshot(tuple(self.nodes), tuple(running), tuple(queued), epoch(utcnow()),
-                               group_usage=self.group_usage.snapshot(), user_usage=self.user_usage.snapshot())
+        return ClusterSnapshot(tuple(self.nodes), tuple(running), tuple(queued), now,
+                               group_usage=group_usage, user_usage=user_usage)
 
     def _charge(self, owner: str, group: str, gpus: int, started: datetime | None, ended: datetime,
                 finished: bool) -> None:
@@ -584,18 +593,23 @@ class Dispatcher:
         for ledger, key in ((self.group_usage, group), (self.user_usage, owner)):
             ledger.charge(key, gpus, epoch(started), epoch(ended), finished)
 
-    async def _decide(self, snapshot: ClusterSnapshot):
-        """The policy's decisions on ``snapshot``: in a worker thread once the queue is long.
+    async def _decide(self):
+        """The policy's decisions on a snapshot of now: in a worker thread once the queue is long.
 
         The policy is a pure function of the snapshot (frozen values), so it may run
         while the event loop goes on: a submission no longer waits for a whole pass
-        over a long queue.  The loop may change the dispatcher's state meanwhile;
-        ``_schedule_pass`` checks each decision against the state it finds afterwards.
+        over a long queue.  The walk over the active runs that makes the snapshot is
+        done in that thread too, from copies of the lists (at 10,000 queued it was the
+        longest step of a pass on the loop).  The loop may change the dispatcher's
+        state meanwhile; ``_schedule_pass`` checks each decision against the state it
+        finds afterwards.
         """
-        self._decided_off_loop = len(snapshot.queued) >= self.decide_in_thread_above
+        parts = (list(self.active.values()), list(self.notebooks.values()), epoch(utcnow()),
+                 self.group_usage.snapshot(), self.user_usage.snapshot())
+        self._decided_off_loop = len(parts[0]) >= self.decide_in_thread_above  # active runs: nearly all queued
         if not self._decided_off_loop:
-            return self.policy.decide(snapshot)
-        return await asyncio.to_thread(self.policy.decide, snapshot)
+            return self.policy.decide(self._snapshot_of(*parts))
+        return await asyncio.to_thread(lambda: self.policy.decide(self._snapshot_of(*parts)))
 
     def _still_free(self, start, holders: dict) -> bool:
         """Whether a start decided on a snapshot can still be made: the run waits, its nodes are usable and
@@ -627,9 +641,7 @@ class Dispatcher:
     async def _schedule_pass(self) -> None:
         started = time.perf_counter()
         with paused_gc():  # a pass over a long queue makes tens of thousands of short-lived tuples
-            snapshot = self.snapshot()
-            decisions = await self._decide(snapshot)
-            del snapshot
+            decisions = await self._decide()
             self._decide_seconds = time.perf_counter() - started
             self._wake_at(getattr(decisions, "next_pass_at", None))
             moved = await self._apply_waiting(decisions.waiting)
