@@ -150,8 +150,9 @@ class NothingScheduler(Application):
         help="""Python's thread switch interval in this process (``sys.setswitchinterval``), in seconds.  Long
         queues are decided, and the views digested, in worker threads while the event loop serves requests; each
         time a request's work needs the interpreter back from such a thread it waits up to this long, several
-        times per request (Python's default, 5 ms, put 40-80 ms on the slowest submissions at 10,000 queued with
-        100 open sidebars; 1 ms: 42 ms).  Example: ``c.NothingScheduler.gil_switch_interval = 0.005``
+        times per request (at 10,000 queued with 100 open sidebars the slowest submissions took 59-78 ms with
+        Python's default of 5 ms, 42 ms with 1 ms; ``docs/benchmarks.md``).
+        Example: ``c.NothingScheduler.gil_switch_interval = 0.005``
         """,
     ).tag(config=True)
 
