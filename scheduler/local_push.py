@@ -50,7 +50,7 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,11 +68,16 @@ TICKETS_PER_USER = 64  # held unused at once by one user; a push holds one per f
 REQUEST_SECONDS = 10  # from connecting to the whole request line
 MAX_REQUEST_BYTES = 4096
 MAX_CONNECTIONS = 64  # handled at once; more wait in the listen backlog
-# Files read, hashed and written side by side, one thread each. One thread per file keeps each buffer in the CPU's
-# cache from read to hash to write; splitting a file's reading from its writing measured slower as soon as two
-# files run on two cores (and a push sends two at a time).
+# Files read, hashed and written side by side, one thread each. While a core would idle (fewer copies than half
+# the cores), each copy also hashes a buffer in a second thread while it reads and writes the next one; with a
+# copy on every core that split measured slower (more threads than cores), so then one thread does all three.
 COPIES_AT_ONCE = 4
-BUFFER_BYTES = 256 * 1024
+BUFFER_BYTES = 1024 * 1024
+# Asked of the kernel ahead of the reads (POSIX_FADV_WILLNEED), refreshed every READ_AHEAD_STEP: several requests
+# in flight on the disk instead of the read-ahead the reads themselves trigger, which waited on each buffer (1.7x
+# slower from a cold cache, docs/benchmarks.md "Datasets").
+READ_AHEAD_BYTES = 32 * 1024 * 1024
+READ_AHEAD_STEP = 8 * 1024 * 1024
 
 
 class Refused(Exception):
@@ -168,32 +173,51 @@ def check_source(fd: int, limit: int) -> int:
     return st.st_size
 
 
-def copy_in(files: DatasetFiles, source: int, limit: int, cancel: threading.Event) -> tuple[str, str, int]:
-    """Read ``source`` from its start into a new incoming file, hashing each buffer right before writing that same
-    buffer: ``(temp path, sha256, bytes)``. :class:`Refused` when it grows past ``limit`` or the disk is full,
-    :class:`Cancelled` once ``cancel`` is set; either way the temp file is gone. Blocking: run it in a thread
-    (``preadv``, SHA-256 and ``write`` release the GIL)."""
+def copy_in(files: DatasetFiles, source: int, limit: int, cancel: threading.Event,
+            hasher: Callable[[], Executor | None] = lambda: None) -> tuple[str, str, int]:
+    """Read ``source`` from its start into a new incoming file, hashing each buffer it writes, that same buffer:
+    ``(temp path, sha256, bytes)``. :class:`Refused` when it grows past ``limit`` or the disk is full,
+    :class:`Cancelled` once ``cancel`` is set; either way the temp file is gone. While ``hasher()`` gives an
+    executor (asked at each buffer), a buffer is hashed there while the next one is read and written, in the other
+    of two buffers. Blocking: run it in a thread (``preadv``, ``write`` and SHA-256 release the GIL)."""
     out, temp = files.incoming()
+    digest, total, asked = hashlib.sha256(), 0, 0
+    buffers = [memoryview(bytearray(BUFFER_BYTES)), memoryview(bytearray(BUFFER_BYTES))]
+    hashing: Future | None = None  # the other buffer's hash, still running
     try:
         with contextlib.suppress(OSError):
-            os.posix_fadvise(source, 0, 0, os.POSIX_FADV_SEQUENTIAL)  # a larger read-ahead
-        digest, total = hashlib.sha256(), 0
-        buffer = bytearray(BUFFER_BYTES)
-        view = memoryview(buffer)
+            os.posix_fadvise(source, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         while True:
             if cancel.is_set():
                 raise Cancelled
-            n = os.preadv(source, [buffer], total)  # at its own offset: whatever the client's is
+            if total + READ_AHEAD_BYTES - READ_AHEAD_STEP >= asked:
+                with contextlib.suppress(OSError):
+                    os.posix_fadvise(source, asked, total + READ_AHEAD_BYTES - asked, os.POSIX_FADV_WILLNEED)
+                asked = total + READ_AHEAD_BYTES
+            n = os.preadv(source, [buffers[0]], total)  # at its own offset: whatever the client's is
             if not n:
                 break
             total += n
             if total > limit:
                 raise Refused(413, too_large(limit))
-            chunk = view[:n]
-            digest.update(chunk)  # these bytes, and no others, are written: what the object's name says
-            while chunk:
-                chunk = chunk[os.write(out, chunk):]
+            chunk = written = buffers[0][:n]
+            while written:  # these bytes, and no others, are hashed: what the object's name says
+                written = written[os.write(out, written):]
+            if hashing is not None:
+                hashing.result()  # in order; and the other buffer is free again
+                hashing = None
+            beside = hasher()
+            if beside is None:
+                digest.update(chunk)
+            else:
+                hashing = beside.submit(digest.update, chunk)
+                buffers.reverse()
+        if hashing is not None:
+            hashing.result()
     except BaseException as e:
+        if hashing is not None:  # its buffer is not ours to drop while it is read
+            with contextlib.suppress(BaseException):
+                hashing.result()
         with contextlib.suppress(OSError):
             os.close(out)
         with contextlib.suppress(FileNotFoundError):
@@ -304,7 +328,11 @@ class LocalPush:
         self._accepting: asyncio.Task | None = None
         self._connections: set[asyncio.Task] = set()
         self._pool: ThreadPoolExecutor | None = None
+        self._hashers: ThreadPoolExecutor | None = None
         self._copies = asyncio.Semaphore(COPIES_AT_ONCE)
+        self._copying = 0  # copies running in threads, under _copying_lock
+        self._copying_lock = threading.Lock()
+        self._cores = len(os.sched_getaffinity(0))
         self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
 
     async def start(self) -> None:
@@ -320,11 +348,12 @@ class LocalPush:
             return
         self.path = path
         self._pool = ThreadPoolExecutor(COPIES_AT_ONCE, thread_name_prefix="nothing-local-push")
+        self._hashers = ThreadPoolExecutor(COPIES_AT_ONCE, thread_name_prefix="nothing-local-push-hash")
         self._accepting = asyncio.ensure_future(self._accept())
         log.info("Local dataset pushes on %s", path)
 
     async def stop(self) -> None:
-        if self._accepting is None or self._listener is None or self._pool is None:
+        if self._accepting is None or self._listener is None or self._pool is None or self._hashers is None:
             return
         path, self.path = self.path, None
         self._accepting.cancel()
@@ -336,6 +365,8 @@ class LocalPush:
             if path and os.stat(path).st_ino == self._inode:  # not a newer service's socket
                 os.unlink(path)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        hashers, self._hashers = self._hashers, None  # copies still stopping hash what is left in their own thread
+        hashers.shutdown(wait=False)
 
     async def _accept(self) -> None:
         assert self._listener is not None
@@ -469,8 +500,16 @@ class LocalPush:
             return None if gone else copy.result()
 
     def _copy_and_close(self, source: int, limit: int, cancel: threading.Event) -> tuple[str, str, int]:
+        with self._copying_lock:
+            self._copying += 1
         try:
-            return copy_in(self.files, source, limit, cancel)
+            return copy_in(self.files, source, limit, cancel, self._hasher_while_idle)
         finally:
+            with self._copying_lock:
+                self._copying -= 1
             os.close(source)
+
+    def _hasher_while_idle(self) -> Executor | None:
+        """Where a copy hashes beside its reads and writes: only while two threads a copy leave a core idle."""
+        return self._hashers if self._copying * 2 <= self._cores else None  # None once stopped too
 

@@ -489,6 +489,58 @@ def test_tickets_expire_and_a_user_holds_a_bounded_number():
     tickets.issue("ann", 1, "u" * 32, "e")
 
 
+@pytest.mark.parametrize("size", [0, 1, 1 * MiB, 1 * MiB + 1, 5 * MiB + 12345])
+def test_a_copy_stores_and_names_exactly_the_bytes_it_read_hashing_inline_beside_or_switching(tmp_path, size):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from nothing.scheduler.local_push import BUFFER_BYTES, copy_in
+
+    assert BUFFER_BYTES == 1 * MiB  # the sizes above fall on, just past and between its buffers
+    files = DatasetFiles(tmp_path / "store")
+    files.prepare()
+    data = os.urandom(size)
+    source = tmp_path / "source.bin"
+    source.write_bytes(data)
+    calls = []
+    with ThreadPoolExecutor(1) as pool:
+        for name, hasher in (("inline", lambda: None), ("beside", lambda: pool),
+                             ("switching", lambda: calls.append(1) or (pool if len(calls) % 3 else None))):
+            fd = os.open(source, os.O_RDONLY)
+            try:
+                os.lseek(fd, 7, os.SEEK_SET)  # the client's own offset is not where the copy reads
+                temp, sha256, total = copy_in(files, fd, TiB, threading.Event(), hasher)
+            finally:
+                os.close(fd)
+            assert (sha256, total) == (hashlib.sha256(data).hexdigest(), size), name
+            assert Path(temp).read_bytes() == data, name
+            os.unlink(temp)
+    assert len(calls) == -(-size // MiB)  # asked once a buffer
+
+
+def test_a_copy_given_up_while_its_hash_runs_beside_leaves_nothing(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from nothing.scheduler.local_push import Cancelled, copy_in
+
+    files = DatasetFiles(tmp_path / "store")
+    files.prepare()
+    source = tmp_path / "source.bin"
+    source.write_bytes(os.urandom(4 * MiB))
+    cancel = threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        def hasher():  # gives up after the first buffer's hash has started
+            cancel.set()
+            return pool
+
+        fd = os.open(source, os.O_RDONLY)
+        try:
+            with pytest.raises(Cancelled):
+                copy_in(files, fd, TiB, cancel, hasher)
+        finally:
+            os.close(fd)
+    assert os.listdir(files.root / "incoming") == []
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs")
 def test_a_disk_that_fills_during_a_local_copy_is_puts_refusal_and_leaves_nothing(tmp_path):
     from nothing.scheduler.local_push import Refused, copy_in
