@@ -3,8 +3,8 @@
 Over HTTP a file is hashed twice (by the client, to offer it by hash; by the service, to check what arrived) and
 crosses a TCP socket and tornado's buffers: a fifth of ``cp``'s speed (``docs/benchmarks.md``, "Datasets"). A
 client on this host (the local spawner's notebooks, the CLI) instead opens each file itself and passes the
-descriptor over a Unix socket (``SCM_RIGHTS``); the service reads it into one reused buffer, hashes that buffer and
-writes the same buffer into its incoming file: one read, one hash, one write, nothing through a socket.
+descriptor over a Unix socket (``SCM_RIGHTS``); the service reads it into a buffer, writes that buffer into its
+incoming file and hashes the same buffer: one read, one write, one hash, nothing through a socket.
 
 Why it is safe:
 
