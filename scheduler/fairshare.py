@@ -42,6 +42,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
 
+from .explain import resources_reason
 from .placement import FreeMap, Release
 from .policy import (
     ClusterSnapshot,
@@ -51,14 +52,15 @@ from .policy import (
     Preempt,
     QueueEntry,
     StartRun,
+    expected_seconds,
     free_resources,
     held_runs,
     largest_node,
     normalized,
     shaped_capacity,
     shaped_never_reason,
-    shaped_reason,
     spans_nodes,
+    typical_seconds,
 )
 from .quotas import QuotaBook, Quotas
 from .usage import Usage, decayed_interval, decayed_now
@@ -140,18 +142,11 @@ class FairSharePolicy:
 
     # ---------------------------------------------------------------- run times
     def _typical(self, usage: Mapping[str, Usage], group: str) -> float:
-        u = usage.get(group)
-        if u is not None and u.typical_run_seconds:
-            return u.typical_run_seconds
-        return self.config.default_run_seconds
+        return typical_seconds(usage, group, self.config.default_run_seconds)
 
     def run_seconds(self, run: PendingRun, usage: Mapping[str, Usage]) -> float:
         """How long ``run`` is expected to hold its GPUs (see the module docstring)."""
-        if run.max_seconds is not None:
-            return run.max_seconds
-        if run.estimated_seconds is not None:
-            return run.estimated_seconds
-        return self._typical(usage, run.group)
+        return expected_seconds(run, usage, self.config.default_run_seconds)
 
     def expected_end(self, h: HeldRun, usage: Mapping[str, Usage], now: float) -> float:
         """When a running run should have given its GPUs back (inf: no idea, e.g. a notebook)."""
@@ -272,7 +267,7 @@ class FairSharePolicy:
                 if at is not None:
                     first, *others = fm.caps
                     where = ", ".join([first] if others and not multi else fm.caps)
-                    reason = f"{self._resources(run, fm, multi)}; reserved to start in about {_duration(at - now)} on {where}"
+                    reason = f"{resources_reason(run, fm, multi)}; reserved to start in about {_duration(at - now)} on {where}"
                     if others and not multi:
                         reason += f" (also kept free for it: {', '.join(others)})"
                     waiting.append((run, "head", reason, seconds))
@@ -287,7 +282,7 @@ class FairSharePolicy:
                     f"Reserved: the GPUs it would use are reserved for run {fm.reserved_for}, due to start in about "
                     f"{_duration(fm.reserved_at - now)}; {why}")
             else:
-                kind, reason = "resources", self._resources(run, fm, multi)
+                kind, reason = "resources", resources_reason(run, fm, multi)
                 if shape in never_fits and fm.reserved_for is None:
                     reason += "; it cannot fit even once every run with a known end has stopped"
             memo[key] = (fm.version, kind, reason)
@@ -335,19 +330,6 @@ class FairSharePolicy:
             for p in h.parts:
                 out.append((end, p.node, len(p.gpus), p.cpus, p.memory_bytes))
         return out
-
-    @staticmethod
-    def _resources(run: PendingRun, fm: FreeMap, multi: bool) -> str:
-        if run.shaped:
-            return shaped_reason(run, fm.shaped_hosts(run))
-        gpus = f"{run.gpus} GPU{'s' if run.gpus != 1 else ''}"
-        if multi:
-            return f"Resources: needs {gpus} across nodes; {fm.total} free in the cluster"
-        most = fm.max_free()
-        if most < run.gpus:
-            return f"Resources: needs {gpus} on one node; {fm.total} free in the cluster, at most {most} on one node"
-        return (f"Resources: no node with {gpus} free also has {run.cpus} CPUs and "
-                f"{run.memory_bytes} bytes of memory free")
 
     # ---------------------------------------------------------------- estimates
     def _entries(self, waiting: list[tuple[PendingRun, str, str, float]], fm: FreeMap, held: dict[int, HeldRun],

@@ -34,6 +34,22 @@ def normalized(run: PendingRun) -> PendingRun:
     return run
 
 
+def typical_seconds(usage: Mapping[str, Usage], group: str, default: float) -> float:
+    """How long ``group``'s runs typically take, from its history; ``default`` without one."""
+    u = usage.get(group)
+    return u.typical_run_seconds if u is not None and u.typical_run_seconds else default
+
+
+def expected_seconds(run: PendingRun, usage: Mapping[str, Usage], default: float) -> float:
+    """How long ``run`` is expected to hold its GPUs: its limit, else the caller's estimate, else its group's
+    typical run time."""
+    if run.max_seconds is not None:
+        return run.max_seconds
+    if run.estimated_seconds is not None:
+        return run.estimated_seconds
+    return typical_seconds(usage, run.group, default)
+
+
 def spans_nodes(run: PendingRun, node_gpus: int) -> bool:
     """Whether ``run`` goes on several nodes: a shaped gang of ``nodes > 1``, or an
     unshaped run bigger than the largest node (``node_gpus``)."""

@@ -80,6 +80,7 @@ from .policy import (
     PendingRun,
     Preempt,
     StartRun,
+    expected_seconds,
     free_resources,
     held_runs,
     largest_node,
@@ -87,6 +88,7 @@ from .policy import (
     shaped_capacity,
     shaped_never_reason,
     spans_nodes,
+    typical_seconds,
 )
 from .quotas import QuotaBook, Quotas
 from .usage import Usage, decayed_interval
@@ -165,21 +167,13 @@ class ServiceFairPolicy:
         self.config = config or ServiceFairConfig()
         self.name = name
 
-
     # ---------------------------------------------------------------- run times
     def _typical(self, usage: Mapping[str, Usage], group: str) -> float:
-        u = usage.get(group)
-        if u is not None and u.typical_run_seconds:
-            return u.typical_run_seconds
-        return self.config.default_run_seconds
+        return typical_seconds(usage, group, self.config.default_run_seconds)
 
     def run_seconds(self, run: PendingRun, usage: Mapping[str, Usage]) -> float:
         """The limit, else the caller's estimate, else the group's typical run time."""
-        if run.max_seconds is not None:
-            return run.max_seconds
-        if run.estimated_seconds is not None:
-            return run.estimated_seconds
-        return self._typical(usage, run.group)
+        return expected_seconds(run, usage, self.config.default_run_seconds)
 
     def expected_end(self, h: HeldRun, usage: Mapping[str, Usage], now: float) -> tuple[float, bool]:
         """When a running run should give its GPUs back, and whether that is certain

@@ -266,6 +266,16 @@ class APIHandler(HubUserMixin, BoundedBodyMixin):
             raise web.HTTPError(400, f"?{name}= must be a whole number from {low} to {high}, not {raw!r}")
         return int(raw)
 
+    def query_flag(self, name: str) -> bool:
+        """A yes/no query argument: ``1`` or ``true`` is yes."""
+        return self.get_argument(name, "0") in ("1", "true")
+
+    def listing_everyone(self, what: str) -> bool:
+        """``?all=1`` on a listing of ``what``: every owner's, for admins only (403 for anyone else)."""
+        everyone = self.query_flag("all")
+        if everyone and not self.is_admin:
+            raise web.HTTPError(403, f"only admins may list every user's {what}")
+        return everyone
 
 
 # The handlers' mixins (``RunAccessMixin``, ``ClusterMixin``, ...) are only ever mixed into APIHandler subclasses:

@@ -140,9 +140,7 @@ class _BatchMixin(RunDeleteMixin, RunAccessMixin):
 
 class BatchInferencesHandler(_BatchMixin, APIHandler):
     async def get(self):
-        everyone = self.get_argument("all", "0") in ("1", "true")
-        if everyone and not self.is_admin:
-            raise web.HTTPError(403, "only admins may list every user's batch inferences")
+        everyone = self.listing_everyone("batch inferences")
         principal = self.principal
         rows = await self.dispatcher.db.run(bi.list_batches, None if everyone else principal.name,
                                             sorted(principal.groups))

@@ -424,7 +424,7 @@ class QueueHandler(ClusterMixin, APIHandler):
     """
 
     async def get(self):
-        only_mine = self.get_argument("mine", "0") in ("1", "true")
+        only_mine = self.query_flag("mine")
         limit, offset = page_bounds(self.get_argument("limit", None), self.get_argument("offset", None))
         if self.view.cache_views:
             await self._cached(only_mine, limit, offset)
@@ -487,7 +487,7 @@ class ViewStreamHandler(ClusterMixin, APIHandler):
         if not names or set(names) - {"summary", "queue"}:
             raise web.HTTPError(400, "views must name summary, queue or both, separated by commas")
         with_active = self.get_argument("my_active", "1") not in ("0", "false")
-        only_mine = self.get_argument("mine", "0") in ("1", "true")
+        only_mine = self.query_flag("mine")
         limit, offset = page_bounds(self.get_argument("limit", None), self.get_argument("offset", None))
         settings, viewer = self.settings, self.viewer
         views = []

@@ -97,9 +97,7 @@ class DatasetMixin(HandlerMixin):
 
 class DatasetsHandler(DatasetMixin, APIHandler):
     async def get(self):
-        everyone = self.get_argument("all", "0") in ("1", "true")
-        if everyone and not self.is_admin:
-            raise web.HTTPError(403, "only admins may list every dataset")
+        everyone = self.listing_everyone("datasets")
         rows = await self.dispatcher.db.run(ds.list_datasets, None if everyone else self.username,
                                             sorted(self.principal.groups))
         self.write_json({"datasets": [dataset_model(r) for r in rows]})

@@ -136,9 +136,7 @@ class EndpointMixin(HandlerMixin):
 
 class EndpointsHandler(EndpointMixin, APIHandler):
     async def get(self):
-        everyone = self.get_argument("all", "0") in ("1", "true")
-        if everyone and not self.is_admin:
-            raise web.HTTPError(403, "only admins may list every endpoint")
+        everyone = self.listing_everyone("endpoints")
         db = self.dispatcher.db
         rows = [r for r in await db.run(es.list_endpoints)
                 if (everyone and self.is_admin) or (not everyone and may(self.principal, "see", r.owner, r.group))]
@@ -354,7 +352,7 @@ class StageManifestsHandler(EndpointMixin, APIHandler):
         stage = self.stage_of(row, stage_name)
         models = await self.dispatcher.db.run(es.models_by_id, sorted({r.model_id for r in stage.resources}))
         account = await self.dispatcher.account(row.owner)
-        kserve = self.get_argument("kserve", "0") in ("1", "true")
+        kserve = self.query_flag("kserve")
         try:
             objects = stage_manifests(self.scheduler, row, stage, models, account, kserve)
         except ValueError as e:

@@ -84,7 +84,7 @@ class _ExperimentMixin(HandlerMixin):
     def whose(self) -> str | None:
         """The owner asked about: the caller, another user (admins), or None for everyone (admins, ?all=1)."""
         owner = self.get_argument("owner", None)
-        everyone = self.get_argument("all", "0") in ("1", "true")
+        everyone = self.query_flag("all")
         if (everyone or (owner and owner != self.username)) and not self.is_admin:
             raise web.HTTPError(403, "only admins may see other users' experiments")
         return None if everyone and not owner else (owner or self.username)

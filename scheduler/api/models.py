@@ -184,9 +184,7 @@ class ModelsHandler(ModelMixin, APIHandler):
         return super().max_body_bytes
 
     async def get(self):
-        everyone = self.get_argument("all", "0") in ("1", "true")
-        if everyone and not self.is_admin:
-            raise web.HTTPError(403, "only admins may list every user's models")
+        everyone = self.listing_everyone("models")
         principal = self.principal
         db = self.dispatcher.db
         rows = await db.run(md.list_models, None if everyone else principal.name, sorted(principal.groups))

@@ -46,9 +46,7 @@ def server_scope(owner: str, server: str) -> str:
 
 class NotebooksHandler(APIHandler):
     async def get(self):
-        everyone = self.get_argument("all", "0") in ("1", "true")
-        if everyone and not self.is_admin:
-            raise web.HTTPError(403, "only admins may list other users' notebooks")
+        everyone = self.listing_everyone("notebooks")
         holds = [h.to_dict() for h in self.dispatcher.notebooks.values() if everyone or h.owner == self.username]
         self.write_json({"notebooks": holds})
 

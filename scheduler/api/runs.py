@@ -249,7 +249,7 @@ class RunsHandler(RunAccessMixin, APIHandler):
             except ValueError:
                 raise web.HTTPError(400, f"unknown state {value!r}; states are: "
                                          f"{', '.join(s.value for s in RunState)}") from None
-        everyone = self.get_argument("all", "0") in ("1", "true")
+        everyone = self.query_flag("all")
         owner = self.get_argument("owner", None)
         if (everyone or (owner and owner != self.username)) and not self.is_admin:
             raise web.HTTPError(403, "only admins may list other users' runs")
@@ -348,7 +348,7 @@ class RunHandler(RunDeleteMixin, RunAccessMixin, APIHandler):
     async def delete(self, run_id):
         """As in the seed, an active run must be stopped first: ``?stop=true`` stops it, then deletes it."""
         row = await self.get_visible_run(run_id)
-        await self.delete_run(row, self.get_argument("stop", "0") in ("1", "true"))
+        await self.delete_run(row, self.query_flag("stop"))
         self.set_status(204)
         self.finish()
 
@@ -417,7 +417,7 @@ class LogsHandler(RunAccessMixin, APIHandler):
             raise web.HTTPError(404, f"run {row.id} has no log yet")
         if offset < 0:
             offset = await asyncio.to_thread(_tail_offset, path, tail) if tail else 0
-        follow = self.get_argument("follow", "0") in ("1", "true")
+        follow = self.query_flag("follow")
         if not follow:
             data = await asyncio.to_thread(_read_from, path, offset, 8 * 1024 * 1024)
             self.set_header("X-Log-Offset", str(offset + len(data)))

@@ -136,9 +136,7 @@ class TemplatesHandler(TemplateAccessMixin, APIHandler):
         return submission_body_bytes(self.scheduler.max_snapshot_bytes)
 
     async def get(self):
-        everyone = self.get_argument("all", "0") in ("1", "true")
-        if everyone and not self.is_admin:
-            raise web.HTTPError(403, "only admins may list every user's templates")
+        everyone = self.listing_everyone("templates")
         principal = self.principal
         rows = await self.dispatcher.db.run(tp.list_templates, None if everyone else principal.name,
                                             sorted(principal.groups))

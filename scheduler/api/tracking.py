@@ -173,7 +173,7 @@ class StorageHandler(APIHandler):
         mine = tracker.usage(self.username, "")
         model = {"user": dict(mine["user"], name=self.username),
                  "groups": [tracker.usage(self.username, g)["group"] for g in groups]}
-        if self.get_argument("all", "0") in ("1", "true"):
+        if self.query_flag("all"):
             if not self.is_admin:
                 raise web.HTTPError(403, "only admins may see everyone's storage")
             quotas = self.dispatcher.quotas

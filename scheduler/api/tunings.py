@@ -124,9 +124,7 @@ class TuningsHandler(_TuningMixin, APIHandler):
         return submission_body_bytes(self.scheduler.max_snapshot_bytes)
 
     async def get(self):
-        everyone = self.get_argument("all", "0") in ("1", "true")
-        if everyone and not self.is_admin:
-            raise web.HTTPError(403, "only admins may list other users' tunings")
+        everyone = self.listing_everyone("tunings")
         rows = await self.dispatcher.db.run(tc.list_tunings, None if everyone else self.username)
         self.write_json({"tunings": [tuning_model(r) for r in rows]})
 
