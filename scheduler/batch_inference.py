@@ -47,6 +47,7 @@ from . import dataset_store
 from . import serving_states as ss
 from .datasets import DatasetRefError, parse_refs
 from .dispatcher import RunNotActive, utcnow
+from .nofollow import DIR_FLAGS, READ_FLAGS
 from .orm import BatchInference, Model, Run
 from .rundir import _link_tree, remove_path
 from .runenv import RunPaths
@@ -86,8 +87,6 @@ if __name__ == "__main__":
 '''
 EXIT_LOAD_FAILED, EXIT_NO_INPUT, EXIT_TIMED_OUT = 1, 2, 3  # batch_infer.py's
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 class BatchError(ValueError):
@@ -318,10 +317,10 @@ def summary_line(summary: dict | None) -> str:
 # ---------------------------------------------------------------- files (blocking: in a thread)
 def _open_folder(top: str, parts: list[str]) -> int:
     """A descriptor of ``top/parts...``, no component a link; OSError otherwise."""
-    fd = os.open(top, _DIR_FLAGS)
+    fd = os.open(top, DIR_FLAGS)
     for part in parts:
         try:
-            child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            child = os.open(part, DIR_FLAGS, dir_fd=fd)
         finally:
             os.close(fd)
         fd = child
@@ -350,7 +349,7 @@ def stage_run_input(run_dir: str, relative: str, dest: str) -> None:
     src = _open_folder(run_dir, relative.split("/"))
     try:
         os.mkdir(dest, 0o700)
-        dst = os.open(dest, _DIR_FLAGS)
+        dst = os.open(dest, DIR_FLAGS)
         try:
             _link_tree(src, dst)
         except BaseException:
@@ -370,7 +369,7 @@ def read_user_file(folder: str, parts: list[str], limit: int, tail: bool = False
     except OSError:
         return None
     try:
-        f = os.open(parts[-1], _READ_FLAGS, dir_fd=fd)
+        f = os.open(parts[-1], READ_FLAGS, dir_fd=fd)
     except OSError:
         return None
     finally:

@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session
 from traitlets import Integer, List, Unicode
 from traitlets.config import LoggingConfigurable
 
+from .nofollow import DIR_FLAGS, READ_FLAGS, open_below
 from .orm import BatchInference, Endpoint, EndpointStage, Model, Run, StageResource
 from .serving_runtime.artifacts import FRAMEWORKS
 from .serving_states import BATCH_TERMINAL
@@ -60,8 +61,6 @@ CHANGE_FIELDS = frozenset({"name", "description", "tags"})
 STAGING_PREFIX = ".incoming-"
 CHUNK = 1024 * 1024
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -245,10 +244,10 @@ class Copied:
 
 def open_folder_below(top: str, relative: str, what: str) -> int:
     """A descriptor of the folder ``top/relative``; no component may be a link (ModelError otherwise)."""
-    fd = os.open(top, _DIR_FLAGS)
+    fd = os.open(top, DIR_FLAGS)
     for part in [p for p in relative.split("/") if p]:
         try:
-            child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            child = os.open(part, DIR_FLAGS, dir_fd=fd)
         except FileNotFoundError:
             os.close(fd)
             raise ModelError(f"{what} has no folder {relative!r}") from None
@@ -256,20 +255,6 @@ def open_folder_below(top: str, relative: str, what: str) -> int:
             os.close(fd)
             raise ModelError(f"{relative!r} in {what} is not a folder (a link is never followed)") from None
         os.close(fd)
-        fd = child
-    return fd
-
-
-def _open_below(top: int, parts: tuple[str, ...]) -> int | None:
-    fd = os.dup(top)
-    for part in parts:
-        try:
-            child: int | None = os.open(part, _DIR_FLAGS, dir_fd=fd)
-        except OSError:
-            child = None
-        os.close(fd)
-        if child is None:
-            return None
         fd = child
     return fd
 
@@ -285,14 +270,14 @@ def copy_tree(src: int, dst: int, max_bytes: int, max_files: int, owner_uid: int
     pending: list[tuple[str, ...]] = [()]
     while pending:
         parts = pending.pop()
-        s = _open_below(src, parts)
+        s = open_below(src, parts)
         if s is not None and owner_uid is not None and os.fstat(s).st_uid != owner_uid:
             os.close(s)
             s = None
         if s is None:  # swapped for a link or another's folder since it was listed
             done.skipped.append("/".join(parts))
             continue
-        d = _open_below(dst, parts)
+        d = open_below(dst, parts)
         assert d is not None  # made by us just before, in a folder nobody else can reach
         prefix = "".join(p + "/" for p in parts)
         try:
@@ -304,7 +289,7 @@ def copy_tree(src: int, dst: int, max_bytes: int, max_files: int, owner_uid: int
                         raise ModelError(f"the model folder is nested deeper than {MAX_DEPTH} folders "
                                          f"(at {prefix}{name})")
                     os.mkdir(name, 0o755, dir_fd=d)
-                    _chmod_at(d, name, 0o755, _DIR_FLAGS)
+                    _chmod_at(d, name, 0o755, DIR_FLAGS)
                     pending.append((*parts, name))
                 elif stat.S_ISREG(st.st_mode):
                     if not _copy_file(s, d, name, owner_uid, done, max_bytes):
@@ -332,7 +317,7 @@ def _chmod_at(dir_fd: int, name: str, mode: int, flags: int) -> None:
 def _copy_file(src: int, dst: int, name: str, owner_uid: int | None, done: Copied, max_bytes: int) -> bool:
     """Copy one file, checked on the descriptor it is read through; False when it is not one to copy."""
     try:
-        fd = os.open(name, _READ_FLAGS, dir_fd=src)
+        fd = os.open(name, READ_FLAGS, dir_fd=src)
     except OSError:
         return False  # a link (ELOOP), or gone meanwhile
     try:
@@ -373,7 +358,7 @@ def copy_folder(top: str, relative: str, dest: str, max_bytes: int, max_files: i
             raise ModelError(f"{relative!r} in {what} is not the run's own folder")
         os.mkdir(dest, 0o700)
         try:
-            dst = os.open(dest, _DIR_FLAGS)
+            dst = os.open(dest, DIR_FLAGS)
             try:
                 done = copy_tree(src, dst, max_bytes, max_files, owner_uid)
                 os.fchmod(dst, 0o755)
@@ -404,7 +389,7 @@ def unpack_upload(data: bytes, dest: str, max_bytes: int, max_files: int) -> Cop
 def settle_tree(dest: str) -> Copied:
     """Folders 0755, files 0644, links removed: what the store holds.  Returns what it holds."""
     done = Copied()
-    top = os.open(dest, _DIR_FLAGS)
+    top = os.open(dest, DIR_FLAGS)
     try:
         os.fchmod(top, 0o755)
         for folder, dirs, files, fd in os.fwalk(".", dir_fd=top):
@@ -413,10 +398,10 @@ def settle_tree(dest: str) -> Copied:
             for name in dirs + files:
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
                 if stat.S_ISDIR(st.st_mode):
-                    _chmod_at(fd, name, 0o755, _DIR_FLAGS)
+                    _chmod_at(fd, name, 0o755, DIR_FLAGS)
                     kept.append(name)
                 elif stat.S_ISREG(st.st_mode):
-                    _chmod_at(fd, name, 0o644, _READ_FLAGS)
+                    _chmod_at(fd, name, 0o644, READ_FLAGS)
                     done.files += 1
                     done.bytes += st.st_size
                 else:

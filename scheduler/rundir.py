@@ -18,10 +18,10 @@ from collections import deque
 from pathlib import Path
 
 from .helper_process import run_as
+from .nofollow import DIR_FLAGS, READ_FLAGS, open_below
 from .runenv import RunPaths
 from .snapshot import SnapshotError, SnapshotLimits, check_archive, check_entry_point, pack_tree, unpack_into
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 MAX_CHECKPOINT_DEPTH = 256
 
 
@@ -70,7 +70,7 @@ def stage_source(root: str, limits: SnapshotLimits, uid: int | None = None, gid:
     data = _read_own_file(paths.snapshot)
     os.mkdir(staging, 0o700)
     try:
-        fd = os.open(staging, _DIR_FLAGS)
+        fd = os.open(staging, DIR_FLAGS)
         try:
             os.fchmod(fd, 0o700)
             if uid is None:
@@ -99,7 +99,7 @@ def stored_code(root: str, uid: int | None = None, gid: int | None = None) -> by
     except FileNotFoundError:
         pass
     try:
-        fd = os.open(paths.source, _DIR_FLAGS)
+        fd = os.open(paths.source, DIR_FLAGS)
     except (FileNotFoundError, NotADirectoryError):
         return None
     try:
@@ -159,8 +159,8 @@ def link_readonly_inputs(root: str, inputs: list[tuple[str, str]]) -> list[str]:
     for name, source in inputs:
         point = folder / name
         point.mkdir()
-        src = os.open(source, _DIR_FLAGS)
-        dst = os.open(point, _DIR_FLAGS)
+        src = os.open(source, DIR_FLAGS)
+        dst = os.open(point, DIR_FLAGS)
         try:
             _link_tree(src, dst)
         finally:
@@ -190,14 +190,14 @@ def prepare_checkpoint_input(root: str, source_root: str, name: str | None,
     if stat.S_ISLNK(st.st_mode):
         raise FileNotFoundError(f"checkpoint {name} of run {source.root.name} is a link")
     if not bind:
-        fd = os.open(origin if stat.S_ISDIR(st.st_mode) else origin.parent, _DIR_FLAGS)
-        target = os.open(paths.checkpoint_input, _DIR_FLAGS)
+        fd = os.open(origin if stat.S_ISDIR(st.st_mode) else origin.parent, DIR_FLAGS)
+        target = os.open(paths.checkpoint_input, DIR_FLAGS)
         try:
             if stat.S_ISDIR(st.st_mode) and not name:
                 _link_tree(fd, target)
             elif stat.S_ISDIR(st.st_mode):
                 os.mkdir(name, 0o700, dir_fd=target)
-                inner = os.open(name, _DIR_FLAGS, dir_fd=target)
+                inner = os.open(name, DIR_FLAGS, dir_fd=target)
                 try:
                     _link_tree(fd, inner)
                 finally:
@@ -234,14 +234,14 @@ def hand_over_checkpoints(root: str) -> None:
     """
     paths = RunPaths(Path(root))
     paths.exit_file.unlink(missing_ok=True)
-    source = os.open(paths.checkpoints, _DIR_FLAGS)
+    source = os.open(paths.checkpoints, DIR_FLAGS)
     try:
         if not os.listdir(source):
             return
         staging = paths.root / "checkpoint-input.next"
         remove_path(staging)
         os.mkdir(staging, 0o700)
-        target = os.open(staging, _DIR_FLAGS)
+        target = os.open(staging, DIR_FLAGS)
         try:
             _link_tree(source, target)
         finally:
@@ -266,7 +266,7 @@ def give_to_user(root: str, uid: int, gid: int) -> None:
     account's ``uid`` unpacks as the user, so nothing of theirs is root's.)
     """
     paths = RunPaths(Path(root))
-    fd = os.open(paths.root, _DIR_FLAGS)
+    fd = os.open(paths.root, DIR_FLAGS)
     try:
         os.fchown(fd, uid, gid)
         os.fchmod(fd, 0o700)
@@ -290,11 +290,11 @@ def _link_tree(source: int, target: int) -> None:
     pending = deque([()])
     while pending:
         parts = pending.popleft()
-        src = _open_below(source, parts)
+        src = open_below(source, parts)
         if src is None:
             continue  # swapped for something else meanwhile: not a folder any more
         try:
-            dst = _open_below(target, parts)
+            dst = open_below(target, parts)
             try:
                 for entry in os.scandir(src):
                     if entry.is_dir(follow_symlinks=False):
@@ -310,7 +310,7 @@ def _link_tree(source: int, target: int) -> None:
         finally:
             os.close(src)
     for parts, uid, gid in reversed(made):
-        parent = _open_below(target, parts[:-1])
+        parent = open_below(target, parts[:-1])
         try:
             os.chown(parts[-1], uid, gid, dir_fd=parent, follow_symlinks=False)
         finally:
@@ -319,24 +319,9 @@ def _link_tree(source: int, target: int) -> None:
     os.fchown(target, st.st_uid, st.st_gid)
 
 
-def _open_below(top: int, parts: tuple[str, ...]) -> int | None:
-    """A descriptor of the folder ``top/parts...``, or None if a component is not a folder (a link is not)."""
-    fd = os.dup(top)
-    for part in parts:
-        try:
-            child = os.open(part, _DIR_FLAGS, dir_fd=fd)
-        except OSError:
-            child = None
-        os.close(fd)
-        if child is None:
-            return None
-        fd = child
-    return fd
-
-
 def _read_own_file(path: Path) -> bytes:
     """The content of ``path``, a regular file of the caller's with one name (never a link or a user's file)."""
-    with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
+    with open(os.open(path, READ_FLAGS), "rb") as f:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_nlink != 1:
             raise SnapshotError(f"the stored snapshot {path} is not a file of the service's own; it was not read")

@@ -51,12 +51,12 @@ from .db import make_engine
 from .dispatcher import utcnow
 from .helper_process import HelperProcess
 from .metrics import MetricRule, Reader, rules_from_json, summarize
+from .nofollow import READ_FLAGS
 from .runenv import RunPaths
 from .states import RunState, StopCause
 
 log = logging.getLogger(__name__)
 
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 FOLLOWED = (RunState.RUNNING, RunState.STOP_IN_PROGRESS)
 
 
@@ -71,7 +71,7 @@ def read_new(path: str, offset: int, limit: int, final: bool) -> tuple[list[byte
     ended).  A file that shrank (the run truncated its log) is read on from its end.
     """
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        fd = os.open(path, READ_FLAGS)
     except OSError:
         return [], offset
     try:

@@ -271,21 +271,27 @@ def _quantity_cpu(cpus: float) -> str:
     return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
 
 
-def _resources(o: KubeRunOptions, gpus: bool) -> dict[str, Any]:
+def container_resources(cpus: float, memory_bytes: int, gpu_resource: str, gpus: int) -> dict[str, Any]:
+    """A container's ``resources``: CPUs and memory requested and limited alike (the scheduler placed exactly
+    that), GPUs as a limit only (an extended resource's request defaults to its limit)."""
     amounts: dict[str, str] = {}
-    if o.cpus:
-        amounts["cpu"] = _quantity_cpu(o.cpus)
-    if o.memory_bytes:
-        amounts["memory"] = str(o.memory_bytes)
+    if cpus:
+        amounts["cpu"] = _quantity_cpu(cpus)
+    if memory_bytes:
+        amounts["memory"] = str(memory_bytes)
     resources: dict[str, Any] = {}
     if amounts:
         resources["requests"] = dict(amounts)
     limits = dict(amounts)
-    if gpus and o.gpus_per_node:
-        limits[GPU_RESOURCE] = str(o.gpus_per_node)
+    if gpus:
+        limits[gpu_resource] = str(gpus)
     if limits:
         resources["limits"] = limits
     return resources
+
+
+def _resources(o: KubeRunOptions, gpus: bool) -> dict[str, Any]:
+    return container_resources(o.cpus, o.memory_bytes, GPU_RESOURCE, o.gpus_per_node if gpus else 0)
 
 
 def _host(o: KubeRunOptions, index: int) -> str:

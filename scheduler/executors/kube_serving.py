@@ -35,7 +35,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .kube_objects import GPU_RESOURCE, MANAGED_BY, _quantity_cpu, label_value
+from .kube_objects import GPU_RESOURCE, MANAGED_BY, container_resources, label_value
 
 __all__ = [
     "KSERVE_API_VERSION", "MODEL_DIR", "PORT", "PORT_FILE", "READY_PATH", "RUNTIME_DIR", "SERVER_CONTAINER",
@@ -304,20 +304,7 @@ def _runtime_hash(o: ServingOptions) -> str:
 
 
 def _resources(o: ServingOptions) -> dict[str, Any]:
-    amounts: dict[str, str] = {}
-    if o.cpus:
-        amounts["cpu"] = _quantity_cpu(o.cpus)
-    if o.memory_bytes:
-        amounts["memory"] = str(o.memory_bytes)
-    resources: dict[str, Any] = {}
-    if amounts:
-        resources["requests"] = dict(amounts)
-    limits = dict(amounts)
-    if o.gpus:
-        limits[o.gpu_resource] = str(o.gpus)
-    if limits:
-        resources["limits"] = limits
-    return resources
+    return container_resources(o.cpus, o.memory_bytes, o.gpu_resource, o.gpus)
 
 
 def _probe(period: int, failures: int, timeout: int) -> dict[str, Any]:
