@@ -67,7 +67,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nothing.magics import datasets as client_datasets  # noqa: E402
 from nothing.magics.client import NothingClient  # noqa: E402
-from tests.helpers import make_archive  # noqa: E402
+from tests.helpers import make_archive, wait_for_number  # noqa: E402
 from tests.hub import Hub  # noqa: E402
 
 MiB = 1024 * 1024
@@ -226,17 +226,11 @@ class Bench:
         return r.json()["id"], t0
 
     def stamp(self, run_id: int, timeout: float = 60) -> float:
-        path = self.runs / str(run_id) / "model" / "t"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                text = path.read_text()
-                if text:
-                    return float(text)
-            except (FileNotFoundError, ValueError):
-                pass
-            time.sleep(0.001)
-        raise TimeoutError(f"run {run_id} did not start:\n{self.api('GET', f'/runs/{run_id}/logs').text[-2000:]}")
+        try:
+            return wait_for_number(self.runs / str(run_id) / "model" / "t", timeout, 0.001, f"run {run_id} to start")
+        except TimeoutError:
+            raise TimeoutError(f"run {run_id} did not start:\n"
+                               f"{self.api('GET', f'/runs/{run_id}/logs').text[-2000:]}") from None
 
     def wait_done(self, run_id: int, timeout: float = 120) -> dict:
         deadline = time.monotonic() + timeout

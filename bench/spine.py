@@ -27,7 +27,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.loadgen import submit_burst  # noqa: E402
-from tests.helpers import make_archive  # noqa: E402
+from tests.helpers import make_archive, wait_for_number  # noqa: E402
 from tests.hub import Hub  # noqa: E402
 
 CONCURRENCY = (1, 4, 16, 32, 64)
@@ -75,17 +75,7 @@ class Bench:
         return r.json()["id"], t0
 
     def stamp(self, run_id: int, timeout: float = 30) -> float:
-        path = self.runs / str(run_id) / "model" / "t"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                text = path.read_text()
-                if text:
-                    return float(text)
-            except FileNotFoundError:
-                pass
-            time.sleep(0.001)
-        raise TimeoutError(f"run {run_id} did not start")
+        return wait_for_number(self.runs / str(run_id) / "model" / "t", timeout, 0.001, f"run {run_id} to start")
 
     def state(self, run_id: int) -> str:
         return self.session.get(f"{self.hub.api_url}/runs/{run_id}", timeout=30).json()["state"]

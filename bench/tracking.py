@@ -42,7 +42,7 @@ import requests
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from tests.helpers import make_archive  # noqa: E402
+from tests.helpers import make_archive, wait_for_number  # noqa: E402
 from tests.hub import Hub  # noqa: E402
 
 RUNS = 100
@@ -199,17 +199,11 @@ class Bench:
         return r.json()["id"]
 
     def wait_file(self, run_id: int, name: str, timeout: float = 300) -> float:
-        path = self.runs / str(run_id) / "model" / name
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                text = path.read_text()
-                if text:
-                    return float(text)
-            except FileNotFoundError:
-                pass
-            time.sleep(0.01)
-        raise TimeoutError(f"run {run_id}: no {name} ({self.session.get(f'{self.hub.api_url}/runs/{run_id}').text})")
+        try:
+            return wait_for_number(self.runs / str(run_id) / "model" / name, timeout, 0.01, f"run {run_id}'s {name}")
+        except TimeoutError:
+            raise TimeoutError(f"run {run_id}: no {name} "
+                               f"({self.session.get(f'{self.hub.api_url}/runs/{run_id}').text})") from None
 
     def get_run(self, run_id: int, session: requests.Session) -> float:
         t = time.perf_counter()

@@ -6,6 +6,7 @@ import asyncio
 import io
 import tarfile
 import time
+from pathlib import Path
 
 
 def make_archive(files: dict[str, str | bytes], links: dict[str, str] | None = None) -> bytes:
@@ -49,6 +50,19 @@ def wait_for_sync(predicate, timeout: float = 30.0, interval: float = 0.1, messa
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
+
+
+def read_number(path) -> float | None:
+    """The number a run wrote to ``path``, once it has (None before: missing, empty or half-written)."""
+    try:
+        return float(Path(path).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def wait_for_number(path, timeout: float = 30.0, interval: float = 0.01, message: str = "a number") -> float:
+    """:func:`read_number` once it is there (a time stamp, say: a zero would read as not there yet)."""
+    return wait_for_sync(lambda: read_number(path), timeout, interval, message)
 
 
 def let_users_traverse(path) -> None:
