@@ -32,12 +32,13 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 from .client import LocalPushUnavailable, NothingClient, NothingError, Stopped
 
 HASH_CHUNK = 1024 * 1024
 FILE_ATTEMPTS = 3
+T = TypeVar("T")
 # Files handed to the local push socket at once: the service copies each on a core of its own (two keep both of a
 # small machine's cores busy; the service copies a few more side by side, from every client).
 LOCAL_AT_ONCE = 2
@@ -209,20 +210,8 @@ def _note_local(entry: tuple[str, Future], done: dict[str, tuple[bool, int]],
 
 def _send_local(client: NothingClient, dataset_id: int, upload: str, rel: str, local: Path,
                 abort: threading.Event) -> dict:
-    """One file over the local socket, handed over again when the transfer breaks (the service keeps nothing of
-    a file cut off half-way), at most :data:`FILE_ATTEMPTS` times, as :func:`_send` does."""
-    attempt = 1
-    while True:
-        try:
-            return client.push_upload_file_locally(dataset_id, upload, rel, local, abort)
-        except LocalPushUnavailable:
-            raise
-        except NothingError as e:
-            retryable = e.status is None or e.status >= 500
-            if not retryable or attempt == FILE_ATTEMPTS or abort.is_set():
-                raise NothingError(f"{rel}: {e}", e.status) from None
-            time.sleep(0.5 * attempt)
-            attempt += 1
+    """One file over the local socket, handed over again when the transfer breaks, as :func:`_send` does."""
+    return _again_when_cut(rel, lambda: client.push_upload_file_locally(dataset_id, upload, rel, local, abort), abort)
 
 
 def _push_http(client: NothingClient, dataset_id: int, upload: str, files: list[tuple[str, Path]],
@@ -252,17 +241,25 @@ def _push_http(client: NothingClient, dataset_id: int, upload: str, files: list[
 
 
 def _send(client: NothingClient, dataset_id: int, upload: str, rel: str, local: Path, digest: str) -> None:
-    """One file, streamed from disk; sent again from its start when the transfer fails (the service keeps
-    nothing of a file cut off half-way), at most :data:`FILE_ATTEMPTS` times."""
+    """One file, streamed from disk; sent again from its start when the transfer fails."""
+    _again_when_cut(rel, lambda: client.put_upload_file(dataset_id, upload, rel, local, digest))
+
+
+def _again_when_cut(rel: str, send: Callable[[], T], abort: threading.Event | None = None) -> T:
+    """``send()`` of file ``rel``, again from its start when the transfer breaks or the service fails (it keeps
+    nothing of a file cut off half-way), at most :data:`FILE_ATTEMPTS` times; a refusal (4xx) is final. What
+    :class:`LocalPushUnavailable` says (take the HTTP way) goes straight to the caller."""
     for attempt in range(1, FILE_ATTEMPTS + 1):
         try:
-            client.put_upload_file(dataset_id, upload, rel, local, digest)
-            return
+            return send()
+        except LocalPushUnavailable:
+            raise
         except NothingError as e:
             retryable = e.status is None or e.status >= 500
-            if not retryable or attempt == FILE_ATTEMPTS:
+            if not retryable or attempt == FILE_ATTEMPTS or (abort is not None and abort.is_set()):
                 raise NothingError(f"{rel}: {e}", e.status) from None
             time.sleep(0.5 * attempt)
+    raise AssertionError("unreachable")
 
 
 # ---------------------------------------------------------------- what ``nothing dataset`` and the magic print

@@ -238,3 +238,59 @@ def test_the_readme_dataset_examples_work_verbatim(hub, tmp_path):
         elif command.startswith("nothing dataset show "):
             assert "used by: run" in out, out
     assert client.datasets() == []
+
+
+@pytest.mark.parametrize("failures, status, tries, sent", [
+    ([None], None, 2, True),  # the connection broke once: sent again
+    ([502, 503], None, 3, True),  # the service failed twice: the third try is the last
+    ([500, 500, 500], 500, 3, False),  # three failures: given up, in the file's name
+    ([413], 413, 1, False),  # a refusal is final: never sent again
+])
+def test_a_file_is_sent_again_only_when_the_transfer_or_the_service_failed(monkeypatch, failures, status, tries,
+                                                                          sent):
+    from nothing.magics import datasets
+    from nothing.magics.client import NothingError
+
+    monkeypatch.setattr(datasets.time, "sleep", lambda seconds: None)
+    calls = []
+
+    def send():
+        calls.append(1)
+        if len(calls) <= len(failures):
+            raise NothingError("cut off", failures[len(calls) - 1])
+        return "stored"
+
+    if sent:
+        assert datasets._again_when_cut("a/b.bin", send) == "stored"
+    else:
+        with pytest.raises(NothingError, match=r"^a/b\.bin: cut off") as e:
+            datasets._again_when_cut("a/b.bin", send)
+        assert e.value.status == status
+    assert len(calls) == tries
+
+
+def test_a_local_hand_over_is_not_tried_again_once_the_push_gives_up_or_the_socket_is_unavailable(monkeypatch):
+    import threading
+
+    from nothing.magics import datasets
+    from nothing.magics.client import LocalPushUnavailable, NothingError
+
+    monkeypatch.setattr(datasets.time, "sleep", lambda seconds: None)
+    abort, calls = threading.Event(), []
+
+    def broken():
+        calls.append(1)
+        abort.set()  # another file failed meanwhile: the push is over
+        raise NothingError("connection reset", None)
+
+    with pytest.raises(NothingError, match="connection reset"):
+        datasets._again_when_cut("x", broken, abort)
+    assert len(calls) == 1
+
+    def unavailable():
+        calls.append(1)
+        raise LocalPushUnavailable("not this service's socket", 403)
+
+    with pytest.raises(LocalPushUnavailable):  # as it is: the caller takes the HTTP way
+        datasets._again_when_cut("x", unavailable, threading.Event())
+    assert len(calls) == 2
