@@ -88,7 +88,6 @@ if __name__ == "__main__":
 EXIT_LOAD_FAILED, EXIT_NO_INPUT, EXIT_TIMED_OUT = 1, 2, 3  # batch_infer.py's
 
 
-
 class BatchError(ValueError):
     """A field or an input that cannot be accepted; the message says why."""
 
